@@ -48,6 +48,10 @@ def _assets_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def _hub_serve(args: argparse.Namespace) -> int:
     from .hub import make_server
 
@@ -61,7 +65,7 @@ def _hub_serve(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     print(f"http://{host}:{port}", flush=True)
     print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # stop cleanly on `kill` as on Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:
