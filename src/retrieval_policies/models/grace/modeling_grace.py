@@ -1,0 +1,397 @@
+"""GRACE embedder: the LLM writes a rationale about a text; the embedding is the mean of its last-layer hidden states
+over text + rationale (system prefix excluded), L2-normalised. (arXiv 2510.04506; method spec §1, §2, §7, §8.)
+
+Hub-facing: copied into model repos next to ``configuration_grace.py``; imports only torch, transformers and the
+standard library. The weights stay a plain causal LM, so TRL and vLLM load the same repo directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.utils import cached_file
+from transformers.utils.logging import tqdm
+
+from .configuration_grace import GRACE_CONFIG_NAME, GraceConfig
+
+CODE_FILES = ("modeling_grace.py", "configuration_grace.py")
+_DUMMY_TEXT = "GRACEDUMMYUSERTEXT"
+_UNSET = object()
+
+
+def render_prompt(tokenizer, system_prompt: str, text: str) -> str:
+    """The two-message chat of method spec §1, rendered with the backbone's own template and generation header."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def system_prefix_ids(tokenizer, system_prompt: str) -> list[int]:
+    """Token ids the template puts before the user text (found once per tokenizer with a dummy user string)."""
+    rendered = render_prompt(tokenizer, system_prompt, _DUMMY_TEXT)
+    start = rendered.find(_DUMMY_TEXT)
+    if start < 0:
+        raise ValueError("the chat template does not render the user message verbatim; cannot locate the system prefix")
+    return tokenizer(rendered[:start], add_special_tokens=False)["input_ids"]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` [batch, seq, dim] over positions where ``mask`` [batch, seq] is 1."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def text_seed(seed: int, text: str) -> int:
+    """A per-text seed: a text's sampled rationale does not depend on which other texts share its batch."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class PerRowSampler(LogitsProcessor):
+    """Temperature + nucleus sampling with one random generator per row (Gumbel-max), run under greedy decoding.
+
+    Batched ``generate`` draws every row from one random stream, so a row's sample would depend on its neighbours;
+    here each row draws from its own seeded stream and the chosen token is returned as the only finite score.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= self.top_p  # keeps at least the top token
+            logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators]).to(logits.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
+        choice = (logits + gumbel).argmax(dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), choice] = 0.0
+        return out
+
+
+class RationaleCache:
+    """On-disk cache of generated rationales: one JSON file per (model revision, settings, text)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    @staticmethod
+    def key(revision: str, settings: dict, text: str) -> str:
+        blob = json.dumps({"revision": revision, "settings": settings, "text": text}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def put(self, key: str, value: dict) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(value, f)
+        os.replace(tmp, path)
+
+    def __repr__(self) -> str:
+        return f"RationaleCache({str(self.folder)!r})"
+
+
+def _folder_fingerprint(folder: str | os.PathLike) -> str:
+    """A revision id for a local folder: changes whenever a weight file changes."""
+    folder = Path(folder)
+    parts = [str(folder.resolve())]
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = path.stat()
+        parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "local-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class GraceEmbedder(torch.nn.Module):
+    """A chat LLM used as a GRACE embedder. ``encode`` returns L2-normalised float32 arrays, one row per text."""
+
+    def __init__(self, model, tokenizer, grace_config: GraceConfig | None = None, *, revision: str | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.grace_config = grace_config or GraceConfig()
+        self.revision = revision
+        if tokenizer.chat_template is None:
+            raise ValueError("GRACE needs a chat model: the tokenizer has no chat template")
+        self._prefix = system_prefix_ids(tokenizer, self.grace_config.system_prompt)
+
+    # ------------------------------------------------------------------ construction and persistence
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModel"):
+        """Called by AutoModel on remote-code classes; the repo's config.json already carries the auto_map."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=torch.float32, **kwargs):
+        """Load a GRACE repo or folder: the causal LM, its tokenizer and ``grace_config.json`` (defaults if absent)."""
+        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
+        path = str(pretrained_model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        settings_file = cached_file(path, GRACE_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
+        grace_config = GraceConfig.load(settings_file) if settings_file else GraceConfig()
+        revision = getattr(model.config, "_commit_hash", None) or (_folder_fingerprint(path) if os.path.isdir(path) else None)
+        return cls(model.eval(), tokenizer, grace_config, revision=revision)
+
+    @classmethod
+    def from_base(cls, name_or_path, *, resolver=None, dtype=torch.float32, **settings):
+        """An untrained embedder from any chat LLM; ``settings`` are GraceConfig fields.
+
+        The name is resolved with ``resolver`` (default: retrieval_policies' model resolution, with its offline
+        fallback, when that package is installed; else the name is used as is).
+        """
+        if resolver is None:
+            try:
+                resolver = importlib.import_module("retrieval_policies.assets").resolve_model
+            except ImportError:
+                resolver = str
+        folder = str(resolver(name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls(model.eval(), tokenizer, GraceConfig(**settings), revision=_folder_fingerprint(folder))
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """A repo that loads as AutoModel (remote code), AutoModelForCausalLM (plain) and SentenceTransformer."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        auto_map = dict(getattr(self.model.config, "auto_map", None) or {})
+        auto_map["AutoModel"] = "modeling_grace.GraceEmbedder"
+        self.model.config.auto_map = auto_map
+        self.model.save_pretrained(folder, **kwargs)
+        self.tokenizer.save_pretrained(folder)
+        self.grace_config.save(folder)
+        here = Path(__file__).resolve().parent
+        for name in CODE_FILES:
+            (folder / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "modeling_grace.GraceSentenceTransformerModule"}]
+        (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+        st_config = {"similarity_fn_name": "cosine", "prompts": {}, "default_prompt_name": None, "model_type": "SentenceTransformer"}
+        (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.config.get_text_config().hidden_size
+
+    @property
+    def system_prefix_length(self) -> int:
+        return len(self._prefix)
+
+    def __repr__(self) -> str:
+        c = self.grace_config
+        return (f"GraceEmbedder(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
+                f"dim={self.embedding_dim}, system_prefix_tokens={self.system_prefix_length}, "
+                f"max_new_tokens={c.max_new_tokens}, temperature={c.temperature}, top_p={c.top_p}, seed={c.seed}, "
+                f"pool_eos={c.pool_eos}, normalize={c.normalize})")
+
+    # ------------------------------------------------------------------ the pieces of an embedding
+    def truncate_text(self, text: str) -> str:
+        """Cut the *user text* to ``max_text_tokens`` tokens before templating (the template is never cut)."""
+        text = text.strip()
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        limit = self.grace_config.max_text_tokens
+        return text if len(ids) <= limit else self.tokenizer.decode(ids[:limit]).strip()
+
+    def prompt_ids(self, text: str) -> list[int]:
+        rendered = render_prompt(self.tokenizer, self.grace_config.system_prompt, text)
+        return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+    def prefix_length(self, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` are the system prefix (the shared prefix, robust to boundary merges)."""
+        n = 0
+        for a, b in zip(ids, self._prefix):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else min(self._eos_ids())
+
+    @torch.no_grad()
+    def generate_rationales(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
+                            temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], bool]]:
+        """Batched generation (left padding, KV cache): per prompt, the rationale ids up to the first EOS and whether
+        one was produced (the EOS itself is not in the ids)."""
+        width = max(len(p) for p in prompts)
+        pad = self._pad_id()
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        eos = sorted(self._eos_ids())
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
+        processors = LogitsProcessorList()
+        if temperature > 0:
+            seeds = [text_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"), t) for t in texts]
+            processors.append(PerRowSampler(seeds, temperature, top_p))
+        output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                     logits_processor=processors)
+        results = []
+        for row in output[:, width:].tolist():
+            cut = next((i for i, tok in enumerate(row) if tok in eos), None)
+            results.append((row if cut is None else row[:cut], cut is not None))
+        return results
+
+    @torch.no_grad()
+    def embed_sequences(self, sequences: list[list[int]], prefix_lengths: list[int]) -> torch.Tensor:
+        """Mean of the last hidden layer (after the final norm) over each sequence minus its system prefix.
+
+        Right padding keeps every real token at its unpadded position, so a text's vector does not depend on its
+        batch. The LM head is skipped: only hidden states are needed.
+        """
+        width = max(len(s) for s in sequences)
+        pad = self._pad_id()
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        pool_mask = attention.clone()
+        for row, p in enumerate(prefix_lengths):
+            pool_mask[row, :p] = 0
+        return mean_pool(hidden.float(), pool_mask)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, texts, *, rationale: bool = True, batch_size: int = 8, max_new_tokens: int | None = None,
+               temperature: float | None = None, top_p: float | None = None, seed=_UNSET, normalize: bool | None = None,
+               return_rationales: bool = False, show_progress_bar: bool | None = None, cache_dir: str | os.PathLike | None = None):
+        """Embed ``texts`` (a string or a list of strings).
+
+        rationale=True: generate a rationale per text (batched, sorted by length), then embed prompt ⊕ rationale
+        (⊕ EOS when ``pool_eos`` and one was generated). rationale=False: embed the prompt alone (the fast path,
+        the paper's Base row). ``temperature=0`` is greedy; with a ``seed`` sampled rationales are reproducible.
+        ``cache_dir`` keeps generated rationales on disk keyed by model revision, text and generation settings.
+        Returns a float32 array [n, dim] (1-D for a single string), plus the rationales when ``return_rationales``.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else texts
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+        if len(texts) == 0:
+            raise ValueError("texts is empty: nothing to encode")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        c = self.grace_config
+        settings = {
+            "max_new_tokens": c.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            "temperature": c.temperature if temperature is None else temperature,
+            "top_p": c.top_p if top_p is None else top_p,
+            "seed": c.seed if seed is _UNSET else seed,
+        }
+        normalize = c.normalize if normalize is None else normalize
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) > 4 * batch_size
+        cache = None
+        if cache_dir is not None and rationale:
+            if settings["temperature"] > 0 and settings["seed"] is None:
+                raise ValueError("a rationale cache needs reproducible generation: set a seed or temperature=0")
+            if self.revision is None:
+                raise ValueError("a rationale cache needs the model revision: load with from_pretrained/from_base or set .revision")
+            cache = RationaleCache(cache_dir)
+
+        was_training = self.model.training
+        self.model.eval()
+        clean = [self.truncate_text(t) for t in texts]
+        prompts = [self.prompt_ids(t) for t in clean]
+        order = sorted(range(len(texts)), key=lambda i: -len(prompts[i]))
+        embeddings: list[torch.Tensor | None] = [None] * len(texts)
+        rationales: list[str | None] = [None] * len(texts)
+        key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens}
+        try:
+            for start in tqdm(range(0, len(order), batch_size), desc="GRACE encode", disable=not show_progress_bar):
+                batch = order[start : start + batch_size]
+                sequences = [prompts[i] for i in batch]
+                if rationale:
+                    generated = self._rationales_for(batch, clean, prompts, settings, cache, key_settings)
+                    eos = min(self._eos_ids())
+                    sequences = [prompts[i] + ids + ([eos] if ended and c.pool_eos else []) for i, (ids, ended) in zip(batch, generated)]
+                    for i, (ids, _) in zip(batch, generated):
+                        rationales[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+                vectors = self.embed_sequences(sequences, [self.prefix_length(prompts[i]) for i in batch])
+                if normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+                for i, vector in zip(batch, vectors):
+                    embeddings[i] = vector.cpu()
+        finally:
+            self.model.train(was_training)
+        out = torch.stack(embeddings).numpy()
+        out = out[0] if single else out
+        if return_rationales:
+            return out, (rationales[0] if single else rationales)
+        return out
+
+    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings) -> list[tuple[list[int], bool]]:
+        keys = [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)
+        found = [cache.get(k) if cache else None for k in keys]
+        missing = [j for j, hit in enumerate(found) if hit is None]
+        if missing:
+            fresh = self.generate_rationales([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
+            for j, (ids, ended) in zip(missing, fresh):
+                found[j] = {"ids": ids, "eos": ended}
+                if cache:
+                    cache.put(keys[j], {**found[j], "text": self.tokenizer.decode(ids, skip_special_tokens=True)})
+        return [(hit["ids"], hit["eos"]) for hit in found]
+
+
+class GraceSentenceTransformerModule(torch.nn.Module):
+    """The sentence-transformers face of a GRACE repo (``modules.json`` points here): same vectors as ``encode``."""
+
+    modalities = ["text"]
+
+    def __init__(self, embedder: GraceEmbedder):
+        super().__init__()
+        self.embedder = embedder
+
+    @classmethod
+    def load(cls, model_name_or_path, subfolder: str = "", token=None, cache_folder=None, revision=None,
+             local_files_only: bool = False, **kwargs):
+        hub = {"token": token, "cache_dir": cache_folder, "revision": revision, "local_files_only": local_files_only}
+        if subfolder:
+            hub["subfolder"] = subfolder
+        return cls(GraceEmbedder.from_pretrained(model_name_or_path, **{k: v for k, v in hub.items() if v is not None}))
+
+    def preprocess(self, inputs, prompt=None, **kwargs) -> dict:
+        if prompt:
+            raise ValueError("GRACE uses no instruction prompts (method spec §1): encode without prompt/prompt_name")
+        return {"texts": list(inputs)}
+
+    def forward(self, features: dict, **kwargs) -> dict:
+        texts = features["texts"]
+        vectors = self.embedder.encode(texts, batch_size=len(texts), show_progress_bar=False)
+        features["sentence_embedding"] = torch.from_numpy(vectors).to(self.embedder.device)
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedder.embedding_dim
+
+    def save(self, output_path: str, *args, **kwargs) -> None:
+        self.embedder.save_pretrained(output_path)

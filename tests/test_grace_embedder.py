@@ -1,0 +1,217 @@
+"""GRACE embedder mechanics on tiny random backbones (with SmolLM2's real tokenizer and chat template)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from transformers import AutoTokenizer
+
+from retrieval_policies import GraceEmbedder
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.models.grace import GRACE_SYSTEM_PROMPT, GraceConfig, mean_pool, system_prefix_ids
+
+TEXTS = ["A dog barked all night long at the moon.", "Paris", "", "Puppies are young dogs; they bark and play a lot.", "x y"]
+LLAMA3_STYLE_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+
+
+def tiny_model(arch: str, vocab: int):
+    torch.manual_seed(0)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, eos_token_id=2, pad_token_id=2, bos_token_id=1)
+    if arch == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**common)).eval()
+    return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common)).eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def embedder(request, tokenizer):
+    return GraceEmbedder(tiny_model(request.param, len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=8), revision="test-rev")
+
+
+def test_system_prefix_of_two_chat_templates(tokenizer):
+    prefix = tokenizer.decode(system_prefix_ids(tokenizer, GRACE_SYSTEM_PROMPT))
+    assert prefix == f"<|im_start|>system\n{GRACE_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+    llama3 = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    llama3.chat_template = LLAMA3_STYLE_TEMPLATE
+    prefix = llama3.decode(system_prefix_ids(llama3, GRACE_SYSTEM_PROMPT))
+    assert prefix == f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{GRACE_SYSTEM_PROMPT}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    for tok, exact in ((tokenizer, True), (llama3, False)):
+        embedder = GraceEmbedder(tiny_model("llama", len(tokenizer)), tok)
+        for text in TEXTS:
+            ids = embedder.prompt_ids(text)
+            n = embedder.prefix_length(ids)
+            # Inside a real prompt the prefix is found; where BPE merges the template's last whitespace with the
+            # user text (a foreign template here), the merged token is pooled rather than dropped.
+            assert n == embedder.system_prefix_length if exact else embedder.system_prefix_length - 1 <= n <= embedder.system_prefix_length
+            assert text in tok.decode(ids[n:]) and (not text or text not in tok.decode(ids[:n]))
+
+
+def test_pooling_matches_a_hand_computed_mean(embedder):
+    text = "A dog barked all night long."
+    ids = embedder.prompt_ids(text)
+    p = embedder.system_prefix_length
+    with torch.no_grad():
+        hidden = embedder.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
+    expected = hidden[p:].mean(dim=0)
+    got = embedder.encode(text, rationale=False, normalize=False)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(embedder.encode(text, rationale=False), (expected / expected.norm()).numpy(), atol=1e-5)
+    assert not np.allclose(got, hidden.mean(dim=0).numpy(), atol=1e-4)  # the system prefix really is excluded
+
+
+def test_mean_pool_ignores_masked_positions():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    assert mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
+
+
+def test_eos_pooling_on_and_off(embedder, monkeypatch):
+    text = "Paris is the capital of France."
+    rationale = embedder.tokenizer("<think>a city</think> It is a capital.", add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: [(rationale, True) for _ in prompts])
+    ids, p, eos = embedder.prompt_ids(text), embedder.system_prefix_length, min(embedder._eos_ids())
+    with_eos = embedder.embed_sequences([ids + rationale + [eos]], [p])[0]
+    without = embedder.embed_sequences([ids + rationale], [p])[0]
+    embedder.grace_config.pool_eos = True
+    np.testing.assert_allclose(embedder.encode(text, normalize=False), with_eos.numpy(), atol=1e-5)
+    embedder.grace_config.pool_eos = False
+    try:
+        np.testing.assert_allclose(embedder.encode(text, normalize=False), without.numpy(), atol=1e-5)
+    finally:
+        embedder.grace_config.pool_eos = True
+    assert not torch.allclose(with_eos, without, atol=1e-4)
+
+
+@pytest.mark.parametrize("rationale", [False, True])
+def test_order_is_preserved_with_unsorted_lengths(embedder, rationale):
+    together = embedder.encode(TEXTS, rationale=rationale, batch_size=2, temperature=0)
+    alone = np.stack([embedder.encode(t, rationale=rationale, temperature=0) for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert together.shape == (len(TEXTS), embedder.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_seeded_sampling_is_reproducible(embedder):
+    first, r1 = embedder.encode(TEXTS, seed=7, temperature=1.0, return_rationales=True)
+    again, r2 = embedder.encode(list(reversed(TEXTS)), seed=7, temperature=1.0, return_rationales=True, batch_size=3)
+    np.testing.assert_allclose(again[::-1], first, atol=1e-5)
+    assert r2[::-1] == r1
+    other, r3 = embedder.encode(TEXTS, seed=8, temperature=1.0, return_rationales=True)
+    assert r3 != r1
+
+
+def test_cache_hit_leaves_generation_uncalled(embedder, tmp_path, monkeypatch):
+    first, rationales = embedder.encode(TEXTS, cache_dir=tmp_path, return_rationales=True)
+    assert len(list(tmp_path.rglob("*.json"))) == len(set(t.strip() for t in TEXTS))
+    monkeypatch.setattr(embedder.model, "generate", lambda *a, **k: pytest.fail("generate called on a cache hit"))
+    cached, cached_rationales = embedder.encode(TEXTS, cache_dir=tmp_path, return_rationales=True)
+    np.testing.assert_allclose(cached, first, atol=1e-5)
+    assert cached_rationales == rationales
+    with pytest.raises(pytest.fail.Exception):  # other settings are a cache miss: generation runs
+        embedder.encode(TEXTS[:1], cache_dir=tmp_path, max_new_tokens=3)
+
+
+def test_user_text_is_truncated_before_templating(embedder):
+    embedder.grace_config.max_text_tokens = 5
+    try:
+        ids = embedder.prompt_ids(embedder.truncate_text("one two three four five six seven eight nine ten"))
+        rendered = embedder.tokenizer.decode(ids)
+        assert rendered.endswith("<|im_end|>\n<|im_start|>assistant\n") and "six" not in rendered
+    finally:
+        embedder.grace_config.max_text_tokens = 1024
+
+
+def test_bad_input(embedder):
+    with pytest.raises(ValueError, match="empty"):
+        embedder.encode([])
+    with pytest.raises(TypeError, match=r"texts\[1\] is int"):
+        embedder.encode(["ok", 3])
+    with pytest.raises(TypeError):
+        embedder.encode(None)
+    assert embedder.encode([""], rationale=False).shape == (1, embedder.embedding_dim)
+    with pytest.raises(ValueError, match="temperature"):
+        GraceConfig(temperature=-1)
+
+
+BLOCK_PROJECT = "import sys; sys.modules['retrieval_policies'] = None\n"  # `import retrieval_policies` now fails
+
+
+def _load_three_ways(path_or_repo: str, env=None, cwd=None) -> dict:
+    code = BLOCK_PROJECT + textwrap.dedent("""
+        import json, sys
+        import torch
+        from transformers import AutoModel, AutoModelForCausalLM
+        from sentence_transformers import SentenceTransformer
+        try:
+            import retrieval_policies
+            raise SystemExit("retrieval_policies should not be importable here")
+        except ImportError:
+            pass
+        texts = json.loads(sys.argv[2])
+        grace = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+        lm = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+        st = SentenceTransformer(sys.argv[1], trust_remote_code=True)
+        print(json.dumps({
+            "grace_class": type(grace).__name__, "lm_class": type(lm).__name__,
+            "encode": grace.encode(texts, temperature=0).tolist(),
+            "st": st.encode(texts, batch_size=2).tolist(), "st_dim": st.get_embedding_dimension(),
+        }))
+    """)
+    result = subprocess.run([sys.executable, "-c", code, path_or_repo, json.dumps(TEXTS)], capture_output=True, text=True,
+                            timeout=600, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("arch, expected_lm", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
+def test_saved_folder_loads_three_ways_without_the_project(arch, expected_lm, tokenizer, tmp_path):
+    embedder = GraceEmbedder(tiny_model(arch, len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=6, temperature=0.0))
+    embedder.save_pretrained(tmp_path / "grace")
+    assert json.loads((tmp_path / "grace" / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_grace.GraceEmbedder"
+    expected = embedder.encode(TEXTS)
+    out = _load_three_ways(str(tmp_path / "grace"), cwd=tmp_path)
+    assert (out["grace_class"], out["lm_class"], out["st_dim"]) == ("GraceEmbedder", expected_lm, 32)
+    np.testing.assert_allclose(out["encode"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["st"], expected, atol=1e-5)
+
+
+def test_repo_loads_three_ways_from_the_hub(client, tokenizer, tmp_path):
+    embedder = GraceEmbedder(tiny_model("llama", len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=6, temperature=0.0))
+    embedder.save_pretrained(tmp_path / "grace")
+    client("""
+        import sys
+        from huggingface_hub import HfApi
+        HfApi().create_repo("org/tiny-grace")
+        HfApi().upload_folder(repo_id="org/tiny-grace", folder_path=sys.argv[1])
+    """, str(tmp_path / "grace"))
+    from retrieval_policies.hub import hub_client_env
+
+    env = hub_client_env(client.hub.url, tmp_path / "hf_home_reader")
+    out = _load_three_ways("org/tiny-grace", env=env, cwd=tmp_path)
+    expected = embedder.encode(TEXTS)
+    np.testing.assert_allclose(out["encode"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["st"], expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_smollm2_embeddings_reflect_meaning():
+    grace = GraceEmbedder.from_base(DEFAULT_BASE_MODEL, max_new_tokens=32, temperature=0.0)
+    assert grace.system_prefix_length == 40 and grace.embedding_dim == 576
+    for rationale in (False, True):
+        dog, puppy, paris = grace.encode(["A dog barked all night.", "Puppies are young dogs that bark.",
+                                          "The capital of France is Paris."], rationale=rationale)
+        assert dog @ puppy > dog @ paris
