@@ -148,3 +148,8 @@ def test_packaged_smollm2_converts_loads_and_answers(tmp_path):
     assert out["prompt"].endswith("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
     assert "Paris" in out["answer"]
     assert (out["dtype"], out["layers"], out["eos"]) == ("torch.float32", 30, "<|im_end|>")
+
+
+def test_packaged_sentence_encoder_resolves_offline():
+    path = resolve_model("sentence-transformers/all-MiniLM-L6-v2", offline=True)
+    assert (path / "modules.json").is_file() and (path / "model.safetensors").is_file()

@@ -105,6 +105,16 @@ def test_order_is_preserved_with_unsorted_lengths(embedder, rationale):
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
 
 
+def test_duplicates_are_generated_once(embedder, monkeypatch):
+    calls = []
+    original = embedder.generate_rationales
+    monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: calls.append(list(texts)) or original(prompts, texts, **kw))
+    out, rationales = embedder.encode(["b", "a", "b", " a ", "c"], batch_size=8, return_rationales=True)
+    assert sorted(sum(calls, [])) == ["a", "b", "c"]
+    np.testing.assert_array_equal(out[0], out[2]) and np.testing.assert_array_equal(out[1], out[3])
+    assert rationales[0] == rationales[2] and rationales[1] == rationales[3]
+
+
 def test_seeded_sampling_is_reproducible(embedder):
     first, r1 = embedder.encode(TEXTS, seed=7, temperature=1.0, return_rationales=True)
     again, r2 = embedder.encode(list(reversed(TEXTS)), seed=7, temperature=1.0, return_rationales=True, batch_size=3)

@@ -75,6 +75,23 @@ def _hub_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grace_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.run import evaluate_model, format_table
+
+    options = {}
+    if not args.sentence_transformer:
+        options = {k: v for k, v in {"rationale": not args.no_rationale, "temperature": args.temperature,
+                                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                                     "cache_dir": args.rationale_cache}.items() if v is not None}
+        if args.documents_without_rationale:
+            options["document_options"] = {"rationale": False}
+    rows = evaluate_model(args.model, tasks=args.tasks, output_dir=args.output_dir, name=args.name,
+                          sentence_transformer=args.sentence_transformer, batch_size=args.batch_size, **options)
+    print(format_table(rows))
+    print(f"mteb result files under {args.output_dir}/results/")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -106,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (no authentication!)")
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_hub_serve)
+
+    grace = commands.add_parser("grace", help="GRACE embedders").add_subparsers(dest="action", required=True)
+    evaluate = grace.add_parser("evaluate", help="mteb evaluation: local tasks offline, built-in MTEB tasks with a Hub")
+    evaluate.add_argument("--model", required=True, help="GRACE repo or folder, a chat LLM name (untrained GRACE), or with --sentence-transformer any sentence-transformers model")
+    evaluate.add_argument("--tasks", nargs="+", help="local task names (default: all) and/or built-in MTEB task names")
+    evaluate.add_argument("--output-dir", default="results/mteb", help="mteb ResultCache folder (default results/mteb)")
+    evaluate.add_argument("--name", help="model name in the result files (default from --model)")
+    evaluate.add_argument("--sentence-transformer", action="store_true", help="evaluate a plain sentence-transformers model (baselines)")
+    evaluate.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (the paper's Base row)")
+    evaluate.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
+    evaluate.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
+    evaluate.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
+    evaluate.add_argument("--documents-without-rationale", action="store_true", help="treat documents differently from queries: no rationale for documents")
+    evaluate.set_defaults(func=_grace_evaluate)
 
     demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
     demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")

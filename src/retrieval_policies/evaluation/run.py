@@ -1,0 +1,80 @@
+"""``retrieval-policies grace evaluate``: local tasks offline, built-in MTEB tasks when the Hub is reachable."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    task: str
+    metric: str
+    score: float
+
+
+def resolve_tasks(names: list[str] | None) -> list:
+    """Task instances: local task names (all of them by default) or built-in mteb task names."""
+    import mteb
+
+    from .local_tasks import LOCAL_TASKS
+
+    names = names or list(LOCAL_TASKS)
+    builtin = [n for n in names if n not in LOCAL_TASKS]
+    tasks = [LOCAL_TASKS[n]() for n in names if n in LOCAL_TASKS]
+    if builtin:
+        try:
+            tasks += list(mteb.get_tasks(tasks=builtin))
+        except Exception as err:  # noqa: BLE001 - name the unknown task rather than mteb's internals
+            raise ValueError(f"unknown task(s) {builtin}: local tasks are {sorted(LOCAL_TASKS)}; built-in MTEB names "
+                             f"need the Hub for their data ({type(err).__name__}: {err})") from None
+    return tasks
+
+
+def results_name(model: str) -> str:
+    """An mteb model name ("org/model") for a Hub id, or "local/<folder>" for a path."""
+    if Path(model).exists() or model.count("/") != 1:
+        return f"local/{Path(model.rstrip('/')).name}"
+    return model
+
+
+def evaluate_model(model: str, *, tasks: list[str] | None = None, output_dir: str | Path = "results/mteb",
+                   sentence_transformer: bool = False, name: str | None = None, batch_size: int = 8,
+                   document_options: dict | None = None, query_options: dict | None = None, **encode_options) -> list[ScoreRow]:
+    """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model; write mteb's result
+    files under ``output_dir`` and return the main score of each task."""
+    import mteb
+
+    from ..assets import resolve_model
+
+    path = resolve_model(model)
+    name = name or results_name(model)
+    if sentence_transformer:
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(str(path))
+        encoder.model_card_data.model_name = name
+        encode_kwargs = {"batch_size": batch_size}
+    else:
+        from ..models.grace import GraceEmbedder
+        from .mteb_encoder import GraceMtebEncoder
+
+        embedder = GraceEmbedder.from_pretrained(path)
+        encoder = GraceMtebEncoder(embedder, name=name, batch_size=batch_size, query_options=query_options,
+                                   document_options=document_options, **encode_options)
+        encode_kwargs = {"batch_size": batch_size}
+    task_list = resolve_tasks(tasks)
+    results = mteb.evaluate(encoder, task_list, cache=mteb.ResultCache(str(output_dir)), encode_kwargs=encode_kwargs,
+                            overwrite_strategy="always", show_progress_bar=False)
+    by_name = {r.task_name: r for r in results.task_results}
+    return [ScoreRow(t.metadata.name, t.metadata.main_score, by_name[t.metadata.name].get_score()) for t in task_list]
+
+
+def format_table(rows: list[ScoreRow]) -> str:
+    width = max([len(r.task) for r in rows] + [4])
+    lines = [f"{'task':<{width}}  {'metric':<16}  score", f"{'-' * width}  {'-' * 16}  ------"]
+    lines += [f"{r.task:<{width}}  {r.metric:<16}  {r.score:.4f}" for r in rows]
+    return "\n".join(lines)

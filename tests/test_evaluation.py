@@ -1,0 +1,146 @@
+"""mteb integration: the GRACE encoder wrapper, the offline tasks and their held-out split."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mteb
+import numpy as np
+import pytest
+import torch
+import transformers
+from scipy.stats import spearmanr
+from transformers import AutoTokenizer
+
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.corpora import WordNet, WordNetNotFoundError, load_lee
+from retrieval_policies.evaluation import (
+    GraceMtebEncoder,
+    LocalLeeSTS,
+    LocalWikipediaSectionRetrieval,
+    LocalWordNetDefinitionRetrieval,
+    heldout_ids,
+    heldout_texts,
+)
+from retrieval_policies.evaluation.local_tasks import normalize_text
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+
+
+@pytest.fixture(scope="module")
+def wordnet_installed():
+    try:
+        WordNet()
+    except WordNetNotFoundError as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def tiny_embedder():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    return GraceEmbedder(transformers.LlamaForCausalLM(config).eval(), tokenizer, GraceConfig(max_new_tokens=4, temperature=0.0),
+                         revision="tiny")
+
+
+def _split(task):
+    task.load_data()
+    return task.dataset["default"]["test"]
+
+
+def test_heldout_split_covers_every_task_item(wordnet_installed):
+    ids = heldout_ids()
+    assert {k: len(v) for k, v in ids.items()} == {"wordnet_synsets": 458, "wikipedia_sections": 136,
+                                                   "wikipedia_passages": 383, "lee_documents": 50}
+    texts = heldout_texts()
+    wordnet = _split(LocalWordNetDefinitionRetrieval())
+    assert (len(wordnet["queries"]), len(wordnet["corpus"])) == (100, 300)
+    assert set(wordnet["corpus"]["id"]) <= ids["wordnet_synsets"]
+    wiki = _split(LocalWikipediaSectionRetrieval())
+    assert (len(wiki["queries"]), len(wiki["corpus"])) == (136, 383)
+    assert set(wiki["corpus"]["id"]) == ids["wikipedia_passages"]
+    for split in (wordnet, wiki):
+        corpus = set(split["corpus"]["id"])
+        assert all(set(docs) <= corpus for docs in split["relevant_docs"].values())
+        assert all(normalize_text(t) in texts for t in list(split["queries"]["text"]) + list(split["corpus"]["text"]))
+    assert all(normalize_text(d) in texts for d in load_lee().documents)
+    # Deterministic and independent of task size.
+    assert heldout_ids() == ids and set(_split(LocalWordNetDefinitionRetrieval(max_documents=20))["corpus"]["id"]) <= ids["wordnet_synsets"]
+
+
+def test_encoder_scores_lee_like_a_hand_computation(tiny_embedder, tmp_path):
+    encoder = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace", rationale=True)
+    result = mteb.evaluate(encoder, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path)), show_progress_bar=False)
+    score = result.task_results[0].get_score()
+    lee = load_lee()
+    vectors = tiny_embedder.encode(list(lee.documents))
+    cosines = [float(vectors[i] @ vectors[j]) for i, j, _ in lee.pairs()]
+    expected = spearmanr(cosines, [s for _, _, s in lee.pairs()]).statistic
+    assert score == pytest.approx(expected, abs=1e-4)
+    files = list((tmp_path / "results").rglob("LocalLeeSTS.json"))
+    assert len(files) == 1 and "test__tiny-grace" in str(files[0])
+    meta = json.loads((files[0].parent / "model_meta.json").read_text())
+    assert meta["experiment_kwargs"] == {"rationale": True}
+
+
+def test_prompt_type_passes_through(tiny_embedder, tmp_path, monkeypatch, wordnet_installed):
+    seen = []
+    original = tiny_embedder.encode
+    monkeypatch.setattr(tiny_embedder, "encode", lambda texts, **kw: seen.append((len(texts), kw["rationale"])) or original(texts, **kw))
+    encoder = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace-docs", rationale=True, document_options={"rationale": False})
+    mteb.evaluate(encoder, [LocalWordNetDefinitionRetrieval(max_documents=12, query_every=4)],
+                  cache=mteb.ResultCache(str(tmp_path)), show_progress_bar=False)
+    assert (3, True) in seen and (12, False) in seen  # queries with rationales, documents without
+
+
+def test_model_meta(tiny_embedder, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "retrieval_policies_source.json").write_text(json.dumps({"license": "apache-2.0"}))
+    tiny_embedder.model.config.name_or_path = str(folder)
+    meta = GraceMtebEncoder(tiny_embedder, name="org/tiny", rationale=False).mteb_model_meta
+    assert (meta.name, meta.revision, meta.embed_dim, meta.license) == ("org/tiny", "tiny", 32, "apache-2.0")
+    assert meta.n_parameters == sum(p.numel() for p in tiny_embedder.model.parameters())
+    assert meta.similarity_fn_name.value == "cosine" and meta.use_instructions is False
+    with pytest.raises(ValueError, match="unknown encode options"):
+        GraceMtebEncoder(tiny_embedder, name="org/tiny", normalise=True)
+
+
+def test_mock_run(tiny_embedder):
+    results = mteb.mock_run(GraceMtebEncoder(tiny_embedder, name="test/tiny-mock", rationale=True))
+    ran = {name: r for name, r in results.task_results.items() if r is not None}
+    assert "MockRetrievalTask" in ran and "MockSTSTask" in ran and "MockClassificationTask" in ran
+    assert all(isinstance(r, mteb.TaskResult) for r in ran.values()), {k: type(v).__name__ for k, v in ran.items()}
+
+
+def test_unknown_task_name_is_a_clear_error():
+    from retrieval_policies.evaluation.run import resolve_tasks
+
+    with pytest.raises(ValueError, match="unknown task"):
+        resolve_tasks(["NoSuchTaskAnywhere"])
+
+
+@pytest.mark.slow
+def test_grace_evaluate_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "retrieval_policies.cli", "grace", "evaluate", "--model", DEFAULT_BASE_MODEL,
+                             "--tasks", "LocalLeeSTS", "--no-rationale", "--output-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("LocalLeeSTS"))
+    assert line.split()[1] == "cosine_spearman" and 0.3 < float(line.split()[2]) < 0.8
+    files = list(tmp_path.rglob("LocalLeeSTS.json"))
+    assert len(files) == 1 and "HuggingFaceTB__SmolLM2-135M-Instruct" in str(files[0])
+
+
+def test_sentence_transformer_baseline_on_lee(tmp_path):
+    from retrieval_policies.evaluation.run import evaluate_model, format_table
+
+    rows = evaluate_model("sentence-transformers/all-MiniLM-L6-v2", tasks=["LocalLeeSTS"], sentence_transformer=True,
+                          output_dir=tmp_path)
+    assert [(r.task, r.metric) for r in rows] == [("LocalLeeSTS", "cosine_spearman")]
+    assert rows[0].score == pytest.approx(0.5085, abs=0.005)  # the README's reference number
+    assert "LocalLeeSTS" in format_table(rows)
+    assert list(tmp_path.rglob("LocalLeeSTS.json"))
