@@ -160,7 +160,7 @@ def test_bad_input(embedder):
 BLOCK_PROJECT = "import sys; sys.modules['retrieval_policies'] = None\n"  # `import retrieval_policies` now fails
 
 
-def _load_three_ways(path_or_repo: str, env=None, cwd=None) -> dict:
+def _load_three_ways(path_or_repo: str, env=None, cwd=None, st_batch_size: int = 2) -> dict:
     code = BLOCK_PROJECT + textwrap.dedent("""
         import json, sys
         import torch
@@ -178,10 +178,10 @@ def _load_three_ways(path_or_repo: str, env=None, cwd=None) -> dict:
         print(json.dumps({
             "grace_class": type(grace).__name__, "lm_class": type(lm).__name__,
             "encode": grace.encode(texts, temperature=0).tolist(),
-            "st": st.encode(texts, batch_size=2).tolist(), "st_dim": st.get_embedding_dimension(),
+            "st": st.encode(texts, batch_size=int(sys.argv[3])).tolist(), "st_dim": st.get_embedding_dimension(),
         }))
     """)
-    result = subprocess.run([sys.executable, "-c", code, path_or_repo, json.dumps(TEXTS)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code, path_or_repo, json.dumps(TEXTS), str(st_batch_size)], capture_output=True, text=True,
                             timeout=600, env=env, cwd=cwd)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -225,3 +225,15 @@ def test_smollm2_embeddings_reflect_meaning():
         dog, puppy, paris = grace.encode(["A dog barked all night.", "Puppies are young dogs that bark.",
                                           "The capital of France is Paris."], rationale=rationale)
         assert dog @ puppy > dog @ paris
+
+
+@pytest.mark.slow
+def test_smollm2_grace_repo_loads_three_ways_without_the_project(tmp_path):
+    grace = GraceEmbedder.from_base(DEFAULT_BASE_MODEL, max_new_tokens=12, temperature=0.0)
+    grace.save_pretrained(tmp_path / "smollm2-grace")
+    expected = grace.encode(TEXTS)
+    # Same batch composition as encode (greedy decoding of a real LM can flip on near-ties under other padding).
+    out = _load_three_ways(str(tmp_path / "smollm2-grace"), cwd=tmp_path, st_batch_size=8)
+    assert (out["grace_class"], out["lm_class"], out["st_dim"]) == ("GraceEmbedder", "LlamaForCausalLM", 576)
+    np.testing.assert_allclose(out["encode"], expected, atol=1e-4)
+    np.testing.assert_allclose(out["st"], expected, atol=1e-4)
