@@ -82,8 +82,9 @@ def test_mean_pool_ignores_masked_positions():
 def test_eos_pooling_on_and_off(embedder, monkeypatch):
     text = "Paris is the capital of France."
     rationale = embedder.tokenizer("<think>a city</think> It is a capital.", add_special_tokens=False)["input_ids"]
-    monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: [(rationale, True) for _ in prompts])
-    ids, p, eos = embedder.prompt_ids(text), embedder.system_prefix_length, min(embedder._eos_ids())
+    eos = max(embedder._eos_ids())  # the EOS that was generated is the one pooled
+    monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: [(rationale, eos) for _ in prompts])
+    ids, p = embedder.prompt_ids(text), embedder.system_prefix_length
     with_eos = embedder.embed_sequences([ids + rationale + [eos]], [p])[0]
     without = embedder.embed_sequences([ids + rationale], [p])[0]
     embedder.grace_config.pool_eos = True
@@ -94,6 +95,17 @@ def test_eos_pooling_on_and_off(embedder, monkeypatch):
     finally:
         embedder.grace_config.pool_eos = True
     assert not torch.allclose(with_eos, without, atol=1e-4)
+
+
+def test_the_generated_eos_is_the_one_pooled(embedder, monkeypatch):
+    """Qwen-style configs list several EOS ids; the rationale ends at, and pools, the one actually generated."""
+    monkeypatch.setattr(embedder.model.generation_config, "eos_token_id", [0, 2])
+    prompt = embedder.prompt_ids("Paris")
+    monkeypatch.setattr(embedder.model, "generate", lambda input_ids, **kw: torch.cat(
+        [input_ids, torch.tensor([[5, 6, 2, 0]] * input_ids.shape[0])], dim=1))
+    assert embedder.generate_rationales([prompt], ["Paris"], max_new_tokens=4, temperature=0.0, top_p=1.0, seed=0) == [([5, 6], 2)]
+    expected = embedder.embed_sequences([prompt + [5, 6, 2]], [embedder.system_prefix_length])[0]
+    np.testing.assert_allclose(embedder.encode("Paris", normalize=False), expected.numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("rationale", [False, True])
@@ -111,7 +123,8 @@ def test_duplicates_are_generated_once(embedder, monkeypatch):
     monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: calls.append(list(texts)) or original(prompts, texts, **kw))
     out, rationales = embedder.encode(["b", "a", "b", " a ", "c"], batch_size=8, return_rationales=True)
     assert sorted(sum(calls, [])) == ["a", "b", "c"]
-    np.testing.assert_array_equal(out[0], out[2]) and np.testing.assert_array_equal(out[1], out[3])
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[1], out[3])
     assert rationales[0] == rationales[2] and rationales[1] == rationales[3]
 
 

@@ -10,7 +10,7 @@ import sys
 
 def _assets_prepare(args: argparse.Namespace) -> int:
     from .assets import ModelNotAvailableError, model_source, resolve_model
-    from .corpora import CorpusNotAvailableError, WordNet, iter_wikipedia_articles, iter_wikipedia_passages, load_lee
+    from .corpora import CorpusNotAvailableError, WordNet, iter_wikipedia_passages, load_lee
 
     status = 0
     for name in args.model:
@@ -22,9 +22,9 @@ def _assets_prepare(args: argparse.Namespace) -> int:
             continue
         print(f"model   {name}: {path} (source: {model_source(path)['source']})")
     try:
-        articles = sum(1 for _ in iter_wikipedia_articles())
-        passages = sum(1 for _ in iter_wikipedia_passages())
-        print(f"corpus  wikipedia: {articles} articles, {passages} passages")
+        passages = list(iter_wikipedia_passages())
+        articles = len({p.article_id for p in passages})
+        print(f"corpus  wikipedia: {articles} articles, {len(passages)} passages")
         lee = load_lee()
         print(f"corpus  lee: {len(lee.documents)} documents, {sum(1 for _ in lee.pairs())} scored pairs")
     except CorpusNotAvailableError as err:

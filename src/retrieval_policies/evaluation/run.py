@@ -57,7 +57,6 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, output_dir: st
 
         encoder = SentenceTransformer(str(path))
         encoder.model_card_data.model_name = name
-        encode_kwargs = {"batch_size": batch_size}
     else:
         from ..models.grace import GraceEmbedder
         from .mteb_encoder import GraceMtebEncoder
@@ -65,9 +64,8 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, output_dir: st
         embedder = GraceEmbedder.from_pretrained(path)
         encoder = GraceMtebEncoder(embedder, name=name, batch_size=batch_size, query_options=query_options,
                                    document_options=document_options, **encode_options)
-        encode_kwargs = {"batch_size": batch_size}
     task_list = resolve_tasks(tasks)
-    results = mteb.evaluate(encoder, task_list, cache=mteb.ResultCache(str(output_dir)), encode_kwargs=encode_kwargs,
+    results = mteb.evaluate(encoder, task_list, cache=mteb.ResultCache(str(output_dir)), encode_kwargs={"batch_size": batch_size},
                             overwrite_strategy="always", show_progress_bar=False)
     by_name = {r.task_name: r for r in results.task_results}
     return [ScoreRow(t.metadata.name, t.metadata.main_score, by_name[t.metadata.name].get_score()) for t in task_list]

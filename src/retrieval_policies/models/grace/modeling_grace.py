@@ -80,6 +80,8 @@ class PerRowSampler(LogitsProcessor):
 class RationaleCache:
     """On-disk cache of generated rationales: one JSON file per (model revision, settings, text)."""
 
+    FORMAT = 2  # part of every key: entries of another layout are never read
+
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
 
@@ -239,9 +241,9 @@ class GraceEmbedder(torch.nn.Module):
 
     @torch.no_grad()
     def generate_rationales(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
-                            temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], bool]]:
-        """Batched generation (left padding, KV cache): per prompt, the rationale ids up to the first EOS and whether
-        one was produced (the EOS itself is not in the ids)."""
+                            temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], int | None]]:
+        """Batched generation (left padding, KV cache): per prompt, the rationale ids up to the first EOS and the EOS
+        token that ended it (None when the length limit did; the EOS itself is not in the ids)."""
         width = max(len(p) for p in prompts)
         pad = self._pad_id()
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -257,7 +259,7 @@ class GraceEmbedder(torch.nn.Module):
         results = []
         for row in output[:, width:].tolist():
             cut = next((i for i, tok in enumerate(row) if tok in eos), None)
-            results.append((row if cut is None else row[:cut], cut is not None))
+            results.append((row, None) if cut is None else (row[:cut], row[cut]))
         return results
 
     @torch.no_grad()
@@ -328,15 +330,15 @@ class GraceEmbedder(torch.nn.Module):
         order = sorted(range(len(clean)), key=lambda i: -len(prompts[i]))
         embeddings: list[torch.Tensor | None] = [None] * len(clean)
         rationales: list[str | None] = [None] * len(clean)
-        key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens}
+        key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens,
+                        "cache_format": RationaleCache.FORMAT}
         try:
             for start in tqdm(range(0, len(order), batch_size), desc="GRACE encode", disable=not show_progress_bar):
                 batch = order[start : start + batch_size]
                 sequences = [prompts[i] for i in batch]
                 if rationale:
                     generated = self._rationales_for(batch, clean, prompts, settings, cache, key_settings)
-                    eos = min(self._eos_ids())
-                    sequences = [prompts[i] + ids + ([eos] if ended and c.pool_eos else []) for i, (ids, ended) in zip(batch, generated)]
+                    sequences = [prompts[i] + ids + ([eos] if eos is not None and c.pool_eos else []) for i, (ids, eos) in zip(batch, generated)]
                     for i, (ids, _) in zip(batch, generated):
                         rationales[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
                 vectors = self.embed_sequences(sequences, [self.prefix_length(prompts[i]) for i in batch])
@@ -353,14 +355,14 @@ class GraceEmbedder(torch.nn.Module):
             return (out[0], rationales[0]) if single else (out, rationales)
         return out[0] if single else out
 
-    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings) -> list[tuple[list[int], bool]]:
+    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings) -> list[tuple[list[int], int | None]]:
         keys = [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)
         found = [cache.get(k) if cache else None for k in keys]
         missing = [j for j, hit in enumerate(found) if hit is None]
         if missing:
             fresh = self.generate_rationales([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
-            for j, (ids, ended) in zip(missing, fresh):
-                found[j] = {"ids": ids, "eos": ended}
+            for j, (ids, eos) in zip(missing, fresh):
+                found[j] = {"ids": ids, "eos": eos}
                 if cache:
                     cache.put(keys[j], {**found[j], "text": self.tokenizer.decode(ids, skip_special_tokens=True)})
         return [(hit["ids"], hit["eos"]) for hit in found]
