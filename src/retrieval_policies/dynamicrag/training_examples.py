@@ -1,0 +1,86 @@
+"""DynamicRAG SFT data as TRL conversational prompt/completion records (method spec §1.3, §1.4).
+
+Behaviour-cloning targets teach the reranker when to stop: for each length L in 0..max_length with
+|relevant| <= L, the target is the relevant ids (shuffled) then L - |relevant| shuffled irrelevant ids. The prompt
+never states L. L = 0 ("None") arises only for questions with no relevant passage; questions with more than
+max_length relevant passages are skipped. Caps per length and in total; one seeded RNG makes it reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..models.dynamicrag.prompts_dynamicrag import format_selection, generator_messages, reranker_messages
+
+
+@dataclass
+class BCStats:
+    questions: int = 0
+    skipped_too_many_relevant: int = 0
+    per_length: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_length.values())
+
+
+def _check_row(row: dict, index: int) -> tuple[str, list, list[int]]:
+    for key in ("question", "ctxs"):
+        if key not in row:
+            raise KeyError(f"row {index}: missing field {key!r}")
+    ctxs = row["ctxs"]
+    relevant = [i for i, ctx in enumerate(ctxs, start=1) if ctx.get("relevant", ctx.get("has_answer"))]
+    return row["question"], ctxs, relevant
+
+
+def behaviour_cloning_examples(rows: list[dict], *, max_length: int = 14, per_length_cap: int = 2000,
+                               total_cap: int = 30000, seed: int = 42, stats: BCStats | None = None) -> list[dict]:
+    """Reranker BC records from rows with ``question`` and ``ctxs`` (each ctx: title, text, and ``relevant`` or
+    ``has_answer``). Questions are visited in a seeded random order so the caps do not favour the file's head."""
+    rng = random.Random(seed)
+    stats = stats if stats is not None else BCStats()
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    examples = []
+    for index in order:
+        question, ctxs, relevant = _check_row(rows[index], index)
+        stats.questions += 1
+        if len(relevant) > max_length:
+            stats.skipped_too_many_relevant += 1
+            continue
+        irrelevant = [i for i in range(1, len(ctxs) + 1) if i not in set(relevant)]
+        for length in range(len(relevant), min(max_length, len(ctxs)) + 1):
+            if stats.total >= total_cap:
+                return examples
+            if stats.per_length[length] >= per_length_cap:
+                continue
+            target = rng.sample(relevant, len(relevant)) + rng.sample(irrelevant, length - len(relevant))
+            examples.append({
+                "id": f"{rows[index].get('id', index)}-bc{length}",
+                "kind": "reranker",
+                "length": length,
+                "prompt": reranker_messages(question, ctxs),
+                "completion": [{"role": "assistant", "content": format_selection(target)}],
+            })
+            stats.per_length[length] += 1
+    return examples
+
+
+def generator_examples(rows: list[dict], *, task: str = "short") -> list[dict]:
+    """Generator SFT records: answer the question from its relevant passages (``Retrieved Content: None`` if none)."""
+    examples = []
+    for index, row in enumerate(rows):
+        question, ctxs, relevant = _check_row(row, index)
+        answers = row.get("answers") or row.get("answer")
+        answers = [answers] if isinstance(answers, str) else list(answers or [])
+        if not answers or not str(answers[0]).strip():
+            raise ValueError(f"row {index}: no gold answer for the generator example")
+        examples.append({
+            "id": f"{row.get('id', index)}-gen",
+            "kind": "generator",
+            "prompt": generator_messages(question, [ctxs[i - 1] for i in relevant], task=task),
+            "completion": [{"role": "assistant", "content": str(answers[0]).strip()}],
+        })
+    return examples

@@ -1,0 +1,100 @@
+"""DynamicRAG prompts, output format and the hardened parser: one format for training, sampling, DPO and inference.
+
+Hub-facing: copied into model repos; imports only the standard library. Method spec §2. The published code used
+different whitespace, numbering and system prompts in different stages; here every stage calls these functions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+RERANKER_SYSTEM_PROMPT = "\n".join([
+    "You are an expert at dynamically generating document identifiers to answer a given query.",
+    "I will provide you with a set of documents, each uniquely identified by a number within square brackets, e.g., [1], [2], etc.",
+    "Your task is to identify and generate only the identifiers of the documents that contain sufficient information to answer the query.",
+    "Stop generating identifiers as soon as the selected documents collectively provide enough information to answer the query.",
+    'If no documents are required to answer the query, output "None".',
+    'Output the identifiers as a comma-separated list, e.g., [1], [2] or "None" if no documents are needed.',
+    "Focus solely on providing the identifiers. Do not include any explanations, descriptions, or additional text.",
+])
+
+GENERATOR_SYSTEM_PROMPT = (
+    "You are a helpful assistant that answers the query accurately and concisely using the retrieved content. "
+    "If the retrieved content is None, answer from your own knowledge. "
+    "If you cannot answer the query, say that you cannot answer it."
+)
+
+# The task line of the generator's user message, per kind of dataset.
+TASK_INSTRUCTIONS = {
+    "short": "Please answer the question with a short phrase.",
+    "fever": "Please verify the claim: answer with SUPPORTS, REFUTES or NOT ENOUGH INFO.",
+    "long": "Please answer the question with a paragraph.",
+}
+NONE_OUTPUT = "None"
+_ID_RE = re.compile(r"\[\s*(-?\d+)\s*\]")
+
+
+def _title_and_text(passage) -> tuple[str, str]:
+    if isinstance(passage, str):
+        return "", passage.strip()
+    if isinstance(passage, dict) and "text" in passage:
+        return str(passage.get("title") or "").strip(), str(passage["text"]).strip()
+    raise TypeError(f"a passage must be a string or a dict with 'text' (and 'title'), got {type(passage).__name__}")
+
+
+def format_passages(passages) -> str:
+    """``{i}. Topic: {title}`` newline ``Content: {text}`` for i = 1..N, joined by single newlines."""
+    lines = []
+    for i, passage in enumerate(passages, start=1):
+        title, text = _title_and_text(passage)
+        lines.append(f"{i}. Topic: {title}\nContent: {text}")
+    return "\n".join(lines)
+
+
+def reranker_messages(question: str, passages) -> list[dict]:
+    user = f"Query: {question.strip()}\n\nRetrieved Content:\n{format_passages(passages)}"
+    return [{"role": "system", "content": RERANKER_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def generator_messages(question: str, passages, task: str = "short") -> list[dict]:
+    """The generator's chat; ``passages`` empty → ``Retrieved Content: None``."""
+    if task not in TASK_INSTRUCTIONS:
+        raise ValueError(f"unknown task {task!r}: expected one of {sorted(TASK_INSTRUCTIONS)}")
+    content = f"Retrieved Content:\n{format_passages(passages)}" if passages else f"Retrieved Content: {NONE_OUTPUT}"
+    user = f"{TASK_INSTRUCTIONS[task]}\nQuery: {question.strip()}\n\n{content}"
+    return [{"role": "system", "content": GENERATOR_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def format_selection(ids) -> str:
+    """1-based ids in rank order → ``[3], [1], [7]``; no ids → ``None``."""
+    return ", ".join(f"[{int(i)}]" for i in ids) if ids else NONE_OUTPUT
+
+
+@dataclass(frozen=True)
+class ParsedSelection:
+    ids: tuple[int, ...]  # 1-based, in order, each once, all within 1..N
+    malformed: bool  # the raw output needed repair (or had no ids and did not say None)
+    problems: tuple[str, ...]
+
+
+def parse_selection(output: str, num_passages: int) -> ParsedSelection:
+    """Every ``[n]`` in order; out-of-range ids dropped, repeats dropped, "None"/no ids → empty. Never raises."""
+    text = output if isinstance(output, str) else ""
+    problems = [] if isinstance(output, str) else [f"output is {type(output).__name__}, not str"]
+    ids, seen = [], set()
+    for match in _ID_RE.finditer(text):
+        value = int(match.group(1))
+        if not 1 <= value <= num_passages:
+            problems.append(f"id {value} outside 1..{num_passages}")
+        elif value in seen:
+            problems.append(f"id {value} repeated")
+        else:
+            seen.add(value)
+            ids.append(value)
+    stripped = text.strip().strip('"').strip()
+    if not ids and stripped != NONE_OUTPUT and not problems:
+        problems.append("no ids and not 'None'")
+    elif ids and _ID_RE.sub("", text).replace(",", "").strip():
+        problems.append("text besides the ids")
+    return ParsedSelection(tuple(ids), bool(problems), tuple(problems))
