@@ -1,0 +1,127 @@
+"""Dense and BM25 retrieval over a passage corpus; each question gets DPR-style ``ctxs``.
+
+Corpus embeddings are computed once and saved next to the corpus (keyed by encoder and corpus content), so a
+re-run reuses them. Search is exact inner product; with ``faiss-cpu`` installed, corpora above ``faiss_threshold``
+passages use an HNSW index instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .labels import has_answer
+
+logger = logging.getLogger(__name__)
+FAISS_THRESHOLD = 1_000_000
+
+
+def corpus_fingerprint(corpus: list[dict]) -> str:
+    digest = hashlib.sha256()
+    for passage in corpus:
+        digest.update(json.dumps([passage["id"], passage.get("title", ""), passage["text"]]).encode())
+    return digest.hexdigest()[:16]
+
+
+def passage_text(passage: dict) -> str:
+    """What the dense encoder sees: "title. text" when there is a title (DPR convention)."""
+    title = (passage.get("title") or "").strip()
+    return f"{title}. {passage['text']}" if title else passage["text"]
+
+
+def _encode_fn(encoder, batch_size: int) -> Callable[[list[str]], np.ndarray]:
+    """A sentence-transformers model or a GRACE embedder → texts to L2-normalised float32 vectors."""
+    def encode(texts: list[str]) -> np.ndarray:
+        kwargs = {"batch_size": batch_size, "show_progress_bar": len(texts) > 4 * batch_size}
+        if hasattr(encoder, "grace_config"):
+            vectors = encoder.encode(texts, **kwargs)
+        else:
+            vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, **kwargs)
+        return np.asarray(vectors, dtype=np.float32)
+    return encode
+
+
+class DenseRetriever:
+    def __init__(self, encoder, corpus: list[dict], *, encoder_id: str, cache_dir: str | os.PathLike | None = None,
+                 batch_size: int = 32, faiss_threshold: int = FAISS_THRESHOLD):
+        for i, passage in enumerate(corpus):
+            if not isinstance(passage, dict) or "id" not in passage or not isinstance(passage.get("text"), str):
+                raise ValueError(f"corpus row {i}: expected a dict with 'id' and a string 'text'")
+        self.corpus, self.encoder_id = corpus, encoder_id
+        self._encode = _encode_fn(encoder, batch_size)
+        self.embeddings = self._corpus_embeddings(cache_dir)
+        self._index = None
+        if len(corpus) > faiss_threshold:
+            try:
+                import faiss
+            except ImportError:
+                logger.warning("%d passages and faiss-cpu is not installed: exact search (pip install faiss-cpu)", len(corpus))
+            else:
+                self._index = faiss.IndexHNSWFlat(self.embeddings.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+                self._index.add(self.embeddings)
+
+    def cache_path(self, cache_dir: str | os.PathLike) -> Path:
+        key = hashlib.sha256(f"{self.encoder_id}\x00{corpus_fingerprint(self.corpus)}".encode()).hexdigest()[:16]
+        return Path(cache_dir) / f"embeddings-{key}.npy"
+
+    def _corpus_embeddings(self, cache_dir) -> np.ndarray:
+        path = self.cache_path(cache_dir) if cache_dir is not None else None
+        if path is not None and path.is_file():
+            logger.info("reusing corpus embeddings %s", path)
+            return np.load(path)
+        embeddings = self._encode([passage_text(p) for p in self.corpus])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, embeddings)
+            os.replace(tmp, path)
+        return embeddings
+
+    def search(self, questions: list[str], top_n: int = 20) -> list[list[tuple[int, float]]]:
+        """(corpus index, score) of the ``top_n`` passages per question, best first."""
+        queries = self._encode(questions)
+        top_n = min(top_n, len(self.corpus))
+        if self._index is not None:
+            scores, indices = self._index.search(queries, top_n)
+            return [list(zip(map(int, i), map(float, s))) for i, s in zip(indices, scores)]
+        scores = queries @ self.embeddings.T
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, top_n - 1)[:top_n]
+            top = top[np.argsort(-row[top], kind="stable")]
+            out.append([(int(i), float(row[i])) for i in top])
+        return out
+
+
+class BM25Retriever:
+    def __init__(self, corpus: list[dict]):
+        import bm25s
+
+        self.corpus, self._bm25s = corpus, bm25s
+        self._retriever = bm25s.BM25()
+        self._retriever.index(bm25s.tokenize([passage_text(p) for p in corpus], stopwords="en", show_progress=False), show_progress=False)
+
+    def search(self, questions: list[str], top_n: int = 20) -> list[list[tuple[int, float]]]:
+        top_n = min(top_n, len(self.corpus))
+        tokens = self._bm25s.tokenize(questions, stopwords="en", show_progress=False)
+        indices, scores = self._retriever.retrieve(tokens, k=top_n, show_progress=False)
+        return [list(zip(map(int, i), map(float, s))) for i, s in zip(indices, scores)]
+
+
+def attach_ctxs(questions: list[dict], retriever, *, top_n: int = 20) -> list[dict]:
+    """Copies of ``questions`` (each with ``question`` and ``answers``) with ``ctxs``: {id, title, text, score, has_answer}."""
+    hits = retriever.search([q["question"] for q in questions], top_n=top_n)
+    out = []
+    for question, ranked in zip(questions, hits):
+        answers = question.get("answers") or []
+        ctxs = [{"id": str(retriever.corpus[i]["id"]), "title": retriever.corpus[i].get("title", ""),
+                 "text": retriever.corpus[i]["text"], "score": score,
+                 "has_answer": has_answer(retriever.corpus[i]["text"], answers)} for i, score in ranked]
+        out.append({**question, "ctxs": ctxs})
+    return out
