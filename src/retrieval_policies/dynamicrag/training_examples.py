@@ -80,6 +80,7 @@ def generator_examples(rows: list[dict], *, task: str = "short") -> list[dict]:
         examples.append({
             "id": f"{row.get('id', index)}-gen",
             "kind": "generator",
+            "length": -1,  # every SFT record has the same columns; -1: not a reranker target
             "prompt": generator_messages(question, [ctxs[i - 1] for i in relevant], task=task),
             "completion": [{"role": "assistant", "content": str(answers[0]).strip()}],
         })

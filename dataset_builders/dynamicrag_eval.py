@@ -1,0 +1,60 @@
+"""Build the DynamicRAG evaluation sets: online the seven published sets as configs, offline the held-out
+Wikipedia cloze test questions (config `wiki_cloze`).
+
+    python dataset_builders/dynamicrag_eval.py --source cloze --output-dir outputs/data/dynamicrag-eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_output_arguments, add_pool_arguments  # noqa: E402
+
+from retrieval_policies.dataset_io import format_counts, push_dataset_folder, write_dataset_folder  # noqa: E402
+from retrieval_policies.dynamicrag.builders import EVAL_POOL, EVAL_SETS, build_eval_dataset  # noqa: E402
+
+CARD = """# DynamicRAG evaluation data
+
+Built by `dataset_builders/dynamicrag_eval.py` (retrieval-policies) from **{source}**: one config per evaluation
+set, split `test`, rows `{{id, question, answers, ctxs}}` (ASQA rows keep `qa_pairs`). Offline, the `wiki_cloze`
+config holds the held-out test questions of the Wikipedia cloze QA (never used in training), each with its top
+passages from a dense retriever.
+
+Counts:
+```
+{counts}
+```
+Command: `{command}`
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_arguments(parser, "outputs/data/dynamicrag-eval")
+    add_pool_arguments(parser)
+    parser.add_argument("--hub-dataset", default=EVAL_POOL)
+    parser.add_argument("--sets", nargs="+", default=list(EVAL_SETS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configs, counts, dropped, source = build_eval_dataset(
+        source=args.source, hub_dataset=args.hub_dataset, sets=args.sets, max_rows=args.max_rows, strict=args.strict,
+        encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
+        cache_dir=args.cache_dir or f"{args.output_dir}.cache")
+    summary = format_counts(f"source: {source}", counts, dropped)
+    card = CARD.format(source=source, counts=summary, command="python " + " ".join(sys.argv))
+    folder = write_dataset_folder(args.output_dir, configs, pretty_name="DynamicRAG evaluation data", card_body=card,
+                                  license="cc-by-sa-3.0" if source == "wikipedia-cloze" else "other",
+                                  tags=["dynamicrag", "retrieval-augmented-generation", "evaluation"])
+    print(summary)
+    print(f"wrote {folder}")
+    if args.push_to_hub:
+        print(f"pushed {push_dataset_folder(folder, args.push_to_hub, private=args.private)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Build the DynamicRAG SFT data (reranker behaviour cloning + generator [+ general instructions]) and the labelled
+question pool used later for trajectory sampling.
+
+    python dataset_builders/dynamicrag_training.py --source cloze --output-dir outputs/data/dynamicrag-training
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_output_arguments, add_pool_arguments  # noqa: E402
+
+from retrieval_policies.dataset_io import format_counts, push_dataset_folder, write_dataset_folder  # noqa: E402
+from retrieval_policies.dynamicrag.builders import TRAINING_POOL, build_training_dataset  # noqa: E402
+
+CARD = """# DynamicRAG training data
+
+Built by `dataset_builders/dynamicrag_training.py` (retrieval-policies) from **{source}**.
+
+- `sft`: TRL conversational prompt/completion records: reranker behaviour-cloning targets (for each length L in
+  0..{max_length} with |relevant| <= L: the relevant passage ids, shuffled, then L - |relevant| shuffled irrelevant ids;
+  at most {per_length_cap} per length and {total_cap} in total; seed {seed}), generator examples (answer from the
+  relevant passages), and general instructions when requested. `kind` says which; `length` is the target's
+  number of ids (-1 for non-reranker records).
+- `pool`: the questions with their retrieved passages (`ctxs`: id, title, text, score, has_answer, relevant), per
+  split; relevance labels from `{labeler}`. Test questions appear only here.
+
+Counts:
+```
+{counts}
+```
+Command: `{command}`
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_arguments(parser, "outputs/data/dynamicrag-training")
+    add_pool_arguments(parser)
+    parser.add_argument("--hub-dataset", default=TRAINING_POOL)
+    parser.add_argument("--hub-split", default="train")
+    parser.add_argument("--labeler", default="has_answer", help="has_answer, llm:<model> or monot5[:<name>]")
+    parser.add_argument("--max-length", type=int, default=14)
+    parser.add_argument("--per-length-cap", type=int, default=2000)
+    parser.add_argument("--total-cap", type=int, default=30000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--general-data", help="mix in general instructions from this Hub dataset (e.g. yahma/alpaca-cleaned)")
+    parser.add_argument("--general-count", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configs, counts, dropped, source = build_training_dataset(
+        source=args.source, hub_dataset=args.hub_dataset, hub_split=args.hub_split, max_rows=args.max_rows,
+        encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
+        cache_dir=args.cache_dir or f"{args.output_dir}.cache", strict=args.strict, labeler=args.labeler,
+        max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
+        general_data=args.general_data, general_count=args.general_count)
+    summary = format_counts(f"source: {source}", counts, dropped)
+    settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler")}
+    card = CARD.format(source=source, counts=summary, command="python " + " ".join(sys.argv), **settings)
+    folder = write_dataset_folder(args.output_dir, configs, pretty_name="DynamicRAG training data", card_body=card,
+                                  license="cc-by-sa-3.0" if source == "wikipedia-cloze" else "other",
+                                  tags=["dynamicrag", "reranking", "retrieval-augmented-generation"], default_config="sft")
+    print(summary)
+    print(f"wrote {folder}")
+    if args.push_to_hub:
+        print(f"pushed {push_dataset_folder(folder, args.push_to_hub, private=args.private)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Dataset folders as the Hub wants them (Parquet per config and split + a README whose YAML declares ``configs:``),
+and pushing such a folder in one commit. Used by every dataset builder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+
+def write_dataset_folder(folder: str | os.PathLike, configs: dict[str, dict[str, list[dict]]], *, pretty_name: str,
+                         card_body: str, license: str, tags: list[str] | None = None, default_config: str | None = None) -> Path:
+    """Write ``data/<config>/<split>.parquet`` and README.md; built in a temporary sibling and renamed into place,
+    so a failed build never replaces a previous folder with a half-written one."""
+    from datasets import Dataset
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yaml_configs = []
+        for name, splits in configs.items():
+            files = []
+            for split, rows in splits.items():
+                if not rows:
+                    continue
+                path = Path("data") / name / f"{split}.parquet"
+                (staging / path).parent.mkdir(parents=True, exist_ok=True)
+                Dataset.from_list(rows).to_parquet(str(staging / path))
+                files.append({"split": split, "path": str(path)})
+            if files:
+                entry = {"config_name": name, "data_files": files}
+                if name == (default_config or next(iter(configs))):
+                    entry["default"] = True
+                yaml_configs.append(entry)
+        data = DatasetCardData(pretty_name=pretty_name, license=license, tags=tags or [], configs=yaml_configs)
+        DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{card_body.strip()}\n").save(staging / "README.md")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def push_dataset_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,
+                        commit_message: str = "Upload dataset") -> str:
+    """Create the dataset repo if needed and upload the folder in one commit; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder), revision=revision,
+                             commit_message=commit_message)
+    return info.commit_url
+
+
+def format_counts(title: str, kept: dict[str, int], dropped: dict[str, int]) -> str:
+    lines = [title] + [f"  kept    {name}: {count}" for name, count in kept.items()]
+    lines += [f"  dropped {reason}: {count}" for reason, count in sorted(dropped.items())] or ["  dropped: none"]
+    return "\n".join(lines)

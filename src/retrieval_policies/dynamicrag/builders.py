@@ -1,0 +1,120 @@
+"""The DynamicRAG dataset builders' logic (the scripts in dataset_builders/ only parse arguments and print)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+
+from .cloze_qa import split_of
+from .data import clean_rows, cloze_pool, label_relevance, make_judge
+from .training_examples import BCStats, behaviour_cloning_examples, generator_examples
+
+logger = logging.getLogger(__name__)
+TRAINING_POOL = "gasolsun/DynamicRAG_Training_Data_150k"
+EVAL_POOL = "gasolsun/DynamicRAG-Eval-Data"
+EVAL_SETS = ("nq", "triviaqa", "hotpotqa", "2wikimqa", "fever", "eli5", "asqa")
+
+
+def _hub_rows(repo: str, name: str | None, split: str, max_rows: int | None) -> list[dict]:
+    from datasets import load_dataset
+
+    dataset = load_dataset(repo, name, split=split)
+    return list(dataset.select(range(min(max_rows, len(dataset))))) if max_rows else list(dataset)
+
+
+def _offline_encoder(encoder: str):
+    from sentence_transformers import SentenceTransformer
+
+    from ..assets import resolve_model
+
+    return SentenceTransformer(str(resolve_model(encoder)), device="cpu")
+
+
+def question_pool(*, source: str, hub_dataset: str, hub_split: str = "train", hub_config: str | None = None,
+                  max_rows: int | None = None, encoder: str, top_n: int, max_articles: int | None,
+                  cache_dir: str | None, strict: bool) -> tuple[list[dict], Counter, str]:
+    """(normalised rows with a ``split``, drop counts, the source actually used)."""
+    if source in ("auto", "hub"):
+        try:
+            raw = _hub_rows(hub_dataset, hub_config, hub_split, max_rows)
+        except Exception as err:  # noqa: BLE001 - any Hub failure
+            if source == "hub":
+                raise RuntimeError(f"cannot load {hub_dataset} from the Hub: {type(err).__name__}: {err}") from err
+            logger.info("Hub unavailable (%s): building the offline Wikipedia cloze pool", type(err).__name__)
+        else:
+            rows, dropped = clean_rows(raw, strict=strict)
+            for row in rows:
+                row.setdefault("split", split_of(row["id"]))
+            return rows, dropped, f"hub:{hub_dataset}"
+    raw = cloze_pool(encoder=_offline_encoder(encoder), encoder_id=encoder, top_n=top_n, max_articles=max_articles,
+                     cache_dir=cache_dir)
+    raw = raw[:max_rows] if max_rows else raw
+    rows, dropped = clean_rows(raw, strict=strict)
+    return rows, dropped, "wikipedia-cloze"
+
+
+def general_instruction_examples(dataset: str, count: int, seed: int) -> list[dict]:
+    """Alpaca-style records (instruction, input, output) as conversational prompt/completion, from the Hub."""
+    rows = _hub_rows(dataset, None, "train", None)
+    random.Random(seed).shuffle(rows)
+    out = []
+    for i, row in enumerate(rows[:count]):
+        instruction = (row.get("instruction") or "").strip()
+        extra = (row.get("input") or "").strip()
+        out.append({"id": f"general-{i}", "kind": "general", "length": -1,
+                    "prompt": [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}],
+                    "completion": [{"role": "assistant", "content": (row.get("output") or "").strip()}]})
+    return out
+
+
+def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14, per_length_cap: int = 2000,
+                           total_cap: int = 30000, seed: int = 42, general_data: str | None = None, general_count: int = 0,
+                           **pool_options) -> tuple[dict, dict, Counter, str]:
+    """Configs ``sft`` (reranker BC + generator [+ general] records per split) and ``pool`` (the labelled questions).
+
+    Test-split questions stay in ``pool``/test only: no SFT record is built from them.
+    """
+    rows, dropped, source = question_pool(**pool_options)
+    rows = label_relevance(rows, labeler, judge=make_judge(labeler))
+    configs: dict = {"sft": {}, "pool": {}}
+    counts: dict = {}
+    for split in ("train", "validation", "test"):
+        part = [r for r in rows if r["split"] == split]
+        configs["pool"][split] = part
+        if split == "test":
+            continue
+        stats = BCStats()
+        records = behaviour_cloning_examples(part, max_length=max_length, per_length_cap=per_length_cap,
+                                             total_cap=total_cap, seed=seed, stats=stats)
+        records += generator_examples(part)
+        if split == "train" and general_data and general_count:
+            records += general_instruction_examples(general_data, general_count, seed)
+        random.Random(seed).shuffle(records)
+        configs["sft"][split] = records
+        counts[f"sft/{split}"] = len(records)
+        counts[f"sft/{split} reranker"] = stats.total
+        dropped.update({f"{split}: questions with > {max_length} relevant passages": stats.skipped_too_many_relevant})
+    counts.update({f"pool/{s}": len(v) for s, v in configs["pool"].items()})
+    return configs, counts, +dropped, source
+
+
+def build_eval_dataset(*, source: str, hub_dataset: str = EVAL_POOL, sets=EVAL_SETS, max_rows: int | None = None,
+                       strict: bool = False, **pool_options) -> tuple[dict, dict, Counter, str]:
+    """Online: the seven evaluation sets as configs (ASQA keeps ``qa_pairs``). Offline: the cloze test questions."""
+    if source in ("auto", "hub"):
+        try:
+            configs, dropped = {}, Counter()
+            for name in sets:
+                raw = _hub_rows(hub_dataset, name, "test", max_rows)
+                rows, bad = clean_rows(raw, strict=strict)
+                configs[name] = {"test": rows}
+                dropped.update({f"{name}: {k}": v for k, v in bad.items()})
+            return configs, {f"{n}/test": len(c["test"]) for n, c in configs.items()}, dropped, f"hub:{hub_dataset}"
+        except Exception as err:  # noqa: BLE001
+            if source == "hub":
+                raise RuntimeError(f"cannot load {hub_dataset} from the Hub: {type(err).__name__}: {err}") from err
+            logger.info("Hub unavailable (%s): using the held-out Wikipedia cloze questions", type(err).__name__)
+    rows, dropped, _ = question_pool(source="cloze", hub_dataset="", max_rows=None, strict=strict, **pool_options)
+    test = [r for r in rows if r["split"] == "test"][:max_rows]
+    return {"wiki_cloze": {"test": test}}, {"wiki_cloze/test": len(test)}, dropped, "wikipedia-cloze"

@@ -1,0 +1,118 @@
+"""DynamicRAG question pools: one schema for every source, row checks, retrieval of the cloze pool, relevance labels.
+
+Schema of a pool row: ``{id, question, answers: [str], ctxs: [{id, title, text, score, has_answer, relevant}]}``
+(+ ``split`` for the cloze pool). Field-name variants of the published files are mapped onto it: passages in
+``ctxs`` or ``docs``, answers in ``answers`` or ``answer``, as a string or a list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from ..retrieval import DenseRetriever, attach_ctxs, has_answer
+
+logger = logging.getLogger(__name__)
+
+
+class BadRowError(ValueError):
+    """A source row that cannot be used; ``reason`` is the counter key."""
+
+    def __init__(self, index: int, reason: str, detail: str = ""):
+        super().__init__(f"row {index}: {reason}{': ' + detail if detail else ''}")
+        self.index, self.reason = index, reason
+
+
+def normalize_row(row: dict, index: int) -> dict:
+    if not isinstance(row, dict):
+        raise BadRowError(index, "not a record", type(row).__name__)
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise BadRowError(index, "no question")
+    answers = row.get("answers", row.get("answer"))
+    answers = [answers] if isinstance(answers, str) else list(answers) if isinstance(answers, (list, tuple)) else []
+    answers = [str(a).strip() for a in answers if isinstance(a, (str, int, float)) and str(a).strip()]
+    if not answers:
+        raise BadRowError(index, "no answer")
+    passages = row.get("ctxs", row.get("docs"))
+    if not isinstance(passages, (list, tuple)) or not passages:
+        raise BadRowError(index, "no passages")
+    ctxs = []
+    for j, ctx in enumerate(passages):
+        if isinstance(ctx, str):
+            ctx = {"text": ctx}
+        text = ctx.get("text", ctx.get("contents")) if isinstance(ctx, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise BadRowError(index, "bad passage", f"passage {j} has no text")
+        contained = ctx.get("has_answer")
+        contained = has_answer(text, answers) if contained is None else bool(contained)
+        ctxs.append({"id": str(ctx.get("id", j)), "title": str(ctx.get("title") or ""), "text": text.strip(),
+                     "score": float(ctx["score"]) if ctx.get("score") is not None else None,
+                     "has_answer": contained, "relevant": bool(ctx.get("relevant", contained))})
+    out = {"id": str(row.get("id", index)), "question": question.strip(), "answers": answers, "ctxs": ctxs}
+    for extra in ("split", "qa_pairs"):  # the cloze split; ASQA's qa-pairs (for str-EM)
+        if extra in row:
+            out[extra] = row[extra]
+    return out
+
+
+def clean_rows(rows, *, strict: bool = False) -> tuple[list[dict], Counter]:
+    """Normalised rows and a counter of dropped rows by reason; with ``strict`` the first bad row raises."""
+    kept, dropped = [], Counter()
+    for index, row in enumerate(rows):
+        try:
+            kept.append(normalize_row(row, index))
+        except BadRowError as err:
+            if strict:
+                raise
+            dropped[err.reason] += 1
+    return kept, dropped
+
+
+def cloze_pool(*, encoder, encoder_id: str, top_n: int = 20, per_section: int = 2, max_articles: int | None = None,
+               cache_dir: str | Path | None = None) -> list[dict]:
+    """The Wikipedia cloze questions with their top-``top_n`` passages from a dense retriever over the passages of
+    the same articles (all 106 by default)."""
+    from ..corpora import iter_wikipedia_passages
+    from .cloze_qa import iter_cloze_questions
+
+    questions = [asdict(q) for q in iter_cloze_questions(per_section=per_section, max_articles=max_articles)]
+    articles = {q["article_id"] for q in questions}
+    corpus = [{"id": p.id, "title": p.title, "text": p.text} for p in iter_wikipedia_passages()
+              if max_articles is None or p.article_id in articles]
+    retriever = DenseRetriever(encoder, corpus, encoder_id=encoder_id, cache_dir=cache_dir)
+    rows = attach_ctxs([{**q, "answers": list(q["answers"])} for q in questions], retriever, top_n=top_n)
+    keep = ("id", "question", "answers", "ctxs", "split", "answer_type", "title", "section")
+    return [{k: row[k] for k in keep} for row in rows]
+
+
+def label_relevance(rows: list[dict], labeler: str = "has_answer", *, judge=None) -> list[dict]:
+    """Set ``ctx["relevant"]``: ``has_answer`` (default) or a judge with ``.labels(pairs)`` (LLM or monoT5)."""
+    if labeler == "has_answer":
+        for row in rows:
+            for ctx in row["ctxs"]:
+                ctx["relevant"] = bool(ctx["has_answer"])
+        return rows
+    if judge is None:
+        raise ValueError(f"labeler {labeler!r} needs a judge object with .labels(pairs)")
+    pairs = [(row["question"], ctx["text"]) for row in rows for ctx in row["ctxs"]]
+    labels = iter(judge.labels(pairs))
+    for row in rows:
+        for ctx in row["ctxs"]:
+            ctx["relevant"] = bool(next(labels))
+    return rows
+
+
+def make_judge(labeler: str):
+    """``llm:<model>`` → LLMJudge, ``monot5[:<name>]`` → MonoT5Judge, ``has_answer`` → None."""
+    from ..retrieval import LLMJudge, MonoT5Judge
+
+    if labeler == "has_answer":
+        return None
+    if labeler.startswith("llm:"):
+        return LLMJudge.from_pretrained(labeler[4:])
+    if labeler == "monot5" or labeler.startswith("monot5:"):
+        return MonoT5Judge.from_pretrained(labeler.split(":", 1)[1] if ":" in labeler else "castorini/monot5-base-msmarco")
+    raise ValueError(f"unknown labeler {labeler!r}: use has_answer, llm:<model> or monot5[:<name>]")

@@ -1,0 +1,101 @@
+"""DynamicRAG data: schema mapping, bad rows, the Wikipedia cloze QA, and the two builders on a small real sample."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+
+from retrieval_policies.dynamicrag.cloze_qa import BLANK, iter_cloze_questions, salient_spans
+from retrieval_policies.dynamicrag.data import BadRowError, clean_rows, normalize_row
+from retrieval_policies.hub import hub_client_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_field_name_variants_map_onto_one_schema():
+    variants = [
+        {"id": 1, "question": "Who?", "answer": "Ann", "docs": [{"title": "T", "text": "Ann did it.", "score": 2}]},
+        {"id": 2, "question": "Who?", "answers": ["Ann", "Anne"], "ctxs": [{"title": "T", "text": "Ann did it.", "has_answer": True}]},
+        {"question": "Who?", "answers": "Ann", "ctxs": ["Ann did it."]},
+        {"question": "Who?", "answer": ["Ann"], "docs": [{"contents": "Ann did it.", "id": "p9"}]},
+    ]
+    rows = [normalize_row(v, i) for i, v in enumerate(variants)]
+    for row in rows:
+        assert set(row) == {"id", "question", "answers", "ctxs"} and row["answers"][0] == "Ann"
+        assert set(row["ctxs"][0]) == {"id", "title", "text", "score", "has_answer", "relevant"}
+        assert row["ctxs"][0]["text"] == "Ann did it." and row["ctxs"][0]["has_answer"] is True
+    assert [r["id"] for r in rows] == ["1", "2", "2", "3"]  # a row without id gets its row number
+    assert rows[0]["ctxs"][0]["score"] == 2.0 and rows[3]["ctxs"][0]["id"] == "p9"
+    assert normalize_row({"question": "q", "answers": ["a"], "ctxs": [], "qa_pairs": [{"short_answers": ["a"]}]} | {"ctxs": ["a b"]}, 0)["qa_pairs"]
+
+
+def test_bad_rows_are_dropped_and_counted_or_fail_under_strict():
+    rows = [{"question": "ok", "answers": ["a"], "ctxs": ["a"]}, {"answers": ["a"], "ctxs": ["a"]},
+            {"question": "q", "answers": [], "ctxs": ["a"]}, {"question": "q", "answers": "a", "ctxs": []},
+            {"question": "q", "answers": "a", "ctxs": [{"title": "no text"}]}, "not a dict"]
+    kept, dropped = clean_rows(rows)
+    assert len(kept) == 1
+    assert dropped == Counter({"no question": 1, "no answer": 1, "no passages": 1, "bad passage": 1, "not a record": 1})
+    with pytest.raises(BadRowError, match="row 1: no question"):
+        clean_rows(rows, strict=True)
+
+
+def test_cloze_questions():
+    questions = list(iter_cloze_questions())
+    assert 1500 <= len(questions) <= 2000
+    splits = Counter(q.split for q in questions)
+    assert splits["test"] > 100 and splits["validation"] > 100 and splits["train"] > 1200
+    assert len({q.id for q in questions}) == len(questions)
+    for q in questions:
+        assert q.question.count(BLANK) == 1 and q.answers[0] in q.sentence
+        assert q.question.replace(BLANK, q.answers[0]) == f"{q.title}: {q.sentence}"
+    assert [q.id for q in iter_cloze_questions()][:50] == [q.id for q in questions[:50]]  # deterministic
+    assert [s[0] for s in salient_spans("On 4 July 1776 the United States declared independence.")] == ["date", "name"]
+
+
+def _run_builder(script: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "dataset_builders" / script), *args], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_training_builder_on_a_small_real_sample(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = _run_builder("dynamicrag_training.py", "--max-articles", "3", "--output-dir", str(tmp_path / "train"), env=env)
+    assert "source: wikipedia-cloze" in out.stdout and "kept    sft/train:" in out.stdout
+    sft = load_dataset(str(tmp_path / "train"), "sft")
+    pool = load_dataset(str(tmp_path / "train"), "pool")
+    assert set(sft) == {"train", "validation"} and set(pool) == {"train", "validation", "test"}
+    record = sft["train"][0]
+    assert record["prompt"][0]["role"] == "system" and record["completion"][0]["role"] == "assistant"
+    assert Counter(sft["train"]["kind"]).keys() == {"reranker", "generator"}
+    test_ids = set(pool["test"]["id"])
+    trained_on = {i.rsplit("-", 1)[0] for split in sft.values() for i in split["id"]}
+    assert test_ids and not test_ids & trained_on  # test questions never reach the SFT data
+    assert all(len(row["ctxs"]) == 20 for row in pool["train"])
+    assert "configs:" in (tmp_path / "train" / "README.md").read_text()
+    assert list(tmp_path.glob("train.cache/embeddings-*.npy"))  # corpus embeddings kept for re-runs
+
+
+def test_eval_builder_pushes_to_the_hub(client, tmp_path):
+    env = hub_client_env(client.hub.url, tmp_path / "hf_home_builder")
+    out = _run_builder("dynamicrag_eval.py", "--source", "cloze", "--max-articles", "4", "--output-dir", str(tmp_path / "eval"),
+                       "--push-to-hub", "org/dynamicrag-eval", env=env)
+    assert "pushed http://127.0.0.1" in out.stdout
+    loaded = client.json("""
+        import json
+        from datasets import load_dataset
+        ds = load_dataset("org/dynamicrag-eval", "wiki_cloze", split="test")
+        print(json.dumps({"n": len(ds), "columns": sorted(ds.column_names), "ctxs": len(ds[0]["ctxs"])}))
+    """, home="reader")
+    local = load_dataset(str(tmp_path / "eval"), "wiki_cloze", split="test")
+    assert loaded["n"] == len(local) > 0 and loaded["ctxs"] == 20
+    assert {"id", "question", "answers", "ctxs", "split"} <= set(loaded["columns"])
