@@ -99,3 +99,19 @@ def test_eval_builder_pushes_to_the_hub(client, tmp_path):
     local = load_dataset(str(tmp_path / "eval"), "wiki_cloze", split="test")
     assert loaded["n"] == len(local) > 0 and loaded["ctxs"] == 20
     assert {"id", "question", "answers", "ctxs", "split"} <= set(loaded["columns"])
+
+
+def test_general_instruction_mixing_from_the_hub(client):
+    client("""
+        from datasets import Dataset
+        Dataset.from_dict({"instruction": ["Name a colour.", "Add 2 and 3."], "input": ["", "2, 3"],
+                           "output": ["Blue.", "5"]}).push_to_hub("org/alpaca-mini")
+    """)
+    out = client.json("""
+        import json
+        from retrieval_policies.dynamicrag.builders import general_instruction_examples
+        print(json.dumps(general_instruction_examples("org/alpaca-mini", 5, seed=0)))
+    """, home="reader")
+    by_answer = {r["completion"][0]["content"]: r["prompt"][0]["content"] for r in out}
+    assert by_answer == {"Blue.": "Name a colour.", "5": "Add 2 and 3.\n\n2, 3"}
+    assert all(r["kind"] == "general" and r["length"] == -1 for r in out)

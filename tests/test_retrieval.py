@@ -140,3 +140,18 @@ def test_smollm2_judge_prefers_the_answering_passage():
         ("What is the capital of France?", "Bananas are yellow fruits that grow in tropical climates."),
     ])
     assert relevant > irrelevant
+
+
+def test_a_grace_embedder_as_the_dense_encoder(tokenizer, corpus, tmp_path):
+    from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, pad_token_id=2, eos_token_id=2)).eval()
+    grace = GraceEmbedder(model, tokenizer, GraceConfig(max_new_tokens=2, temperature=0.0), revision="tiny")
+    small = corpus[:12]
+    retriever = DenseRetriever(grace, small, encoder_id="tiny-grace", cache_dir=tmp_path, batch_size=4)
+    assert retriever.embeddings.shape == (12, 32)
+    hits = retriever.search([small[3]["title"] + ". " + small[3]["text"]], top_n=3)[0]
+    assert hits[0][0] == 3 and hits[0][1] == pytest.approx(1.0, abs=1e-4)  # a passage is its own nearest neighbour
