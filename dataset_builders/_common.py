@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from retrieval_policies.dataset_io import format_counts, push_dataset_folder, write_dataset_folder
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, default_dir: str) -> None:
@@ -20,3 +23,18 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-n", type=int, default=20, help="passages retrieved per cloze question (default 20)")
     parser.add_argument("--max-articles", type=int, help="build the cloze pool from the first N Wikipedia articles only")
     parser.add_argument("--cache-dir", help="where corpus embeddings are kept (default: <output-dir>.cache)")
+
+
+def finish(args: argparse.Namespace, configs: dict, counts: dict, dropped: dict, source: str, *, card: str, pretty_name: str,
+           tags: list[str], default_config: str | None = None, **card_fields) -> int:
+    """Fill the card (with counts and the command), write the folder, print the counts, push when asked."""
+    summary = format_counts(f"source: {source}", counts, dropped)
+    body = card.format(source=source, counts=summary, command="python " + " ".join(sys.argv), **card_fields)
+    folder = write_dataset_folder(args.output_dir, configs, pretty_name=pretty_name, card_body=body,
+                                  license="cc-by-sa-3.0" if source == "wikipedia-cloze" else "other", tags=tags,
+                                  default_config=default_config)
+    print(summary)
+    print(f"wrote {folder}")
+    if args.push_to_hub:
+        print(f"pushed {push_dataset_folder(folder, args.push_to_hub, private=args.private)}")
+    return 0

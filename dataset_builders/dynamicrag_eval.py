@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, add_pool_arguments  # noqa: E402
+from _common import add_output_arguments, add_pool_arguments, finish  # noqa: E402
 
-from retrieval_policies.dataset_io import format_counts, push_dataset_folder, write_dataset_folder  # noqa: E402
 from retrieval_policies.dynamicrag.builders import EVAL_POOL, EVAL_SETS, build_eval_dataset  # noqa: E402
 
 CARD = """# DynamicRAG evaluation data
@@ -44,17 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         source=args.source, hub_dataset=args.hub_dataset, sets=args.sets, max_rows=args.max_rows, strict=args.strict,
         encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
         cache_dir=args.cache_dir or f"{args.output_dir}.cache")
-    summary = format_counts(f"source: {source}", counts, dropped)
-    card = CARD.format(source=source, counts=summary, command="python " + " ".join(sys.argv))
-    folder = write_dataset_folder(args.output_dir, configs, pretty_name="DynamicRAG evaluation data", card_body=card,
-                                  license="cc-by-sa-3.0" if source == "wikipedia-cloze" else "other",
-                                  tags=["dynamicrag", "retrieval-augmented-generation", "evaluation"])
-    print(summary)
-    print(f"wrote {folder}")
-    if args.push_to_hub:
-        print(f"pushed {push_dataset_folder(folder, args.push_to_hub, private=args.private)}")
-    return 0
-
+    return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG evaluation data",
+                  tags=["dynamicrag", "retrieval-augmented-generation", "evaluation"])
 
 if __name__ == "__main__":
     sys.exit(main())

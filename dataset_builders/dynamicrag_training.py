@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, add_pool_arguments  # noqa: E402
+from _common import add_output_arguments, add_pool_arguments, finish  # noqa: E402
 
-from retrieval_policies.dataset_io import format_counts, push_dataset_folder, write_dataset_folder  # noqa: E402
 from retrieval_policies.dynamicrag.builders import TRAINING_POOL, build_training_dataset  # noqa: E402
 
 CARD = """# DynamicRAG training data
@@ -58,18 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir or f"{args.output_dir}.cache", strict=args.strict, labeler=args.labeler,
         max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
         general_data=args.general_data, general_count=args.general_count)
-    summary = format_counts(f"source: {source}", counts, dropped)
     settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler")}
-    card = CARD.format(source=source, counts=summary, command="python " + " ".join(sys.argv), **settings)
-    folder = write_dataset_folder(args.output_dir, configs, pretty_name="DynamicRAG training data", card_body=card,
-                                  license="cc-by-sa-3.0" if source == "wikipedia-cloze" else "other",
-                                  tags=["dynamicrag", "reranking", "retrieval-augmented-generation"], default_config="sft")
-    print(summary)
-    print(f"wrote {folder}")
-    if args.push_to_hub:
-        print(f"pushed {push_dataset_folder(folder, args.push_to_hub, private=args.private)}")
-    return 0
-
+    return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG training data",
+                  tags=["dynamicrag", "reranking", "retrieval-augmented-generation"], default_config="sft", **settings)
 
 if __name__ == "__main__":
     sys.exit(main())
