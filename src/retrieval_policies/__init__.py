@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 # Imported on first use, so that `import retrieval_policies` (and the CLI) does not pay for torch.
-_LAZY = {"GraceEmbedder": "retrieval_policies.models.grace", "GraceConfig": "retrieval_policies.models.grace"}
+_LAZY = {"GraceEmbedder": "retrieval_policies.models.grace", "GraceConfig": "retrieval_policies.models.grace",
+         "DynamicRAGModel": "retrieval_policies.models.dynamicrag", "DynamicRAGConfig": "retrieval_policies.models.dynamicrag"}
 
 
 def __getattr__(name):
@@ -14,4 +15,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'retrieval_policies' has no attribute {name!r}")
 
 
-__all__ = ["GraceConfig", "GraceEmbedder", "__version__"]
+__all__ = ["DynamicRAGConfig", "DynamicRAGModel", "GraceConfig", "GraceEmbedder", "__version__"]

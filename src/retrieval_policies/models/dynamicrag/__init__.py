@@ -1,5 +1,7 @@
 """DynamicRAG reranker: Hub-facing code (copied into model repos; torch, transformers and stdlib only)."""
 
+from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
+from .modeling_dynamicrag import DynamicRAGModel, RerankResult
 from .prompts_dynamicrag import (
     GENERATOR_SYSTEM_PROMPT,
     RERANKER_SYSTEM_PROMPT,
@@ -12,5 +14,5 @@ from .prompts_dynamicrag import (
     reranker_messages,
 )
 
-__all__ = ["GENERATOR_SYSTEM_PROMPT", "RERANKER_SYSTEM_PROMPT", "TASK_INSTRUCTIONS", "ParsedSelection", "format_passages",
+__all__ = ["DYNAMICRAG_CONFIG_NAME", "DynamicRAGConfig", "DynamicRAGModel", "RerankResult", "GENERATOR_SYSTEM_PROMPT", "RERANKER_SYSTEM_PROMPT", "TASK_INSTRUCTIONS", "ParsedSelection", "format_passages",
            "format_selection", "generator_messages", "parse_selection", "reranker_messages"]

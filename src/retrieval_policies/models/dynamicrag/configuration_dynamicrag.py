@@ -1,0 +1,53 @@
+"""DynamicRAG settings, stored next to the backbone's config.json as ``dynamicrag_config.json``.
+
+Hub-facing: copied into model repos, so it imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+DYNAMICRAG_CONFIG_NAME = "dynamicrag_config.json"
+
+
+@dataclass
+class DynamicRAGConfig:
+    """Decoding defaults of the two calls (method spec §1.5, §1.9). ``max_passages`` is how many passages the reranker
+    sees at once (40 for 8k-context models, 20 for 4k); larger pools are reranked in a tournament."""
+
+    max_passages: int = 20
+    rerank_max_new_tokens: int = 100
+    answer_max_new_tokens: int = 200
+    temperature: float = 0.0  # reranker sampling at inference; 0 = greedy (sampling trajectories uses T = 0.4)
+    task: str = "short"
+    format_version: int = 1
+
+    def __post_init__(self):
+        if self.max_passages < 2:
+            raise ValueError(f"max_passages must be >= 2, got {self.max_passages}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if min(self.rerank_max_new_tokens, self.answer_max_new_tokens) < 1:
+            raise ValueError("max new tokens must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DynamicRAGConfig":
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown DynamicRAG settings {unknown}")
+        return cls(**data)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        with open(os.path.join(folder, DYNAMICRAG_CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DynamicRAGConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))

@@ -1,0 +1,188 @@
+"""DynamicRAG reranker + generator: one chat LM that selects an ordered, variable-length list of passages for a query,
+then answers from them (arXiv 2505.07233; method spec §1.9, §2, §5).
+
+Hub-facing: copied into model repos next to ``configuration_dynamicrag.py`` and ``prompts_dynamicrag.py``; imports
+only torch, transformers and the standard library. The weights stay a plain causal LM.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.utils import cached_file
+
+from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
+from .prompts_dynamicrag import generator_messages, parse_selection, reranker_messages
+
+CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_dynamicrag.py")
+
+
+@dataclass
+class RerankResult:
+    passages: list  # the selected passages, in the model's order, as given
+    indices: list[int]  # their 0-based positions in the input list
+    raw: list[str] = field(default_factory=list)  # every raw reranker output (one per window and round)
+    malformed: int = 0  # how many of those needed repair
+
+
+class DynamicRAGModel(torch.nn.Module):
+    def __init__(self, model, tokenizer, config: DynamicRAGConfig | None = None):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.dynamicrag_config = config or DynamicRAGConfig()
+        self.malformed_outputs = 0
+        self.reranker_outputs = 0
+        if tokenizer.chat_template is None:
+            raise ValueError("DynamicRAG needs a chat model: the tokenizer has no chat template")
+
+    # ------------------------------------------------------------------ construction and persistence
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModel"):
+        """Called by AutoModel on remote-code classes; the repo's config.json already carries the auto_map."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=torch.float32, **kwargs):
+        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
+        path = str(pretrained_model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        settings = cached_file(path, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
+        return cls(model.eval(), tokenizer, DynamicRAGConfig.load(settings) if settings else DynamicRAGConfig())
+
+    @classmethod
+    def from_base(cls, name_or_path, *, resolver=None, dtype=torch.float32, **settings):
+        """An untrained reranker from any chat LLM (resolved with retrieval_policies' model resolution when installed)."""
+        if resolver is None:
+            try:
+                resolver = importlib.import_module("retrieval_policies.assets").resolve_model
+            except ImportError:
+                resolver = str
+        folder = str(resolver(name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        return cls(model.eval(), AutoTokenizer.from_pretrained(folder), DynamicRAGConfig(**settings))
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """A repo that loads as AutoModel (remote code) and as a plain AutoModelForCausalLM."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        auto_map = dict(getattr(self.model.config, "auto_map", None) or {})
+        auto_map["AutoModel"] = "modeling_dynamicrag.DynamicRAGModel"
+        self.model.config.auto_map = auto_map
+        self.model.save_pretrained(folder, **kwargs)
+        self.tokenizer.save_pretrained(folder)
+        self.dynamicrag_config.save(folder)
+        here = Path(__file__).resolve().parent
+        for name in CODE_FILES:
+            (folder / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        c = self.dynamicrag_config
+        return (f"DynamicRAGModel(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
+                f"max_passages={c.max_passages}, temperature={c.temperature}, task={c.task!r}, "
+                f"malformed={self.malformed_outputs}/{self.reranker_outputs})")
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_texts(self, conversations: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
+                       seed: int | None = None) -> list[str]:
+        """One batched generation (left padding, KV cache) over chat conversations; returns the decoded replies."""
+        if not conversations:
+            return []
+        prompts = [self.tokenizer(self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
+                                  add_special_tokens=False)["input_ids"] for c in conversations]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=pad,
+                                  eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+                                  **({"temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {}))
+        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output[:, width:]]
+
+    # ------------------------------------------------------------------ reranking
+    def rerank_batch(self, queries: list[str], pools: list[list], *, max_passages: int | None = None,
+                     temperature: float | None = None, seed: int | None = None) -> list[RerankResult]:
+        """Rerank many queries together. A pool larger than ``max_passages`` goes through a tournament: it is cut into
+        windows of ``max_passages``, each window's selection is mapped back through that window's offset, the
+        selections are united in order without duplicates, and this repeats until the survivors fit in one window,
+        which is then reranked for the final order. Each round is one batched generation over all windows of all
+        queries."""
+        if len(queries) != len(pools):
+            raise ValueError(f"{len(queries)} queries but {len(pools)} passage lists")
+        n = max_passages or self.dynamicrag_config.max_passages
+        temperature = self.dynamicrag_config.temperature if temperature is None else temperature
+        results = [RerankResult([], []) for _ in queries]
+        candidates = [list(range(len(pool))) for pool in pools]
+        final = [False] * len(queries)
+        round_number = 0
+        while not all(final):
+            jobs = []  # (query index, window of input indices)
+            for q, cands in enumerate(candidates):
+                if final[q]:
+                    continue
+                if not cands:
+                    final[q] = True
+                    continue
+                windows = [cands[i : i + n] for i in range(0, len(cands), n)]
+                jobs += [(q, window) for window in windows]
+            if not jobs:
+                break
+            outputs = self.generate_texts([reranker_messages(queries[q], [pools[q][i] for i in window]) for q, window in jobs],
+                                          max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens, temperature=temperature,
+                                          seed=None if seed is None else seed + round_number)
+            round_number += 1
+            selected: dict[int, list[int]] = {}
+            for (q, window), output in zip(jobs, outputs):
+                parsed = parse_selection(output, len(window))
+                results[q].raw.append(output)
+                results[q].malformed += parsed.malformed
+                self.reranker_outputs += 1
+                self.malformed_outputs += parsed.malformed
+                chosen = selected.setdefault(q, [])
+                chosen += [window[i - 1] for i in parsed.ids if window[i - 1] not in chosen]
+            for q, chosen in selected.items():
+                if len(candidates[q]) <= n:  # that was the final window: its order is the answer
+                    results[q].indices = chosen
+                    final[q] = True
+                elif len(chosen) >= len(candidates[q]):  # no window dropped anything: keep the first n and finish
+                    candidates[q] = chosen[:n]
+                else:
+                    candidates[q] = chosen
+        for result, pool in zip(results, pools):
+            result.passages = [pool[i] for i in result.indices]
+        return results
+
+    def rerank(self, query: str, passages: list, **kwargs) -> RerankResult:
+        return self.rerank_batch([query], [passages], **kwargs)[0]
+
+    # ------------------------------------------------------------------ answering
+    def answer_batch(self, queries: list[str], passage_lists: list[list], *, task: str | None = None) -> list[str]:
+        task = task or self.dynamicrag_config.task
+        return self.generate_texts([generator_messages(q, p, task=task) for q, p in zip(queries, passage_lists)],
+                                   max_new_tokens=self.dynamicrag_config.answer_max_new_tokens)
+
+    def answer(self, query: str, passages: list, *, task: str | None = None) -> str:
+        return self.answer_batch([query], [passages], task=task)[0]
+
+    def call_batch(self, queries: list[str], pools: list[list], **kwargs) -> list[dict]:
+        """Rerank, then answer from the selected passages: the two LLM calls of DynamicRAG inference."""
+        reranked = self.rerank_batch(queries, pools, **kwargs)
+        answers = self.answer_batch(queries, [r.passages for r in reranked])
+        return [{"selected": r.passages, "indices": r.indices, "answer": a, "raw": r.raw, "malformed": r.malformed}
+                for r, a in zip(reranked, answers)]
+
+    def __call__(self, query: str, passages: list, **kwargs) -> dict:
+        return self.call_batch([query], [passages], **kwargs)[0]

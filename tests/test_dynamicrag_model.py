@@ -1,0 +1,142 @@
+"""The Hub-facing DynamicRAG model: tournament reranking, batching, the parser under fuzzing, loading routes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
+from retrieval_policies import DynamicRAGModel
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection, parse_selection
+
+PASSAGE_RE = re.compile(r"^(\d+)\. Topic: .*\nContent: (.*)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    return DynamicRAGModel(transformers.LlamaForCausalLM(config).eval(), tokenizer,
+                           DynamicRAGConfig(max_passages=20, rerank_max_new_tokens=8, answer_max_new_tokens=6))
+
+
+class ScriptedReranker:
+    """Reads the numbered passages of each reranker prompt and selects those marked RELEVANT-<rank>, by rank."""
+
+    def __init__(self, mode: str = "relevant"):
+        self.mode, self.calls = mode, []
+
+    def __call__(self, conversations, **kwargs):
+        self.calls.append(len(conversations))
+        outputs = []
+        for conversation in conversations:
+            passages = PASSAGE_RE.findall(conversation[-1]["content"])
+            if self.mode == "all":
+                outputs.append(format_selection([int(i) for i, _ in passages]))
+                continue
+            marked = sorted((int(m.group(1)), int(i)) for i, text in passages if (m := re.search(r"RELEVANT-(\d+)", text)))
+            outputs.append(format_selection([i for _, i in marked]) + (", [99]" if self.mode == "noisy" else ""))
+        return outputs
+
+
+def _pool(relevant_at: dict[int, int], size: int = 100) -> list:
+    return [{"title": f"p{i}", "text": f"passage {i}" + (f" RELEVANT-{relevant_at[i]}" if i in relevant_at else "")}
+            for i in range(size)]
+
+
+def test_tournament_on_a_pool_of_100_returns_the_right_passages_in_order(tiny, monkeypatch):
+    script = ScriptedReranker()
+    monkeypatch.setattr(tiny, "generate_texts", script)
+    pool = _pool({88: 1, 7: 2, 42: 3, 93: 4})
+    result = tiny.rerank("q", pool)
+    assert result.indices == [88, 7, 42, 93]
+    assert result.passages == [pool[i] for i in (88, 7, 42, 93)]
+    assert script.calls == [5, 1]  # five windows of 20 in one batch, then one final window
+    assert len(result.raw) == 6 and result.malformed == 0
+
+
+def test_queries_are_batched_per_round(tiny, monkeypatch):
+    script = ScriptedReranker()
+    monkeypatch.setattr(tiny, "generate_texts", script)
+    results = tiny.rerank_batch(["q1", "q2", "q3"], [_pool({3: 1}, 45), _pool({10: 2, 11: 1}, 15), []])
+    assert [r.indices for r in results] == [[3], [11, 10], []]
+    assert script.calls == [4, 1]  # round 1: 3 windows of q1 + q2's only window; round 2: q1's survivors
+
+
+def test_a_model_that_selects_everything_still_terminates(tiny, monkeypatch):
+    monkeypatch.setattr(tiny, "generate_texts", ScriptedReranker("all"))
+    result = tiny.rerank("q", _pool({}, 70))
+    assert result.indices == list(range(20))
+
+
+def test_malformed_outputs_are_counted(tiny, monkeypatch):
+    monkeypatch.setattr(tiny, "generate_texts", ScriptedReranker("noisy"))
+    before = tiny.malformed_outputs
+    result = tiny.rerank("q", _pool({2: 1}, 10))
+    assert result.indices == [2] and result.malformed == 1 and tiny.malformed_outputs == before + 1
+
+
+def test_real_generation_never_raises_and_answers(tiny):
+    out = tiny("Who wrote Hamlet?", ["Hamlet is a play.", {"title": "Shakespeare", "text": "He wrote Hamlet."}])
+    assert set(out) == {"selected", "indices", "answer", "raw", "malformed"}
+    assert all(0 <= i < 2 for i in out["indices"]) and isinstance(out["answer"], str)
+    assert len(tiny.answer_batch(["a?", "b?"], [[], ["x"]])) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(min_value=0, max_value=50))
+def test_parser_never_raises(text, n):
+    parsed = parse_selection(text, n)
+    assert all(1 <= i <= n for i in parsed.ids) and len(set(parsed.ids)) == len(parsed.ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40), unique=True))
+def test_valid_lists_round_trip(ids):
+    parsed = parse_selection(format_selection(ids), 40)
+    assert list(parsed.ids) == ids and not parsed.malformed
+
+
+def test_saved_repo_loads_both_ways_without_the_project(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "dr")
+    assert json.loads((tmp_path / "dr" / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_dynamicrag.DynamicRAGModel"
+    expected = tiny.rerank("Who wrote Hamlet?", ["Hamlet is a play.", "Shakespeare wrote it."]).raw
+    code = "import sys; sys.modules['retrieval_policies'] = None\n" + textwrap.dedent("""
+        import json, sys
+        from transformers import AutoModel, AutoModelForCausalLM
+        model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+        lm = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+        result = model.rerank("Who wrote Hamlet?", ["Hamlet is a play.", "Shakespeare wrote it."])
+        print(json.dumps({"class": type(model).__name__, "lm": type(lm).__name__, "raw": result.raw,
+                          "max_passages": model.dynamicrag_config.max_passages}))
+    """)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dr")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {"class": "DynamicRAGModel", "lm": "LlamaForCausalLM", "raw": expected, "max_passages": 20}
+
+
+@pytest.mark.slow
+def test_smollm2_from_base_reranks_and_answers():
+    model = DynamicRAGModel.from_base(DEFAULT_BASE_MODEL, rerank_max_new_tokens=16, answer_max_new_tokens=24)
+    passages = [{"title": "Bananas", "text": "Bananas are yellow fruits."},
+                {"title": "France", "text": "Paris is the capital and largest city of France."}]
+    out = model("What is the capital of France?", passages)
+    assert all(p in passages for p in out["selected"]) and len(out["raw"]) == 1  # whatever it says, it parses
+    assert "Paris" in model.answer("What is the capital of France?", passages[1:])
