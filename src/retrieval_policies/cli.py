@@ -92,6 +92,26 @@ def _grace_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
+    from .assets import resolve_model
+    from .dynamicrag.evaluation import evaluate_dynamicrag, format_scores, load_eval_rows, write_report
+    from .models.dynamicrag import DynamicRAGModel
+
+    rows = load_eval_rows(args.data, config=args.config, split=args.split, max_questions=args.max_questions)
+    model = DynamicRAGModel.from_pretrained(resolve_model(args.model))
+    if args.rerank_max_new_tokens:
+        model.dynamicrag_config.rerank_max_new_tokens = args.rerank_max_new_tokens
+    if args.answer_max_new_tokens:
+        model.dynamicrag_config.answer_max_new_tokens = args.answer_max_new_tokens
+    report = evaluate_dynamicrag(model, rows, top_ks=args.top_k, batch_size=args.batch_size, task=args.task)
+    print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
+    print(format_scores(report["scores"]))
+    if args.output:
+        write_report(args.output, report, {k: v for k, v in vars(args).items() if k != "func"})
+        print(f"scores and predictions in {args.output}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -139,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
     evaluate.add_argument("--documents-without-rationale", action="store_true", help="treat documents differently from queries: no rationale for documents")
     evaluate.set_defaults(func=_grace_evaluate)
+
+    dynamicrag = commands.add_parser("dynamicrag", help="DynamicRAG rerankers").add_subparsers(dest="action", required=True)
+    dr_eval = dynamicrag.add_parser("evaluate", help="rerank -> answer over an evaluation set, with fixed top-k baselines")
+    dr_eval.add_argument("--model", required=True, help="DynamicRAG repo or folder, or a chat LLM name (untrained)")
+    dr_eval.add_argument("--data", required=True, help="dataset folder or repo built by dataset_builders/dynamicrag_eval.py")
+    dr_eval.add_argument("--config", help="dataset config (e.g. wiki_cloze, nq)")
+    dr_eval.add_argument("--split", default="test")
+    dr_eval.add_argument("--max-questions", type=int)
+    dr_eval.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)")
+    dr_eval.add_argument("--batch-size", type=int, default=8)
+    dr_eval.add_argument("--task", choices=["short", "fever", "long"], help="generator task line (default from the repo)")
+    dr_eval.add_argument("--rerank-max-new-tokens", type=int, help="override the repo's reranker output limit")
+    dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
+    dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
+    dr_eval.set_defaults(func=_dynamicrag_evaluate)
 
     demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
     demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")

@@ -1,0 +1,80 @@
+"""``retrieval-policies dynamicrag evaluate``: rerank → answer over an evaluation set, scored with the rag_answer and
+rerank_selection metrics, next to baselines computed in the same run with the same generator: the retriever's fixed
+top-k (k = 1, 3, 5) and all passages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .data import clean_rows
+
+METRICS_DIR = Path(__file__).resolve().parents[3] / "metrics"
+
+
+def _metric(name: str, config: str | None = None):
+    import evaluate
+
+    path = METRICS_DIR / name
+    if not (path / f"{name}.py").is_file():
+        raise FileNotFoundError(f"metric module {path} not found: run from a checkout of retrieval-policies (pip install -e .)")
+    return evaluate.load(str(path), config) if config else evaluate.load(str(path))
+
+
+def load_eval_rows(data: str, *, config: str | None = None, split: str = "test", max_questions: int | None = None) -> list[dict]:
+    from datasets import load_dataset
+
+    dataset = load_dataset(data, config, split=split)
+    rows, dropped = clean_rows(list(dataset))
+    if not rows:
+        raise ValueError(f"{data} ({config or 'default'}/{split}) has no usable rows (dropped: {dict(dropped)})")
+    return rows[:max_questions] if max_questions else rows
+
+
+def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None) -> dict:
+    """Scores per system ("dynamicrag", "top-1", ..., "all") and the per-question predictions."""
+    answer_metric, selection_metric = _metric("rag_answer"), _metric("rerank_selection")
+    n = model.dynamicrag_config.max_passages
+    systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in ["dynamicrag", *[f"top-{k}" for k in top_ks], "all"]}
+    malformed = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        queries, pools = [r["question"] for r in batch], [r["ctxs"] for r in batch]
+        for out in model.call_batch(queries, pools):
+            systems["dynamicrag"]["answers"].append(out["answer"])
+            systems["dynamicrag"]["selected"].append(out["indices"])
+            malformed.append(out["malformed"] > 0)
+        fixed = {f"top-{k}": [list(range(min(k, len(p)))) for p in pools] for k in top_ks}
+        fixed["all"] = [list(range(min(n, len(p)))) for p in pools]  # all the passages the model can see at once
+        for name, selections in fixed.items():
+            systems[name]["answers"] += model.answer_batch(queries, [[p[i] for i in s] for p, s in zip(pools, selections)], task=task)
+            systems[name]["selected"] += selections
+    golds = [r["answers"] for r in rows]
+    relevant = [[i + 1 for i, c in enumerate(r["ctxs"]) if c["relevant"]] for r in rows]
+    scores = {}
+    for name, system in systems.items():
+        answer_scores = answer_metric.compute(predictions=system["answers"], references=golds)
+        selection = selection_metric.compute(predictions=[[i + 1 for i in s] for s in system["selected"]], references=relevant,
+                                             malformed=malformed if name == "dynamicrag" else None)
+        scores[name] = {**answer_scores, **{f"selection_{k}": v for k, v in selection.items()}}
+    predictions = [{"id": r["id"], "question": r["question"], "answers": r["answers"],
+                    **{name: {"answer": s["answers"][i], "selected": s["selected"][i]} for name, s in systems.items()}}
+                   for i, r in enumerate(rows)]
+    return {"scores": scores, "predictions": predictions}
+
+
+def format_scores(scores: dict) -> str:
+    columns = [("EM", "exact_match"), ("F1", "f1"), ("match", "match"), ("mean k", "selection_mean_k"),
+               ("precision", "selection_precision"), ("recall", "selection_recall"), ("nDCG", "selection_ndcg")]
+    lines = [f"{'system':<12}" + "".join(f"{title:>11}" for title, _ in columns)]
+    for name, values in scores.items():
+        lines.append(f"{name:<12}" + "".join(f"{values[key]:>11.4f}" for _, key in columns))
+    malformed = scores.get("dynamicrag", {}).get("selection_malformed_rate")
+    if malformed is not None:
+        lines.append(f"malformed reranker outputs: {malformed:.1%}")
+    return "\n".join(lines)
+
+
+def write_report(path: str | Path, report: dict, settings: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"settings": settings, **report}, indent=1) + "\n")

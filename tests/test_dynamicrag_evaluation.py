@@ -1,0 +1,72 @@
+"""The DynamicRAG evaluation: a scripted model against fixed top-k baselines, and the command on SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from retrieval_policies.dataset_io import write_dataset_folder
+from retrieval_policies.dynamicrag.evaluation import evaluate_dynamicrag, format_scores, load_eval_rows
+from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection
+
+
+def _rows():
+    rows = []
+    for q, (answer, position) in enumerate([("Paris", 2), ("Rome", 0), ("Oslo", 4)]):
+        ctxs = [{"id": str(i), "title": f"t{i}", "text": f"filler {i}", "has_answer": False} for i in range(6)]
+        ctxs[position] = {"id": str(position), "title": "gold", "text": f"The answer is {answer}.", "has_answer": True}
+        rows.append({"id": f"q{q}", "question": f"question {q}?", "answers": [answer], "ctxs": ctxs})
+    return rows
+
+
+class ScriptedModel:
+    """Selects the passages that state an answer; answers with the first answer stated in the given passages."""
+
+    dynamicrag_config = DynamicRAGConfig(max_passages=6)
+
+    def call_batch(self, queries, pools):
+        out = []
+        for pool in pools:
+            indices = [i for i, p in enumerate(pool) if "answer is" in p["text"]]
+            answer = self.answer_batch([""], [[pool[i] for i in indices]])[0]
+            out.append({"indices": indices, "answer": answer, "malformed": 0, "raw": [format_selection([i + 1 for i in indices])]})
+        return out
+
+    def answer_batch(self, queries, passage_lists, task=None):
+        found = [re.search(r"answer is (\w+)", " ".join(p["text"] for p in ps)) for ps in passage_lists]
+        return [m.group(1) if m else "unknown" for m in found]
+
+
+def test_scores_against_fixed_top_k(tmp_path):
+    write_dataset_folder(tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit")
+    rows = load_eval_rows(str(tmp_path / "eval"), config="mini")
+    report = evaluate_dynamicrag(ScriptedModel(), rows, top_ks=(1, 3))
+    scores = report["scores"]
+    assert scores["dynamicrag"]["exact_match"] == 1.0 and scores["dynamicrag"]["selection_mean_k"] == 1.0
+    assert scores["dynamicrag"]["selection_precision"] == 1.0 and scores["dynamicrag"]["selection_recall"] == 1.0
+    assert scores["top-1"]["exact_match"] == pytest.approx(1 / 3)  # only "Rome" is at rank 1
+    assert scores["top-3"]["exact_match"] == pytest.approx(2 / 3) and scores["top-3"]["selection_mean_k"] == 3.0
+    assert scores["all"]["exact_match"] == 1.0 and scores["all"]["selection_recall"] == 1.0
+    assert scores["dynamicrag"]["selection_malformed_rate"] == 0.0 and scores["top-1"]["selection_malformed_rate"] is None
+    assert report["predictions"][0]["dynamicrag"] == {"answer": "Paris", "selected": [2]}
+    table = format_scores(scores)
+    assert table.splitlines()[0].split()[:3] == ["system", "EM", "F1"] and "top-3" in table
+
+
+@pytest.mark.slow
+def test_dynamicrag_evaluate_command(tmp_path):
+    write_dataset_folder(tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit")
+    result = subprocess.run([sys.executable, "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model",
+                             "HuggingFaceTB/SmolLM2-135M-Instruct", "--data", str(tmp_path / "eval"), "--config", "mini",
+                             "--top-k", "1", "--max-questions", "2", "--rerank-max-new-tokens", "16",
+                             "--answer-max-new-tokens", "16", "--output", str(tmp_path / "report.json")], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 questions from" in result.stdout and "malformed reranker outputs:" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["scores"]) == {"dynamicrag", "top-1", "all"}
+    assert report["settings"]["answer_max_new_tokens"] == 16
+    assert report["scores"]["all"]["exact_match"] >= report["scores"]["top-1"]["exact_match"]
