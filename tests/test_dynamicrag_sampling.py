@@ -1,0 +1,87 @@
+"""Trajectory sampling: batched generation, the JSONL output and resuming after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import transformers
+from transformers import AutoTokenizer
+
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.dynamicrag.sampling import completed_ids, sample_trajectories
+from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
+
+ROWS = [{"id": f"q{i}", "question": f"Question number {i}?", "answers": [f"a{i}"],
+         "ctxs": [{"title": f"t{j}", "text": f"passage {j} about {i}", "has_answer": j == i, "relevant": j == i} for j in range(5)]}
+        for i in range(5)]
+
+
+def _model():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    model = DynamicRAGModel(transformers.LlamaForCausalLM(config).eval(), tokenizer,
+                            DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=6, answer_max_new_tokens=4))
+    calls = []
+    original = model.generate_texts
+    model.generate_texts = lambda conversations, **kw: calls.append(len(conversations)) or original(conversations, **kw)
+    return model, calls
+
+
+def test_sampling_is_batched_and_complete(tmp_path):
+    model, calls = _model()
+    counts = sample_trajectories(model, ROWS[:3], tmp_path / "t.jsonl", num_samples=3, batch_size=2, show_progress_bar=False)
+    assert calls == [6, 6, 3, 3]  # per batch: every sample of every question at once, then every answer at once
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["q0", "q1", "q2"]
+    for line in lines:
+        assert len(line["trajectories"]) == 3 and len(line["ctxs"]) == 4  # only the passages the model was shown
+        assert all(set(t) == {"output", "ids", "malformed", "answer"} for t in line["trajectories"])
+        assert all(1 <= i <= 4 for t in line["trajectories"] for i in t["ids"])
+    assert counts["sampled"] == 3 and counts["outputs"] == 9
+
+
+def test_sampling_resumes_after_an_interruption(tmp_path):
+    model, calls = _model()
+    out = tmp_path / "t.jsonl"
+    sample_trajectories(model, ROWS[:2], out, num_samples=2, batch_size=2, show_progress_bar=False)
+    with open(out, "a") as f:
+        f.write('{"id": "q2", "question": "torn')  # the process died in the middle of this line
+    assert completed_ids(out) == {"q0", "q1"} and out.read_text().endswith("\n")
+    calls.clear()
+    counts = sample_trajectories(model, ROWS, out, num_samples=2, batch_size=2, show_progress_bar=False)
+    assert counts["skipped_done"] == 2 and counts["sampled"] == 3
+    assert calls == [4, 4, 2, 2]  # only q2..q4 were sampled
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == ["q0", "q1", "q2", "q3", "q4"]
+
+
+def test_seeded_sampling_is_reproducible(tmp_path):
+    model, _ = _model()
+    sample_trajectories(model, ROWS[:2], tmp_path / "a.jsonl", num_samples=4, batch_size=2, show_progress_bar=False)
+    sample_trajectories(model, ROWS[:2], tmp_path / "b.jsonl", num_samples=4, batch_size=2, show_progress_bar=False)
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+
+
+def test_sample_recipe_script(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from retrieval_policies.dataset_io import write_dataset_folder
+
+    model, _ = _model()
+    model.save_pretrained(tmp_path / "sft")
+    write_dataset_folder(tmp_path / "data", {"pool": {"train": ROWS}}, pretty_name="pool", card_body="x", license="mit")
+    script = Path(__file__).resolve().parents[1] / "recipes" / "dynamicrag" / "sample.py"
+    config = tmp_path / "config_sample.yaml"
+    config.write_text(f"model_name_or_path: {tmp_path / 'sft'}\ndataset_name: {tmp_path / 'data'}\n"
+                      f"output_file: {tmp_path / 'out.jsonl'}\nnum_samples: 2\nrerank_max_new_tokens: 4\n")
+    result = subprocess.run([sys.executable, str(script), "--config", str(config), "--max_questions", "3",
+                             "--answer_max_new_tokens", "4"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(len(json.loads(line)["trajectories"]) == 2 for line in lines)
+    assert "'sampled': 3" in result.stdout
