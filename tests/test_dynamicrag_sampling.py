@@ -33,7 +33,7 @@ def _model():
 def test_sampling_is_batched_and_complete(tmp_path):
     model, calls = _model()
     counts = sample_trajectories(model, ROWS[:3], tmp_path / "t.jsonl", num_samples=3, batch_size=2, show_progress_bar=False)
-    assert calls == [6, 6, 3, 3]  # per batch: every sample of every question at once, then every answer at once
+    assert calls == [2, 6, 1, 3]  # per batch: one sampling call (2 prompts x 3 samples), then every answer at once
     lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [line["id"] for line in lines] == ["q0", "q1", "q2"]
     for line in lines:
@@ -53,7 +53,7 @@ def test_sampling_resumes_after_an_interruption(tmp_path):
     calls.clear()
     counts = sample_trajectories(model, ROWS, out, num_samples=2, batch_size=2, show_progress_bar=False)
     assert counts["skipped_done"] == 2 and counts["sampled"] == 3
-    assert calls == [4, 4, 2, 2]  # only q2..q4 were sampled
+    assert calls == [2, 4, 1, 2]  # only q2..q4 were sampled
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == ["q0", "q1", "q2", "q3", "q4"]
 
@@ -85,3 +85,13 @@ def test_sample_recipe_script(tmp_path):
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(len(json.loads(line)["trajectories"]) == 2 for line in lines)
     assert "'sampled': 3" in result.stdout
+
+
+def test_shared_prefill_matches_separate_prompts():
+    model, _ = _model()
+    from retrieval_policies.models.dynamicrag import reranker_messages
+
+    conversations = [reranker_messages(r["question"], r["ctxs"][: 2 + i]) for i, r in enumerate(ROWS[:3])]  # different lengths
+    separate = model.generate_texts([c for c in conversations for _ in range(3)], max_new_tokens=6)
+    shared = model.generate_texts(conversations, max_new_tokens=6, num_samples=3)
+    assert shared == separate

@@ -1,8 +1,8 @@
 """Trajectory sampling with the SFT model (method spec §1.5): per question, ``num_samples`` reranker outputs at
 temperature T (0.4), then the generator's greedy answer from each selection.
 
-Questions are processed in batches (every sample of every question of a batch in one generation call, then all
-answers in one call). Results go to a JSONL file one line per question, flushed as they are written; a re-run skips
+Questions are processed in batches: every sample of every question of a batch in one generation call (the samples of
+a question share one prefill of its prompt), then all answers in one call. Results go to a JSONL file one line per question, flushed as they are written; a re-run skips
 the questions already in the file and first drops a torn last line left by an interruption.
 """
 
@@ -48,11 +48,11 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
         for start in tqdm(range(0, len(todo), batch_size), desc="sampling", disable=not show_progress_bar):
             batch = todo[start : start + batch_size]
             shown = [r["ctxs"][:n] for r in batch]
-            conversations = [reranker_messages(r["question"], ctxs) for r, ctxs in zip(batch, shown) for _ in range(num_samples)]
+            conversations = [reranker_messages(r["question"], ctxs) for r, ctxs in zip(batch, shown)]
             # The batch's own seed (from its ids): the same batch samples the same lists, wherever it falls in a run.
             batch_seed = seed + int(hashlib.sha256("\n".join(r["id"] for r in batch).encode()).hexdigest()[:8], 16)
             outputs = model.generate_texts(conversations, max_new_tokens=model.dynamicrag_config.rerank_max_new_tokens,
-                                           temperature=temperature, seed=batch_seed)
+                                           temperature=temperature, seed=batch_seed, num_samples=num_samples)
             parsed = [parse_selection(o, len(shown[i // num_samples])) for i, o in enumerate(outputs)]
             selections = [[shown[i // num_samples][j - 1] for j in p.ids] for i, p in enumerate(parsed)]
             answers = model.answer_batch([r["question"] for r in batch for _ in range(num_samples)], selections)

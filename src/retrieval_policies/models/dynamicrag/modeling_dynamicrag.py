@@ -93,8 +93,10 @@ class DynamicRAGModel(torch.nn.Module):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate_texts(self, conversations: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
-                       seed: int | None = None) -> list[str]:
-        """One batched generation (left padding, KV cache) over chat conversations; returns the decoded replies."""
+                       seed: int | None = None, num_samples: int = 1) -> list[str]:
+        """One batched generation (left padding, KV cache) over chat conversations; returns the decoded replies,
+        ``num_samples`` per conversation (consecutive). The samples of a conversation share one prefill of its
+        prompt: the prompt's KV cache is computed once and repeated for each sample."""
         if not conversations:
             return []
         prompts = [self.tokenizer(self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
@@ -106,10 +108,21 @@ class DynamicRAGModel(torch.nn.Module):
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=pad,
                                   eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
                                   **({"temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {}))
+        extra = {}
+        if num_samples > 1:
+            # Prefill all but the last prompt token once, then fan the cache out to the samples.
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            prefill = self.model(input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1],
+                                 position_ids=positions[:, :-1], use_cache=True)
+            cache = prefill.cache
+            cache.batch_repeat_interleave(num_samples)
+            input_ids = input_ids.repeat_interleave(num_samples, dim=0)
+            attention = attention.repeat_interleave(num_samples, dim=0)
+            extra["cache"] = cache
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             if seed is not None:
                 torch.manual_seed(seed)
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, **extra)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output[:, width:]]
 
     # ------------------------------------------------------------------ reranking
