@@ -115,3 +115,13 @@ def test_general_instruction_mixing_from_the_hub(client):
     by_answer = {r["completion"][0]["content"]: r["prompt"][0]["content"] for r in out}
     assert by_answer == {"Blue.": "Name a colour.", "5": "Add 2 and 3.\n\n2, 3"}
     assert all(r["kind"] == "general" and r["length"] == -1 for r in out)
+
+
+def test_strict_eval_build_fails_on_a_bad_hub_row_instead_of_falling_back(monkeypatch):
+    from retrieval_policies.dynamicrag import builders
+
+    monkeypatch.setattr(builders, "_hub_rows", lambda repo, name, split, max_rows: [{"question": "", "answers": ["a"], "ctxs": ["a"]}])
+    with pytest.raises(BadRowError, match="row 0: no question"):
+        builders.build_eval_dataset(source="auto", sets=("nq",), strict=True)
+    configs, counts, dropped, source = builders.build_eval_dataset(source="auto", sets=("nq",))
+    assert source.startswith("hub:") and counts == {"nq/test": 0} and dropped == Counter({"nq: no question": 1})

@@ -103,18 +103,19 @@ def build_eval_dataset(*, source: str, hub_dataset: str = EVAL_POOL, sets=EVAL_S
                        strict: bool = False, **pool_options) -> tuple[dict, dict, Counter, str]:
     """Online: the seven evaluation sets as configs (ASQA keeps ``qa_pairs``). Offline: the cloze test questions."""
     if source in ("auto", "hub"):
-        try:
-            configs, dropped = {}, Counter()
-            for name in sets:
-                raw = _hub_rows(hub_dataset, name, "test", max_rows)
-                rows, bad = clean_rows(raw, strict=strict)
-                configs[name] = {"test": rows}
-                dropped.update({f"{name}: {k}": v for k, v in bad.items()})
-            return configs, {f"{n}/test": len(c["test"]) for n, c in configs.items()}, dropped, f"hub:{hub_dataset}"
+        try:  # only the download: a bad row under --strict must fail the build, not fall back to offline data
+            raw_sets = {name: _hub_rows(hub_dataset, name, "test", max_rows) for name in sets}
         except Exception as err:  # noqa: BLE001
             if source == "hub":
                 raise RuntimeError(f"cannot load {hub_dataset} from the Hub: {type(err).__name__}: {err}") from err
             logger.info("Hub unavailable (%s): using the held-out Wikipedia cloze questions", type(err).__name__)
+        else:
+            configs, dropped = {}, Counter()
+            for name, raw in raw_sets.items():
+                rows, bad = clean_rows(raw, strict=strict)
+                configs[name] = {"test": rows}
+                dropped.update({f"{name}: {k}": v for k, v in bad.items()})
+            return configs, {f"{n}/test": len(c["test"]) for n, c in configs.items()}, dropped, f"hub:{hub_dataset}"
     rows, dropped, _ = question_pool(source="cloze", hub_dataset="", max_rows=None, strict=strict, **pool_options)
     test = [r for r in rows if r["split"] == "test"][:max_rows]
     return {"wiki_cloze": {"test": test}}, {"wiki_cloze/test": len(test)}, dropped, "wikipedia-cloze"
