@@ -22,12 +22,6 @@ Built by `dataset_builders/dynamicrag_eval.py` (retrieval-policies) from **{sour
 set, split `test`, rows `{{id, question, answers, ctxs}}` (ASQA rows keep `qa_pairs`). Offline, the `wiki_cloze`
 config holds the held-out test questions of the Wikipedia cloze QA (never used in training), each with its top
 passages from a dense retriever.
-
-Counts:
-```
-{counts}
-```
-Command: `{command}`
 """
 
 

@@ -27,12 +27,6 @@ Built by `dataset_builders/dynamicrag_training.py` (retrieval-policies) from **{
   number of ids (-1 for non-reranker records).
 - `pool`: the questions with their retrieved passages (`ctxs`: id, title, text, score, has_answer, relevant), per
   split; relevance labels from `{labeler}`. Test questions appear only here.
-
-Counts:
-```
-{counts}
-```
-Command: `{command}`
 """
 
 

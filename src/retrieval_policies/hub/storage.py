@@ -327,9 +327,7 @@ class HubStorage:
             branch = branch.removeprefix("refs/heads/")
             if SHA1_RE.match(branch):
                 raise HubError(400, f"cannot commit to a commit sha ({branch}): name a branch")
-            head = self.resolve(repo, branch)
-            if head.sha != self.branches(repo).get(branch):
-                raise HubError(400, f"cannot commit to {branch!r}: not a branch")
+            head = self.resolve(repo, branch)  # a sha was refused above, so this is a branch or RevisionNotFound
             if parent_commit and parent_commit != head.sha:
                 raise HubError(412, f"parent commit {parent_commit} is not the head of {branch} ({head.sha})")
             files = dict(head.files)
