@@ -26,13 +26,13 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def finish(args: argparse.Namespace, configs: dict, counts: dict, dropped: dict, source: str, *, card: str, pretty_name: str,
-           tags: list[str], default_config: str | None = None, **card_fields) -> int:
+           tags: list[str], default_config: str | None = None, license: str | None = None, **card_fields) -> int:
     """Fill the card and append the counts and the command, write the folder, print the counts, push when asked."""
     summary = format_counts(f"source: {source}", counts, dropped)
     command = "python " + " ".join(sys.argv)
     body = card.format(source=source, **card_fields) + f"\nCounts:\n```\n{summary}\n```\nCommand: `{command}`\n"
     folder = write_dataset_folder(args.output_dir, configs, pretty_name=pretty_name, card_body=body,
-                                  license="cc-by-sa-3.0" if source == "wikipedia-cloze" else "other", tags=tags,
+                                  license=license or ("cc-by-sa-3.0" if source == "wikipedia-cloze" else "other"), tags=tags,
                                   default_config=default_config)
     print(summary)
     print(f"wrote {folder}")

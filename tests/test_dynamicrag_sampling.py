@@ -33,8 +33,11 @@ def _model():
 def test_sampling_is_batched_and_complete(tmp_path):
     model, calls = _model()
     counts = sample_trajectories(model, ROWS[:3], tmp_path / "t.jsonl", num_samples=3, batch_size=2, show_progress_bar=False)
-    assert calls == [2, 6, 1, 3]  # per batch: one sampling call (2 prompts x 3 samples), then every answer at once
+    # per batch: one sampling call (2 prompts x 3 samples), then one call answering every distinct selection at once
+    assert calls[0::2] == [2, 1] and len(calls) == 4
     lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    distinct = [{tuple(t["ids"]) for t in line["trajectories"]} for line in lines]
+    assert calls[1::2] == [len(distinct[0]) + len(distinct[1]), len(distinct[2])] and counts["answer_calls"] == sum(calls[1::2])
     assert [line["id"] for line in lines] == ["q0", "q1", "q2"]
     for line in lines:
         assert len(line["trajectories"]) == 3 and len(line["ctxs"]) == 4  # only the passages the model was shown
@@ -53,7 +56,7 @@ def test_sampling_resumes_after_an_interruption(tmp_path):
     calls.clear()
     counts = sample_trajectories(model, ROWS, out, num_samples=2, batch_size=2, show_progress_bar=False)
     assert counts["skipped_done"] == 2 and counts["sampled"] == 3
-    assert calls == [2, 4, 1, 2]  # only q2..q4 were sampled
+    assert calls[0::2] == [2, 1]  # only q2..q4 were sampled
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == ["q0", "q1", "q2", "q3", "q4"]
 
@@ -95,3 +98,55 @@ def test_shared_prefill_matches_separate_prompts():
     separate = model.generate_texts([c for c in conversations for _ in range(3)], max_new_tokens=6)
     shared = model.generate_texts(conversations, max_new_tokens=6, num_samples=3)
     assert shared == separate
+
+
+def test_samples_choosing_the_same_list_share_one_greedy_answer(tmp_path):
+    model, calls = _model()
+    scripted = iter(["[1], [2]", "[2]", "[1], [2]", "None"])
+    original = model.generate_texts
+    model.generate_texts = lambda conversations, **kw: (
+        [next(scripted) for _ in range(len(conversations) * kw["num_samples"])] if kw.get("num_samples", 1) > 1
+            else original(conversations, **kw))  # the answer call, counted by _model's wrapper
+    sample_trajectories(model, ROWS[:1], tmp_path / "t.jsonl", num_samples=4, batch_size=1, show_progress_bar=False)
+    assert calls == [3]  # [1],[2] / [2] / None
+    trajectories = json.loads((tmp_path / "t.jsonl").read_text())["trajectories"]
+    assert [t["ids"] for t in trajectories] == [[1, 2], [2], [1, 2], []]
+    assert trajectories[0]["answer"] == trajectories[2]["answer"]
+
+
+def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
+    """GPU path: vLLM replaces generate_texts only; a stand-in vllm module checks the request and the mapping."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    requests = []
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, model, **kwargs):
+            self.model, self.kwargs = model, kwargs
+
+        def chat(self, conversations, params, use_tqdm=False):
+            requests.append((len(conversations), params.kwargs))
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=f"[{k + 1}]") for k in range(params.kwargs["n"])])
+                    for _ in conversations]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
+
+    folder = tmp_path / "model"
+    AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True)).save_pretrained(folder)
+    DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=7, answer_max_new_tokens=5).save(folder)
+    model = VLLMDynamicRAG(str(folder), gpu_memory_utilization=0.5)
+    assert model.llm.kwargs == {"gpu_memory_utilization": 0.5} and model.dynamicrag_config.max_passages == 4
+    sample_trajectories(model, ROWS[:2], tmp_path / "t.jsonl", num_samples=3, temperature=0.4, batch_size=2,
+                        show_progress_bar=False)
+    (n_prompts, sampling), (n_answers, greedy) = requests
+    assert n_prompts == 2 and sampling["n"] == 3 and sampling["temperature"] == 0.4 and sampling["max_tokens"] == 7
+    assert n_answers == 6 and greedy["n"] == 1 and greedy["temperature"] == 0.0 and greedy["max_tokens"] == 5
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [t["ids"] for t in lines[0]["trajectories"]] == [[1], [2], [3]]

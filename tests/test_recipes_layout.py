@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 
 
 @pytest.mark.parametrize("name, kind, precision, zero_stage", [
-    ("cpu", "NO", "no", None), ("ddp", "MULTI_GPU", "bf16", None), ("fsdp", "FSDP", "bf16", None),
+    ("cpu", "NO", "no", None), ("ddp", "MULTI_GPU", "bf16", None), ("fsdp2", "FSDP", "bf16", None),
     ("zero2", "DEEPSPEED", "bf16", 2), ("zero3", "DEEPSPEED", "bf16", 3),
 ])
 def test_accelerate_configs(name, kind, precision, zero_stage):
@@ -19,3 +19,71 @@ def test_accelerate_configs(name, kind, precision, zero_stage):
     assert config.distributed_type.value == kind and config.mixed_precision == precision
     assert (config.deepspeed_config or {}).get("zero_stage") == zero_stage
     assert config.use_cpu == (name == "cpu")
+
+
+RECIPES = CONFIGS.parent
+
+
+def _recipe(method: str, stage: str):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{method}_{stage}", RECIPES / method / f"{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the recipe is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+RECIPE_CONFIGS = sorted(RECIPES.glob("*/*/config_*.yaml"))
+
+
+def _stage_of(path):
+    """The entry script a config is for: config_<stage>.yaml, except GRACE's one stage (config_<mode>.yaml)."""
+    method = path.parents[1].name
+    return _recipe(method, "grpo" if method == "grace" else path.stem.removeprefix("config_"))
+
+
+@pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=lambda p: str(p.relative_to(RECIPES)))
+def test_every_recipe_config_names_only_fields_of_its_stage(path):
+    import dataclasses
+
+    import yaml
+
+    arguments = _stage_of(path).ARGUMENTS
+    known = {f.name for cls in arguments for f in dataclasses.fields(cls)}
+    unknown = sorted(set(yaml.safe_load(path.read_text())) - known)
+    assert not unknown, f"{path}: not a field of {[c.__name__ for c in arguments]}: {unknown}"
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPE_CONFIGS if "SmolLM2" in str(p)], ids=lambda p: p.name)
+def test_cpu_recipe_configs_parse_with_trl(path):
+    from trl import TrlParser
+
+    parsed = TrlParser(_stage_of(path).ARGUMENTS).parse_args_and_config(args=["--config", str(path)])
+    for value in parsed:
+        if hasattr(value, "use_cpu"):  # the demo recipes run in fp32 on the CPU
+            assert value.use_cpu and not value.bf16 and not value.gradient_checkpointing
+
+
+def test_grace_paper_configs_carry_the_published_settings():
+    import yaml
+
+    models = ("Qwen2.5-1.5B-Instruct", "Llama-3.2-3B-Instruct", "Qwen2.5-3B-Instruct", "Qwen3-4B-Instruct-2507")
+    for model in models:
+        for mode in ("supervised", "unsupervised"):
+            c = yaml.safe_load((RECIPES / "grace" / model / f"config_{mode}.yaml").read_text())
+            assert c["mode"] == mode and c["num_generations"] == 8 and c["generation_batch_size"] == 512
+            assert (c["scale_rewards"], c["beta"], c["epsilon"], c["learning_rate"]) == ("none", 0.0, 0.2, 1e-6)
+            assert c["max_completion_length"] == 2048 and c["bf16"] and c["use_vllm"] and c["tau"] == 0.1
+
+
+def test_dynamicrag_paper_configs_carry_the_published_settings():
+    import yaml
+
+    for model, passages in (("Llama-3-8B", 40), ("Llama-2-7B", 20)):
+        sft = yaml.safe_load((RECIPES / "dynamicrag" / model / "config_sft.yaml").read_text())
+        dpo = yaml.safe_load((RECIPES / "dynamicrag" / model / "config_dpo.yaml").read_text())
+        assert sft["max_passages"] == passages and sft["learning_rate"] == 1e-5 and sft["num_train_epochs"] == 3
+        assert dpo["learning_rate"] == 5e-6 and dpo["beta"] == 0.1 and dpo["loss_type"] == ["sigmoid"]
+        assert sft["bf16"] and dpo["bf16"] and sft["seed"] == 42

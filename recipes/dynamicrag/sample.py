@@ -35,6 +35,11 @@ class SamplingArguments:
     max_passages: int | None = None
     rerank_max_new_tokens: int = 100
     answer_max_new_tokens: int = 200
+    use_vllm: bool = False  # GPU: generate with vLLM (pip install -e ".[vllm]")
+    vllm_gpu_memory_utilization: float = 0.9
+
+
+ARGUMENTS = (SamplingArguments,)  # what TrlParser reads the YAML config into
 
 
 def main(args: SamplingArguments) -> None:
@@ -43,7 +48,13 @@ def main(args: SamplingArguments) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows, dropped = clean_rows(list(load_dataset(args.dataset_name, args.dataset_config, split=args.dataset_split)))
     rows = rows[: args.max_questions] if args.max_questions else rows
-    model = DynamicRAGModel.from_pretrained(resolve_model(args.model_name_or_path))
+    if args.use_vllm:
+        from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
+
+        model = VLLMDynamicRAG(str(resolve_model(args.model_name_or_path)), seed=args.seed,
+                               gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+    else:
+        model = DynamicRAGModel.from_pretrained(resolve_model(args.model_name_or_path))
     config = model.dynamicrag_config
     config.rerank_max_new_tokens, config.answer_max_new_tokens = args.rerank_max_new_tokens, args.answer_max_new_tokens
     if args.max_passages:
@@ -54,4 +65,4 @@ def main(args: SamplingArguments) -> None:
 
 
 if __name__ == "__main__":
-    main(TrlParser((SamplingArguments,)).parse_args_and_config()[0])
+    main(TrlParser(ARGUMENTS).parse_args_and_config()[0])

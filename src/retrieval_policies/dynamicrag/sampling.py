@@ -1,5 +1,5 @@
 """Trajectory sampling with the SFT model (method spec §1.5): per question, ``num_samples`` reranker outputs at
-temperature T (0.4), then the generator's greedy answer from each selection.
+temperature T (0.4), then the generator's greedy answer from each distinct selection.
 
 Questions are processed in batches: every sample of every question of a batch in one generation call (the samples of
 a question share one prefill of its prompt), then all answers in one call. Results go to a JSONL file one line per question, flushed as they are written; a re-run skips
@@ -43,7 +43,7 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
     done = completed_ids(path)
     todo = [r for r in rows if r["id"] not in done]
     n = model.dynamicrag_config.max_passages
-    counts = {"skipped_done": len(rows) - len(todo), "sampled": 0, "malformed": 0, "outputs": 0}
+    counts = {"skipped_done": len(rows) - len(todo), "sampled": 0, "malformed": 0, "outputs": 0, "answer_calls": 0}
     with open(path, "a", encoding="utf-8") as sink:
         for start in tqdm(range(0, len(todo), batch_size), desc="sampling", disable=not show_progress_bar):
             batch = todo[start : start + batch_size]
@@ -54,8 +54,13 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
             outputs = model.generate_texts(conversations, max_new_tokens=model.dynamicrag_config.rerank_max_new_tokens,
                                            temperature=temperature, seed=batch_seed, num_samples=num_samples)
             parsed = [parse_selection(o, len(shown[i // num_samples])) for i, o in enumerate(outputs)]
-            selections = [[shown[i // num_samples][j - 1] for j in p.ids] for i, p in enumerate(parsed)]
-            answers = model.answer_batch([r["question"] for r in batch for _ in range(num_samples)], selections)
+            # Answers are greedy, so samples of a question that chose the same list share one answer call.
+            keys = [(i // num_samples, tuple(p.ids)) for i, p in enumerate(parsed)]
+            unique = list(dict.fromkeys(keys))
+            unique_answers = model.answer_batch([batch[q]["question"] for q, _ in unique],
+                                                [[shown[q][j - 1] for j in ids] for q, ids in unique])
+            answers = [dict(zip(unique, unique_answers))[key] for key in keys]
+            counts["answer_calls"] += len(unique)
             for q, row in enumerate(batch):
                 trajectories = [{"output": outputs[i], "ids": list(parsed[i].ids), "malformed": parsed[i].malformed,
                                  "answer": answers[i]} for i in range(q * num_samples, (q + 1) * num_samples)]

@@ -22,6 +22,21 @@ from .prompts_dynamicrag import generator_messages, parse_selection, reranker_me
 CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_dynamicrag.py")
 
 
+def add_auto_map(model_config) -> None:
+    """Point ``AutoModel`` at this code in a causal LM's config (its own auto_map entries are kept)."""
+    auto_map = dict(getattr(model_config, "auto_map", None) or {})
+    auto_map["AutoModel"] = "modeling_dynamicrag.DynamicRAGModel"
+    model_config.auto_map = auto_map
+
+
+def write_repo_files(folder, config: DynamicRAGConfig) -> None:
+    """The settings and the code next to a saved causal LM (its config.json must carry ``add_auto_map``)."""
+    config.save(folder)
+    here = Path(__file__).resolve().parent
+    for name in CODE_FILES:
+        (Path(folder) / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
+
+
 @dataclass
 class RerankResult:
     passages: list  # the selected passages, in the model's order, as given
@@ -70,15 +85,10 @@ class DynamicRAGModel(torch.nn.Module):
         """A repo that loads as AutoModel (remote code) and as a plain AutoModelForCausalLM."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        auto_map = dict(getattr(self.model.config, "auto_map", None) or {})
-        auto_map["AutoModel"] = "modeling_dynamicrag.DynamicRAGModel"
-        self.model.config.auto_map = auto_map
+        add_auto_map(self.model.config)
         self.model.save_pretrained(folder, **kwargs)
         self.tokenizer.save_pretrained(folder)
-        self.dynamicrag_config.save(folder)
-        here = Path(__file__).resolve().parent
-        for name in CODE_FILES:
-            (folder / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
+        write_repo_files(folder, self.dynamicrag_config)
 
     @property
     def device(self) -> torch.device:

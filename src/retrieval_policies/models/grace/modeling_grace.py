@@ -112,6 +112,27 @@ class RationaleCache:
         return f"RationaleCache({str(self.folder)!r})"
 
 
+def add_auto_map(model_config) -> None:
+    """Point ``AutoModel`` at this code in a causal LM's config (its own auto_map entries are kept)."""
+    auto_map = dict(getattr(model_config, "auto_map", None) or {})
+    auto_map["AutoModel"] = "modeling_grace.GraceEmbedder"
+    model_config.auto_map = auto_map
+
+
+def write_repo_files(folder, grace_config: GraceConfig) -> None:
+    """Settings, code and the sentence-transformers files next to a saved causal LM (whose config.json must carry
+    ``add_auto_map``): the folder then loads as AutoModel, AutoModelForCausalLM and SentenceTransformer."""
+    folder = Path(folder)
+    grace_config.save(folder)
+    here = Path(__file__).resolve().parent
+    for name in CODE_FILES:
+        (folder / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "modeling_grace.GraceSentenceTransformerModule"}]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    st_config = {"similarity_fn_name": "cosine", "prompts": {}, "default_prompt_name": None, "model_type": "SentenceTransformer"}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n")
+
+
 def _folder_fingerprint(folder: str | os.PathLike) -> str:
     """A revision id for a local folder: changes whenever a weight file changes."""
     folder = Path(folder)
@@ -173,19 +194,10 @@ class GraceEmbedder(torch.nn.Module):
         """A repo that loads as AutoModel (remote code), AutoModelForCausalLM (plain) and SentenceTransformer."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        auto_map = dict(getattr(self.model.config, "auto_map", None) or {})
-        auto_map["AutoModel"] = "modeling_grace.GraceEmbedder"
-        self.model.config.auto_map = auto_map
+        add_auto_map(self.model.config)
         self.model.save_pretrained(folder, **kwargs)
         self.tokenizer.save_pretrained(folder)
-        self.grace_config.save(folder)
-        here = Path(__file__).resolve().parent
-        for name in CODE_FILES:
-            (folder / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
-        modules = [{"idx": 0, "name": "0", "path": "", "type": "modeling_grace.GraceSentenceTransformerModule"}]
-        (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-        st_config = {"similarity_fn_name": "cosine", "prompts": {}, "default_prompt_name": None, "model_type": "SentenceTransformer"}
-        (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n")
+        write_repo_files(folder, self.grace_config)
 
     # ------------------------------------------------------------------ properties
     @property

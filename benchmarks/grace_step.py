@@ -1,0 +1,94 @@
+"""One GRPO step of the GRACE demo config (SmolLM2, 2 CPU threads), measured in one run:
+
+(a) the share of the step spent on the reward's embeddings (target: <= 15%) and on the whole reward (extra rollouts
+    + embeddings);
+(b) the embedding part of the reward, once per unique sequence (G main rollouts + the group's query and negative
+    once) vs the published approach (a forward pass per member for its query, its negative and its main rollout: the
+    query and negative G times over), on the same sequences (target: >= 3x faster).
+Run alone: .venv/bin/python benchmarks/grace_step.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+
+import torch
+from transformers import TrainerCallback
+
+from retrieval_policies.assets import DEFAULT_BASE_MODEL
+from retrieval_policies.grace.data import build_rows, wordnet_triplets
+from retrieval_policies.grace.grpo import GraceContrastiveReward, to_grpo_rows
+from retrieval_policies.grace.training import load_grace_policy
+from retrieval_policies.models.grace import GraceEmbedder
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.steps, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(time.perf_counter() - self._start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompts", type=int, default=4, help="prompts (groups) per step")
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--max-completion-length", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tokenizer, grace_config = load_grace_policy(DEFAULT_BASE_MODEL)
+    rows, _ = build_rows(itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0)
+    train = Dataset.from_list(to_grpo_rows(rows["train"][:64], "supervised", grace_config))
+    batch = args.prompts * args.group_size
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        config = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, report_to="none", max_steps=3, save_strategy="no",
+                            per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=args.group_size,
+                            max_completion_length=args.max_completion_length, beta=0.0, scale_rewards="none",
+                            loss_type="dapo", learning_rate=1e-6, logging_steps=1)
+        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
+                              processing_class=tokenizer, callbacks=[timer])
+        reward.bind(trainer)
+        trainer.train()
+    calls = reward.timings["calls"]
+    step = sum(timer.steps[1:]) / len(timer.steps[1:])  # the first step warms up
+    embed = reward.timings["embeddings"] / calls
+    whole = (reward.timings["embeddings"] + reward.timings["extra_rollouts"]) / calls
+    print(f"GRPO step ({args.prompts} prompts x G={args.group_size}, <= {args.max_completion_length} tokens): {step:.2f} s")
+    print(f"  reward embeddings: {embed:.2f} s = {embed / step:.1%} of the step (target <= 15%)")
+    print(f"  whole reward (extra rollouts + embeddings): {whole:.2f} s = {whole / step:.1%} of the step")
+
+    # (b) the same sequences, embedded once per unique sequence vs a forward per member for query, negative and main
+    embedder = GraceEmbedder(model.eval(), tokenizer, grace_config)
+    last = reward.last_call
+    ours = last["main"] + list(last["extra"].values())
+    per_member = [[last["extra"][last["extra_of_group"][g][0]], last["extra"][last["extra_of_group"][g][1]], main]
+                  for main, g in zip(last["main"], last["groups"])]
+    reward.embed_unique(embedder, ours[:2])  # warm-up
+    timings = {}
+    for name, run in (("once per unique sequence", lambda: reward.embed_unique(embedder, ours)),
+                      ("published (per member: query, negative, main)",
+                       lambda: [embedder.embed_sequences(s, [embedder.prefix_length(x) for x in s]) for s in per_member])):
+        start = time.perf_counter()
+        with torch.no_grad():
+            run()
+        timings[name] = time.perf_counter() - start
+        count = len(set(map(tuple, ours))) if name.startswith("once") else 3 * len(per_member)
+        print(f"  {name}: {count} sequences, {timings[name]:.2f} s")
+    values = list(timings.values())
+    print(f"speed-up of the reward's embeddings: {values[1] / values[0]:.1f}x (target >= 3x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Stage 5 of DynamicRAG: DPO from the SFT model on its own ranked trajectories (method spec §1.8).
+
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/dynamicrag/dpo.py \\
+        --config recipes/dynamicrag/SmolLM2-135M-Instruct/config_dpo.yaml
+
+The reference model is the frozen SFT model: a LoRA SFT adapter is merged first, so with ``use_peft`` the
+reference (adapter disabled) is the SFT model and not its base. Sigmoid loss, ``beta`` from the config. The output
+folder is a DynamicRAG repo.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field
+
+from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
+
+from retrieval_policies.dynamicrag.training import export_repo, load_policy, repo_callback
+from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
+
+
+@dataclass
+class DPOScriptArguments:
+    dataset_name: str = "outputs/dynamicrag/pairs"
+    dataset_config: str = "pairs"
+    dataset_train_split: str = "train"
+    kinds: list[str] = field(default_factory=lambda: ["reranker", "generator"])
+    max_train_samples: int | None = None
+
+
+ARGUMENTS = (DPOScriptArguments, DPOConfig, ModelConfig)  # what TrlParser reads the YAML config into
+
+
+def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model, tokenizer, settings = load_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype))
+    train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
+                       limit=script_args.max_train_samples, kinds=script_args.kinds,
+                       columns=["prompt", "chosen", "rejected"])
+    if len(train) == 0:
+        raise ValueError(f"{script_args.dataset_name}: no preference pairs of kinds {script_args.kinds} to train on")
+    peft_config = get_peft_config(model_args)
+    # The reference is this very SFT model, also when it came from a merged adapter (TRL would reload the base by name).
+    reference = None if peft_config is not None or training_args.precompute_ref_log_probs else copy.deepcopy(model)
+    trainer = DPOTrainer(model=model, ref_model=reference, args=training_args, train_dataset=train,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[repo_callback(settings)])
+    trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
+    folder = export_repo(trainer, tokenizer, settings, training_args.output_dir,
+                         extra={"stage": "dpo", "script": asdict(script_args), "model": asdict(model_args),
+                                "training": training_args.to_dict()})
+    print(f"DPO model written to {folder}")
+
+
+if __name__ == "__main__":
+    main(*TrlParser(ARGUMENTS).parse_args_and_config())

@@ -1,0 +1,92 @@
+"""GRACE's contrastive rewards (method spec §4), as tensor math over one global batch of rollouts.
+
+Every member i of the batch carries its main-rollout embedding d_i, its group's query embedding q_i (the query's
+rollout in supervised mode, the second view in unsupervised mode), in supervised mode its group's negative n_i,
+its group id and whether it was truncated. All vectors are unit-norm, so cos is a dot product.
+
+Supervised:   r_i = (p_i + ν_g + λc·c_i + λx·x_g) / τ,   p_i = cos(q_g, d_i), ν_g = −cos(q_g, n_g),
+              c_i = mean_{k≠i in g} cos(d_i, d_k),  x_g = −mean_{h≠g} max_j cos(q_g, d_{h,j})
+Unsupervised: r_i = (p_i + λc·c_i − λx·x_i) / τ,     x_i = mean_{h≠g} cos(d_i, q_h)
+A truncated main rollout (length limit, no EOS) gets −1 instead (not divided by τ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RewardWeights:
+    tau: float = 0.1
+    lambda_consistency: float = 0.2
+    lambda_cross: float = 0.2
+
+    def __post_init__(self):
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+
+
+def _consistency(d: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean cosine to the siblings (0 for a member without siblings)."""
+    siblings = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=d.device)
+    sums = (d @ d.T * siblings).sum(dim=1)
+    return sums / siblings.sum(dim=1).clamp(min=1)
+
+
+def _group_index(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the distinct group ids, each member's position among them)."""
+    unique, position = torch.unique(groups, return_inverse=True)
+    return unique, position
+
+
+def supervised_rewards(d, q, n, groups, truncated, weights: RewardWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    positive = (q * d).sum(-1)
+    negative = -(q * n).sum(-1)
+    consistency = _consistency(d, groups)
+    unique, position = _group_index(groups)
+    similarity = q @ d.T  # [member i (its group's query), member j (a main rollout)]
+    # max over each group's rollouts: [N, number of groups]
+    best = torch.stack([similarity[:, position == h].max(dim=1).values for h in range(len(unique))], dim=1)
+    others = position[:, None] != torch.arange(len(unique), device=d.device)[None, :]
+    cross = -(best * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
+    raw = (positive + negative + weights.lambda_consistency * consistency + weights.lambda_cross * cross) / weights.tau
+    rewards = torch.where(truncated, torch.full_like(raw, -1.0), raw)
+    return rewards, {"positive_similarity": positive, "negative_similarity": -negative, "consistency": consistency,
+                     "cross": cross}
+
+
+def unsupervised_rewards(d, q, groups, truncated, weights: RewardWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    positive = (q * d).sum(-1)
+    consistency = _consistency(d, groups)
+    unique, position = _group_index(groups)
+    first = torch.stack([(position == h).nonzero()[0, 0] for h in range(len(unique))])
+    group_queries = q[first]  # [number of groups, dim]
+    similarity = d @ group_queries.T
+    others = position[:, None] != torch.arange(len(unique), device=d.device)[None, :]
+    cross = (similarity * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
+    raw = (positive + weights.lambda_consistency * consistency - weights.lambda_cross * cross) / weights.tau
+    rewards = torch.where(truncated, torch.full_like(raw, -1.0), raw)
+    return rewards, {"positive_similarity": positive, "consistency": consistency, "cross": cross}
+
+
+def global_rewards(mode: str, local: dict[str, torch.Tensor], weights: RewardWeights, *, gather=None,
+                   process_index: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Rewards of this process's members, with the cross-group terms over the batch of **all** processes.
+
+    ``local`` holds ``d``, ``q`` (and ``n``), ``groups`` and ``truncated`` for this process's members; ``gather``
+    concatenates a tensor across processes in rank order (``accelerator.gather``; None: one process). Every process
+    must hold the same number of members (TRL gives each the same per-device batch).
+    """
+    keys = ("d", "q", "n", "groups", "truncated") if mode == "supervised" else ("d", "q", "groups", "truncated")
+    full = {k: gather(local[k]) if gather is not None else local[k] for k in keys}
+    if mode == "supervised":
+        rewards, terms = supervised_rewards(full["d"], full["q"], full["n"], full["groups"], full["truncated"].bool(), weights)
+    elif mode == "unsupervised":
+        rewards, terms = unsupervised_rewards(full["d"], full["q"], full["groups"], full["truncated"].bool(), weights)
+    else:
+        raise ValueError(f"mode must be 'supervised' or 'unsupervised', got {mode!r}")
+    size = len(local["d"])
+    start = process_index * size
+    return rewards[start : start + size], {k: v[start : start + size] for k, v in terms.items()}

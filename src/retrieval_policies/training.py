@@ -1,0 +1,94 @@
+"""What every training recipe shares: dtypes, resuming, and making each save of a TRL trainer a Hub-ready repo of
+its method (the causal LM plus the method's settings and code)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+def torch_dtype(name: str | None):
+    """ModelConfig.dtype ("bfloat16", "float32", "auto" or None) as a torch dtype; fp32 unless asked."""
+    if name in (None, "auto"):
+        return torch.float32
+    if not isinstance(getattr(torch, name, None), torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return getattr(torch, name)
+
+
+def checkpoint_to_resume(training_args) -> str | None:
+    """``resume_from_checkpoint`` if given, else the last checkpoint in the output folder (open-r1's behaviour)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    folder = Path(training_args.output_dir)
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    return last
+
+
+def load_split(dataset_name: str, config: str, split: str, *, limit: int | None = None, kinds: list[str] | None = None,
+               columns: list[str]):
+    """One split of a dataset folder or repo, optionally filtered by its ``kind`` column and cut to ``limit`` rows."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(dataset_name, config, split=split)
+    missing = sorted(set(columns) - set(dataset.column_names))
+    if missing:
+        raise ValueError(f"{dataset_name} ({config}/{split}) has no column {missing}; columns: {dataset.column_names}")
+    if kinds:
+        dataset = dataset.filter(lambda row: row["kind"] in kinds)
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset.select_columns(columns)
+
+
+class RepoFilesCallback(TrainerCallback):
+    """Adds the method's settings and code to each full-model checkpoint, so a checkpoint loads like the final output
+    (LoRA checkpoints hold only an adapter and are left as they are)."""
+
+    def __init__(self, write_files: Callable[[Path], None]):
+        self.write_files = write_files
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if (folder / "config.json").is_file():
+                self.write_files(folder)
+        return control
+
+
+def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_model: str,
+                  write_files: Callable[[Path], None], extra: dict | None = None) -> Path:
+    """Write the trained policy as a repo of its method into ``output_dir`` (a LoRA adapter merged into its base).
+
+    ``wrap(model, tokenizer)`` gives the method's model class (with ``save_pretrained``); under DeepSpeed/FSDP every
+    rank takes part in gathering the weights, then the main process adds ``auto_map`` and the method's files.
+    """
+    folder = Path(output_dir)
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        trainer.save_model(output_dir)
+        if trainer.accelerator.is_main_process:
+            tokenizer.save_pretrained(output_dir)
+            config = json.loads((folder / "config.json").read_text())
+            config.setdefault("auto_map", {})["AutoModel"] = auto_model
+            (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            write_files(folder)
+    elif trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        wrap(model, tokenizer).save_pretrained(folder)
+    if extra and trainer.accelerator.is_main_process:
+        (folder / "training_settings.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    trainer.accelerator.wait_for_everyone()
+    return folder

@@ -1,0 +1,169 @@
+"""GRACE on TRL's GRPOTrainer: the reward callable's mechanics (extra rollouts once per group, one forward per unique
+sequence, the length penalty, metrics), fatal reward errors, and the recipe end to end on a tiny model: the output
+and every checkpoint load as GRACE repos, and training resumes from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import transformers
+from accelerate import Accelerator
+from transformers import AutoTokenizer
+
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.dataset_io import write_dataset_folder
+from retrieval_policies.grace.grpo import GraceContrastiveReward, to_grpo_rows
+from retrieval_policies.grace.training import load_grace_policy
+from retrieval_policies.models.grace import GraceEmbedder
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [{"query": "a young dog", "positive": "Puppies are young dogs that bark and play.", "negative": "Cats purr when content."},
+        {"query": "capital of France", "positive": "Paris is the capital of France.", "negative": "Berlin is in Germany."},
+        {"query": "boiling water", "positive": "Water boils at 100 degrees Celsius.", "negative": "Ice is frozen water."},
+        {"query": "the red planet", "positive": "Mars is called the red planet.", "negative": "Venus is very hot."}]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                      eos_token_id=2, pad_token_id=2, bos_token_id=1)
+    folder = tmp_path_factory.mktemp("tiny")
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _fake_trainer(model, tokenizer, step=0):
+    return SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True), state=SimpleNamespace(global_step=step),
+                           args=SimpleNamespace(max_completion_length=6, logging_steps=1), processing_class=tokenizer)
+
+
+def _call(reward, rows, completion_ids, metrics):
+    members = [row for row in rows for _ in range(len(completion_ids) // len(rows))]
+    return reward([r["prompt"] for r in members], [[{"role": "assistant", "content": "…"}]] * len(members), completion_ids,
+                  row_index=[r["row_index"] for r in members], query=[r["query"] for r in members],
+                  negative=[r["negative"] for r in members], log_metric=lambda name, value: metrics.setdefault(name, value))
+
+
+def test_reward_generates_once_per_group_and_embeds_each_unique_sequence_once(tiny_folder):
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config).bind(_fake_trainer(model, tokenizer))
+    generated, embedded = [], []
+    original_generate, original_embed = GraceEmbedder.generate_rationales, GraceEmbedder.embed_sequences
+    GraceEmbedder.generate_rationales = lambda self, prompts, *a, **k: generated.append(len(prompts)) or original_generate(self, prompts, *a, **k)
+    GraceEmbedder.embed_sequences = lambda self, seqs, *a: embedded.append(len(seqs)) or original_embed(self, seqs, *a)
+    try:
+        metrics = {}
+        completions = [[10, 11, 2], [10, 11, 2], [12, 2], [13, 14, 15, 16, 17, 18], [2], [19, 2]]  # 2 groups of 3
+        rewards = _call(reward, to_grpo_rows(ROWS[:2], "supervised", grace_config), completions, metrics)
+    finally:
+        GraceEmbedder.generate_rationales, GraceEmbedder.embed_sequences = original_generate, original_embed
+    assert generated == [4]  # query + negative of each group, in one call, none per member
+    assert sum(embedded) == 5 + 4  # the two identical rollouts of group 0 share one forward
+    assert len(rewards) == 6 and rewards[3] == -1.0  # 6 tokens without EOS: the length limit was hit
+    assert rewards[0] == rewards[1] and all(isinstance(r, float) for r in rewards)
+    assert metrics["grace/length_penalised_share"] == pytest.approx(1 / 6)
+    assert metrics["grace/rationale_tokens"] == pytest.approx(sum(map(len, completions)) / 6)
+    assert {"grace/reward", "grace/positive_similarity", "grace/negative_similarity", "grace/consistency", "grace/cross"} <= set(metrics)
+
+
+def test_reward_embeddings_are_the_embedders_own(tiny_folder):
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    embedder = GraceEmbedder(model, tokenizer, grace_config)
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config, embedding_batch_size=2)
+    sequences = [embedder.prompt_ids(text) + [20 + i, 2] for i, text in enumerate(["short", "a much longer text than that", "short"])]
+    batched = reward.embed_unique(embedder, sequences)
+    for row, sequence in zip(batched, sequences):
+        alone = embedder.embed_sequences([sequence], [embedder.prefix_length(sequence)])[0]
+        torch.testing.assert_close(row, torch.nn.functional.normalize(alone, dim=-1), atol=1e-5, rtol=1e-5)
+
+
+def test_extra_rollouts_are_seeded_by_text_and_step(tiny_folder):
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    rows = to_grpo_rows(ROWS[:2], "supervised", grace_config)
+    completions = [[10, 2], [11, 2], [12, 2], [13, 2]]
+    first = _call(GraceContrastiveReward("supervised").bind(_fake_trainer(model, tokenizer, step=5)), rows, completions, {})
+    again = _call(GraceContrastiveReward("supervised").bind(_fake_trainer(model, tokenizer, step=5)), rows, completions, {})
+    assert first == again
+
+
+def test_an_unbound_reward_refuses():
+    with pytest.raises(RuntimeError, match="bind"):
+        GraceContrastiveReward("unsupervised")(["p"], ["c"], [[1]], row_index=[0], text=["t"])
+
+
+def test_a_failing_reward_stops_training(tiny_folder, tmp_path, monkeypatch):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("embedding exploded")
+
+    monkeypatch.setattr(reward, "embed_unique", broken)
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", max_steps=1,
+                      per_device_train_batch_size=4, num_generations=2, max_completion_length=4, beta=0.0, scale_rewards="none",
+                      logging_steps=1, save_strategy="no")
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
+                          train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)))
+    reward.bind(trainer)
+    with pytest.raises(RuntimeError, match="embedding exploded"):
+        trainer.train()
+
+
+LOAD = "import sys; sys.modules['retrieval_policies'] = None\n" + textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+    vectors = model.encode(["a young dog", "Paris"], max_new_tokens=4)
+    st = SentenceTransformer(sys.argv[1], trust_remote_code=True, device="cpu")
+    print(json.dumps({"class": type(model).__name__, "shape": list(vectors.shape),
+                      "norms": np.linalg.norm(vectors, axis=1).round(4).tolist(),
+                      "st_matches": bool(np.allclose(st.encode(["a young dog", "Paris"]), model.encode(["a young dog", "Paris"]), atol=1e-4))}))
+""")
+
+
+def _loads_as_grace(folder: Path) -> dict:
+    result = subprocess.run([sys.executable, "-c", LOAD, str(folder)], capture_output=True, text=True, timeout=300, cwd=folder.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_grpo_recipe_saves_grace_repos_and_resumes(tiny_folder, tmp_path):
+    rows = [{"id": str(i), **row, "source": "test"} for i, row in enumerate(ROWS)]
+    data = write_dataset_folder(tmp_path / "data", {"triplets": {"train": rows}}, pretty_name="t", card_body="t", license="other")
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "recipes" / "grace" / "grpo.py"),
+               "--config", str(ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"),
+               "--model_name_or_path", str(tiny_folder), "--dataset_name", str(data), "--output_dir", str(out),
+               "--num_generations", "2", "--per_device_train_batch_size", "4", "--generation_batch_size", "4",
+               "--max_completion_length", "6", "--save_steps", "1", "--logging_steps", "1"]
+    first = subprocess.run(command + ["--max_steps", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-6000:]
+    assert "grace/positive_similarity" in first.stdout + first.stderr  # the reward's terms are logged
+    for folder in (out, out / "checkpoint-1"):
+        loaded = _loads_as_grace(folder)
+        assert loaded["class"] == "GraceEmbedder" and loaded["shape"] == [2, 32] and loaded["norms"] == [1.0, 1.0]
+        assert loaded["st_matches"]
+    assert json.loads((out / "grace_config.json").read_text())["max_new_tokens"] == 6
+
+    resumed = subprocess.run(command + ["--max_steps", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-6000:]
+    assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and len([h for h in state["log_history"] if "loss" in h]) == 3
