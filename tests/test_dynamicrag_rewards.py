@@ -131,3 +131,29 @@ def test_bertscore_with_a_local_encoder():
     assert same == pytest.approx(1.0, abs=1e-5)
     assert 1.0 > related > unrelated
     assert scorer.f1([""], ["Paris"]) == [0.0]
+
+
+def test_a_local_causal_lm_judges_in_batches(tmp_path):
+    """The judge is any local causal LM (a tiny random one here): one reply per (question, gold, answer), greedy, and
+    every reply is either parsed or counted as unparseable."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.dynamicrag.rewards import AnswerJudge
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    judge = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=4, batch_size=2)
+    triples = [("q1", "Paris", "Paris"), ("q2", "Rome", "It is Rome"), ("q3", "Oslo", "no idea")]
+    replies = judge.replies(triples)
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    assert judge.replies(triples) == replies  # greedy: the same replies again
+    rewarder = AnswerRewarder(RewardSettings(weight_bertscore=0, judge_model=str(tmp_path / "judge")), judge=judge)
+    rewarder.score_records([_record(["Paris"], [([1], "Paris"), ([], "Rome")])])
+    assert rewarder.counts["judge_parsed"] + rewarder.counts["judge_unparseable"] == 2

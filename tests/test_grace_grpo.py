@@ -167,3 +167,20 @@ def test_grpo_recipe_saves_grace_repos_and_resumes(tiny_folder, tmp_path):
     assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and len([h for h in state["log_history"] if "loss" in h]) == 3
+
+
+@pytest.mark.slow
+def test_grpo_recipe_with_lora_merges_the_adapter_into_a_grace_repo(tiny_folder, tmp_path):
+    rows = [{"id": str(i), **row, "source": "test"} for i, row in enumerate(ROWS)]
+    data = write_dataset_folder(tmp_path / "data", {"triplets": {"train": rows}}, pretty_name="t", card_body="t", license="other")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "grace" / "grpo.py"),
+                             "--config", str(ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"),
+                             "--model_name_or_path", str(tiny_folder), "--dataset_name", str(data), "--output_dir", str(out),
+                             "--num_generations", "2", "--per_device_train_batch_size", "4", "--generation_batch_size", "4",
+                             "--max_completion_length", "6", "--max_steps", "1", "--save_strategy", "no",
+                             "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert not (out / "adapter_config.json").exists()  # merged: the repo is a plain causal LM again
+    assert _loads_as_grace(out)["class"] == "GraceEmbedder"

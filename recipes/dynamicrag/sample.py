@@ -43,10 +43,10 @@ ARGUMENTS = (SamplingArguments,)  # what TrlParser reads the YAML config into
 
 
 def main(args: SamplingArguments) -> None:
-    from datasets import load_dataset
+    from retrieval_policies.dataset_io import load_split
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rows, dropped = clean_rows(list(load_dataset(args.dataset_name, args.dataset_config, split=args.dataset_split)))
+    rows, dropped = clean_rows(list(load_split(args.dataset_name, args.dataset_config, args.dataset_split)))
     rows = rows[: args.max_questions] if args.max_questions else rows
     if args.use_vllm:
         from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG

@@ -175,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
 
+    push = commands.add_parser("push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)")
+    push_kinds = push.add_subparsers(dest="action", required=True)
+    for kind in ("model", "dataset", "metric"):
+        from .publish import add_push_arguments
+
+        sub = push_kinds.add_parser(kind, help=f"publish a {kind} folder")
+        add_push_arguments(sub)
+        sub.set_defaults(func=lambda args, kind=kind: __import__("retrieval_policies.publish", fromlist=["run_push"]).run_push(kind, args))
+
     demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
     demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")
     demo.add_argument("--model", default=DEFAULT_BASE_MODEL, help="base model name or folder")

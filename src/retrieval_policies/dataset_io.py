@@ -62,3 +62,17 @@ def format_counts(title: str, kept: dict[str, int], dropped: dict[str, int]) -> 
     lines = [title] + [f"  kept    {name}: {count}" for name, count in kept.items()]
     lines += [f"  dropped {reason}: {count}" for reason, count in sorted(dropped.items())] or ["  dropped: none"]
     return "\n".join(lines)
+
+
+def load_split(name: str, config: str | None = None, split: str = "train"):
+    """``datasets.load_dataset(name, config, split=split)`` that never serves a stale copy of a local folder.
+
+    datasets caches a local folder under its base name, config and relative file layout, not its content: a folder
+    rebuilt in place (or another folder with the same name and layout) would be served from the old Arrow cache. A
+    local folder is therefore always re-read (cheap for Parquet); Hub repos use the cache as usual.
+    """
+    from datasets import load_dataset
+
+    if Path(name).is_dir():
+        return load_dataset(name, config, split=split, download_mode="force_redownload", verification_mode="no_checks")
+    return load_dataset(name, config, split=split)

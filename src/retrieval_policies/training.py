@@ -39,9 +39,9 @@ def checkpoint_to_resume(training_args) -> str | None:
 def load_split(dataset_name: str, config: str, split: str, *, limit: int | None = None, kinds: list[str] | None = None,
                columns: list[str]):
     """One split of a dataset folder or repo, optionally filtered by its ``kind`` column and cut to ``limit`` rows."""
-    from datasets import load_dataset
+    from .dataset_io import load_split as load_dataset_split
 
-    dataset = load_dataset(dataset_name, config, split=split)
+    dataset = load_dataset_split(dataset_name, config, split)
     missing = sorted(set(columns) - set(dataset.column_names))
     if missing:
         raise ValueError(f"{dataset_name} ({config}/{split}) has no column {missing}; columns: {dataset.column_names}")

@@ -22,9 +22,9 @@ def _metric(name: str, config: str | None = None):
 
 
 def load_eval_rows(data: str, *, config: str | None = None, split: str = "test", max_questions: int | None = None) -> list[dict]:
-    from datasets import load_dataset
+    from ..dataset_io import load_split
 
-    dataset = load_dataset(data, config, split=split)
+    dataset = load_split(data, config, split)
     rows, dropped = clean_rows(list(dataset))
     if not rows:
         raise ValueError(f"{data} ({config or 'default'}/{split}) has no usable rows (dropped: {dict(dropped)})")

@@ -92,9 +92,9 @@ def wikipedia_sentences(min_words: int = 6) -> Iterator[dict]:
 def hub_rows(dataset: str, *, config: str | None = None, split: str = "train", columns: dict[str, str],
              max_rows: int | None = None) -> Iterator[dict]:
     """Rows of a Hub dataset with its columns renamed to GRACE roles (``columns``: role -> column)."""
-    from datasets import load_dataset
+    from ..dataset_io import load_split
 
-    data = load_dataset(dataset, config, split=split)
+    data = load_split(dataset, config, split)
     missing = sorted(c for c in columns.values() if c not in data.column_names)
     if missing:
         raise ValueError(f"{dataset}: no column {missing}; columns are {data.column_names} (use the column mapping flags)")

@@ -15,7 +15,6 @@ import json
 import logging
 import re
 import threading
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -31,7 +30,6 @@ from .storage import (
     Repo,
     folder_entries,
     lfs_pointer,
-    repo_not_found,
     validate_repo_path,
     wants_lfs,
 )

@@ -8,7 +8,6 @@ only torch, transformers and the standard library. The weights stay a plain caus
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -1,0 +1,17 @@
+"""Dataset folders: a folder rebuilt in place (or another folder with the same name and layout) is never served from
+datasets' stale Arrow cache."""
+
+from __future__ import annotations
+
+from retrieval_policies.dataset_io import load_split, write_dataset_folder
+
+
+def test_a_rebuilt_folder_is_read_again(tmp_path):
+    first, second = tmp_path / "a" / "data", tmp_path / "b" / "data"  # same base name, same layout
+    write_dataset_folder(first, {"pairs": {"train": [{"x": 1}, {"x": 2}]}}, pretty_name="t", card_body="t", license="other")
+    assert load_split(str(first), "pairs", "train")["x"] == [1, 2]
+    write_dataset_folder(second, {"pairs": {"train": [{"x": 7}]}}, pretty_name="t", card_body="t", license="other")
+    assert load_split(str(second), "pairs", "train")["x"] == [7]
+    write_dataset_folder(first, {"pairs": {"train": [{"x": 3}, {"x": 4}, {"x": 5}]}}, pretty_name="t", card_body="t",
+                         license="other")
+    assert load_split(str(first), "pairs", "train")["x"] == [3, 4, 5]

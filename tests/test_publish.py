@@ -1,0 +1,146 @@
+"""Publishing: folder checks that refuse incomplete repos before uploading, dry runs, one-commit pushes through the
+unmodified huggingface_hub client to the local Hub, verification in a process without the project (which catches a
+repo whose code file was removed), retries on transient errors only, and the token never printed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx2
+import pytest
+import torch
+import transformers
+from transformers import AutoTokenizer
+
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+from retrieval_policies.publish import check_folder, files_to_upload, with_retries
+
+ROOT = Path(__file__).resolve().parents[1]
+CARD = "---\nlicense: apache-2.0\npipeline_tag: feature-extraction\nlibrary_name: transformers\n---\n\n# tiny GRACE\n"
+
+
+@pytest.fixture
+def grace_folder(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    folder = tmp_path / "grace"
+    GraceEmbedder(transformers.LlamaForCausalLM(config), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
+    (folder / "README.md").write_text(CARD)
+    return folder
+
+
+def test_a_complete_model_folder_passes_and_each_missing_part_is_named(grace_folder):
+    assert check_folder("model", grace_folder) == []
+    (grace_folder / "configuration_grace.py").unlink()
+    assert check_folder("model", grace_folder) == ["code file configuration_grace.py (imported by modeling_grace.py) is missing"]
+    (grace_folder / "modeling_grace.py").unlink()
+    (grace_folder / "model.safetensors").unlink()
+    (grace_folder / "tokenizer.json").unlink()
+    (grace_folder / "README.md").write_text("---\npipeline_tag: feature-extraction\n---\n")
+    problems = check_folder("model", grace_folder)
+    assert "weights are missing (no *.safetensors or pytorch_model*.bin)" in problems
+    assert any(p.startswith("tokenizer files are missing") for p in problems)
+    assert "code file modeling_grace.py (auto_map AutoModel) is missing" in problems
+    assert "card metadata has no 'license'" in problems
+
+
+def test_dataset_and_metric_folders(tmp_path):
+    assert check_folder("metric", ROOT / "metrics" / "rag_answer") == []
+    metric = shutil.copytree(ROOT / "metrics" / "retrieval", tmp_path / "retrieval")
+    (metric / "app.py").unlink()
+    assert check_folder("metric", metric) == ["app_file app.py (named in the card) is missing"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "README.md").write_text("---\nlicense: other\nconfigs:\n- config_name: pairs\n  data_files:\n"
+                                    "  - split: train\n    path: data/pairs/train.parquet\n---\n")
+    assert check_folder("dataset", data) == ["data file data/pairs/train.parquet (config 'pairs') is missing"]
+    assert check_folder("dataset", tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'} is not a folder"]
+
+
+def test_caches_and_checkpoints_are_not_uploaded(grace_folder):
+    (grace_folder / "checkpoint-5").mkdir()
+    (grace_folder / "checkpoint-5" / "optimizer.pt").write_text("x")
+    (grace_folder / "__pycache__").mkdir()
+    (grace_folder / "__pycache__" / "m.pyc").write_text("x")
+    names = [name for name, _ in files_to_upload(grace_folder)]
+    assert "README.md" in names and "model.safetensors" in names
+    assert not any(n.startswith(("checkpoint-5", "__pycache__")) for n in names)
+
+
+def test_retries_only_transient_errors():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise httpx2.ConnectError("connection refused")
+        return "done"
+
+    assert with_retries(flaky, what="test", delay=0) == "done" and len(calls) == 3
+    calls.clear()
+
+    def broken():
+        calls.append(1)
+        raise ValueError("not an HTTP problem")
+
+    with pytest.raises(ValueError):
+        with_retries(broken, what="test", delay=0)
+    assert len(calls) == 1
+
+
+PUSH = """
+import sys
+from retrieval_policies.cli import main
+sys.exit(main(["push", *sys.argv[1:]]))
+"""
+
+
+def test_push_refuses_an_incomplete_folder_and_uploads_nothing(client, grace_folder):
+    (grace_folder / "model.safetensors").unlink()
+    result = client(PUSH, "model", str(grace_folder), "demo/tiny-grace", check=False)
+    assert result.returncode == 2 and "weights are missing" in result.stderr and "nothing was uploaded" in result.stderr
+    assert client.json("import json; from huggingface_hub import HfApi; print(json.dumps(HfApi().repo_exists('demo/tiny-grace')))") is False
+
+
+def test_dry_run_lists_and_uploads_nothing(client, grace_folder):
+    out = client(PUSH, "model", str(grace_folder), "demo/tiny-grace", "--dry-run").stdout
+    assert "would upload" in out and "  modeling_grace.py" in out and "  model.safetensors" in out
+    assert client.json("import json; from huggingface_hub import HfApi; print(json.dumps(HfApi().repo_exists('demo/tiny-grace')))") is False
+
+
+@pytest.mark.slow
+def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grace_folder):
+    result = client(PUSH, "model", str(grace_folder), "demo/tiny-grace", "--revision", "v1")
+    out = result.stdout
+    assert "pushed demo/tiny-grace@v1: commit " in out and "/demo/tiny-grace/commit/" in out
+    verified = json.loads(out.split("verified from the Hub without retrieval-policies: ")[1].splitlines()[0])
+    assert verified == {"class": "GraceEmbedder", "shape": [2, 32]}
+    assert "local-hub-token" not in result.stdout + result.stderr  # the token is never printed
+    broken = client("""
+        import json
+        from huggingface_hub import HfApi
+        from retrieval_policies.publish import verify_repo
+        HfApi().delete_file("modeling_grace.py", "demo/tiny-grace", revision="v1")
+        try:
+            verify_repo("model", "demo/tiny-grace", revision="v1")
+        except RuntimeError as err:
+            print(json.dumps({"caught": "does not load" in str(err)}))
+    """, home="reader")
+    assert json.loads(broken.stdout.strip().splitlines()[-1]) == {"caught": True}
+
+
+@pytest.mark.slow
+def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
+    from retrieval_policies.dataset_io import write_dataset_folder
+
+    data = write_dataset_folder(tmp_path / "data", {"pairs": {"train": [{"a": 1}, {"a": 2}]}}, pretty_name="t",
+                                card_body="test", license="other")
+    out = client(PUSH, "dataset", str(data), "demo/pairs").stdout
+    assert '{"splits": {"train": 2}}' in out
+    out = client(PUSH, "metric", str(ROOT / "metrics" / "rag_answer"), "demo/rag_answer").stdout
+    assert '"name": "rag_answer"' in out
