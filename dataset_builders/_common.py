@@ -15,6 +15,15 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_dir: str) -> N
     parser.add_argument("--strict", action="store_true", help="fail on the first bad row (naming it) instead of dropping it")
 
 
+def add_grace_arguments(parser: argparse.ArgumentParser) -> None:
+    """What both GRACE builders take: the length filter's tokenizer and limit, the size and the seeded split."""
+    parser.add_argument("--backbone", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="tokenizer for the length filter")
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    parser.add_argument("--max-rows", type=int, help="keep at most this many rows")
+    parser.add_argument("--validation-share", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=42)
+
+
 def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=["auto", "hub", "cloze"], default="auto",
                         help="hub: the authors' released data; cloze: the offline Wikipedia cloze QA; auto: hub, else cloze")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, finish  # noqa: E402
+from _common import add_grace_arguments, add_output_arguments, finish  # noqa: E402
 
 from retrieval_policies.grace.data import build_grace_dataset  # noqa: E402
 
@@ -36,11 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-config")
     parser.add_argument("--hub-split", default="train")
     parser.add_argument("--text-column", default="text")
-    parser.add_argument("--backbone", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="tokenizer for the length filter")
-    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
-    parser.add_argument("--max-rows", type=int, help="keep at most this many rows")
-    parser.add_argument("--validation-share", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=42)
+    add_grace_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_grace_dataset(

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, finish  # noqa: E402
+from _common import add_grace_arguments, add_output_arguments, finish  # noqa: E402
 
 from retrieval_policies.grace.data import build_grace_dataset  # noqa: E402
 
@@ -44,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positive-column", default="positive")
     parser.add_argument("--negative-column", default="negative")
     parser.add_argument("--offline-sources", default="wordnet,wikipedia", help="comma-separated: wordnet, wikipedia")
-    parser.add_argument("--backbone", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="tokenizer for the length filter")
-    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
-    parser.add_argument("--max-rows", type=int, help="keep at most this many rows")
-    parser.add_argument("--validation-share", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=42)
+    add_grace_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     columns = {"query": args.query_column, "positive": args.positive_column, "negative": args.negative_column}

@@ -99,6 +99,8 @@ for mode in ("supervised", "unsupervised"):
     out[mode] = {"rewards": accelerator.gather(rewards).tolist(), "cross": accelerator.gather(terms["cross"]).tolist()}
 if accelerator.is_main_process:
     json.dump({"processes": accelerator.num_processes, **out}, open(sys.argv[2], "w"))
+accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()  # a clean exit: gloo aborts a process that leaves its group open
 """
 
 

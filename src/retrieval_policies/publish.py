@@ -25,7 +25,7 @@ import yaml
 
 logger = logging.getLogger(__name__)
 KINDS = {"model": "model", "dataset": "dataset", "metric": "space"}
-IGNORE = [".git/*", "**/__pycache__/*", "checkpoint-*/*", "*.lock", ".*"]
+IGNORE = [".git/*", "__pycache__/*", "**/__pycache__/*", "checkpoint-*/*", "*.lock", ".*"]
 
 
 class IncompleteFolderError(ValueError):
