@@ -23,6 +23,30 @@ def torch_dtype(name: str | None):
     return getattr(torch, name)
 
 
+def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32):
+    """(folder, causal LM, tokenizer) for a recipe: a base chat model, a method repo or a LoRA adapter folder (merged
+    into its base, so a reference built from the result is this very model). The tokenizer must have a chat
+    template; a missing pad token becomes EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .assets import resolve_model
+
+    folder = resolve_model(name_or_path)
+    if (folder / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        logger.info("%s is a LoRA adapter: merging it into its base model", folder)
+        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{name_or_path}: the tokenizer has no chat template; {method} needs a chat model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return folder, model, tokenizer
+
+
 def checkpoint_to_resume(training_args) -> str | None:
     """``resume_from_checkpoint`` if given, else the last checkpoint in the output folder (open-r1's behaviour)."""
     from transformers.trainer_utils import get_last_checkpoint
