@@ -49,6 +49,10 @@ def test_scores_against_fixed_top_k(tmp_path):
     assert scores["dynamicrag"]["exact_match"] == 1.0 and scores["dynamicrag"]["selection_mean_k"] == 1.0
     assert scores["dynamicrag"]["selection_precision"] == 1.0 and scores["dynamicrag"]["selection_recall"] == 1.0
     assert scores["top-1"]["exact_match"] == pytest.approx(1 / 3)  # only "Rome" is at rank 1
+    # same-k: the retriever's top-k at the k DynamicRAG chose for each question (1 here), so it equals top-1
+    assert scores["same-k"]["selection_mean_k"] == scores["dynamicrag"]["selection_mean_k"]
+    assert scores["same-k"]["exact_match"] == pytest.approx(1 / 3) and scores["same-k"]["selection_recall"] == pytest.approx(1 / 3)
+    assert report["predictions"][2]["same-k"] == {"answer": "unknown", "selected": [0]}
     assert scores["top-3"]["exact_match"] == pytest.approx(2 / 3) and scores["top-3"]["selection_mean_k"] == 3.0
     assert scores["all"]["exact_match"] == 1.0 and scores["all"]["selection_recall"] == 1.0
     assert scores["dynamicrag"]["selection_malformed_rate"] == 0.0 and scores["top-1"]["selection_malformed_rate"] is None
@@ -67,6 +71,6 @@ def test_dynamicrag_evaluate_command(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 questions from" in result.stdout and "malformed reranker outputs:" in result.stdout
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["scores"]) == {"dynamicrag", "top-1", "all"}
+    assert set(report["scores"]) == {"dynamicrag", "same-k", "top-1", "all"}
     assert report["settings"]["answer_max_new_tokens"] == 16
     assert report["scores"]["all"]["exact_match"] >= report["scores"]["top-1"]["exact_match"]

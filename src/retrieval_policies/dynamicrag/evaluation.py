@@ -1,6 +1,6 @@
 """``retrieval-policies dynamicrag evaluate``: rerank → answer over an evaluation set, scored with the rag_answer and
 rerank_selection metrics, next to baselines computed in the same run with the same generator: the retriever's fixed
-top-k (k = 1, 3, 5) and all passages."""
+top-k (k = 1, 3, 5), the top-k with k set per question to the number DynamicRAG chose ("same-k"), and all passages."""
 
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ def load_eval_rows(data: str, *, config: str | None = None, split: str = "test",
 
 
 def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None) -> dict:
-    """Scores per system ("dynamicrag", "top-1", ..., "all") and the per-question predictions."""
+    """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions."""
     answer_metric, selection_metric = _metric("rag_answer"), _metric("rerank_selection")
     n = model.dynamicrag_config.max_passages
-    systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in ["dynamicrag", *[f"top-{k}" for k in top_ks], "all"]}
+    names = ["dynamicrag", "same-k", *[f"top-{k}" for k in top_ks], "all"]
+    systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in names}
     malformed = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
@@ -44,7 +45,10 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
             systems["dynamicrag"]["answers"].append(out["answer"])
             systems["dynamicrag"]["selected"].append(out["indices"])
             malformed.append(out["malformed"] > 0)
-        fixed = {f"top-{k}": [list(range(min(k, len(p)))) for p in pools] for k in top_ks}
+        chosen = [len(s) for s in systems["dynamicrag"]["selected"][start:]]
+        # "same-k": the retriever's top-k with each question's k set to the number DynamicRAG chose for it
+        fixed = {"same-k": [list(range(min(k, len(p)))) for k, p in zip(chosen, pools)]}
+        fixed.update({f"top-{k}": [list(range(min(k, len(p)))) for p in pools] for k in top_ks})
         fixed["all"] = [list(range(min(n, len(p)))) for p in pools]  # all the passages the model can see at once
         for name, selections in fixed.items():
             systems[name]["answers"] += model.answer_batch(queries, [[p[i] for i in s] for p, s in zip(pools, selections)], task=task)
