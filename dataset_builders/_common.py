@@ -12,6 +12,7 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_dir: str) -> N
     parser.add_argument("--output-dir", default=default_dir, help=f"where the Parquet files and README go (default {default_dir})")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to this dataset repo (one commit)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--repo-id", help="the Hub repo the card's loading example names (default: --push-to-hub)")
     parser.add_argument("--strict", action="store_true", help="fail on the first bad row (naming it) instead of dropping it")
 
 
@@ -42,7 +43,7 @@ def finish(args: argparse.Namespace, configs: dict, counts: dict, dropped: dict,
     body = card.format(source=source, **card_fields) + f"\nCounts:\n```\n{summary}\n```\nCommand: `{command}`\n"
     folder = write_dataset_folder(args.output_dir, configs, pretty_name=pretty_name, card_body=body,
                                   license=license or ("cc-by-sa-3.0" if source == "wikipedia-cloze" else "other"), tags=tags,
-                                  default_config=default_config)
+                                  default_config=default_config, repo_id=args.push_to_hub or args.repo_id)
     print(summary)
     print(f"wrote {folder}")
     if args.push_to_hub:

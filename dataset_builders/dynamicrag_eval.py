@@ -16,9 +16,7 @@ from _common import add_output_arguments, add_pool_arguments, finish  # noqa: E4
 
 from retrieval_policies.dynamicrag.builders import EVAL_POOL, EVAL_SETS, build_eval_dataset  # noqa: E402
 
-CARD = """# DynamicRAG evaluation data
-
-Built by `dataset_builders/dynamicrag_eval.py` (retrieval-policies) from **{source}**: one config per evaluation
+CARD = """Built by `dataset_builders/dynamicrag_eval.py` (retrieval-policies) from **{source}**: one config per evaluation
 set, split `test`, rows `{{id, question, answers, ctxs}}` (ASQA rows keep `qa_pairs`). Offline, the `wiki_cloze`
 config holds the held-out test questions of the Wikipedia cloze QA (never used in training), each with its top
 passages from a dense retriever.

@@ -16,9 +16,7 @@ from _common import add_output_arguments, add_pool_arguments, finish  # noqa: E4
 
 from retrieval_policies.dynamicrag.builders import TRAINING_POOL, build_training_dataset  # noqa: E402
 
-CARD = """# DynamicRAG training data
-
-Built by `dataset_builders/dynamicrag_training.py` (retrieval-policies) from **{source}**.
+CARD = """Built by `dataset_builders/dynamicrag_training.py` (retrieval-policies) from **{source}**.
 
 - `sft`: TRL conversational prompt/completion records: reranker behaviour-cloning targets (for each length L in
   0..{max_length} with |relevant| <= L: the relevant passage ids, shuffled, then L - |relevant| shuffled irrelevant ids;

@@ -15,9 +15,7 @@ from _common import add_grace_arguments, add_output_arguments, finish  # noqa: E
 
 from retrieval_policies.grace.data import build_grace_dataset  # noqa: E402
 
-CARD = """# GRACE unsupervised sentences
-
-Built by `dataset_builders/grace_sentences.py` (retrieval-policies) from **{source}** for GRACE's unsupervised GRPO
+CARD = """Built by `dataset_builders/grace_sentences.py` (retrieval-policies) from **{source}** for GRACE's unsupervised GRPO
 (arXiv 2510.04506): each sentence gets G rationale samples (the main prompt) and one more view for the reward.
 
 - Online: the SimCSE `wiki1m_for_simcse.txt` file (one Wikipedia sentence per line). Offline: sentences (>= 6 words)

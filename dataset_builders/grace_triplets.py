@@ -17,9 +17,7 @@ from _common import add_grace_arguments, add_output_arguments, finish  # noqa: E
 
 from retrieval_policies.grace.data import build_grace_dataset  # noqa: E402
 
-CARD = """# GRACE supervised triplets
-
-Built by `dataset_builders/grace_triplets.py` (retrieval-policies) from **{source}** for GRACE's supervised GRPO
+CARD = """Built by `dataset_builders/grace_triplets.py` (retrieval-policies) from **{source}** for GRACE's supervised GRPO
 (arXiv 2510.04506): the policy writes rationales for the `positive` (the main prompt, G samples); `query` and
 `negative` get one rollout each for the contrastive reward.
 

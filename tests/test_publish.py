@@ -119,7 +119,7 @@ def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grac
     out = result.stdout
     assert "pushed demo/tiny-grace@v1: commit " in out and "/demo/tiny-grace/commit/" in out
     verified = json.loads(out.split("verified from the Hub without retrieval-policies: ")[1].splitlines()[0])
-    assert verified == {"class": "GraceEmbedder", "shape": [2, 32]}
+    assert verified == {"class": "GraceEmbedder", "shape": [2, 32], "card_snippets_run": 0}
     assert "local-hub-token" not in result.stdout + result.stderr  # the token is never printed
     broken = client("""
         import json

@@ -115,7 +115,7 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.output_dir, model=args.model)
+    return run_demo(args.output_dir, model=args.model, force=True if args.force else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
     demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")
     demo.add_argument("--model", default=DEFAULT_BASE_MODEL, help="base model name or folder")
+    demo.add_argument("--force", action="store_true", help="rebuild every stage (also FORCE=1); by default finished stages are reused")
     demo.set_defaults(func=_demo)
     return parser
 

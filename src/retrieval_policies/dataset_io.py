@@ -8,11 +8,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCardData
+
+from .cards import render_dataset_card
 
 
 def write_dataset_folder(folder: str | os.PathLike, configs: dict[str, dict[str, list[dict]]], *, pretty_name: str,
-                         card_body: str, license: str, tags: list[str] | None = None, default_config: str | None = None) -> Path:
+                         card_body: str, license: str, tags: list[str] | None = None, default_config: str | None = None,
+                         repo_id: str | None = None) -> Path:
     """Write ``data/<config>/<split>.parquet`` and README.md; built in a temporary sibling and renamed into place,
     so a failed build never replaces a previous folder with a half-written one."""
     from datasets import Dataset
@@ -37,7 +40,10 @@ def write_dataset_folder(folder: str | os.PathLike, configs: dict[str, dict[str,
                     entry["default"] = True
                 yaml_configs.append(entry)
         data = DatasetCardData(pretty_name=pretty_name, license=license, tags=tags or [], configs=yaml_configs)
-        DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{card_body.strip()}\n").save(staging / "README.md")
+        configs = {name: splits for name, splits in configs.items() if any(splits.values())}
+        if default_config in configs:  # the loading snippet shows the default config
+            configs = {default_config: configs[default_config], **configs}
+        render_dataset_card(data, pretty_name=pretty_name, body=card_body, configs=configs, repo_id=repo_id).save(staging / "README.md")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)

@@ -1,100 +1,339 @@
 """``make demo``: the main job end to end, offline, on the embedded default model.
 
-Until the training issues land this is the foundation's round trip: prepare the offline assets, start the local
-Hub on a free loopback port, push the base model to it in one commit, and load it back through the Hub in a fresh
-process with the unmodified clients, which then answers a question. Each client step runs in its own process
-because the Hugging Face clients read ``HF_ENDPOINT`` when they are imported.
+Build the GRACE and DynamicRAG datasets → train GRACE (supervised GRPO) → train DynamicRAG (SFT → sampling →
+rewards → pairs → DPO) → evaluate both against their untrained baselines → render the cards → push models, datasets
+and metrics to a local Hub on a free loopback port → load everything back through the Hub with the unmodified
+clients → print a summary table. Every stage runs the project's own command-line entry points (the recipes, the
+builders, ``retrieval-policies ...``) in a child process, its output in ``logs/<stage>.log``; a stage whose outputs
+exist is reused unless ``force`` (``FORCE=1``). The sizes are :class:`DemoSettings`: minutes on 2 cores, enough
+to exercise every stage, not to show learning (the evidence runs are in ``recipes/README.md``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .assets import model_source, resolve_model
-from .hub import LocalHub, hub_client_env
+from .assets import DEFAULT_BASE_MODEL
 
-logger = logging.getLogger(__name__)
-DEMO_QUESTION = "What is the capital of France?"
-
-
-def _step(title: str) -> None:
-    print(f"\n== {title}", flush=True)
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu.yaml")]
+GRACE_CONFIG = ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"
+DYNAMICRAG_CONFIGS = ROOT / "recipes" / "dynamicrag" / "SmolLM2-135M-Instruct"
+METRICS = ("rag_answer", "rerank_selection", "retrieval")
 
 
-def _run_child(step: str, env: dict, *args: str) -> dict:
-    """Run ``python -m retrieval_policies.demo <step> ...`` against the local Hub; its last stdout line is JSON."""
-    result = subprocess.run([sys.executable, "-m", __name__, step, *args], env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"demo step {step!r} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+@dataclass
+class DemoSettings:
+    """How big each stage is. The defaults fit ``make demo`` on 2 cores; :meth:`miniature` is the CI test's size."""
+
+    model: str = DEFAULT_BASE_MODEL
+    owner: str = "demo"
+    grace_rows: int = 64
+    grace_steps: int = 3
+    grace_group_size: int = 4
+    grace_batch: int = 8
+    grace_completion_tokens: int = 64
+    grace_eval_tasks: tuple[str, ...] = ("LocalLeeSTS",)
+    grace_eval_tokens: int = 32
+    dynamicrag_articles: int | None = 60
+    dynamicrag_passages: int = 5
+    sft_steps: int = 4
+    sft_batch: int = 4
+    sample_questions: int = 8
+    samples_per_question: int = 4
+    dpo_steps: int = 2
+    eval_questions: int = 16
+    reward_judge: bool = True
+    reward_bertscore: bool = True
+    extra_args: dict = field(default_factory=dict)  # per stage: more command-line overrides
+
+    @classmethod
+    def miniature(cls, model: str) -> "DemoSettings":
+        """A tiny model and a few examples: every stage runs in seconds (the CI test of the whole demo)."""
+        return cls(model=model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
+                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, sft_steps=1, sft_batch=2,
+                   sample_questions=4, samples_per_question=4, dpo_steps=1, eval_questions=4, reward_judge=False,
+                   reward_bertscore=False, extra_args={"sft": ["--max_length", "768"], "dpo": ["--max_length", "768"],
+                                                       "sample": ["--rerank_max_new_tokens", "8", "--answer_max_new_tokens", "6"]})
 
 
-def run_demo(output_dir: str | Path, *, model: str) -> int:
-    output_dir = Path(output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+class StageError(RuntimeError):
+    pass
 
-    _step(f"1. assets: resolve {model}")
-    folder = resolve_model(model)
-    print(f"{model} -> {folder} (source: {model_source(folder)['source']})")
 
-    _step("2. local Hub on a free loopback port")
-    with LocalHub(output_dir / "hub") as hub:
-        print(f"local Hub at {hub.url}, repos under {hub.root}")
-        env = hub_client_env(hub.url, output_dir / "hf_home")
-        repo_id = f"demo/{Path(model.rstrip('/')).name}"
+class Demo:
+    def __init__(self, output_dir: str | os.PathLike, settings: DemoSettings, *, force: bool = False):
+        self.out = Path(output_dir).resolve()
+        self.settings, self.force = settings, force
+        self.logs = self.out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, tuple[float, str]] = {}
+        self.hub_env: dict | None = None
+        self.hub_url = ""
+        name = Path(settings.model.rstrip("/")).name
+        o = settings.owner
+        self.repos = {"grace": f"{o}/grace-{name}", "dynamicrag": f"{o}/dynamicrag-{name}",
+                      "grace-data": f"{o}/grace-triplets", "dynamicrag-data": f"{o}/dynamicrag-training",
+                      **{metric: f"{o}/{metric}" for metric in METRICS}}
+        self.paths = {"grace-data": self.out / "data" / "grace-triplets", "dynamicrag-data": self.out / "data" / "dynamicrag-training",
+                      "grace": self.out / "grace", "dynamicrag": self.out / "dynamicrag"}
 
-        _step(f"3. push {folder.name} to {repo_id} (one commit)")
-        pushed = _run_child("push", env, str(folder), repo_id)
-        print(f"commit {pushed['commit']} ({pushed['files']} files, {pushed['bytes'] / 1e6:.0f} MB) -> {pushed['url']}")
+    # ------------------------------------------------------------------ plumbing
+    def run(self, stage: str, *args: str, env: dict | None = None) -> str:
+        """``python args...`` from the checkout; stdout+stderr to the stage's log. Fails with the log's tail."""
+        log = self.logs / f"{stage}.log"
+        with log.open("a") as handle:
+            handle.write(f"\n$ python {' '.join(args)}\n")
+            handle.flush()
+            result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env or self.env(), stdout=handle, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise StageError(f"stage {stage!r} failed (exit {result.returncode}); log {log}:\n{tail}")
+        return log.read_text(errors="replace")
 
-        _step(f"4. load {repo_id} back through the Hub in a fresh process and ask it a question")
-        env = hub_client_env(hub.url, output_dir / "hf_home_reader")
-        loaded = _run_child("load", env, repo_id)
-        print(f"loaded {loaded['class']} at commit {loaded['commit']}")
-        print(f"Q: {DEMO_QUESTION}\nA: {loaded['answer']}")
-        if loaded["commit"] != pushed["commit"]:
-            raise RuntimeError(f"loaded commit {loaded['commit']} is not the pushed commit {pushed['commit']}")
+    def env(self) -> dict:
+        return {**os.environ, "TQDM_MININTERVAL": "5", "TOKENIZERS_PARALLELISM": "false"}
 
-    summary = {"model": model, "repo_id": repo_id, "commit": pushed["commit"], "answer": loaded["answer"],
-               "seconds": round(time.time() - started, 1)}
-    (output_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\ndemo finished in {summary['seconds']} s; summary in {output_dir / 'demo_summary.json'}")
+    def stage(self, name: str, done: Path | None, work) -> None:
+        """Run ``work()`` unless ``done`` exists (and not forced); one line per stage with its time."""
+        started = time.time()
+        if done is not None and done.exists() and not self.force:
+            status = "reused"
+        else:
+            status = work() or "done"
+        seconds = time.time() - started
+        self.timings[name] = (seconds, status)
+        print(f"[{len(self.timings):>2}] {name:<28} {seconds:7.1f} s  {status}", flush=True)
+
+    # ------------------------------------------------------------------ stages
+    def build_data(self) -> str:
+        s = self.settings
+        self.run("data", "dataset_builders/grace_triplets.py", "--source", "offline", "--backbone", s.model,
+                 "--max-rows", str(s.grace_rows), "--output-dir", str(self.paths["grace-data"]), "--repo-id", self.repos["grace-data"])
+        args = ["dataset_builders/dynamicrag_training.py", "--source", "cloze", "--top-n", str(s.dynamicrag_passages),
+                "--max-length", str(s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
+                "--repo-id", self.repos["dynamicrag-data"]]
+        if s.dynamicrag_articles:
+            args += ["--max-articles", str(s.dynamicrag_articles)]
+        self.run("data", *args)
+        return "grace-triplets, dynamicrag-training"
+
+    def train_grace(self) -> str:
+        s, out = self.settings, self.paths["grace"]
+        shutil.rmtree(out, ignore_errors=True)
+        self.run("grace-train", *LAUNCH, "recipes/grace/grpo.py", "--config", str(GRACE_CONFIG), "--model_name_or_path", s.model,
+                 "--dataset_name", str(self.paths["grace-data"]), "--output_dir", str(out), "--max_steps", str(s.grace_steps),
+                 "--num_generations", str(s.grace_group_size), "--per_device_train_batch_size", str(s.grace_batch),
+                 "--generation_batch_size", str(s.grace_batch), "--max_completion_length", str(s.grace_completion_tokens),
+                 "--logging_steps", "1", "--save_strategy", "no", *s.extra_args.get("grace", []))
+        return f"{s.grace_steps} GRPO steps"
+
+    def train_dynamicrag(self) -> str:
+        s, run, data = self.settings, self.out / "dynamicrag-run", str(self.paths["dynamicrag-data"])
+        shutil.rmtree(run, ignore_errors=True)
+        config = lambda stage: str(DYNAMICRAG_CONFIGS / f"config_{stage}.yaml")  # noqa: E731
+        self.run("dynamicrag-sft", *LAUNCH, "recipes/dynamicrag/sft.py", "--config", config("sft"), "--model_name_or_path", s.model,
+                 "--dataset_name", data, "--output_dir", str(run / "sft"), "--max_steps", str(s.sft_steps),
+                 "--per_device_train_batch_size", str(s.sft_batch), "--max_passages", str(s.dynamicrag_passages),
+                 "--logging_steps", "1", "--warmup_steps", "0", *s.extra_args.get("sft", []))
+        self.run("dynamicrag-sample", "recipes/dynamicrag/sample.py", "--config", config("sample"), "--model_name_or_path",
+                 str(run / "sft"), "--dataset_name", data, "--output_file", str(run / "trajectories.jsonl"),
+                 "--max_questions", str(s.sample_questions), "--num_samples", str(s.samples_per_question),
+                 "--max_passages", str(s.dynamicrag_passages), *s.extra_args.get("sample", []))
+        rewards = ["--judge_model", s.model] if s.reward_judge else ["--weight_judge", "0"]
+        rewards += [] if s.reward_bertscore else ["--weight_bertscore", "0"]
+        self.run("dynamicrag-rewards", "recipes/dynamicrag/rewards.py", "--config", config("rewards"), "--trajectories_file",
+                 str(run / "trajectories.jsonl"), "--output_file", str(run / "rewards.jsonl"), *rewards)
+        log = self.run("dynamicrag-pairs", "recipes/dynamicrag/pairs.py", "--config", config("pairs"), "--rewards_file",
+                       str(run / "rewards.jsonl"), "--output_dir", str(run / "pairs"))
+        pairs = len(_read_parquet_rows(run / "pairs"))
+        if pairs == 0:
+            raise StageError(f"no DPO pairs came out of the sampled trajectories (see {self.logs / 'dynamicrag-pairs.log'}):\n{log[-2000:]}")
+        self.run("dynamicrag-dpo", *LAUNCH, "recipes/dynamicrag/dpo.py", "--config", config("dpo"), "--model_name_or_path",
+                 str(run / "sft"), "--dataset_name", str(run / "pairs"), "--output_dir", str(run / "dpo"), "--max_steps",
+                 str(s.dpo_steps), "--logging_steps", "1", "--warmup_steps", "0", *s.extra_args.get("dpo", []))
+        shutil.rmtree(self.paths["dynamicrag"], ignore_errors=True)
+        shutil.copytree(run / "dpo", self.paths["dynamicrag"])
+        return f"SFT {s.sft_steps} steps, {pairs} pairs, DPO {s.dpo_steps} steps"
+
+    def evaluate(self) -> str:
+        s, evals = self.settings, self.out / "eval"
+        shutil.rmtree(evals, ignore_errors=True)
+        for name, model in (("grace-base", s.model), ("grace-trained", str(self.paths["grace"]))):
+            self.run("evaluate", "-m", "retrieval_policies.cli", "grace", "evaluate", "--model", model, "--name", f"local/{name}",
+                     "--tasks", *s.grace_eval_tasks, "--temperature", "0", "--max-new-tokens", str(s.grace_eval_tokens),
+                     "--output-dir", str(evals / name))
+        for name, model in (("dynamicrag-base", s.model), ("dynamicrag-trained", str(self.paths["dynamicrag"]))):
+            self.run("evaluate", "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", model, "--data",
+                     str(self.paths["dynamicrag-data"]), "--config", "pool", "--split", "test", "--max-questions",
+                     str(s.eval_questions), "--output", str(evals / f"{name}.json"))
+        return "GRACE and DynamicRAG, trained and untrained"
+
+    def render_cards(self) -> str:
+        code = f"from retrieval_policies.demo import _render_cards; _render_cards({str(self.out)!r}, {json.dumps(asdict(self.settings))!r})"
+        self.run("cards", "-c", code)
+        return "GRACE and DynamicRAG model cards"
+
+    def push(self) -> str:
+        pushed = {}
+        for kind, key, folder in [("dataset", "grace-data", self.paths["grace-data"]),
+                                  ("dataset", "dynamicrag-data", self.paths["dynamicrag-data"]),
+                                  *[("metric", m, ROOT / "metrics" / m) for m in METRICS],
+                                  ("model", "grace", self.paths["grace"]), ("model", "dynamicrag", self.paths["dynamicrag"])]:
+            log = self.run("push", "-m", "retrieval_policies.cli", "push", kind, str(folder), self.repos[key], env=self.hub_env)
+            line = next(line for line in reversed(log.splitlines()) if line.startswith("pushed "))
+            verified = next(line for line in reversed(log.splitlines()) if line.startswith("verified "))
+            pushed[key] = {"kind": kind, "repo": self.repos[key], "commit": line.split("commit ")[1].split()[0],
+                           "verified": json.loads(verified.split(": ", 1)[1])}
+        (self.out / "pushed.json").write_text(json.dumps(pushed, indent=2) + "\n")
+        return f"{len(pushed)} repos, one commit each, each verified without the project"
+
+    def load_back(self) -> str:
+        code = "import sys; sys.modules['retrieval_policies'] = None\n" + _LOAD_BACK + f"\n_load_back({json.dumps(self.repos)!r})"
+        log = self.run("load-back", "-c", code, env={**self.hub_env, "PYTHONPATH": ""})
+        (self.out / "loaded.json").write_text(log.strip().splitlines()[-1] + "\n")
+        return "AutoModel, SentenceTransformer, load_dataset, evaluate.load"
+
+    # ------------------------------------------------------------------ the whole job
+    def main(self) -> dict:
+        from .hub import LocalHub, hub_client_env
+
+        started = time.time()
+        print(f"retrieval-policies demo: {self.settings.model} -> {self.out}" + (" (FORCE: rebuilding everything)" if self.force else ""))
+        evals = self.out / "eval"
+        self.stage("build datasets", self.paths["dynamicrag-data"] / "README.md", self.build_data)
+        self.stage("train GRACE (GRPO)", self.paths["grace"] / "grace_config.json", self.train_grace)
+        self.stage("train DynamicRAG (SFT→DPO)", self.paths["dynamicrag"] / "dynamicrag_config.json", self.train_dynamicrag)
+        self.stage("evaluate vs untrained", evals / "dynamicrag-trained.json", self.evaluate)
+        self.stage("render cards", None, self.render_cards)
+        with LocalHub(self.out / "hub") as hub:
+            self.hub_url = hub.url
+            self.hub_env = hub_client_env(hub.url, self.out / "hf_home")
+            self.stage("push to the local Hub", None, self.push)
+            self.hub_env = hub_client_env(hub.url, self.out / "hf_home_reader")
+            self.stage("load back through the Hub", None, self.load_back)
+        summary = self.summary(time.time() - started)
+        (self.out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(format_summary(summary))
+        return summary
+
+    def summary(self, seconds: float) -> dict:
+        from .cards import mteb_results
+
+        evals = self.out / "eval"
+        grace_before = {r["task"]: r["score"] for r in mteb_results(evals / "grace-base")}
+        grace_after = {r["task"]: r["score"] for r in mteb_results(evals / "grace-trained")}
+        scores = [{"model": "GRACE", "metric": f"{task} (mteb main score)", "before": grace_before[task], "after": grace_after[task]}
+                  for task in grace_after]
+        before = json.loads((evals / "dynamicrag-base.json").read_text())["scores"]["dynamicrag"]
+        after = json.loads((evals / "dynamicrag-trained.json").read_text())["scores"]
+        for key, title in (("exact_match", "EM"), ("selection_recall", "selection recall"), ("selection_mean_k", "mean k"),
+                           ("selection_malformed_rate", "malformed outputs")):
+            scores.append({"model": "DynamicRAG", "metric": title, "before": before[key], "after": after["dynamicrag"][key]})
+        best_top_k = max(after[name]["exact_match"] for name in after if name.startswith("top-"))
+        scores.append({"model": "DynamicRAG", "metric": "EM of the best fixed top-k (trained generator)", "before": None, "after": best_top_k})
+        pushed = json.loads((self.out / "pushed.json").read_text())
+        loaded = json.loads((self.out / "loaded.json").read_text())
+        repos = [{"repo": p["repo"], "kind": p["kind"], "commit": p["commit"][:12], "url": f"{self.hub_url}/{_url_path(p)}",
+                  "loaded_with": loaded.get(key, {}).get("client")} for key, p in pushed.items()]
+        return {"model": self.settings.model, "output_dir": str(self.out), "seconds": round(seconds, 1),
+                "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
+                "scores": scores, "repos": repos}
+
+
+def _url_path(pushed: dict) -> str:
+    return {"model": "", "dataset": "datasets/", "metric": "spaces/"}[pushed["kind"]] + pushed["repo"]
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", f"== demo summary ({summary['model']}, {summary['seconds'] / 60:.1f} min)", "",
+             f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}"]
+    lines += [f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}" for s in summary["scores"]]
+    lines += ["", f"{'repo':<44} {'kind':<8} {'commit':<13} {'loaded back with':<22} url"]
+    lines += [f"{r['repo']:<44} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<22} {r['url']}" for r in summary["repos"]]
+    lines += ["", f"{'stage':<28} {'seconds':>8}  status"]
+    lines += [f"{name:<28} {s['seconds']:>8.1f}  {s['status']}" for name, s in summary["stages"].items()]
+    return "\n".join(lines)
+
+
+def _base_model_id(model: str) -> str:
+    """A Hub id for the card's ``base_model``: the name as given, or a local folder's name."""
+    return Path(model.rstrip("/")).name if Path(model).exists() else model
+
+
+def _read_parquet_rows(folder: Path) -> list:
+    import pyarrow.parquet as pq
+
+    return [row for path in sorted(folder.rglob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+# ---------------------------------------------------------------------------------------------- child processes
+def _render_cards(output_dir: str, settings_json: str) -> None:
+    """Cards for the two trained models, from what the earlier stages wrote (dataset cards come with the builders,
+    metric Space cards are rendered for their Space when pushed)."""
+    from .cards import dynamicrag_example, grace_rationales, mteb_results, render_dynamicrag_card, render_grace_card
+
+    out, settings = Path(output_dir), DemoSettings(**json.loads(settings_json))
+    demo = Demo(out, settings)
+    evals = out / "eval"
+    render_grace_card(demo.paths["grace"], demo.repos["grace"], base_model=_base_model_id(settings.model),
+                      datasets=[demo.repos["grace-data"]], results=mteb_results(evals / "grace-trained"),
+                      baseline=mteb_results(evals / "grace-base"), rationales=grace_rationales(demo.paths["grace"], max_new_tokens=settings.grace_eval_tokens),
+                      snippet_max_new_tokens=settings.grace_eval_tokens, local_tasks=tuple(settings.grace_eval_tasks))
+    run = out / "dynamicrag-run"
+    render_dynamicrag_card(demo.paths["dynamicrag"], demo.repos["dynamicrag"], base_model=_base_model_id(settings.model),
+                           datasets=[demo.repos["dynamicrag-data"]], evaluation=json.loads((evals / "dynamicrag-trained.json").read_text()),
+                           evaluation_data=f"{demo.repos['dynamicrag-data']} (pool/test)", example=dynamicrag_example(demo.paths["dynamicrag"]),
+                           stages={"sft": run / "sft", "dpo": run / "dpo"})
+
+
+_LOAD_BACK = '''
+import json
+
+def _load_back(repos_json):
+    """Everything back from the Hub with the unmodified clients, in a process where the project is not importable."""
+    import evaluate
+    from datasets import load_dataset
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    repos, seen = json.loads(repos_json), {}
+    grace = AutoModel.from_pretrained(repos["grace"], trust_remote_code=True)
+    vectors = grace.encode(["A dog barked all night.", "Puppies bark."], max_new_tokens=8, temperature=0.0)
+    seen["grace"] = {"client": "AutoModel", "class": type(grace).__name__, "shape": list(vectors.shape)}
+    st = SentenceTransformer(repos["grace"], trust_remote_code=True)
+    seen["grace"]["sentence_transformers_dim"] = int(st.get_sentence_embedding_dimension())
+    seen["grace"]["client"] = "AutoModel, SentenceTransformer"
+    reranker = AutoModel.from_pretrained(repos["dynamicrag"], trust_remote_code=True)
+    out = reranker("Who wrote Hamlet?", ["Paris is in France.", "Hamlet is a tragedy by William Shakespeare."])
+    seen["dynamicrag"] = {"client": "AutoModel", "class": type(reranker).__name__, "selected": out["indices"], "answer": out["answer"]}
+    for key in ("grace-data", "dynamicrag-data"):
+        data = load_dataset(repos[key])
+        seen[key] = {"client": "load_dataset", "splits": {name: len(split) for name, split in data.items()}}
+    for key in ("rag_answer", "rerank_selection", "retrieval"):
+        seen[key] = {"client": "evaluate.load", "name": evaluate.load(repos[key]).name}
+    print(json.dumps(seen))
+'''
+
+
+def run_demo(output_dir: str | os.PathLike, *, model: str = DEFAULT_BASE_MODEL, force: bool | None = None,
+             settings: DemoSettings | None = None) -> int:
+    settings = settings or DemoSettings(model=model)
+    force = bool(int(os.environ.get("FORCE", "0") or 0)) if force is None else force
+    try:
+        Demo(output_dir, settings, force=force).main()
+    except StageError as err:
+        print(f"\ndemo stopped: {err}", file=sys.stderr)
+        return 1
     return 0
-
-
-# ----------------------------------------------------------------- child processes (clients pointed at the local Hub)
-def _child_push(folder: str, repo_id: str) -> dict:
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Upload {Path(folder).name}")
-    files = [p for p in Path(folder).rglob("*") if p.is_file()]
-    return {"commit": info.oid, "url": info.commit_url, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def _child_load(repo_id: str) -> dict:
-    import torch
-    from huggingface_hub import HfApi
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    commit = HfApi().model_info(repo_id).sha
-    tokenizer = AutoTokenizer.from_pretrained(repo_id, revision=commit)
-    model = AutoModelForCausalLM.from_pretrained(repo_id, revision=commit, dtype=torch.float32)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": DEMO_QUESTION}], add_generation_prompt=True, tokenize=False)
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=32, do_sample=False)
-    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    return {"class": type(model).__name__, "commit": commit, "answer": answer}
-
-
-if __name__ == "__main__":
-    step, *rest = sys.argv[1:]
-    print(json.dumps({"push": _child_push, "load": _child_load}[step](*rest)))

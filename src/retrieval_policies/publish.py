@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,8 +191,24 @@ def files_to_upload(folder: Path) -> list[tuple[str, int]]:
 
 def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision: str | None = None, private: bool = False,
                 dry_run: bool = False, commit_message: str | None = None) -> dict:
-    """Check, then upload everything in one commit. Returns the files and, unless ``dry_run``, the commit and URL."""
+    """Check, then upload everything in one commit. Returns the files and, unless ``dry_run``, the commit and URL.
+
+    A metric folder with a ``card.yaml`` is uploaded from a staging copy whose card is rendered for ``repo_id`` (its
+    example then loads the Space it is shown on)."""
     folder = Path(folder)
+    if kind == "metric" and (folder / "card.yaml").is_file() and folder.is_dir():
+        from .cards import render_metric_card
+
+        with tempfile.TemporaryDirectory() as staging:
+            staged = Path(staging) / folder.name
+            shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__"))
+            render_metric_card(staged, repo_id)
+            return _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
+                                 commit_message=commit_message)
+    return _push_checked(kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run, commit_message=commit_message)
+
+
+def _push_checked(kind: str, folder: Path, repo_id: str, *, revision, private, dry_run, commit_message) -> dict:
     problems = check_folder(kind, folder)
     if problems:
         raise IncompleteFolderError(f"{folder} is not a complete {kind} repo; nothing was uploaded:\n  - " + "\n  - ".join(problems))
@@ -239,10 +256,25 @@ VERIFY = {
 }
 
 
+# The card's python blocks, run as written (those that need retrieval-policies itself are left to the tests).
+RUN_CARD_SNIPPETS = """
+    import re
+    from huggingface_hub import hf_hub_download
+    card = open(hf_hub_download(REPO, "README.md", repo_type=REPO_TYPE, revision=REVISION), encoding="utf-8").read()
+    result["card_snippets_run"] = 0
+    for number, block in enumerate(re.findall(r"^```python\\n(.*?)^```", card, re.DOTALL | re.MULTILINE), 1):
+        if "retrieval_policies" not in block:
+            exec(compile(block, f"<card snippet {number}>", "exec"), {"__name__": "__card__"})
+            result["card_snippets_run"] += 1
+"""
+
+
 def verify_repo(kind: str, repo_id: str, *, revision: str | None = None, env: dict | None = None, timeout: int = 900) -> dict:
-    """Load the pushed repo from the Hub in a fresh process without this project importable; returns what it saw."""
+    """Load the pushed repo from the Hub in a fresh process without this project importable and run its card's
+    examples; returns what it saw."""
     code = "import json, sys\nsys.modules['retrieval_policies'] = None\n" + \
-        f"REPO, REVISION = {repo_id!r}, {revision!r}\n" + textwrap.dedent(VERIFY[kind]) + "print(json.dumps(result))\n"
+        f"REPO, REVISION, REPO_TYPE = {repo_id!r}, {revision!r}, {KINDS[kind]!r}\n" + textwrap.dedent(VERIFY[kind]) + \
+        textwrap.dedent(RUN_CARD_SNIPPETS) + "print(json.dumps(result))\n"
     if kind == "metric":  # evaluate.load takes a Space by its id with no revision argument
         code = code.replace("evaluate.load(REPO, revision=REVISION)", "evaluate.load(REPO)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,

@@ -112,7 +112,9 @@ def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_m
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         wrap(model, tokenizer).save_pretrained(folder)
-    if extra and trainer.accelerator.is_main_process:
-        (folder / "training_settings.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    if trainer.accelerator.is_main_process:
+        trainer.state.save_to_json(str(folder / "trainer_state.json"))  # the log history the card's curves come from
+        if extra:
+            (folder / "training_settings.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
     trainer.accelerator.wait_for_everyone()
     return folder
