@@ -235,3 +235,21 @@ def test_branches_and_deletes(client):
         }))
     """)
     assert out == {"branches": ["dev", "main"], "dev": "dev", "main_files": [".gitattributes"], "commits": 3}
+
+
+def test_create_repo_with_exist_ok_on_an_existing_repo(client):
+    out = client.json("""
+        import json
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+        api = HfApi()
+        first = api.create_repo("demo/again", repo_type="dataset")
+        second = api.create_repo("demo/again", repo_type="dataset", exist_ok=True)  # the 409 body names the repo
+        try:
+            api.create_repo("demo/again", repo_type="dataset")
+            status = None
+        except HfHubHTTPError as err:
+            status = err.response.status_code
+        print(json.dumps({"same": str(first) == str(second), "url": str(second), "status": status}))
+    """)
+    assert out["same"] and out["url"].endswith("/datasets/demo/again") and out["status"] == 409

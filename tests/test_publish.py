@@ -84,6 +84,15 @@ def test_retries_only_transient_errors():
     assert with_retries(flaky, what="test", delay=0) == "done" and len(calls) == 3
     calls.clear()
 
+    def wrapped():  # huggingface_hub re-raises a failed upload as RuntimeError from the transport error
+        calls.append(1)
+        if len(calls) < 2:
+            raise RuntimeError("Error while uploading 'model.safetensors' to the Hub.") from httpx2.ReadError("reset")
+        return "done"
+
+    assert with_retries(wrapped, what="test", delay=0) == "done" and len(calls) == 2
+    calls.clear()
+
     def broken():
         calls.append(1)
         raise ValueError("not an HTTP problem")
@@ -144,3 +153,96 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
     assert '{"splits": {"train": 2}}' in out
     out = client(PUSH, "metric", str(ROOT / "metrics" / "rag_answer"), "demo/rag_answer").stdout
     assert '"name": "rag_answer"' in out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(root: Path):
+    import subprocess
+    import sys
+    import time
+
+    from retrieval_policies.hub import hub_client_env
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(root), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx2.get(f"{url}/api/models", timeout=1)
+            break
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    return server, lambda home: hub_client_env(url, root.parent / f"hf_home_{home}")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # a temporary file that was just renamed into place
+        return 0
+
+
+HEAD = """
+import hashlib, json
+from huggingface_hub import HfApi, hf_hub_download
+api = HfApi()
+files = sorted(api.list_repo_files("demo/tiny-grace"))
+weights = open(hf_hub_download("demo/tiny-grace", "model.safetensors"), "rb").read()
+print(json.dumps({"sha": api.model_info("demo/tiny-grace").sha, "files": files, "weights": hashlib.sha256(weights).hexdigest()}))
+"""
+
+
+@pytest.mark.slow
+def test_a_push_cut_off_by_the_server_stopping_leaves_the_previous_revision_served(grace_folder, tmp_path):
+    """The server is killed while the second push is uploading; restarted, it still serves the first commit, whole."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "hub"
+    run = lambda code, env, *args: subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,  # noqa: E731
+                                                  text=True, timeout=600, cwd=tmp_path)
+    server, env_for = _serve(root)
+    try:
+        first = run(PUSH, env_for("writer"), "model", str(grace_folder), "demo/tiny-grace", "--no-verify")
+        assert first.returncode == 0, first.stderr[-3000:]
+        before = json.loads(run(HEAD, env_for("reader1")).stdout.strip().splitlines()[-1])
+        assert before["weights"] == hashlib.sha256((grace_folder / "model.safetensors").read_bytes()).hexdigest()
+
+        # the second push changes the weights and adds a large file; the server dies while it is being uploaded
+        from safetensors.torch import load_file, save_file
+
+        weights = {k: v + 1 for k, v in load_file(grace_folder / "model.safetensors").items()}
+        save_file(weights, grace_folder / "model.safetensors", metadata={"format": "pt"})
+        (grace_folder / "extra.bin").write_bytes(os.urandom(256 << 20))
+        second = subprocess.Popen([sys.executable, "-c", PUSH, "model", str(grace_folder), "demo/tiny-grace", "--no-verify"],
+                                  env=env_for("writer"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        while not any(_size(p) > (1 << 20) for p in (root / "tmp").iterdir()):
+            assert second.poll() is None, f"the second push ended before the server was stopped:\n{second.communicate()}"
+            time.sleep(0.005)
+        server.kill()
+        server.wait()
+        out, err = second.communicate(timeout=300)
+        assert second.returncode != 0 and "Traceback" in err  # the push failed (after its retries) ...
+        assert "retrying" in err
+    finally:
+        server.kill()
+        server.wait()
+
+    server, env_for = _serve(root)  # ... and the restarted server serves the first revision, unchanged
+    try:
+        after = json.loads(run(HEAD, env_for("reader2")).stdout.strip().splitlines()[-1])
+        assert after == before and "extra.bin" not in after["files"]
+    finally:
+        server.kill()
+        server.wait()

@@ -156,10 +156,13 @@ def _transient(err: Exception) -> bool:
         transport.append(httpx2.TransportError)
     except ImportError:
         pass
-    if isinstance(err, tuple(transport)):
-        return True
-    if isinstance(err, HfHubHTTPError) and err.response is not None:
-        return err.response.status_code in (408, 429) or err.response.status_code >= 500
+    seen = 0
+    while err is not None and seen < 5:  # huggingface_hub wraps a failed upload: RuntimeError from the transport error
+        if isinstance(err, tuple(transport)):
+            return True
+        if isinstance(err, HfHubHTTPError) and err.response is not None:
+            return err.response.status_code in (408, 429) or err.response.status_code >= 500
+        err, seen = err.__cause__, seen + 1
     return False
 
 

@@ -248,7 +248,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if not name:
             raise HubError(400, "repo creation needs a 'name'")
         repo_id = f"{body.get('organization') or LOCAL_USER}/{name}"
-        repo = self.storage.create_repo(repo_type, repo_id, private=bool(body.get("private")), sdk=body.get("sdk"))
+        prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        try:
+            repo = self.storage.create_repo(repo_type, repo_id, private=bool(body.get("private")), sdk=body.get("sdk"))
+        except HubError as err:
+            if err.status != 409:
+                raise
+            # like the Hub, a 409 names the existing repo: create_repo(exist_ok=True) reads its url from the body
+            return self._send_json({"error": err.message, "url": f"{self._base_url()}/{prefix}{repo_id}"}, 409,
+                                   {"X-Error-Message": err.message})
         return self._send_json({"url": f"{self._base_url()}/{repo.url_prefix}{repo.repo_id}", "name": repo.repo_id})
 
     def _repo_info(self, repo: Repo, revision: str, query: dict) -> None:
