@@ -41,15 +41,17 @@ class DemoSettings:
     grace_batch: int = 8
     grace_completion_tokens: int = 64
     grace_eval_tasks: tuple[str, ...] = ("LocalLeeSTS",)
-    grace_eval_tokens: int = 32
-    dynamicrag_articles: int | None = 60
+    grace_eval_tokens: int = 16
+    dynamicrag_articles: int | None = 40
     dynamicrag_passages: int = 5
-    sft_steps: int = 4
+    sft_steps: int = 3
     sft_batch: int = 4
     sample_questions: int = 8
     samples_per_question: int = 4
     dpo_steps: int = 2
-    eval_questions: int = 16
+    eval_questions: int = 8
+    rerank_tokens: int = 32  # output limits for sampling and evaluation: the demo's lists have at most 5 ids
+    answer_tokens: int = 24
     reward_judge: bool = True
     reward_bertscore: bool = True
     extra_args: dict = field(default_factory=dict)  # per stage: more command-line overrides
@@ -59,9 +61,8 @@ class DemoSettings:
         """A tiny model and a few examples: every stage runs in seconds (the CI test of the whole demo)."""
         return cls(model=model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
                    grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, sft_steps=1, sft_batch=2,
-                   sample_questions=4, samples_per_question=4, dpo_steps=1, eval_questions=4, reward_judge=False,
-                   reward_bertscore=False, extra_args={"sft": ["--max_length", "768"], "dpo": ["--max_length", "768"],
-                                                       "sample": ["--rerank_max_new_tokens", "8", "--answer_max_new_tokens", "6"]})
+                   sample_questions=4, samples_per_question=4, dpo_steps=1, eval_questions=4, rerank_tokens=24, answer_tokens=8,
+                   reward_judge=False, reward_bertscore=False, extra_args={"sft": ["--max_length", "768"], "dpo": ["--max_length", "768"]})
 
 
 class StageError(RuntimeError):
@@ -75,6 +76,7 @@ class Demo:
         self.logs = self.out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, tuple[float, str]] = {}
+        self.rebuilt = False
         self.hub_env: dict | None = None
         self.hub_url = ""
         name = Path(settings.model.rstrip("/")).name
@@ -102,12 +104,13 @@ class Demo:
         return {**os.environ, "TQDM_MININTERVAL": "5", "TOKENIZERS_PARALLELISM": "false"}
 
     def stage(self, name: str, done: Path | None, work) -> None:
-        """Run ``work()`` unless ``done`` exists (and not forced); one line per stage with its time."""
+        """Run ``work()`` unless ``done`` exists and nothing before it was rebuilt (or ``force``); one line per stage."""
         started = time.time()
-        if done is not None and done.exists() and not self.force:
+        if done is not None and done.exists() and not (self.force or self.rebuilt):
             status = "reused"
         else:
             status = work() or "done"
+            self.rebuilt = self.rebuilt or done is not None  # later stages depend on this one's outputs
         seconds = time.time() - started
         self.timings[name] = (seconds, status)
         print(f"[{len(self.timings):>2}] {name:<28} {seconds:7.1f} s  {status}", flush=True)
@@ -146,7 +149,8 @@ class Demo:
         self.run("dynamicrag-sample", "recipes/dynamicrag/sample.py", "--config", config("sample"), "--model_name_or_path",
                  str(run / "sft"), "--dataset_name", data, "--output_file", str(run / "trajectories.jsonl"),
                  "--max_questions", str(s.sample_questions), "--num_samples", str(s.samples_per_question),
-                 "--max_passages", str(s.dynamicrag_passages), *s.extra_args.get("sample", []))
+                 "--max_passages", str(s.dynamicrag_passages), "--rerank_max_new_tokens", str(s.rerank_tokens),
+                 "--answer_max_new_tokens", str(s.answer_tokens), *s.extra_args.get("sample", []))
         rewards = ["--judge_model", s.model] if s.reward_judge else ["--weight_judge", "0"]
         rewards += [] if s.reward_bertscore else ["--weight_bertscore", "0"]
         self.run("dynamicrag-rewards", "recipes/dynamicrag/rewards.py", "--config", config("rewards"), "--trajectories_file",
@@ -173,7 +177,8 @@ class Demo:
         for name, model in (("dynamicrag-base", s.model), ("dynamicrag-trained", str(self.paths["dynamicrag"]))):
             self.run("evaluate", "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", model, "--data",
                      str(self.paths["dynamicrag-data"]), "--config", "pool", "--split", "test", "--max-questions",
-                     str(s.eval_questions), "--output", str(evals / f"{name}.json"))
+                     str(s.eval_questions), "--rerank-max-new-tokens", str(s.rerank_tokens), "--answer-max-new-tokens",
+                     str(s.answer_tokens), "--output", str(evals / f"{name}.json"))
         return "GRACE and DynamicRAG, trained and untrained"
 
     def render_cards(self) -> str:
@@ -260,8 +265,8 @@ def format_summary(summary: dict) -> str:
     lines = ["", f"== demo summary ({summary['model']}, {summary['seconds'] / 60:.1f} min)", "",
              f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}"]
     lines += [f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}" for s in summary["scores"]]
-    lines += ["", f"{'repo':<44} {'kind':<8} {'commit':<13} {'loaded back with':<22} url"]
-    lines += [f"{r['repo']:<44} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<22} {r['url']}" for r in summary["repos"]]
+    lines += ["", f"{'repo':<40} {'kind':<8} {'commit':<13} {'loaded back with':<31} url"]
+    lines += [f"{r['repo']:<40} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<31} {r['url']}" for r in summary["repos"]]
     lines += ["", f"{'stage':<28} {'seconds':>8}  status"]
     lines += [f"{name:<28} {s['seconds']:>8.1f}  {s['status']}" for name, s in summary["stages"].items()]
     return "\n".join(lines)
