@@ -60,9 +60,12 @@ class DemoSettings:
     def miniature(cls, model: str) -> "DemoSettings":
         """A tiny model and a few examples: every stage runs in seconds (the CI test of the whole demo)."""
         return cls(model=model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
-                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, sft_steps=1, sft_batch=2,
-                   sample_questions=4, samples_per_question=4, dpo_steps=1, eval_questions=4, rerank_tokens=24, answer_tokens=8,
-                   reward_judge=False, reward_bertscore=False, extra_args={"sft": ["--max_length", "768"], "dpo": ["--max_length", "768"]})
+                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, sft_steps=3, sft_batch=2,
+                   sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
+                   reward_judge=False, reward_bertscore=False,
+                   # three SFT steps at a high lr give id lists (varied at T = 1), so that the answers differ and pairs exist
+                   extra_args={"sft": ["--max_length", "768", "--learning_rate", "3e-4"], "dpo": ["--max_length", "768"],
+                               "sample": ["--temperature", "1.0"]})
 
 
 class StageError(RuntimeError):
