@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-import pytest
 
 
 def cli(*args: str, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
@@ -35,12 +33,11 @@ def test_assets_prepare_fails_for_an_unknown_model():
     assert "nobody/nothing: NOT AVAILABLE" in result.stdout and "Available offline" in result.stdout
 
 
-@pytest.mark.slow
-def test_demo_round_trip(tmp_path):
-    result = cli("demo", "--output-dir", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "local Hub at http://127.0.0.1:" in result.stdout
-    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
-    assert "Paris" in summary["answer"] and len(summary["commit"]) == 40
-    assert f"loaded LlamaForCausalLM at commit {summary['commit']}" in result.stdout
-    assert (tmp_path / "demo" / "hub" / "repos" / "models" / "demo" / "SmolLM2-135M-Instruct" / "refs.json").is_file()
+def test_demo_command_stops_at_the_failing_stage_and_names_its_log(tmp_path):
+    """The whole demo at its real size is too long for the suite (tests/test_demo.py runs it at miniature size):
+    here the command's plumbing, down to a stage failing with its log named."""
+    result = cli("demo", "--output-dir", str(tmp_path / "demo"), "--model", str(tmp_path / "no-such-model"))
+    assert result.returncode == 1
+    assert "demo stopped: stage 'data' failed" in result.stderr and str(tmp_path / "demo" / "logs" / "data.log") in result.stderr
+    assert "no-such-model" in (tmp_path / "demo" / "logs" / "data.log").read_text()
+    assert "[ 1]" not in result.stdout  # no stage line for a stage that did not finish
