@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 
-
 def cli(*args: str, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "retrieval_policies.cli", *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
