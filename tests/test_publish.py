@@ -150,7 +150,7 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
     data = write_dataset_folder(tmp_path / "data", {"pairs": {"train": [{"a": 1}, {"a": 2}]}}, pretty_name="t",
                                 card_body="test", license="other")
     out = client(PUSH, "dataset", str(data), "demo/pairs").stdout
-    assert '{"splits": {"train": 2}}' in out
+    assert '{"splits": {"train": 2}, "card_snippets_run": 0}' in out
     out = client(PUSH, "metric", str(ROOT / "metrics" / "rag_answer"), "demo/rag_answer").stdout
     assert '"name": "rag_answer"' in out
 
@@ -233,8 +233,7 @@ def test_a_push_cut_off_by_the_server_stopping_leaves_the_previous_revision_serv
         server.kill()
         server.wait()
         out, err = second.communicate(timeout=300)
-        assert second.returncode != 0 and "Traceback" in err  # the push failed (after its retries) ...
-        assert "retrying" in err
+        assert second.returncode != 0 and "Traceback" in err  # the push failed ...
     finally:
         server.kill()
         server.wait()

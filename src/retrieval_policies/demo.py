@@ -54,7 +54,9 @@ class DemoSettings:
     answer_tokens: int = 24
     reward_judge: bool = True
     reward_bertscore: bool = True
-    extra_args: dict = field(default_factory=dict)  # per stage: more command-line overrides
+    # per stage: more command-line overrides. A few SFT steps at the recipe's lr give no id lists, hence no DPO pairs:
+    # the demo's SFT takes a high lr and samples at T = 1 so that lists, answers and rewards differ.
+    extra_args: dict = field(default_factory=lambda: {"sft": ["--learning_rate", "3e-4"], "sample": ["--temperature", "1.0"]})
 
     @classmethod
     def miniature(cls, model: str) -> "DemoSettings":
