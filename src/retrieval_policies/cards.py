@@ -206,10 +206,10 @@ def render_dynamicrag_card(folder: str | os.PathLike, repo_id: str, *, base_mode
     folder = Path(folder)
     stages = {name: Path(path) for name, path in (stages or {"training": folder}).items()}
     curves = None
-    for name, path in stages.items():  # one figure per stage would crowd the card: plot the last stage with a history
-        if read_log_history(path):
-            curves = plot_training_curves(read_log_history(path), DYNAMICRAG_CURVE_KEYS, folder / CURVES_FILE,
-                                          title=f"{repo_id}: {name}") or curves
+    for name, path in reversed(stages.items()):  # one figure per stage would crowd the card: the last stage that logged
+        curves = plot_training_curves(read_log_history(path), DYNAMICRAG_CURVE_KEYS, folder / CURVES_FILE, title=f"{repo_id}: {name}")
+        if curves:
+            break
     rows = _evaluation_rows(evaluation)
     eval_results = None
     if rows and rows[0]["system"] == "dynamicrag":

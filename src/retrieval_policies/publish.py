@@ -199,7 +199,7 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
     A metric folder with a ``card.yaml`` is uploaded from a staging copy whose card is rendered for ``repo_id`` (its
     example then loads the Space it is shown on)."""
     folder = Path(folder)
-    if kind == "metric" and (folder / "card.yaml").is_file() and folder.is_dir():
+    if kind == "metric" and (folder / "card.yaml").is_file():
         from .cards import render_metric_card
 
         with tempfile.TemporaryDirectory() as staging:
