@@ -22,7 +22,7 @@ CARD = """# DynamicRAG preference pairs
 Built by `recipes/dynamicrag/pairs.py` (retrieval-policies) from `{source}`: questions whose sampled answers are all
 identical or whose rewards are all equal are dropped; the first {generator_questions} qualifying questions give
 generator pairs (gold answer vs the first differing sampled answer), the others reranker pairs (highest- vs
-lowest-reward list; equal lists dropped).
+lowest-reward list; equal lists dropped{correct_rule}).
 
 Reward configuration:
 ```json
@@ -42,6 +42,7 @@ class PairArguments:
     output_dir: str = "outputs/dynamicrag/pairs"
     generator_questions: int = 10000
     task: str = "short"
+    require_correct_answer: bool = False  # named deviation: see retrieval_policies.dynamicrag.pairs
 
 
 ARGUMENTS = (PairArguments,)  # what TrlParser reads the YAML config into
@@ -57,12 +58,15 @@ def main(args: PairArguments) -> None:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{args.rewards_file}:{number}: not JSON ({err})") from err
-    pairs, counts = preference_pairs(records, generator_questions=args.generator_questions, task=args.task)
+    pairs, counts = preference_pairs(records, generator_questions=args.generator_questions, task=args.task,
+                                    require_correct_answer=args.require_correct_answer)
     kept = {k: v for k, v in counts.items() if not k.startswith("dropped")}
     dropped = {k.removeprefix("dropped: "): v for k, v in counts.items() if k.startswith("dropped")}
     summary = format_counts(f"questions: {len(records)}", kept, dropped)
     reward_config = records[0].get("reward_config", {}) if records else {}
-    card = CARD.format(source=args.rewards_file, generator_questions=args.generator_questions,
+    correct_rule = ("; deviation `require_correct_answer`: questions where no sampled answer is correct give no "
+                    "reranker pair" if args.require_correct_answer else "")
+    card = CARD.format(source=args.rewards_file, generator_questions=args.generator_questions, correct_rule=correct_rule,
                        reward_config=json.dumps(reward_config, indent=2), counts=summary)
     folder = write_dataset_folder(args.output_dir, {"pairs": {"train": pairs}}, pretty_name="DynamicRAG preference pairs",
                                   card_body=card, license="other", tags=["dynamicrag", "dpo"], default_config="pairs")

@@ -24,6 +24,7 @@ from .assets import DEFAULT_BASE_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu.yaml")]
+NO_CORRECTNESS_FILTER = ["--require_correct_answer", "false"]
 GRACE_CONFIG = ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"
 DYNAMICRAG_CONFIGS = ROOT / "recipes" / "dynamicrag" / "SmolLM2-135M-Instruct"
 METRICS = ("rag_answer", "rerank_selection", "retrieval")
@@ -55,8 +56,10 @@ class DemoSettings:
     reward_judge: bool = True
     reward_bertscore: bool = True
     # per stage: more command-line overrides. A few SFT steps at the recipe's lr give no id lists, hence no DPO pairs:
-    # the demo's SFT takes a high lr and samples at T = 1 so that lists, answers and rewards differ.
-    extra_args: dict = field(default_factory=lambda: {"sft": ["--learning_rate", "3e-4"], "sample": ["--temperature", "1.0"]})
+    # the demo's SFT takes a high lr and samples at T = 1 so that lists, answers and rewards differ. After 3 SFT steps
+    # few of its 8 questions get a correct answer, so the recipe's require_correct_answer would leave no pairs.
+    extra_args: dict = field(default_factory=lambda: {"sft": ["--learning_rate", "3e-4"], "sample": ["--temperature", "1.0"],
+                                                      "pairs": NO_CORRECTNESS_FILTER})
 
     @classmethod
     def miniature(cls, model: str) -> "DemoSettings":
@@ -67,7 +70,7 @@ class DemoSettings:
                    reward_judge=False, reward_bertscore=False,
                    # three SFT steps at a high lr give id lists (varied at T = 1), so that the answers differ and pairs exist
                    extra_args={"sft": ["--max_length", "768", "--learning_rate", "3e-4"], "dpo": ["--max_length", "768"],
-                               "sample": ["--temperature", "1.0"]})
+                               "sample": ["--temperature", "1.0"], "pairs": NO_CORRECTNESS_FILTER})
 
 
 class StageError(RuntimeError):
@@ -161,7 +164,7 @@ class Demo:
         self.run("dynamicrag-rewards", "recipes/dynamicrag/rewards.py", "--config", config("rewards"), "--trajectories_file",
                  str(run / "trajectories.jsonl"), "--output_file", str(run / "rewards.jsonl"), *rewards)
         log = self.run("dynamicrag-pairs", "recipes/dynamicrag/pairs.py", "--config", config("pairs"), "--rewards_file",
-                       str(run / "rewards.jsonl"), "--output_dir", str(run / "pairs"))
+                       str(run / "rewards.jsonl"), "--output_dir", str(run / "pairs"), *s.extra_args.get("pairs", []))
         pairs = len(_read_parquet_rows(run / "pairs"))
         if pairs == 0:
             raise StageError(f"no DPO pairs came out of the sampled trajectories (see {self.logs / 'dynamicrag-pairs.log'}):\n{log[-2000:]}")

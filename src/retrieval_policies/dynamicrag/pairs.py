@@ -5,6 +5,11 @@ Per question, in file order: drop it when its answers are all identical or its r
 sampled answer that differs from it; the prompt shows the best list's passages) and no reranker pair; every later
 one gives a reranker pair (chosen = the highest-reward list, rejected = the lowest-reward list, first on ties),
 dropped when the two lists are equal.
+
+``require_correct_answer`` (off by default: a named deviation for small generators) also drops a reranker pair when
+no sampled answer of the question is correct (EM term 0 for every answer): then the answer terms are all noise and
+the 1/(1+k) length term alone orders the lists, so the "best" list is simply the shortest and DPO learns to answer
+"None". With the paper's 8B generator such questions are rare; with SmolLM2-135M they are most of them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ def _same(a: str, b: str) -> bool:
     return a.strip().lower() == b.strip().lower()
 
 
-def preference_pairs(records: list[dict], *, generator_questions: int = 10000, task: str = "short") -> tuple[list[dict], Counter]:
+def _any_correct(trajectories: list[dict]) -> bool:
+    return any(term.get("em", 0.0) > 0 for t in trajectories for term in t.get("reward_terms", []))
+
+
+def preference_pairs(records: list[dict], *, generator_questions: int = 10000, task: str = "short",
+                     require_correct_answer: bool = False) -> tuple[list[dict], Counter]:
     pairs, counts = [], Counter()
     generator_made = 0
     for number, record in enumerate(records, start=1):
@@ -51,6 +61,9 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
                 "chosen_reward": None, "rejected_reward": None,
             })
             counts["generator pairs"] += 1
+            continue
+        if require_correct_answer and not _any_correct(trajectories):
+            counts["dropped: no correct answer"] += 1
             continue
         if list(best["ids"]) == list(worst["ids"]):
             counts["dropped: equal lists"] += 1
