@@ -62,13 +62,8 @@ def test_unrewarded_records_are_refused_with_their_position():
 
 
 def test_require_correct_answer_drops_questions_the_length_term_alone_would_order():
-    def with_em(record, ems):
-        for trajectory, em in zip(record["trajectories"], ems):
-            trajectory["reward_terms"] = [{"em": em, "length": 1 / (1 + len(trajectory["ids"]))}]
-        return record
-
-    all_wrong = with_em(_record("wrong", [([], "Rome", 0.3), ([1, 2], "Lyon", 0.1)]), [0.0, 0.0])
-    one_right = with_em(_record("right", [([], "Rome", 0.3), ([1, 2], "Paris", 0.8)]), [0.0, 1.0])
+    all_wrong = _record("wrong", [([], "Rome", 0.3), ([1, 2], "Lyon", 0.1)])
+    one_right = _record("right", [([], "Rome", 0.3), ([1, 2], "in Paris", 0.8)])  # EM is containment either way
     pairs, counts = preference_pairs([all_wrong, one_right], generator_questions=0)
     assert counts == {"reranker pairs": 2}  # faithful default: "None" wins the all-wrong question
     pairs, counts = preference_pairs([all_wrong, one_right], generator_questions=0, require_correct_answer=True)

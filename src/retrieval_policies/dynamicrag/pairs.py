@@ -7,9 +7,9 @@ one gives a reranker pair (chosen = the highest-reward list, rejected = the lowe
 dropped when the two lists are equal.
 
 ``require_correct_answer`` (off by default: a named deviation for small generators) also drops a reranker pair when
-no sampled answer of the question is correct (EM term 0 for every answer): then the answer terms are all noise and
-the 1/(1+k) length term alone orders the lists, so the "best" list is simply the shortest and DPO learns to answer
-"None". With the paper's 8B generator such questions are rare; with SmolLM2-135M they are most of them.
+no sampled answer of the question is correct (the reward's EM is 0 for every answer): then the answer terms are all
+noise and the 1/(1+k) length term alone orders the lists, so the "best" list is simply the shortest and DPO learns
+to answer "None". With the paper's 8B generator such questions are rare; with SmolLM2-135M they are most of them.
 """
 
 from __future__ import annotations
@@ -17,14 +17,20 @@ from __future__ import annotations
 from collections import Counter
 
 from ..models.dynamicrag.prompts_dynamicrag import format_selection, generator_messages, reranker_messages
+from .rewards import exact_match
 
 
 def _same(a: str, b: str) -> bool:
     return a.strip().lower() == b.strip().lower()
 
 
-def _any_correct(trajectories: list[dict]) -> bool:
-    return any(term.get("em", 0.0) > 0 for t in trajectories for term in t.get("reward_terms", []))
+def _golds(record: dict) -> list[str]:
+    return [record["answers"]] if isinstance(record["answers"], str) else list(record["answers"])
+
+
+def _any_correct(record: dict) -> bool:
+    """Judged with the reward's own EM, so it holds whichever reward terms were enabled."""
+    return any(exact_match(str(gold), str(t["answer"])) for t in record["trajectories"] for gold in _golds(record))
 
 
 def preference_pairs(records: list[dict], *, generator_questions: int = 10000, task: str = "short",
@@ -49,8 +55,7 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
         ctxs = record["ctxs"]
         if generator_made < generator_questions:
             generator_made += 1
-            golds = [record["answers"]] if isinstance(record["answers"], str) else list(record["answers"])
-            gold = str(golds[0]).strip()
+            gold = str(_golds(record)[0]).strip()
             # The answers are not all identical, so at least one differs from the gold.
             rejected = next(a for a in answers if not _same(a, gold))
             pairs.append({
@@ -62,7 +67,7 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
             })
             counts["generator pairs"] += 1
             continue
-        if require_correct_answer and not _any_correct(trajectories):
+        if require_correct_answer and not _any_correct(record):
             counts["dropped: no correct answer"] += 1
             continue
         if list(best["ids"]) == list(worst["ids"]):
