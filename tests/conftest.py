@@ -9,8 +9,19 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
 
 from retrieval_policies.hub import LocalHub, hub_client_env
+
+
+def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaForCausalLM:
+    """A random 32-wide Llama over SmolLM2's tokenizer (seed 0): the real chat template and tokens, seconds to run.
+    For mechanics only; tests of a language model's behaviour use the real SmolLM2."""
+    torch.manual_seed(0)
+    settings = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                    num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**settings, **config}))
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ import sys
 import textwrap
 
 import pytest
-import torch
 import transformers
 
 from retrieval_policies.assets import CACHE_ENV, DEFAULT_BASE_MODEL, OFFLINE_MODELS, ModelNotAvailableError, resolve_model
-from retrieval_policies.assets import base_models
 from retrieval_policies.assets.base_models import PROVENANCE_FILE, atomic_directory, convert_packaged_model
 
 

@@ -9,10 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-import transformers
 from transformers import AutoTokenizer
 
+from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.cards import (code_snippets, dataset_schema, plot_training_curves, render_dynamicrag_card,
                                       render_grace_card, render_metric_card)
@@ -31,13 +30,6 @@ REPORT = {"scores": {name: {"exact_match": em, "f1": em, "selection_mean_k": k, 
           "predictions": [{"id": "q1"}, {"id": "q2"}]}
 
 
-def _tiny_lm(tokenizer):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    return transformers.LlamaForCausalLM(config)
-
-
 @pytest.fixture
 def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
@@ -46,7 +38,7 @@ def tokenizer():
 @pytest.fixture
 def grace_folder(tmp_path, tokenizer):
     folder = tmp_path / "grace"
-    GraceEmbedder(_tiny_lm(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
+    GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": GRPO_HISTORY}))
     (folder / "training_settings.json").write_text(json.dumps({"stage": "grpo-supervised", "script": {"tau": 0.1},
                                                                "training": {"learning_rate": 1e-5, "num_generations": 4}}))
@@ -56,7 +48,7 @@ def grace_folder(tmp_path, tokenizer):
 @pytest.fixture
 def dynamicrag_folder(tmp_path, tokenizer):
     folder = tmp_path / "dynamicrag"
-    DynamicRAGModel(_tiny_lm(tokenizer), tokenizer, DynamicRAGConfig(max_passages=3, rerank_max_new_tokens=4,
+    DynamicRAGModel(tiny_llama(tokenizer), tokenizer, DynamicRAGConfig(max_passages=3, rerank_max_new_tokens=4,
                                                                     answer_max_new_tokens=4)).save_pretrained(folder)
     history = [{"step": s, "loss": 0.7 - 0.05 * s, "rewards/margins": 0.1 * s} for s in range(1, 4)]
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))

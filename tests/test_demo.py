@@ -1,4 +1,5 @@
-"""The demo end to end at miniature size (SmolLM2, a step or two per stage): every stage runs, the summary has
+"""The demo end to end at miniature size (SmolLM2 for DynamicRAG, a tiny random Llama for GRACE, a step or two per
+stage): every stage runs, the summary has
 before/after scores and one verified repo per model, dataset and metric; a re-run reuses what was built, and
 rebuilding a stage rebuilds the stages after it."""
 
@@ -7,14 +8,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
-from retrieval_policies.assets import DEFAULT_BASE_MODEL
+from conftest import tiny_llama
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.demo import METRICS, Demo, DemoSettings, format_summary
 
 
 @pytest.mark.slow
 def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
-    settings = DemoSettings.miniature(DEFAULT_BASE_MODEL)
+    tokenizer, grace_model = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True)), tmp_path / "tiny-llama"
+    tiny_llama(tokenizer, layers=2).save_pretrained(grace_model)
+    tokenizer.save_pretrained(grace_model)
+    settings = DemoSettings.miniature(DEFAULT_BASE_MODEL, grace_model=str(grace_model))
     summary = Demo(tmp_path / "demo", settings).main()
     out = capsys.readouterr().out
 
@@ -25,15 +31,16 @@ def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
     for key in (("DynamicRAG", "EM"), ("DynamicRAG", "selection recall"), ("DynamicRAG", "mean k")):
         assert scores[key]["before"] is not None and scores[key]["after"] is not None
     repos = {r["repo"]: r for r in summary["repos"]}
-    assert set(repos) == {f"demo/{m}" for m in METRICS} | {"demo/grace-SmolLM2-135M-Instruct", "demo/dynamicrag-SmolLM2-135M-Instruct",
+    assert set(repos) == {f"demo/{m}" for m in METRICS} | {"demo/grace-tiny-llama", "demo/dynamicrag-SmolLM2-135M-Instruct",
                                                            "demo/grace-triplets", "demo/dynamicrag-training"}
-    assert repos["demo/grace-SmolLM2-135M-Instruct"]["loaded_with"] == "AutoModel, SentenceTransformer"
+    assert repos["demo/grace-tiny-llama"]["loaded_with"] == "AutoModel, SentenceTransformer"
     assert repos["demo/grace-triplets"]["loaded_with"] == "load_dataset" and repos["demo/rag_answer"]["loaded_with"] == "evaluate.load"
     pushed = json.loads((tmp_path / "demo" / "pushed.json").read_text())
     assert pushed["grace"]["verified"]["card_snippets_run"] == 2 and pushed["dynamicrag"]["verified"]["card_snippets_run"] == 1
     assert pushed["grace-data"]["verified"]["card_snippets_run"] == 1 and pushed["rag_answer"]["verified"]["card_snippets_run"] == 1
     card = (tmp_path / "demo" / "grace" / "README.md").read_text()
     assert "| LocalLeeSTS | STS | cosine_spearman |" in card and "![training curves](training_curves.png)" in card
+    assert f"{DEFAULT_BASE_MODEL}; GRACE on {grace_model}" in summary["model"] and "base_model: tiny-llama" in card
     assert "== demo summary" in out and format_summary(summary) in out
 
 

@@ -9,12 +9,11 @@ import sys
 import textwrap
 
 import pytest
-import torch
-import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from conftest import tiny_llama
 from retrieval_policies import DynamicRAGModel
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection, parse_selection
@@ -29,10 +28,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    return DynamicRAGModel(transformers.LlamaForCausalLM(config).eval(), tokenizer,
+    return DynamicRAGModel(tiny_llama(tokenizer, layers=2).eval(), tokenizer,
                            DynamicRAGConfig(max_passages=20, rerank_max_new_tokens=8, answer_max_new_tokens=6))
 
 

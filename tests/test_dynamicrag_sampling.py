@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import torch
-import transformers
 from transformers import AutoTokenizer
 
+from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dynamicrag.sampling import completed_ids, sample_trajectories
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
@@ -19,10 +18,7 @@ ROWS = [{"id": f"q{i}", "question": f"Question number {i}?", "answers": [f"a{i}"
 
 def _model():
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    model = DynamicRAGModel(transformers.LlamaForCausalLM(config).eval(), tokenizer,
+    model = DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer,
                             DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=6, answer_max_new_tokens=4))
     calls = []
     original = model.generate_texts

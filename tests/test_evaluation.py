@@ -7,13 +7,11 @@ import subprocess
 import sys
 
 import mteb
-import numpy as np
 import pytest
-import torch
-import transformers
 from scipy.stats import spearmanr
 from transformers import AutoTokenizer
 
+from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.corpora import WordNet, WordNetNotFoundError, load_lee
 from retrieval_policies.evaluation import (
@@ -39,10 +37,7 @@ def wordnet_installed():
 @pytest.fixture(scope="module")
 def tiny_embedder():
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    return GraceEmbedder(transformers.LlamaForCausalLM(config).eval(), tokenizer, GraceConfig(max_new_tokens=4, temperature=0.0),
+    return GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(max_new_tokens=4, temperature=0.0),
                          revision="tiny")
 
 

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import transformers
 from accelerate import Accelerator
 from transformers import AutoTokenizer
 
+from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dataset_io import write_dataset_folder
 from retrieval_policies.grace.grpo import GraceContrastiveReward, to_grpo_rows
@@ -33,12 +33,8 @@ ROWS = [{"query": "a young dog", "positive": "Puppies are young dogs that bark a
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                      eos_token_id=2, pad_token_id=2, bos_token_id=1)
     folder = tmp_path_factory.mktemp("tiny")
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(tokenizer, layers=2, max_position_embeddings=512, bos_token_id=1).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

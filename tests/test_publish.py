@@ -10,10 +10,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import torch
-import transformers
 from transformers import AutoTokenizer
 
+from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 from retrieval_policies.publish import check_folder, files_to_upload, with_retries
@@ -25,11 +24,8 @@ CARD = "---\nlicense: apache-2.0\npipeline_tag: feature-extraction\nlibrary_name
 @pytest.fixture
 def grace_folder(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
     folder = tmp_path / "grace"
-    GraceEmbedder(transformers.LlamaForCausalLM(config), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
+    GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
     (folder / "README.md").write_text(CARD)
     return folder
 

@@ -35,6 +35,7 @@ class DemoSettings:
     """How big each stage is. The defaults fit ``make demo`` on 2 cores; :meth:`miniature` is the CI test's size."""
 
     model: str = DEFAULT_BASE_MODEL
+    grace_model: str | None = None  # GRACE's backbone when it is not ``model`` (the CI test gives GRACE a tiny one)
     owner: str = "demo"
     grace_rows: int = 64
     grace_steps: int = 3
@@ -61,15 +62,25 @@ class DemoSettings:
     extra_args: dict = field(default_factory=lambda: {"sft": ["--learning_rate", "3e-4"], "sample": ["--temperature", "1.0"],
                                                       "pairs": NO_CORRECTNESS_FILTER})
 
+    @property
+    def grace_backbone(self) -> str:
+        return self.grace_model or self.model
+
+    def describe(self) -> str:
+        return self.model if self.grace_backbone == self.model else f"{self.model}; GRACE on {self.grace_backbone}"
+
     @classmethod
-    def miniature(cls, model: str) -> "DemoSettings":
-        """A tiny model and a few examples: every stage runs in seconds (the CI test of the whole demo)."""
-        return cls(model=model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
+    def miniature(cls, model: str, grace_model: str | None = None) -> "DemoSettings":
+        """A few examples and steps per stage (the CI test of the whole demo). DynamicRAG needs a model that already
+        writes id lists after 3 SFT steps (SmolLM2), or no DPO pairs come out; GRACE runs on any chat LM, so the test
+        gives it a tiny random one."""
+        return cls(model=model, grace_model=grace_model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
                    grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, sft_steps=3, sft_batch=2,
                    sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
                    reward_judge=False, reward_bertscore=False,
                    # three SFT steps at a high lr give id lists (varied at T = 1), so that the answers differ and pairs exist
-                   extra_args={"sft": ["--max_length", "768", "--learning_rate", "3e-4"], "dpo": ["--max_length", "768"],
+                   extra_args={"sft": ["--max_length", "768", "--learning_rate", "3e-4"],
+                               "dpo": ["--max_length", "768", "--per_device_train_batch_size", "1", "--precompute_ref_log_probs", "false"],
                                "sample": ["--temperature", "1.0"], "pairs": NO_CORRECTNESS_FILTER})
 
 
@@ -87,9 +98,9 @@ class Demo:
         self.rebuilt = False
         self.hub_env: dict | None = None
         self.hub_url = ""
-        name = Path(settings.model.rstrip("/")).name
+        name = lambda model: Path(model.rstrip("/")).name  # noqa: E731
         o = settings.owner
-        self.repos = {"grace": f"{o}/grace-{name}", "dynamicrag": f"{o}/dynamicrag-{name}",
+        self.repos = {"grace": f"{o}/grace-{name(settings.grace_backbone)}", "dynamicrag": f"{o}/dynamicrag-{name(settings.model)}",
                       "grace-data": f"{o}/grace-triplets", "dynamicrag-data": f"{o}/dynamicrag-training",
                       **{metric: f"{o}/{metric}" for metric in METRICS}}
         self.paths = {"grace-data": self.out / "data" / "grace-triplets", "dynamicrag-data": self.out / "data" / "dynamicrag-training",
@@ -126,7 +137,7 @@ class Demo:
     # ------------------------------------------------------------------ stages
     def build_data(self) -> str:
         s = self.settings
-        self.run("data", "dataset_builders/grace_triplets.py", "--source", "offline", "--backbone", s.model,
+        self.run("data", "dataset_builders/grace_triplets.py", "--source", "offline", "--backbone", s.grace_backbone,
                  "--max-rows", str(s.grace_rows), "--output-dir", str(self.paths["grace-data"]), "--repo-id", self.repos["grace-data"])
         args = ["dataset_builders/dynamicrag_training.py", "--source", "cloze", "--top-n", str(s.dynamicrag_passages),
                 "--max-length", str(s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
@@ -139,7 +150,7 @@ class Demo:
     def train_grace(self) -> str:
         s, out = self.settings, self.paths["grace"]
         shutil.rmtree(out, ignore_errors=True)
-        self.run("grace-train", *LAUNCH, "recipes/grace/grpo.py", "--config", str(GRACE_CONFIG), "--model_name_or_path", s.model,
+        self.run("grace-train", *LAUNCH, "recipes/grace/grpo.py", "--config", str(GRACE_CONFIG), "--model_name_or_path", s.grace_backbone,
                  "--dataset_name", str(self.paths["grace-data"]), "--output_dir", str(out), "--max_steps", str(s.grace_steps),
                  "--num_generations", str(s.grace_group_size), "--per_device_train_batch_size", str(s.grace_batch),
                  "--generation_batch_size", str(s.grace_batch), "--max_completion_length", str(s.grace_completion_tokens),
@@ -178,7 +189,7 @@ class Demo:
     def evaluate(self) -> str:
         s, evals = self.settings, self.out / "eval"
         shutil.rmtree(evals, ignore_errors=True)
-        for name, model in (("grace-base", s.model), ("grace-trained", str(self.paths["grace"]))):
+        for name, model in (("grace-base", s.grace_backbone), ("grace-trained", str(self.paths["grace"]))):
             self.run("evaluate", "-m", "retrieval_policies.cli", "grace", "evaluate", "--model", model, "--name", f"local/{name}",
                      "--tasks", *s.grace_eval_tasks, "--temperature", "0", "--max-new-tokens", str(s.grace_eval_tokens),
                      "--output-dir", str(evals / name))
@@ -219,7 +230,7 @@ class Demo:
         from .hub import LocalHub, hub_client_env
 
         started = time.time()
-        print(f"retrieval-policies demo: {self.settings.model} -> {self.out}" + (" (FORCE: rebuilding everything)" if self.force else ""))
+        print(f"retrieval-policies demo: {self.settings.describe()} -> {self.out}" + (" (FORCE: rebuilding everything)" if self.force else ""))
         evals = self.out / "eval"
         self.stage("build datasets", self.paths["dynamicrag-data"] / "README.md", self.build_data)
         self.stage("train GRACE (GRPO)", self.paths["grace"] / "grace_config.json", self.train_grace)
@@ -256,7 +267,7 @@ class Demo:
         loaded = json.loads((self.out / "loaded.json").read_text())
         repos = [{"repo": p["repo"], "kind": p["kind"], "commit": p["commit"][:12], "url": f"{self.hub_url}/{_url_path(p)}",
                   "loaded_with": loaded.get(key, {}).get("client")} for key, p in pushed.items()]
-        return {"model": self.settings.model, "output_dir": str(self.out), "seconds": round(seconds, 1),
+        return {"model": self.settings.describe(), "output_dir": str(self.out), "seconds": round(seconds, 1),
                 "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
                 "scores": scores, "repos": repos}
 
@@ -300,7 +311,7 @@ def _render_cards(output_dir: str, settings_json: str) -> None:
     out, settings = Path(output_dir), DemoSettings(**json.loads(settings_json))
     demo = Demo(out, settings)
     evals = out / "eval"
-    render_grace_card(demo.paths["grace"], demo.repos["grace"], base_model=_base_model_id(settings.model),
+    render_grace_card(demo.paths["grace"], demo.repos["grace"], base_model=_base_model_id(settings.grace_backbone),
                       datasets=[demo.repos["grace-data"]], results=mteb_results(evals / "grace-trained"),
                       baseline=mteb_results(evals / "grace-base"), rationales=grace_rationales(demo.paths["grace"], max_new_tokens=settings.grace_eval_tokens),
                       snippet_max_new_tokens=settings.grace_eval_tokens, local_tasks=tuple(settings.grace_eval_tasks))
