@@ -1,13 +1,20 @@
 """The demo end to end at miniature size (SmolLM2 for DynamicRAG, a tiny random Llama for GRACE, a step or two per
-stage): every stage runs, the summary has
-before/after scores and one verified repo per model, dataset and metric; a re-run reuses what was built, and
-rebuilding a stage rebuilds the stages after it."""
+stage): every stage runs, the summary has before/after scores and one verified repo per model, dataset and metric; a
+re-run reuses what was built, and rebuilding a stage rebuilds the stages after it. It is also the DynamicRAG recipes'
+end-to-end test (SFT -> sample -> rewards -> pairs -> DPO through the recipe scripts, each stage's model loading
+through ``AutoModel`` without the project, the DPO reference being the SFT model)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from conftest import tiny_llama
@@ -42,6 +49,37 @@ def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
     assert "| LocalLeeSTS | STS | cosine_spearman |" in card and "![training curves](training_curves.png)" in card
     assert f"{DEFAULT_BASE_MODEL}; GRACE on {grace_model}" in summary["model"] and "base_model: tiny-llama" in card
     assert "== demo summary" in out and format_summary(summary) in out
+    _check_dynamicrag_recipe_outputs(tmp_path / "demo")
+
+
+def _check_dynamicrag_recipe_outputs(demo: Path) -> None:
+    """What the DynamicRAG stages left behind: the renormalised reward weights, the reward configuration in the pairs'
+    card, a method repo from every training stage, and DPO weights that moved away from the SFT reference."""
+    run = demo / "dynamicrag-run"
+    assert "'length': 0.333" in (demo / "logs" / "dynamicrag-rewards.log").read_text()  # three enabled terms, renormalised
+    assert "normalised_weights" in (run / "pairs" / "README.md").read_text()
+    for stage in ("sft", "dpo"):
+        assert json.loads((run / stage / "training_settings.json").read_text())["stage"] == stage
+    loaded = _load_without_project(run / "sft")  # the DPO output is loaded from the Hub by the push verification
+    assert loaded["class"] == "DynamicRAGModel" and loaded["max_passages"] == 4
+    pushed = json.loads((demo / "pushed.json").read_text())["dynamicrag"]["verified"]
+    assert pushed["class"] == "DynamicRAGModel"
+    sft, dpo = load_file(run / "sft" / "model.safetensors"), load_file(run / "dpo" / "model.safetensors")
+    assert any(not torch.equal(sft[name], dpo[name]) for name in sft)
+
+
+def _load_without_project(folder: Path) -> dict:
+    code = "import sys; sys.modules['retrieval_policies'] = None\n" + textwrap.dedent("""
+        import json, sys
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+        result = model.rerank("What is the capital of France?", ["Tokyo is in Japan.", "Paris is the capital of France."])
+        print(json.dumps({"class": type(model).__name__, "max_passages": model.dynamicrag_config.max_passages,
+                          "indices": result.indices}))
+    """)
+    result = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300, cwd=folder.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 
