@@ -36,7 +36,11 @@ class ScriptedModel:
             out.append({"indices": indices, "answer": answer, "malformed": 0, "raw": [format_selection([i + 1 for i in indices])]})
         return out
 
+    def __init__(self):
+        self.answered = []  # every (query, passage texts) the baselines asked an answer for
+
     def answer_batch(self, queries, passage_lists, task=None):
+        self.answered += [(q, tuple(p["text"] for p in ps)) for q, ps in zip(queries, passage_lists)]
         found = [re.search(r"answer is (\w+)", " ".join(p["text"] for p in ps)) for ps in passage_lists]
         return [m.group(1) if m else "unknown" for m in found]
 
@@ -44,8 +48,13 @@ class ScriptedModel:
 def test_scores_against_fixed_top_k(tmp_path):
     write_dataset_folder(tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit")
     rows = load_eval_rows(str(tmp_path / "eval"), config="mini")
-    report = evaluate_dynamicrag(ScriptedModel(), rows, top_ks=(1, 3))
+    model = ScriptedModel()
+    report = evaluate_dynamicrag(model, rows, top_ks=(1, 3))
     scores = report["scores"]
+    # call_batch's own answers (3, with empty queries) aside, each distinct baseline prompt is answered once: per
+    # question top-1 (= same-k, DynamicRAG chose one passage), top-3 and all
+    baseline_prompts = [a for a in model.answered if a[0]]
+    assert len(baseline_prompts) == len(set(baseline_prompts)) == 3 * 3
     assert scores["dynamicrag"]["exact_match"] == 1.0 and scores["dynamicrag"]["selection_mean_k"] == 1.0
     assert scores["dynamicrag"]["selection_precision"] == 1.0 and scores["dynamicrag"]["selection_recall"] == 1.0
     assert scores["top-1"]["exact_match"] == pytest.approx(1 / 3)  # only "Rome" is at rank 1

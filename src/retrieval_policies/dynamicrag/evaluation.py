@@ -50,8 +50,14 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
         fixed = {"same-k": [list(range(min(k, len(p)))) for k, p in zip(chosen, pools)]}
         fixed.update({f"top-{k}": [list(range(min(k, len(p)))) for p in pools] for k in top_ks})
         fixed["all"] = [list(range(min(n, len(p)))) for p in pools]  # all the passages the model can see at once
+        # Answers are greedy, so a prompt that several baselines share (top-5 and "all" over 5 passages, same-k and the
+        # top-k of the same k) is answered once; each system's new prompts still go in one call of similar lengths.
+        answers: dict[tuple, str] = {}
         for name, selections in fixed.items():
-            systems[name]["answers"] += model.answer_batch(queries, [[p[i] for i in s] for p, s in zip(pools, selections)], task=task)
+            keys = [(q, tuple(s)) for q, s in enumerate(selections)]
+            todo = [key for key in dict.fromkeys(keys) if key not in answers]
+            answers.update(zip(todo, model.answer_batch([queries[q] for q, _ in todo], [[pools[q][i] for i in s] for q, s in todo], task=task)))
+            systems[name]["answers"] += [answers[key] for key in keys]
             systems[name]["selected"] += selections
     golds = [r["answers"] for r in rows]
     relevant = [[i + 1 for i, c in enumerate(r["ctxs"]) if c["relevant"]] for r in rows]
