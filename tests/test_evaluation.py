@@ -81,6 +81,21 @@ def test_encoder_scores_lee_like_a_hand_computation(tiny_embedder, tmp_path):
     assert meta["experiment_kwargs"] == {"rationale": True}
 
 
+def test_each_text_of_a_task_is_embedded_once(tiny_embedder, tmp_path, monkeypatch):
+    # mteb's STS evaluator asks for both sides of Lee's 1225 pairs: 2 x 1225 texts, 50 distinct documents
+    seen = []
+    original = tiny_embedder.encode
+    monkeypatch.setattr(tiny_embedder, "encode", lambda texts, **kw: seen.extend(texts) or original(texts, **kw))
+    encoder = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace-once", rationale=True)
+    mteb.evaluate(encoder, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path / "once")), show_progress_bar=False)
+    assert len(seen) == len(set(seen)) == len(load_lee().documents)
+    # unseeded sampling is not reproducible: each request is sampled afresh
+    seen.clear()
+    sampled = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace-sampled", rationale=True, temperature=1.0, seed=None)
+    mteb.evaluate(sampled, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path / "sampled")), show_progress_bar=False)
+    assert len(seen) == 2 * len(list(load_lee().pairs()))
+
+
 def test_prompt_type_passes_through(tiny_embedder, tmp_path, monkeypatch, wordnet_installed):
     seen = []
     original = tiny_embedder.encode
