@@ -172,12 +172,11 @@ def test_every_card_snippet_runs_against_the_local_hub(client, grace_folder, dyn
                                 license="mit", repo_id="demo/pairs")
     pushes = [("model", grace_folder, "demo/grace-tiny", 2), ("model", dynamicrag_folder, "demo/dr-tiny", 1),
               ("dataset", data, "demo/pairs", 1), ("metric", ROOT / "metrics" / "rag_answer", "demo/rag_answer", 1)]
-    for kind, folder, repo, runnable in pushes:  # push runs the card's snippets that need only the Hub's clients
-        out = client(PUSH, kind, str(folder), repo).stdout
-        verified = json.loads(out.split("verified from the Hub without retrieval-policies: ")[1].splitlines()[0])
-        assert verified["card_snippets_run"] == runnable, (repo, verified)
+    # The push's own verification runs these snippets too; the miniature demo test checks its counts for all four kinds
+    for kind, folder, repo, _ in pushes:
+        assert "pushed " in client(PUSH, kind, str(folder), repo, "--no-verify").stdout
     repo_type = {"model": "model", "dataset": "dataset", "metric": "space"}
-    for kind, _, repo, runnable in pushes:  # and each snippet, again from a fresh reader, in its own right
+    for kind, _, repo, runnable in pushes:  # each card's snippets, from a fresh reader, without the project
         assert client.json(SNIPPETS, repo, repo_type[kind], "0", home="reader")["ran"] == runnable
     # the mteb snippet uses retrieval-policies' encoder wrapper, so it runs with the project importable
     assert client.json(SNIPPETS, "demo/grace-tiny", "model", "1", home="reader", timeout=900)["ran"] == 1
