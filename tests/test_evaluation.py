@@ -89,6 +89,14 @@ def test_each_text_of_a_task_is_embedded_once(tiny_embedder, tmp_path, monkeypat
     encoder = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace-once", rationale=True)
     mteb.evaluate(encoder, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path / "once")), show_progress_bar=False)
     assert len(seen) == len(set(seen)) == len(load_lee().documents)
+    # past the limit, texts are still embedded (again when asked again), and the scores do not change
+    seen.clear()
+    capped = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace-capped", rationale=True)
+    capped.MEMO_LIMIT = 10
+    result = mteb.evaluate(capped, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path / "capped")), show_progress_bar=False)
+    assert len(capped._seen) == 10 and 50 < len(seen) < 2 * 50  # the second side re-embeds what was not kept
+    again = mteb.evaluate(encoder, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path / "again")), show_progress_bar=False)
+    assert result.task_results[0].get_score() == pytest.approx(again.task_results[0].get_score(), abs=1e-6)
     # unseeded sampling is not reproducible: each request is sampled afresh
     seen.clear()
     sampled = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace-sampled", rationale=True, temperature=1.0, seed=None)

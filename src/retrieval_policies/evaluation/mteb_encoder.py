@@ -66,6 +66,8 @@ class GraceMtebEncoder(AbsEncoder):
     unless ``query_options`` / ``document_options`` override encode options for one side (e.g. documents without
     rationales)."""
 
+    MEMO_LIMIT = 20_000  # embeddings kept per task for texts that mteb asks for again
+
     def __init__(self, embedder: GraceEmbedder, *, name: str, batch_size: int = 8, query_options: dict | None = None,
                  document_options: dict | None = None, license: str | None = None, **encode_options):
         for options in (encode_options, query_options or {}, document_options or {}):
@@ -101,15 +103,17 @@ class GraceMtebEncoder(AbsEncoder):
         if not self._reproducible(options):
             return encode(texts)
         # mteb asks for the same texts more than once within a task (an STS task encodes both sides of every pair:
-        # Lee's 50 documents as 2 x 1225 texts). A reproducible embedding is computed once per task and options.
+        # Lee's 50 documents as 2 x 1225 texts). A reproducible embedding is computed once per task and options; at
+        # most MEMO_LIMIT of them are kept (a large retrieval corpus is encoded once anyway).
         where = (task_metadata.name, hf_split, hf_subset)
         if where != self._seen_in:
             self._seen_in, self._seen = where, {}
         settings = tuple(sorted((k, repr(v)) for k, v in options.items()))
         todo = list(dict.fromkeys(t for t in texts if (settings, t) not in self._seen))
-        if todo:
-            self._seen.update(((settings, t), v) for t, v in zip(todo, encode(todo)))
-        return np.stack([self._seen[(settings, t)] for t in texts])
+        fresh = dict(zip(todo, encode(todo))) if todo else {}
+        for text in todo[: max(0, self.MEMO_LIMIT - len(self._seen))]:
+            self._seen[(settings, text)] = fresh[text]
+        return np.stack([fresh[t] if t in fresh else self._seen[(settings, t)] for t in texts])
 
     def __repr__(self) -> str:
         return f"GraceMtebEncoder(name={self.mteb_model_meta.name!r}, options={self.encode_options}, model={self.model!r})"
