@@ -57,6 +57,9 @@ def _check_dynamicrag_recipe_outputs(demo: Path) -> None:
     card, a method repo from every training stage, and DPO weights that moved away from the SFT reference."""
     run = demo / "dynamicrag-run"
     assert "'length': 0.333" in (demo / "logs" / "dynamicrag-rewards.log").read_text()  # three enabled terms, renormalised
+    rewarded = [json.loads(line) for line in (run / "rewards.jsonl").read_text().splitlines()]
+    assert len(rewarded) == DemoSettings.miniature(DEFAULT_BASE_MODEL).sample_questions
+    assert all("reward" in t for r in rewarded for t in r["trajectories"])
     assert "normalised_weights" in (run / "pairs" / "README.md").read_text()
     for stage in ("sft", "dpo"):
         assert json.loads((run / stage / "training_settings.json").read_text())["stage"] == stage

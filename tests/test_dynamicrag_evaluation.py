@@ -28,6 +28,9 @@ class ScriptedModel:
 
     dynamicrag_config = DynamicRAGConfig(max_passages=6)
 
+    def __init__(self):
+        self.answered = []  # every (query, passage texts) the baselines asked an answer for
+
     def call_batch(self, queries, pools):
         out = []
         for pool in pools:
@@ -35,9 +38,6 @@ class ScriptedModel:
             answer = self.answer_batch([""], [[pool[i] for i in indices]])[0]
             out.append({"indices": indices, "answer": answer, "malformed": 0, "raw": [format_selection([i + 1 for i in indices])]})
         return out
-
-    def __init__(self):
-        self.answered = []  # every (query, passage texts) the baselines asked an answer for
 
     def answer_batch(self, queries, passage_lists, task=None):
         self.answered += [(q, tuple(p["text"] for p in ps)) for q, ps in zip(queries, passage_lists)]
