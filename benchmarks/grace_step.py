@@ -44,7 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from retrieval_policies.grace.grpo import GraceGRPOTrainer
 
     model, tokenizer, grace_config = load_grace_policy(DEFAULT_BASE_MODEL)
     rows, _ = build_rows(itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0)
@@ -57,8 +59,8 @@ def main() -> None:
                             per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=args.group_size,
                             max_completion_length=args.max_completion_length, beta=0.0, scale_rewards="none",
                             loss_type="dapo", learning_rate=1e-6, logging_steps=1)
-        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
-                              processing_class=tokenizer, callbacks=[timer])
+        trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
+                                   processing_class=tokenizer, callbacks=[timer])
         reward.bind(trainer)
         trainer.train()
     calls = reward.timings["calls"]

@@ -82,7 +82,7 @@ def test_mean_pool_ignores_masked_positions():
 def test_eos_pooling_on_and_off(embedder, monkeypatch):
     text = "Paris is the capital of France."
     rationale = embedder.tokenizer("<think>a city</think> It is a capital.", add_special_tokens=False)["input_ids"]
-    eos = max(embedder._eos_ids())  # the EOS that was generated is the one pooled
+    eos = max(embedder.eos_ids())  # the EOS that was generated is the one pooled
     monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: [(rationale, eos) for _ in prompts])
     ids, p = embedder.prompt_ids(text), embedder.system_prefix_length
     with_eos = embedder.embed_sequences([ids + rationale + [eos]], [p])[0]

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dataset_io import write_dataset_folder
-from retrieval_policies.grace.grpo import GraceContrastiveReward, to_grpo_rows
+from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, to_grpo_rows
 from retrieval_policies.grace.training import load_grace_policy
 from retrieval_policies.models.grace import GraceEmbedder
 
@@ -44,8 +44,17 @@ def _fake_trainer(model, tokenizer, step=0):
                            args=SimpleNamespace(max_completion_length=6, logging_steps=1), processing_class=tokenizer)
 
 
+def _prompt_ids(tokenizer, prompt, **template_kwargs) -> list[int]:
+    """What TRL's GRPOTrainer tokenizes a conversational prompt to (apply_chat_template with the generation header)."""
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                         **template_kwargs)["input_ids"]
+
+
 def _call(reward, rows, completion_ids, metrics):
     members = [row for row in rows for _ in range(len(completion_ids) // len(rows))]
+    tokenizer = reward.trainer.processing_class
+    reward.trainer.last_prompt_ids = [_prompt_ids(tokenizer, r["prompt"], **reward.grace_config.chat_template_kwargs)
+                                      for r in members]
     return reward([r["prompt"] for r in members], [[{"role": "assistant", "content": "…"}]] * len(members), completion_ids,
                   row_index=[r["row_index"] for r in members], query=[r["query"] for r in members],
                   negative=[r["negative"] for r in members], log_metric=lambda name, value: metrics.setdefault(name, value))
@@ -112,7 +121,7 @@ def test_a_failing_reward_stops_training(tiny_folder, tmp_path, monkeypatch):
     args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", max_steps=1,
                       per_device_train_batch_size=4, num_generations=2, max_completion_length=4, beta=0.0, scale_rewards="none",
                       logging_steps=1, save_strategy="no")
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
+    trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
                           train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)))
     reward.bind(trainer)
     with pytest.raises(RuntimeError, match="embedding exploded"):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
-from retrieval_policies.grace.grpo import GraceContrastiveReward, to_grpo_rows
+from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, grace_chat_template_kwargs, to_grpo_rows
 from retrieval_policies.grace.rewards import RewardWeights
 from retrieval_policies.grace.training import export_grace_repo, grace_repo_callback, load_grace_policy
 from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
@@ -46,8 +46,13 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
     if training_args.scale_rewards != "none" or training_args.beta != 0:
         logging.getLogger(__name__).warning("scale_rewards=%r, beta=%r: not GRACE's published settings (none, 0)",
                                             training_args.scale_rewards, training_args.beta)
-    model, tokenizer, grace_config = load_grace_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype))
+    model, tokenizer, grace_config = load_grace_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype),
+                                                       attn_implementation=model_args.attn_implementation)
     grace_config.max_new_tokens = training_args.max_completion_length
+    # the prompts TRL renders carry the embedder's pinned template variables (Llama 3.x's date), so training,
+    # the reward and every later encode see the same system prefix
+    training_args.chat_template_kwargs = grace_chat_template_kwargs(grace_config, training_args.chat_template_kwargs)
+    grace_config.chat_template_kwargs = dict(training_args.chat_template_kwargs)
     mode = script_args.mode
     columns = ["query", "positive", "negative"] if mode == "supervised" else ["text"]
     config = script_args.dataset_config or ("triplets" if mode == "supervised" else "sentences")
@@ -60,7 +65,7 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
         mode, RewardWeights(script_args.tau, script_args.lambda_consistency, script_args.lambda_cross),
         grace_config=grace_config, extra_temperature=script_args.extra_temperature, seed=training_args.seed,
         embedding_batch_size=script_args.embedding_batch_size, rationales_to_log=script_args.rationales_to_log)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=training_args, train_dataset=train,
+    trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=training_args, train_dataset=train,
                           processing_class=tokenizer, peft_config=get_peft_config(model_args),
                           callbacks=[grace_repo_callback(grace_config)])
     reward.bind(trainer)

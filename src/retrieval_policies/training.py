@@ -23,7 +23,7 @@ def torch_dtype(name: str | None):
     return getattr(torch, name)
 
 
-def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32):
+def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32, attn_implementation: str | None = None):
     """(folder, causal LM, tokenizer) for a recipe: a base chat model, a method repo or a LoRA adapter folder (merged
     into its base, so a reference built from the result is this very model). The tokenizer must have a chat
     template; a missing pad token becomes EOS."""
@@ -32,13 +32,14 @@ def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32):
     from .assets import resolve_model
 
     folder = resolve_model(name_or_path)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if (folder / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
         logger.info("%s is a LoRA adapter: merging it into its base model", folder)
-        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).merge_and_unload()
+        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if tokenizer.chat_template is None:
         raise ValueError(f"{name_or_path}: the tokenizer has no chat template; {method} needs a chat model")
@@ -91,6 +92,26 @@ class RepoFilesCallback(TrainerCallback):
         return control
 
 
+ADAPTER_FOLDER = "lora_adapter"
+
+
+def _merge_saved_adapter(folder: Path, tokenizer, wrap: Callable) -> None:
+    """Replace the adapter that ``save_model`` wrote into ``folder`` by the merged model as a method repo; the adapter
+    files move to ``folder/lora_adapter`` (left at the top, transformers would load the repo as an adapter)."""
+    import shutil
+
+    from peft import AutoPeftModelForCausalLM
+
+    adapter = folder / ADAPTER_FOLDER
+    adapter.mkdir(exist_ok=True)
+    for path in list(folder.iterdir()):
+        if path.name.startswith(("adapter_", "README")) and path.is_file():
+            shutil.move(str(path), adapter / path.name)
+    logger.info("merging the LoRA adapter in %s into its base model", adapter)
+    merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype="auto").merge_and_unload()
+    wrap(merged, tokenizer).save_pretrained(folder)
+
+
 def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_model: str,
                   write_files: Callable[[Path], None], extra: dict | None = None) -> Path:
     """Write the trained policy as a repo of its method into ``output_dir`` (a LoRA adapter merged into its base).
@@ -101,7 +122,10 @@ def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_m
     folder = Path(output_dir)
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         trainer.save_model(output_dir)
-        if trainer.accelerator.is_main_process:
+        if trainer.accelerator.is_main_process and (folder / "adapter_config.json").is_file():
+            # LoRA: save_model gathered and wrote the adapter only; merge it into its base for a full repo
+            _merge_saved_adapter(folder, tokenizer, wrap)
+        elif trainer.accelerator.is_main_process:
             tokenizer.save_pretrained(output_dir)
             config = json.loads((folder / "config.json").read_text())
             config.setdefault("auto_map", {})["AutoModel"] = auto_model

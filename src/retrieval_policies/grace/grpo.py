@@ -13,10 +13,13 @@ Any exception propagates and stops training: a reward is never silently zero.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 
 import torch
+from trl import GRPOTrainer
 
 from ..models.grace.configuration_grace import GraceConfig
 from ..models.grace.modeling_grace import GraceEmbedder
@@ -37,6 +40,23 @@ def to_grpo_rows(rows: list[dict], mode: str, grace_config: GraceConfig | None =
     extra = ("query", "negative") if mode == "supervised" else ("text",)
     return [{"prompt": grace_prompt(row[main], grace_config), "row_index": i, **{k: row[k] for k in extra}}
             for i, row in enumerate(rows)]
+
+
+class GraceGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer, keeping the prompt ids it generated from for the reward: TRL hands reward functions texts,
+    and re-rendering them could differ from what was generated (TRL's ``chat_template_kwargs``, special tokens)."""
+
+    last_prompt_ids: list[list[int]] | None = None
+
+    def _generate(self, prompts: list):
+        output = super()._generate(prompts)
+        self.last_prompt_ids = [list(map(int, ids)) for ids in output[0]]
+        return output
+
+
+def grace_chat_template_kwargs(grace_config: GraceConfig, user: dict | None) -> dict:
+    """GRPOConfig.chat_template_kwargs for a GRACE run: the embedder's pinned variables (the date), the user's on top."""
+    return {**(grace_config.chat_template_kwargs or {}), **(user or {})}
 
 
 class GraceContrastiveReward:
@@ -61,18 +81,45 @@ class GraceContrastiveReward:
     # -------------------------------------------------------------------------------------------------- pieces
     def _embedder(self, policy, tokenizer) -> GraceEmbedder:
         backbone = policy.get_base_model() if hasattr(policy, "get_base_model") else policy  # PEFT: adapter stays enabled
-        return GraceEmbedder(backbone, tokenizer, self.grace_config)
+        # the extra rollouts' prompts are rendered with the variables TRL rendered the main prompts with
+        trl_kwargs = getattr(self.trainer, "chat_template_kwargs", None)
+        config = self.grace_config if trl_kwargs is None else dataclasses.replace(self.grace_config, chat_template_kwargs=dict(trl_kwargs))
+        return GraceEmbedder(backbone, tokenizer, config)
 
-    def _sequences(self, embedder: GraceEmbedder, texts: list[str], rollouts: list[list[int]]) -> list[list[int]]:
+    def _sequences(self, embedder: GraceEmbedder, prompt_ids: list[list[int]], rollouts: list[list[int]]) -> list[list[int]]:
         """prompt ⊕ rollout, the EOS kept only when the embedder pools it (GraceConfig.pool_eos)."""
-        eos = embedder._eos_ids()
+        eos = embedder.eos_ids()
         out = []
-        for text, ids in zip(texts, rollouts):
+        for prompt, ids in zip(prompt_ids, rollouts):
             ids = list(ids)
             if ids and ids[-1] in eos and not self.grace_config.pool_eos:
                 ids = ids[:-1]
-            out.append(embedder.prompt_ids(text) + ids)
+            out.append(list(prompt) + ids)
         return out
+
+    def _main_prompt_ids(self, count: int) -> list[list[int]]:
+        prompt_ids = getattr(self.trainer, "last_prompt_ids", None)
+        if prompt_ids is None or len(prompt_ids) != count:
+            raise RuntimeError("the GRACE reward embeds the prompt ids TRL generated from: train with "
+                               "retrieval_policies.grace.grpo.GraceGRPOTrainer (it keeps them as .last_prompt_ids); got "
+                               f"{'none' if prompt_ids is None else len(prompt_ids)} for {count} completions")
+        return prompt_ids
+
+    def _unwrapped_policy(self):
+        """The policy as TRL unwraps it for generation (same ZeRO-3 gathering and gradient-checkpointing handling),
+        with FSDP1's full parameters summoned as TRL does around ``generate``."""
+        from trl.models import unwrap_model_for_generation
+
+        trainer, args = self.trainer, self.trainer.args
+        stack = contextlib.ExitStack()
+        policy = stack.enter_context(unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator,
+            gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
+            gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None)))
+        dist = getattr(trainer, "_dist", None)
+        if dist is not None:
+            stack.enter_context(dist.summon_full_params(trainer.model_wrapped, recurse=False))
+        return stack, policy
 
     def embed_unique(self, embedder: GraceEmbedder, sequences: list[list[int]]) -> torch.Tensor:
         """One forward per distinct sequence; rows come back in the order of ``sequences``, unit-norm."""
@@ -91,9 +138,8 @@ class GraceContrastiveReward:
     def __call__(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
         if self.trainer is None:
             raise RuntimeError("GraceContrastiveReward is not bound to a trainer: call reward.bind(trainer) first")
-        from trl.models import unwrap_model_for_generation
-
         trainer = self.trainer
+        main_prompt_ids = self._main_prompt_ids(len(completion_ids))
         texts = [p[-1]["content"] for p in prompts]
         groups = [int(g) for g in kwargs["row_index"]]
         extra_by_group = {}
@@ -101,25 +147,27 @@ class GraceContrastiveReward:
             extra_by_group.setdefault(g, (kwargs["query"][i], kwargs["negative"][i]) if self.mode == "supervised" else (kwargs["text"][i],))
         extra_texts = list(dict.fromkeys(t for texts_of_group in extra_by_group.values() for t in texts_of_group))
         step_seed = self.seed + int(trainer.state.global_step)
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
+        stack, policy = self._unwrapped_policy()
+        with stack:
             embedder = self._embedder(policy, trainer.processing_class)
             was_training = embedder.model.training
             embedder.model.eval()
             try:
                 started = time.perf_counter()
-                prompt_ids = [embedder.prompt_ids(t) for t in extra_texts]
+                # the query / negative user texts are cut exactly as encode cuts a text (max_text_tokens)
+                prompt_ids = [embedder.prompt_ids(embedder.truncate_text(t)) for t in extra_texts]
                 generated = embedder.generate_rationales(prompt_ids, extra_texts, max_new_tokens=trainer.args.max_completion_length,
                                                          temperature=self.extra_temperature, top_p=1.0, seed=step_seed)
                 extra_rollouts = [ids + ([eos] if eos is not None else []) for ids, eos in generated]
                 middle = time.perf_counter()
-                sequences = self._sequences(embedder, texts + extra_texts, list(completion_ids) + extra_rollouts)
+                sequences = self._sequences(embedder, list(main_prompt_ids) + prompt_ids, list(completion_ids) + extra_rollouts)
                 vectors = self.embed_unique(embedder, sequences)
                 self.timings["extra_rollouts"] += middle - started
                 self.timings["embeddings"] += time.perf_counter() - middle
                 self.timings["calls"] += 1
             finally:
                 embedder.model.train(was_training)
-            eos_ids = embedder._eos_ids()
+            eos_ids = embedder.eos_ids()
         n = len(texts)
         # kept for benchmarks/grace_step.py: what this call embedded, per member and per group
         self.last_call = {"main": sequences[:n], "extra": dict(zip(extra_texts, sequences[n:])), "groups": groups,

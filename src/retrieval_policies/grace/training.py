@@ -11,9 +11,9 @@ from ..models.grace.modeling_grace import GraceEmbedder, add_auto_map, write_rep
 from ..training import RepoFilesCallback, export_policy, load_chat_lm
 
 
-def load_grace_policy(name_or_path: str, *, dtype=torch.float32):
+def load_grace_policy(name_or_path: str, *, dtype=torch.float32, attn_implementation: str | None = None):
     """(causal LM, tokenizer, GRACE settings) from a chat LLM or a GRACE repo (its settings are kept)."""
-    folder, model, tokenizer = load_chat_lm(name_or_path, method="GRACE", dtype=dtype)
+    folder, model, tokenizer = load_chat_lm(name_or_path, method="GRACE", dtype=dtype, attn_implementation=attn_implementation)
     settings = folder / GRACE_CONFIG_NAME
     add_auto_map(model.config)  # every save of the trainer then points AutoModel at the GRACE code
     return model, tokenizer, GraceConfig.load(settings) if settings.is_file() else GraceConfig()

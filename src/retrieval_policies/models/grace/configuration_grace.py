@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 GRACE_CONFIG_NAME = "grace_config.json"
+# Llama 3.x chat templates print today's date into the system turn (``strftime_now``) unless ``date_string`` is
+# given: pinned, a text's prompt, embedding and cached rationale do not change from day to day. The value is the one
+# Llama's own template falls back to.
+PINNED_DATE_STRING = "26 Jul 2024"
+BACKENDS = ("hf", "vllm")
 # Method spec §1: the same system prompt in training, in the reward and at evaluation.
 GRACE_SYSTEM_PROMPT = (
     "Read and analyze the following text, then you need to provide your reasoning within <think></think> tags. "
@@ -24,7 +29,8 @@ class GraceConfig:
     Decisions where the published code was inconsistent (method spec §8): the final EOS is pooled everywhere
     (``pool_eos``), embeddings are L2-normalised by default, over-long *user text* is truncated to
     ``max_text_tokens`` before templating (the template is never cut), and sampling is seeded (``seed``) so
-    encodings are reproducible; ``temperature=0`` is greedy decoding.
+    encodings are reproducible; ``temperature=0`` is greedy decoding. ``chat_template_kwargs`` pins the template's
+    variables (Llama 3.x's ``date_string``), and ``backend`` says whether transformers or vLLM writes the rationales.
     """
 
     system_prompt: str = GRACE_SYSTEM_PROMPT
@@ -36,6 +42,9 @@ class GraceConfig:
     normalize: bool = True
     max_text_tokens: int = 1024
     pooling: str = "mean_without_system_prefix"
+    # extra variables of the chat template, the same wherever a prompt is rendered (encode, GRPO, the reward)
+    chat_template_kwargs: dict = field(default_factory=lambda: {"date_string": PINNED_DATE_STRING})
+    backend: str = "hf"  # who writes the rationales: "hf" (transformers generate) or "vllm"; pooling is always HF
     format_version: int = 1
 
     def __post_init__(self):
@@ -47,6 +56,10 @@ class GraceConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_text_tokens < 1:
             raise ValueError(f"max_text_tokens must be >= 1, got {self.max_text_tokens}")
+        if not isinstance(self.chat_template_kwargs, dict):
+            raise ValueError(f"chat_template_kwargs must be a dict, got {type(self.chat_template_kwargs).__name__}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; known: {list(BACKENDS)}")
         if self.pooling != "mean_without_system_prefix":
             raise ValueError(f"unknown pooling {self.pooling!r}: only 'mean_without_system_prefix' is defined")
 

@@ -7,8 +7,10 @@ standard library. The weights stay a plain causal LM, so TRL and vLLM load the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -18,26 +20,88 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 from transformers.utils import cached_file
 from transformers.utils.logging import tqdm
 
-from .configuration_grace import GRACE_CONFIG_NAME, GraceConfig
+from .configuration_grace import BACKENDS, GRACE_CONFIG_NAME, GraceConfig
 
 CODE_FILES = ("modeling_grace.py", "configuration_grace.py")
 _DUMMY_TEXT = "GRACEDUMMYUSERTEXT"
 _UNSET = object()
 
 
-def render_prompt(tokenizer, system_prompt: str, text: str) -> str:
-    """The two-message chat of method spec §1, rendered with the backbone's own template and generation header."""
+def render_prompt(tokenizer, system_prompt: str, text: str, chat_template_kwargs: dict | None = None) -> str:
+    """The two-message chat of method spec §1, rendered with the backbone's own template and generation header.
+    ``chat_template_kwargs`` (GraceConfig's: a pinned ``date_string``) are the template's extra variables."""
     messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **(chat_template_kwargs or {}))
 
 
-def system_prefix_ids(tokenizer, system_prompt: str) -> list[int]:
-    """Token ids the template puts before the user text (found once per tokenizer with a dummy user string)."""
-    rendered = render_prompt(tokenizer, system_prompt, _DUMMY_TEXT)
+def system_prefix_text(tokenizer, system_prompt: str, chat_template_kwargs: dict | None = None) -> str:
+    """What the rendered template puts before the user text (found with a dummy user string)."""
+    rendered = render_prompt(tokenizer, system_prompt, _DUMMY_TEXT, chat_template_kwargs)
     start = rendered.find(_DUMMY_TEXT)
     if start < 0:
         raise ValueError("the chat template does not render the user message verbatim; cannot locate the system prefix")
-    return tokenizer(rendered[:start], add_special_tokens=False)["input_ids"]
+    return rendered[:start]
+
+
+def system_prefix_ids(tokenizer, system_prompt: str, chat_template_kwargs: dict | None = None) -> list[int]:
+    """Token ids the template puts before the user text (found once per tokenizer with a dummy user string)."""
+    return tokenizer(system_prefix_text(tokenizer, system_prompt, chat_template_kwargs), add_special_tokens=False)["input_ids"]
+
+
+def _torch_dtype(dtype):
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}: use e.g. 'bfloat16', 'float16', 'float32' or 'auto'")
+    return value
+
+
+def _places_on_cpu(device_map) -> bool:
+    if isinstance(device_map, dict):
+        return all(str(v) in ("cpu", "disk") for v in device_map.values())
+    return str(device_map) == "cpu" or str(device_map).startswith("cpu:")
+
+
+def placement(device_map=None, dtype=None) -> tuple:
+    """(device_map, dtype) to load with: what was asked, else CUDA in bf16 when a GPU is there, else the CPU in fp32
+    (bf16 matmuls are far slower than fp32 on most CPUs). ``device_map`` is transformers' (``"cuda"``, ``"cuda:1"``,
+    ``"auto"``, ``"cpu"``, a dict); ``dtype`` a torch dtype, its name or ``"auto"`` (the checkpoint's own)."""
+    dtype = _torch_dtype(dtype)
+    cuda = torch.cuda.is_available()
+    if device_map is None and cuda:
+        device_map = "cuda"
+    on_cpu = device_map is None or _places_on_cpu(device_map) or (device_map == "auto" and not cuda)
+    if dtype is None:
+        if on_cpu:
+            dtype = torch.float32
+        else:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device_map, dtype
+
+
+def load_causal_lm(path: str, *, config=None, device_map=None, dtype=None, attn_implementation=None, **hub):
+    """The backbone, placed by :func:`placement` (no silent CPU fp32 on a GPU machine)."""
+    device_map, dtype = placement(device_map, dtype)
+    kwargs = {"config": config, "dtype": dtype, **hub}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+@contextlib.contextmanager
+def neutral_generation_config(model):
+    """Generate with GRACE's settings only. transformers fills every field a ``GenerationConfig`` leaves unset from
+    ``model.generation_config``, so a backbone's own ``repetition_penalty``, ``top_k``, ``num_beams``... would apply
+    to every rationale (a Qwen2.5-Instruct checkpoint sets repetition_penalty 1.05-1.1); TRL's rollouts use none."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -59,17 +123,20 @@ class PerRowSampler(LogitsProcessor):
     """
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.seeds, self.generators = seeds, None
         self.temperature, self.top_p = temperature, top_p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generators is None:
+            # made where the logits are (the LM head's device): the noise is drawn there, never copied from the CPU
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         logits = scores.float() / self.temperature
         if self.top_p < 1.0:
             sorted_logits, order = logits.sort(dim=-1, descending=True)
             cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
             drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= self.top_p  # keeps at least the top token
             logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
-        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators]).to(logits.device)
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=scores.device) for g in self.generators])
         gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
         choice = (logits + gumbel).argmax(dim=-1)
         out = torch.full_like(scores, float("-inf"))
@@ -80,7 +147,7 @@ class PerRowSampler(LogitsProcessor):
 class RationaleCache:
     """On-disk cache of generated rationales: one JSON file per (model revision, settings, text)."""
 
-    FORMAT = 2  # part of every key: entries of another layout are never read
+    FORMAT = 3  # part of every key: entries of another layout are never read
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -146,36 +213,56 @@ def _folder_fingerprint(folder: str | os.PathLike) -> str:
 class GraceEmbedder(torch.nn.Module):
     """A chat LLM used as a GRACE embedder. ``encode`` returns L2-normalised float32 arrays, one row per text."""
 
-    def __init__(self, model, tokenizer, grace_config: GraceConfig | None = None, *, revision: str | None = None):
+    def __init__(self, model, tokenizer, grace_config: GraceConfig | None = None, *, revision: str | None = None,
+                 source: str | None = None):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.grace_config = grace_config or GraceConfig()
         self.revision = revision
+        self.source = source  # the folder or repo the weights came from (what vLLM loads)
+        self._vllm = None
         if tokenizer.chat_template is None:
             raise ValueError("GRACE needs a chat model: the tokenizer has no chat template")
-        self._prefix = system_prefix_ids(tokenizer, self.grace_config.system_prompt)
+        c = self.grace_config
+        prefix = system_prefix_text(tokenizer, c.system_prompt, c.chat_template_kwargs)
+        self._prefix = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        # part of every rationale-cache key: a template that renders differently (another date) never hits
+        self.prefix_hash = hashlib.sha256(prefix.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ construction and persistence
     @classmethod
     def register_for_auto_class(cls, auto_class="AutoModel"):
         """Called by AutoModel on remote-code classes; the repo's config.json already carries the auto_map."""
 
+    HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=torch.float32, **kwargs):
-        """Load a GRACE repo or folder: the causal LM, its tokenizer and ``grace_config.json`` (defaults if absent)."""
-        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, device_map=None, dtype=None,
+                        attn_implementation=None, torch_dtype=None, **kwargs):
+        """Load a GRACE repo or folder: the causal LM, its tokenizer and ``grace_config.json`` (defaults if absent).
+
+        ``device_map``, ``dtype`` (a dtype, its name or ``"auto"``) and ``attn_implementation`` are transformers'; with
+        neither placement given, a CUDA GPU is used in bf16 when there is one, else the CPU in fp32. ``revision`` (and
+        the other Hub arguments) apply to the weights, the tokenizer and the GRACE settings alike.
+        """
+        unknown = sorted(set(kwargs) - set(cls.HUB_KWARGS) - {"trust_remote_code", "_from_auto", "adapter_kwargs"})
+        if unknown:
+            raise TypeError(f"GraceEmbedder.from_pretrained got unexpected arguments {unknown}")
+        hub = {k: kwargs[k] for k in cls.HUB_KWARGS if kwargs.get(k) is not None}
         path = str(pretrained_model_name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, **hub)
+        model = load_causal_lm(path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
+                               attn_implementation=attn_implementation, **hub)
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings_file = cached_file(path, GRACE_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
         grace_config = GraceConfig.load(settings_file) if settings_file else GraceConfig()
         revision = getattr(model.config, "_commit_hash", None) or (_folder_fingerprint(path) if os.path.isdir(path) else None)
-        return cls(model.eval(), tokenizer, grace_config, revision=revision)
+        return cls(model.eval(), tokenizer, grace_config, revision=revision, source=path)
 
     @classmethod
-    def from_base(cls, name_or_path, *, resolver=None, dtype=torch.float32, **settings):
-        """An untrained embedder from any chat LLM; ``settings`` are GraceConfig fields.
+    def from_base(cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings):
+        """An untrained embedder from any chat LLM; ``settings`` are GraceConfig fields; placement as in
+        ``from_pretrained``.
 
         The name is resolved with ``resolver`` (default: retrieval_policies' model resolution, with its offline
         fallback, when that package is installed; else the name is used as is).
@@ -186,9 +273,9 @@ class GraceEmbedder(torch.nn.Module):
             except ImportError:
                 resolver = str
         folder = str(resolver(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        model = load_causal_lm(folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        return cls(model.eval(), tokenizer, GraceConfig(**settings), revision=_folder_fingerprint(folder))
+        return cls(model.eval(), tokenizer, GraceConfig(**settings), revision=_folder_fingerprint(folder), source=folder)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """A repo that loads as AutoModel (remote code), AutoModelForCausalLM (plain) and SentenceTransformer."""
@@ -228,7 +315,8 @@ class GraceEmbedder(torch.nn.Module):
         return text if len(ids) <= limit else self.tokenizer.decode(ids[:limit]).strip()
 
     def prompt_ids(self, text: str) -> list[int]:
-        rendered = render_prompt(self.tokenizer, self.grace_config.system_prompt, text)
+        c = self.grace_config
+        rendered = render_prompt(self.tokenizer, c.system_prompt, text, c.chat_template_kwargs)
         return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
     def prefix_length(self, ids: list[int]) -> int:
@@ -240,7 +328,7 @@ class GraceEmbedder(torch.nn.Module):
             n += 1
         return n
 
-    def _eos_ids(self) -> set[int]:
+    def eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
         ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -249,7 +337,12 @@ class GraceEmbedder(torch.nn.Module):
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else min(self._eos_ids())
+        return pad if pad is not None else min(self.eos_ids())
+
+    @staticmethod
+    def text_seeds(texts: list[str], seed: int | None) -> list[int]:
+        base = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        return [text_seed(base, t) for t in texts]
 
     @torch.no_grad()
     def generate_rationales(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
@@ -260,14 +353,14 @@ class GraceEmbedder(torch.nn.Module):
         pad = self._pad_id()
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        eos = sorted(self._eos_ids())
+        eos = sorted(self.eos_ids())
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
         processors = LogitsProcessorList()
         if temperature > 0:
-            seeds = [text_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"), t) for t in texts]
-            processors.append(PerRowSampler(seeds, temperature, top_p))
-        output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                     logits_processor=processors)
+            processors.append(PerRowSampler(self.text_seeds(texts, seed), temperature, top_p))
+        with neutral_generation_config(self.model):
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                         logits_processor=processors)
         results = []
         for row in output[:, width:].tolist():
             cut = next((i for i, tok in enumerate(row) if tok in eos), None)
@@ -285,22 +378,117 @@ class GraceEmbedder(torch.nn.Module):
         pad = self._pad_id()
         input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
         attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        hidden = self.last_hidden_state(input_ids, attention)
         pool_mask = attention.clone()
         for row, p in enumerate(prefix_lengths):
             pool_mask[row, :p] = 0
         return mean_pool(hidden.float(), pool_mask)
 
+    def last_hidden_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's last hidden layer (after the final norm) from a forward of the **root** module.
+
+        Calling the root (not ``model.base_model``) runs the hooks that FSDP2 / ZeRO-3 put there (the embeddings and
+        the final norm are root-owned and stay sharded otherwise). The hidden state is taken by a hook on the
+        decoder, so no other layer is kept, and the LM head computes one position only (``logits_to_keep=1``).
+        """
+        model = self.model
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+        captured = []
+
+        def keep(module, args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            kwargs["logits_to_keep"] = 1
+        handle = decoder.register_forward_hook(keep)
+        try:
+            model(**kwargs)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"expected one decoder forward, saw {len(captured)}")
+        return captured[0]
+
+    # ------------------------------------------------------------------ vLLM rationales
+    VLLM_CHUNK = 4096  # texts handed to vLLM per call (it batches them itself)
+
+    def vllm_engine(self, **llm_kwargs):
+        """The ``vllm.LLM`` over this embedder's weights (made once; ``llm_kwargs`` on first use, e.g.
+        ``gpu_memory_utilization`` or ``tensor_parallel_size``; stored in ``self.vllm_kwargs``).
+
+        vLLM loads the weights from ``self.source`` (the folder or repo this embedder was loaded from): an embedder
+        whose weights were changed in memory must be saved first. The HF model stays on its device for pooling, so
+        by default vLLM takes half of the GPU's memory.
+        """
+        if self._vllm is not None:
+            return self._vllm
+        try:  # imported by name: transformers' remote-code check would otherwise require vllm to load the repo
+            vllm = importlib.import_module("vllm")
+        except ImportError as err:
+            raise ImportError('backend="vllm" needs vLLM (a GPU package): pip install "retrieval-policies[vllm]" '
+                              '(or pip install vllm); backend="hf" needs nothing more') from err
+        if self.source is None:
+            raise ValueError('backend="vllm" loads the weights from disk: build the embedder with from_pretrained/'
+                             'from_base, or save it and set .source to the folder')
+        c = self.grace_config
+        options = {"dtype": str(self.model.dtype).removeprefix("torch."), "seed": 0, "generation_config": "vllm",
+                   "gpu_memory_utilization": 0.5,
+                   "max_model_len": len(self._prefix) + c.max_text_tokens + c.max_new_tokens + 64,
+                   **getattr(self, "vllm_kwargs", {}), **llm_kwargs}
+        if self.revision and not str(self.revision).startswith("local-"):
+            options.setdefault("revision", self.revision)
+        self.vllm_kwargs = options
+        self._vllm = vllm.LLM(model=str(self.source), tokenizer=str(self.source), **options)
+        return self._vllm
+
+    def generate_rationales_vllm(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
+                                 temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], int | None]]:
+        """``generate_rationales`` with vLLM: one request per text, each with its own seed (so a seeded rationale
+        does not depend on its batch), stopping at the backbone's EOS ids; greedy at ``temperature=0``.
+
+        vLLM calls used (and faked in the tests): ``vllm.LLM(model=, tokenizer=, **options)``,
+        ``vllm.SamplingParams(n=1, temperature=, top_p=, max_tokens=, seed=, stop_token_ids=)``,
+        ``LLM.generate([{"prompt_token_ids": ids}, ...], sampling_params=[...], use_tqdm=False)`` and of each result
+        ``.outputs[0].token_ids``, ``.finish_reason``, ``.stop_reason``. Seeded sampling draws vLLM's own random
+        streams: the same seed gives other rationales than the HF backend's.
+        """
+        llm = self.vllm_engine()
+        SamplingParams = importlib.import_module("vllm").SamplingParams
+        eos = sorted(self.eos_ids())
+        seeds = self.text_seeds(texts, seed) if temperature > 0 else [None] * len(texts)
+        params = [SamplingParams(n=1, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, seed=s, stop_token_ids=eos) for s in seeds]
+        outputs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts], sampling_params=params, use_tqdm=False)
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        results = []
+        for output in outputs:
+            completion = output.outputs[0]
+            ids = list(completion.token_ids)
+            cut = next((i for i, tok in enumerate(ids) if tok in eos), None)
+            if cut is not None:
+                results.append((ids[:cut], ids[cut]))
+            elif completion.finish_reason == "stop":  # ended by an EOS that vLLM left out of the ids
+                stop = completion.stop_reason
+                results.append((ids, stop if isinstance(stop, int) else self.tokenizer.eos_token_id))
+            else:
+                results.append((ids, None))
+        return results
+
     # ------------------------------------------------------------------ encode
     def encode(self, texts, *, rationale: bool = True, batch_size: int = 8, max_new_tokens: int | None = None,
                temperature: float | None = None, top_p: float | None = None, seed=_UNSET, normalize: bool | None = None,
-               return_rationales: bool = False, show_progress_bar: bool | None = None, cache_dir: str | os.PathLike | None = None):
+               return_rationales: bool = False, show_progress_bar: bool | None = None, cache_dir: str | os.PathLike | None = None,
+               backend: str | None = None):
         """Embed ``texts`` (a string or a list of strings).
 
         rationale=True: generate a rationale per text (batched, sorted by length), then embed prompt ⊕ rationale
         (⊕ EOS when ``pool_eos`` and one was generated). rationale=False: embed the prompt alone (the fast path,
         the paper's Base row). ``temperature=0`` is greedy; with a ``seed`` sampled rationales are reproducible.
         ``cache_dir`` keeps generated rationales on disk keyed by model revision, text and generation settings.
+        ``backend`` ("hf" or "vllm"; default from ``grace_config.json``) is who writes the rationales: vLLM gets all
+        of a chunk's prompts at once (one request and seed per text), the pooling pass is always this HF model.
         Returns a float32 array [n, dim] (1-D for a single string), plus the rationales when ``return_rationales``.
         """
         single = isinstance(texts, str)
@@ -322,6 +510,9 @@ class GraceEmbedder(torch.nn.Module):
             "seed": c.seed if seed is _UNSET else seed,
         }
         normalize = c.normalize if normalize is None else normalize
+        backend = c.backend if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; known: {list(BACKENDS)}")
         if show_progress_bar is None:
             show_progress_bar = len(set(texts)) > 4 * batch_size
         cache = None
@@ -342,23 +533,34 @@ class GraceEmbedder(torch.nn.Module):
         order = sorted(range(len(clean)), key=lambda i: -len(prompts[i]))
         embeddings: list[torch.Tensor | None] = [None] * len(clean)
         rationales: list[str | None] = [None] * len(clean)
+        # the system prefix is in the key: a template rendering another date (or system prompt) never hits
         key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens,
-                        "cache_format": RationaleCache.FORMAT}
+                        "system_prefix": self.prefix_hash, "cache_format": RationaleCache.FORMAT}
+        # HF generates one batch at a time; vLLM schedules a whole chunk itself (continuous batching)
+        chunk_size = batch_size if backend == "hf" or not rationale else max(batch_size, self.VLLM_CHUNK)
+        bar = tqdm(total=len(order), desc="GRACE encode", unit="text", disable=not show_progress_bar)
         try:
-            for start in tqdm(range(0, len(order), batch_size), desc="GRACE encode", disable=not show_progress_bar):
-                batch = order[start : start + batch_size]
-                sequences = [prompts[i] for i in batch]
+            for chunk_start in range(0, len(order), chunk_size):
+                chunk = order[chunk_start : chunk_start + chunk_size]
+                generated = {}
                 if rationale:
-                    generated = self._rationales_for(batch, clean, prompts, settings, cache, key_settings)
-                    sequences = [prompts[i] + ids + ([eos] if eos is not None and c.pool_eos else []) for i, (ids, eos) in zip(batch, generated)]
-                    for i, (ids, _) in zip(batch, generated):
-                        rationales[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
-                vectors = self.embed_sequences(sequences, [self.prefix_length(prompts[i]) for i in batch])
-                if normalize:
-                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
-                for i, vector in zip(batch, vectors):
-                    embeddings[i] = vector.cpu()
+                    generated = dict(zip(chunk, self._rationales_for(chunk, clean, prompts, settings, cache, key_settings, backend)))
+                for start in range(0, len(chunk), batch_size):
+                    batch = chunk[start : start + batch_size]
+                    sequences = [prompts[i] for i in batch]
+                    if rationale:
+                        sequences = [prompts[i] + ids + ([eos] if eos is not None and c.pool_eos else [])
+                                     for i, (ids, eos) in ((i, generated[i]) for i in batch)]
+                        for i in batch:
+                            rationales[i] = self.tokenizer.decode(generated[i][0], skip_special_tokens=True)
+                    vectors = self.embed_sequences(sequences, [self.prefix_length(prompts[i]) for i in batch])
+                    if normalize:
+                        vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+                    for i, vector in zip(batch, vectors.cpu()):
+                        embeddings[i] = vector
+                    bar.update(len(batch))
         finally:
+            bar.close()
             self.model.train(was_training)
         rows = [position[text] for text in requested]
         out = torch.stack(embeddings)[rows].numpy()
@@ -367,12 +569,13 @@ class GraceEmbedder(torch.nn.Module):
             return (out[0], rationales[0]) if single else (out, rationales)
         return out[0] if single else out
 
-    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings) -> list[tuple[list[int], int | None]]:
+    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings, backend="hf") -> list[tuple[list[int], int | None]]:
         keys = [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)
         found = [cache.get(k) if cache else None for k in keys]
         missing = [j for j, hit in enumerate(found) if hit is None]
         if missing:
-            fresh = self.generate_rationales([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
+            generate = self.generate_rationales if backend == "hf" else self.generate_rationales_vllm
+            fresh = generate([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
             for j, (ids, eos) in zip(missing, fresh):
                 found[j] = {"ids": ids, "eos": eos}
                 if cache:
@@ -389,13 +592,26 @@ class GraceSentenceTransformerModule(torch.nn.Module):
         super().__init__()
         self.embedder = embedder
 
+    # the model_kwargs of SentenceTransformer(..., model_kwargs=...) that reach GraceEmbedder.from_pretrained
+    MODEL_KWARGS = ("device_map", "dtype", "torch_dtype", "attn_implementation")
+
     @classmethod
     def load(cls, model_name_or_path, subfolder: str = "", token=None, cache_folder=None, revision=None,
-             local_files_only: bool = False, **kwargs):
+             local_files_only: bool = False, model_kwargs: dict | None = None, **kwargs):
+        """sentence-transformers' loader. Its ``device=`` is applied afterwards (``SentenceTransformer.to``), and
+        ``model_kwargs`` (dtype, device_map, attn_implementation) go to the backbone."""
         hub = {"token": token, "cache_dir": cache_folder, "revision": revision, "local_files_only": local_files_only}
         if subfolder:
             hub["subfolder"] = subfolder
-        return cls(GraceEmbedder.from_pretrained(model_name_or_path, **{k: v for k, v in hub.items() if v is not None}))
+        model_kwargs = dict(model_kwargs or {})
+        unknown = sorted(set(model_kwargs) - set(cls.MODEL_KWARGS))
+        if unknown:
+            raise ValueError(f"model_kwargs {unknown} are not used by a GRACE repo; known: {list(cls.MODEL_KWARGS)}")
+        if "device_map" not in model_kwargs and "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
+            # sentence-transformers moves the module to its own `device` next: load on the CPU in fp32 and let it
+            model_kwargs["device_map"] = "cpu"
+        return cls(GraceEmbedder.from_pretrained(model_name_or_path, **{k: v for k, v in hub.items() if v is not None},
+                                                 **model_kwargs))
 
     def preprocess(self, inputs, prompt=None, **kwargs) -> dict:
         if prompt:
