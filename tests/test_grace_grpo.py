@@ -21,7 +21,7 @@ from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dataset_io import write_dataset_folder
 from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, to_grpo_rows
 from retrieval_policies.grace.training import load_grace_policy
-from retrieval_policies.models.grace import GraceEmbedder
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [{"query": "a young dog", "positive": "Puppies are young dogs that bark and play.", "negative": "Cats purr when content."},
@@ -189,3 +189,68 @@ def test_grpo_recipe_with_lora_merges_the_adapter_into_a_grace_repo(tiny_folder,
     assert result.returncode == 0, result.stderr[-6000:]
     assert not (out / "adapter_config.json").exists()  # merged: the repo is a plain causal LM again
     assert _loads_as_grace(out)["class"] == "GraceEmbedder"
+
+
+def test_reward_embeds_the_prompt_ids_trl_generated_from_and_truncates_extra_texts_like_encode(tiny_folder, monkeypatch):
+    import trl.models
+
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    grace_config.max_text_tokens = 4
+    trainer = _fake_trainer(model, tokenizer)
+    trainer.chat_template_kwargs = {"date_string": "01 Dec 2026"}  # what TRL rendered the main prompts with
+    trainer.args.ds3_gather_for_generation = False
+    trainer.args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    unwrapped = []
+    real_unwrap = trl.models.unwrap_model_for_generation
+    monkeypatch.setattr(trl.models, "unwrap_model_for_generation",
+                        lambda *a, **k: unwrapped.append(k) or real_unwrap(*a, **k))
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config).bind(trainer)
+    rows = to_grpo_rows(ROWS[:2], "supervised", grace_config)
+    members = [row for row in rows for _ in range(2)]
+    trainer.last_prompt_ids = [[1, 5, 6, 7, i] for i in range(4)]  # not what re-rendering the texts would give
+    reward([r["prompt"] for r in members], [[{"role": "assistant", "content": "…"}]] * 4, [[10, 2], [11, 2], [12, 2], [13, 2]],
+           row_index=[r["row_index"] for r in members], query=[r["query"] for r in members],
+           negative=[r["negative"] for r in members])
+    assert reward.last_call["main"] == [[1, 5, 6, 7, i, 10 + i, 2] for i in range(4)]
+    embedder = GraceEmbedder(model, tokenizer, GraceConfig(max_text_tokens=4, chat_template_kwargs=trainer.chat_template_kwargs))
+    query = ROWS[0]["query"]
+    extra = reward.last_call["extra"][query]
+    expected_prompt = embedder.prompt_ids(embedder.truncate_text(query))
+    assert extra[: len(expected_prompt)] == expected_prompt
+    negative_prompt = embedder.prompt_ids(embedder.truncate_text(ROWS[0]["negative"]))
+    assert negative_prompt != embedder.prompt_ids(ROWS[0]["negative"])  # the cut mattered
+    assert reward.last_call["extra"][ROWS[0]["negative"]][: len(negative_prompt)] == negative_prompt
+    assert unwrapped == [{"gather_deepspeed3_params": False, "gradient_checkpointing_kwargs": {"use_reentrant": False}}]
+
+
+def test_reward_refuses_a_trainer_that_does_not_keep_prompt_ids(tiny_folder):
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config).bind(_fake_trainer(model, tokenizer))
+    with pytest.raises(RuntimeError, match="GraceGRPOTrainer"):
+        reward([[{"role": "user", "content": "x"}]], ["c"], [[2]], row_index=[0], query=["q"], negative=["n"])
+
+
+def test_lora_export_under_fsdp_or_deepspeed_writes_a_merged_grace_repo(tiny_folder, tmp_path):
+    """Under DeepSpeed/FSDP ``save_model`` gathers the weights but, for a PEFT model, writes the adapter only."""
+    from peft import LoraConfig, get_peft_model
+
+    from retrieval_policies.grace.training import export_grace_repo
+
+    model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    out = tmp_path / "out"
+
+    class ShardedTrainer:
+        is_deepspeed_enabled, is_fsdp_enabled = False, True
+        accelerator = Accelerator(cpu=True)
+        state = SimpleNamespace(save_to_json=lambda path: Path(path).write_text("{}"))
+
+        def save_model(self, output_dir):
+            peft_model.save_pretrained(output_dir)  # what Trainer.save_model does with a PEFT model
+
+    folder = export_grace_repo(ShardedTrainer(), tokenizer, grace_config, str(out))
+    assert not (folder / "adapter_config.json").exists() and (folder / "lora_adapter" / "adapter_config.json").is_file()
+    assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_grace.GraceEmbedder"
+    loaded = GraceEmbedder.from_pretrained(folder)
+    merged = peft_model.merge_and_unload()
+    torch.testing.assert_close(loaded.model.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)

@@ -1,0 +1,76 @@
+"""A fake of exactly the vLLM calls GraceEmbedder's vLLM backend makes (vLLM cannot run on these CPUs):
+``LLM(model=, tokenizer=, **options)``, ``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)`` and
+``LLM.generate([{"prompt_token_ids": ids}], sampling_params=[...], use_tqdm=False)`` returning results with
+``.outputs[0].token_ids``, ``.finish_reason`` ("stop" / "length") and ``.stop_reason``.
+
+It generates with transformers on the CPU, one request at a time: greedy at temperature 0, else temperature + top-p
+sampling from a ``torch.Generator`` seeded by the request's own seed. Like vLLM it keeps the stop token in
+``token_ids``. Every LLM made and every call is recorded in ``CALLS`` for the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM
+
+CALLS: list[tuple[str, dict]] = []
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = 16
+    seed: int | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CompletionOutput:
+    token_ids: list[int]
+    finish_reason: str
+    stop_reason: int | None
+
+
+@dataclass
+class RequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+
+
+class LLM:
+    def __init__(self, model: str, tokenizer: str | None = None, **options):
+        CALLS.append(("LLM", {"model": model, "tokenizer": tokenizer, **options}))
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+
+    @torch.no_grad()
+    def generate(self, prompts, sampling_params=None, use_tqdm=True):
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        CALLS.append(("generate", {"prompts": [list(p["prompt_token_ids"]) for p in prompts], "params": params}))
+        return [self._one(list(p["prompt_token_ids"]), sp) for p, sp in zip(prompts, params)]
+
+    def _one(self, prompt: list[int], sp: SamplingParams) -> RequestOutput:
+        if sp.n != 1:
+            raise NotImplementedError("the fake implements n=1 only")
+        generator = torch.Generator().manual_seed(sp.seed) if sp.seed is not None else None
+        ids, stop = list(prompt), set(sp.stop_token_ids)
+        out = []
+        for _ in range(sp.max_tokens):
+            logits = self.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+            if sp.temperature == 0:
+                token = int(logits.argmax())
+            else:
+                probs = (logits / sp.temperature).softmax(-1)
+                if sp.top_p < 1.0:
+                    sorted_probs, order = probs.sort(descending=True)
+                    keep = sorted_probs.cumsum(-1) - sorted_probs < sp.top_p
+                    probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+                token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+            out.append(token)
+            ids.append(token)
+            if token in stop:
+                return RequestOutput(prompt, [CompletionOutput(out, "stop", token)])
+        return RequestOutput(prompt, [CompletionOutput(out, "length", None)])
