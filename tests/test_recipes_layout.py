@@ -87,3 +87,32 @@ def test_dynamicrag_paper_configs_carry_the_published_settings():
         assert sft["max_passages"] == passages and sft["learning_rate"] == 1e-5 and sft["num_train_epochs"] == 3
         assert dpo["learning_rate"] == 5e-6 and dpo["beta"] == 0.1 and dpo["loss_type"] == ["sigmoid"]
         assert sft["bf16"] and dpo["bf16"] and sft["seed"] == 42
+
+
+GRACE_PAPER_CONFIGS = [p for p in RECIPE_CONFIGS if p.parents[1].name == "grace" and "SmolLM2" not in str(p)]
+
+
+@pytest.mark.parametrize("path", GRACE_PAPER_CONFIGS, ids=lambda p: str(p.relative_to(RECIPES)))
+def test_grace_paper_configs_batch_and_vllm_settings(path):
+    """The published run: 64 prompts x 8 per generation, 4 optimiser steps of 128, on the GPU count the YAML names;
+    vLLM's context fits prompt + completion, and no importance-sampling correction (the published objective has none)."""
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    per_step = config["per_device_train_batch_size"] * config["num_processes"] * config.get("gradient_accumulation_steps", 1)
+    assert per_step == 128 and config["generation_batch_size"] == 512 and config["num_generations"] == 8
+    assert config["vllm_max_model_length"] == 3072 and config["vllm_importance_sampling_correction"] is False
+    assert f"--num_processes {config['num_processes']}" in path.read_text()
+    assert config["dataset_name"].endswith(path.parent.name)  # the length filter used this backbone's tokenizer
+
+
+def test_a_recipe_refuses_another_process_count():
+    from types import SimpleNamespace
+
+    from retrieval_policies.training import check_process_count
+
+    args = SimpleNamespace(per_device_train_batch_size=32, gradient_accumulation_steps=1)
+    check_process_count(None, args)
+    check_process_count(1, args)  # this test runs as one process
+    with pytest.raises(ValueError, match="set for 4 processes, launched with 1: .* 128 / 1"):
+        check_process_count(4, args)

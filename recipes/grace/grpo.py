@@ -20,7 +20,7 @@ from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, grace_chat_template_kwargs, to_grpo_rows
 from retrieval_policies.grace.rewards import RewardWeights
 from retrieval_policies.grace.training import export_grace_repo, grace_repo_callback, load_grace_policy
-from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
+from retrieval_policies.training import check_process_count, checkpoint_to_resume, load_split, torch_dtype
 
 
 @dataclass
@@ -36,6 +36,7 @@ class GraceScriptArguments:
     extra_temperature: float = 0.5  # the query/negative (or second-view) rollouts
     embedding_batch_size: int = 16
     rationales_to_log: int = 2
+    num_processes: int | None = None  # the GPU count the batch sizes are set for; checked at launch when given
 
 
 ARGUMENTS = (GraceScriptArguments, GRPOConfig, ModelConfig)  # what TrlParser reads the YAML config into
@@ -43,6 +44,7 @@ ARGUMENTS = (GraceScriptArguments, GRPOConfig, ModelConfig)  # what TrlParser re
 
 def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_process_count(script_args.num_processes, training_args)
     if training_args.scale_rewards != "none" or training_args.beta != 0:
         logging.getLogger(__name__).warning("scale_rewards=%r, beta=%r: not GRACE's published settings (none, 0)",
                                             training_args.scale_rewards, training_args.beta)

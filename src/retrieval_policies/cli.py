@@ -75,20 +75,58 @@ def _hub_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _placement(args: argparse.Namespace) -> dict:
+    """GraceEmbedder.from_pretrained's placement arguments from --device / --dtype / --attn-implementation."""
+    from .grace.corpus import local_device
+
+    out = {"device_map": local_device(args.device), "dtype": args.dtype, "attn_implementation": args.attn_implementation}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _grace_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.run import evaluate_model, format_table
 
     options = {}
     if not args.sentence_transformer:
         options = {k: v for k, v in {"rationale": not args.no_rationale, "temperature": args.temperature,
-                                     "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                                     "max_new_tokens": args.max_new_tokens, "seed": args.seed, "backend": args.backend,
                                      "cache_dir": args.rationale_cache}.items() if v is not None}
         if args.documents_without_rationale:
             options["document_options"] = {"rationale": False}
-    rows = evaluate_model(args.model, tasks=args.tasks, output_dir=args.output_dir, name=args.name,
-                          sentence_transformer=args.sentence_transformer, batch_size=args.batch_size, **options)
+    if args.tasks and args.benchmark:
+        print("error: give --tasks or --benchmark, not both", file=sys.stderr)
+        return 2
+    try:
+        rows = evaluate_model(args.model, tasks=args.tasks, benchmark=args.benchmark, output_dir=args.output_dir,
+                              name=args.name, sentence_transformer=args.sentence_transformer, batch_size=args.batch_size,
+                              placement=_placement(args), **options)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(format_table(rows))
     print(f"mteb result files under {args.output_dir}/results/")
+    return 0
+
+
+def _grace_encode(args: argparse.Namespace) -> int:
+    from .assets import resolve_model
+    from .grace.corpus import encode_corpus
+    from .models.grace import GraceEmbedder
+
+    embedder = GraceEmbedder.from_pretrained(resolve_model(args.model), **_placement(args))
+    try:
+        manifest = encode_corpus(embedder, args.data, args.output, model_name=args.model, config=args.config,
+                                 split=args.split, column=args.column, id_column=args.id_column,
+                                 batch_size=args.batch_size or 8, shard_size=args.shard_size, backend=args.backend,
+                                 rationale=not args.no_rationale, max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, seed=args.seed, show_progress_bar=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if manifest is not None:
+        rate = manifest["encoded_now"] / manifest["seconds"] if manifest["seconds"] else 0.0
+        print(f"{manifest['rows']} texts in {len(manifest['shards'])} shards under {args.output} "
+              f"({manifest['encoded_now']} encoded now by {manifest['processes']} process(es), {rate:.1f} texts/s)")
     return 0
 
 
@@ -116,6 +154,12 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args.output_dir, model=args.model, force=True if args.force else None)
+
+
+def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="device_map: cuda, cuda:1, auto, cpu (default: cuda when a GPU is there, else cpu)")
+    parser.add_argument("--dtype", help="bfloat16, float16, float32 or auto (default: bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument("--attn-implementation", help="transformers' attn_implementation (e.g. sdpa, flash_attention_2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = grace.add_parser("evaluate", help="mteb evaluation: local tasks offline, built-in MTEB tasks with a Hub")
     evaluate.add_argument("--model", required=True, help="GRACE repo or folder, a chat LLM name (untrained GRACE), or with --sentence-transformer any sentence-transformers model")
     evaluate.add_argument("--tasks", nargs="+", help="local task names (default: all) and/or built-in MTEB task names")
+    evaluate.add_argument("--benchmark", help="an mteb benchmark (e.g. 'MTEB(eng, v1)') or a project preset: "
+                                              "grace-paper-56 (the paper's 56 English tasks), grace-ablation-16")
     evaluate.add_argument("--output-dir", default="results/mteb", help="mteb ResultCache folder (default results/mteb)")
     evaluate.add_argument("--name", help="model name in the result files (default from --model)")
     evaluate.add_argument("--sentence-transformer", action="store_true", help="evaluate a plain sentence-transformers model (baselines)")
@@ -158,7 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
     evaluate.add_argument("--documents-without-rationale", action="store_true", help="treat documents differently from queries: no rationale for documents")
+    evaluate.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
+    _add_placement_arguments(evaluate)
     evaluate.set_defaults(func=_grace_evaluate)
+
+    encode = grace.add_parser("encode", help="embed a corpus of any size into Parquet shards + a manifest (resumable; "
+                                             "one slice per process under accelerate launch)")
+    encode.add_argument("--model", required=True, help="GRACE repo or folder, or a chat LLM name (untrained GRACE)")
+    encode.add_argument("--data", required=True, help="dataset folder, Parquet/JSONL file or Hub dataset id (streamed)")
+    encode.add_argument("--config", help="dataset config")
+    encode.add_argument("--split", default="train")
+    encode.add_argument("--column", default="text", help="the text column (default text)")
+    encode.add_argument("--id-column", default="id", help="the id column (default id; the row number when absent)")
+    encode.add_argument("--output", required=True, help="folder for the shards and manifest.json (rerun to resume)")
+    encode.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
+    encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default 8)")
+    encode.add_argument("--shard-size", type=int, default=10_000, help="rows per Parquet shard (default 10000)")
+    encode.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)")
+    encode.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
+    encode.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
+    encode.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
+    encode.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_placement_arguments(encode)
+    encode.set_defaults(func=_grace_encode)
 
     dynamicrag = commands.add_parser("dynamicrag", help="DynamicRAG rerankers").add_subparsers(dest="action", required=True)
     dr_eval = dynamicrag.add_parser("evaluate", help="rerank -> answer over an evaluation set, with fixed top-k baselines")

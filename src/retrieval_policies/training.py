@@ -48,6 +48,21 @@ def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32, attn_im
     return folder, model, tokenizer
 
 
+def check_process_count(expected: int | None, training_args) -> None:
+    """A recipe whose batch sizes are set for ``expected`` processes refuses another count: the per-step batch (and
+    with it the published optimiser-step size) would silently change."""
+    if expected is None:
+        return
+    from accelerate import PartialState
+
+    actual = PartialState().num_processes
+    if actual != expected:
+        per_step = expected * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+        raise ValueError(f"this recipe is set for {expected} processes, launched with {actual}: set "
+                         f"per_device_train_batch_size (x gradient_accumulation_steps) to {per_step} / {actual} and "
+                         f"num_processes: {actual}, or launch with --num_processes {expected}")
+
+
 def checkpoint_to_resume(training_args) -> str | None:
     """``resume_from_checkpoint`` if given, else the last checkpoint in the output folder (open-r1's behaviour)."""
     from transformers.trainer_utils import get_last_checkpoint

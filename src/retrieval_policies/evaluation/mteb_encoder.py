@@ -15,7 +15,7 @@ from mteb.types import PromptType
 from ..models.grace import GraceEmbedder
 
 # Keyword arguments of GraceEmbedder.encode that an evaluation may set.
-ENCODE_OPTIONS = ("rationale", "max_new_tokens", "temperature", "top_p", "seed", "cache_dir")
+ENCODE_OPTIONS = ("rationale", "max_new_tokens", "temperature", "top_p", "seed", "cache_dir", "backend")
 
 
 def _license_of(embedder: GraceEmbedder) -> str | None:

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .benchmarks import resolve_benchmark
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,30 +43,34 @@ def results_name(model: str) -> str:
     return model
 
 
-def evaluate_model(model: str, *, tasks: list[str] | None = None, output_dir: str | Path = "results/mteb",
-                   sentence_transformer: bool = False, name: str | None = None, batch_size: int = 8,
-                   document_options: dict | None = None, query_options: dict | None = None, **encode_options) -> list[ScoreRow]:
-    """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model; write mteb's result
-    files under ``output_dir`` and return the main score of each task."""
+def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str | None = None,
+                   output_dir: str | Path = "results/mteb", sentence_transformer: bool = False, name: str | None = None,
+                   batch_size: int = 8, placement: dict | None = None, document_options: dict | None = None,
+                   query_options: dict | None = None, **encode_options) -> list[ScoreRow]:
+    """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model on ``tasks`` or a
+    ``benchmark`` (an mteb benchmark name or a project preset); write mteb's result files under ``output_dir`` and
+    return the main score of each task. ``placement``: ``device_map`` / ``dtype`` / ``attn_implementation``."""
     import mteb
 
     from ..assets import resolve_model
 
+    task_list = resolve_benchmark(benchmark) if benchmark else resolve_tasks(tasks)  # before any model is loaded
     path = resolve_model(model)
     name = name or results_name(model)
+    placement = placement or {}
     if sentence_transformer:
         from sentence_transformers import SentenceTransformer
 
-        encoder = SentenceTransformer(str(path))
+        model_kwargs = {k: v for k, v in placement.items() if k in ("dtype", "attn_implementation")}
+        encoder = SentenceTransformer(str(path), device=placement.get("device_map"), model_kwargs=model_kwargs or None)
         encoder.model_card_data.model_name = name
     else:
         from ..models.grace import GraceEmbedder
         from .mteb_encoder import GraceMtebEncoder
 
-        embedder = GraceEmbedder.from_pretrained(path)
+        embedder = GraceEmbedder.from_pretrained(path, **placement)
         encoder = GraceMtebEncoder(embedder, name=name, batch_size=batch_size, query_options=query_options,
                                    document_options=document_options, **encode_options)
-    task_list = resolve_tasks(tasks)
     results = mteb.evaluate(encoder, task_list, cache=mteb.ResultCache(str(output_dir)), encode_kwargs={"batch_size": batch_size},
                             overwrite_strategy="always", show_progress_bar=False)
     by_name = {r.task_name: r for r in results.task_results}

@@ -35,12 +35,23 @@ def passage_text(passage: dict) -> str:
     return f"{title}. {passage['text']}" if title else passage["text"]
 
 
-def _encode_fn(encoder, batch_size: int) -> Callable[[list[str]], np.ndarray]:
-    """A sentence-transformers model or a GRACE embedder → texts to L2-normalised float32 vectors."""
+def _faiss_or_none(embeddings: np.ndarray):
+    try:
+        from ..grace.corpus import faiss_index
+
+        return faiss_index(embeddings, hnsw_above=0)
+    except ImportError:
+        logger.warning("%d passages and faiss-cpu is not installed: exact search (pip install faiss-cpu)", len(embeddings))
+        return None
+
+
+def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> Callable[[list[str]], np.ndarray]:
+    """A sentence-transformers model or a GRACE embedder → texts to L2-normalised float32 vectors (``grace_options``:
+    the encode settings the corpus was embedded with, so queries are embedded alike)."""
     def encode(texts: list[str]) -> np.ndarray:
         kwargs = {"batch_size": batch_size, "show_progress_bar": len(texts) > 4 * batch_size}
         if hasattr(encoder, "grace_config"):
-            vectors = encoder.encode(texts, **kwargs)
+            vectors = encoder.encode(texts, **kwargs, **(grace_options or {}))
         else:
             vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, **kwargs)
         return np.asarray(vectors, dtype=np.float32)
@@ -58,13 +69,32 @@ class DenseRetriever:
         self.embeddings = self._corpus_embeddings(cache_dir)
         self._index = None
         if len(corpus) > faiss_threshold:
-            try:
-                import faiss
-            except ImportError:
-                logger.warning("%d passages and faiss-cpu is not installed: exact search (pip install faiss-cpu)", len(corpus))
-            else:
-                self._index = faiss.IndexHNSWFlat(self.embeddings.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-                self._index.add(self.embeddings)
+            self._index = _faiss_or_none(self.embeddings)
+
+    @classmethod
+    def from_encoded(cls, folder: str | os.PathLike, encoder=None, *, batch_size: int = 32,
+                     faiss_threshold: int = FAISS_THRESHOLD, **encoder_options) -> "DenseRetriever":
+        """Search the output of ``retrieval-policies grace encode`` without re-embedding the corpus. The queries are
+        embedded by ``encoder`` (default: the manifest's model, with its settings; ``encoder_options`` are
+        ``GraceEmbedder.from_pretrained``'s placement arguments)."""
+        from ..grace.corpus import load_encoded
+
+        passages, embeddings, manifest = load_encoded(folder)
+        settings = manifest["settings"]
+        if encoder is None:
+            from ..assets import resolve_model
+            from ..models.grace import GraceEmbedder
+
+            encoder = GraceEmbedder.from_pretrained(resolve_model(settings["model"]), **encoder_options)
+        self = cls.__new__(cls)
+        self.corpus, self.encoder_id, self.embeddings = passages, f"{settings['model']}@{settings['revision']}", embeddings
+        self._encode = _encode_fn(encoder, batch_size, {k: settings[k] for k in ("rationale", "max_new_tokens", "temperature",
+                                                                                 "top_p", "seed")}
+                                  if hasattr(encoder, "grace_config") else None)
+        self._index = None
+        if len(passages) > faiss_threshold:
+            self._index = _faiss_or_none(embeddings)
+        return self
 
     def cache_path(self, cache_dir: str | os.PathLike) -> Path:
         key = hashlib.sha256(f"{self.encoder_id}\x00{corpus_fingerprint(self.corpus)}".encode()).hexdigest()[:16]
