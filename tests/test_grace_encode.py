@@ -1,0 +1,164 @@
+"""`retrieval-policies grace encode`: a streamed corpus into Parquet shards + a manifest, resumed after a kill with the
+same output as an uninterrupted run, split between 2 processes under `accelerate launch`, and read back by
+DenseRetriever and FAISS; the benchmark presets resolve through mteb offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import transformers
+from transformers import AutoTokenizer
+
+from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+from retrieval_policies.grace.corpus import load_encoded
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "retrieval_policies.cli", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                      eos_token_id=2, pad_token_id=2, bos_token_id=1)
+    folder = tmp_path_factory.mktemp("grace")
+    GraceEmbedder(transformers.LlamaForCausalLM(config).eval(), tokenizer,
+                  GraceConfig(max_new_tokens=6, temperature=1.0, seed=7)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    from retrieval_policies.corpora import iter_wikipedia_passages
+
+    rows = [{"id": f"p{i}", "text": p.text[:300]} for i, p in zip(range(45), iter_wikipedia_passages())]
+    path = tmp_path_factory.mktemp("corpus") / "passages.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows
+
+
+def _encode(model, data, out, *extra, **popen):
+    return [*CLI, "grace", "encode", "--model", str(model), "--data", str(data), "--output", str(out),
+            "--shard-size", "10", "--batch-size", "4", "--no-progress", *extra]
+
+
+def _read(folder):
+    passages, vectors, manifest = load_encoded(folder, with_rationales=True)
+    return passages, vectors, manifest
+
+
+def test_encode_writes_shards_and_a_manifest_matching_encode(model_folder, corpus_file, tmp_path):
+    path, rows = corpus_file
+    out = tmp_path / "encoded"
+    result = subprocess.run(_encode(model_folder, path, out), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "45 texts in 5 shards" in result.stdout
+    passages, vectors, manifest = _read(out)
+    assert [p["id"] for p in passages] == [r["id"] for r in rows] and manifest["rows"] == 45
+    assert manifest["settings"]["revision"] and manifest["settings"]["seed"] == 7 and manifest["embedding_dim"] == 32
+    assert sorted(f.name for f in out.glob("shard-*.parquet")) == [f"shard-{i:05d}.parquet" for i in range(5)]
+    embedder = GraceEmbedder.from_pretrained(model_folder)
+    expected, rationales = embedder.encode([r["text"] for r in rows[:10]], return_rationales=True)
+    np.testing.assert_allclose(vectors[:10], expected, atol=1e-5)
+    assert [p["rationale"] for p in passages[:10]] == rationales
+    assert pq.read_schema(out / "shard-00000.parquet").field("embedding").type.list_size == 32
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_output(model_folder, corpus_file, tmp_path):
+    path, _ = corpus_file
+    whole = tmp_path / "whole"
+    subprocess.run(_encode(model_folder, path, whole), check=True, capture_output=True, timeout=600, cwd=tmp_path)
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(_encode(model_folder, path, cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(cut.glob("shard-*.parquet"))) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted(p.name for p in cut.glob("shard-*.parquet"))
+    assert 2 <= len(finished) < 5 and not (cut / "manifest.json").exists()
+    stamps = {name: (cut / name).stat().st_mtime_ns for name in finished}
+    result = subprocess.run(_encode(model_folder, path, cut), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {name: (cut / name).stat().st_mtime_ns for name in finished} == stamps  # finished shards were not redone
+    a, b = _read(whole), _read(cut)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    assert b[2]["encoded_now"] == 45 - 10 * len(finished)
+
+
+def test_other_settings_are_refused_not_mixed(model_folder, corpus_file, tmp_path):
+    path, _ = corpus_file
+    out = tmp_path / "out"
+    subprocess.run(_encode(model_folder, path, out, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    again = subprocess.run(_encode(model_folder, path, out, "--temperature", "0"), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "other settings (rationale, temperature differ)" in again.stderr
+
+
+def test_bad_column_names_the_row(model_folder, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"id": "a", "text": "fine"}) + "\n" + json.dumps({"id": "b", "body": "no text"}) + "\n")
+    result = subprocess.run(_encode(model_folder, data, tmp_path / "o"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "bad.jsonl: row 1, column 'text' is NoneType, not a string" in result.stderr
+
+
+def test_two_processes_under_accelerate_launch(model_folder, corpus_file, tmp_path):
+    path, rows = corpus_file
+    single = tmp_path / "single"
+    subprocess.run(_encode(model_folder, path, single, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    double = tmp_path / "double"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               "-m", "retrieval_policies.cli", *_encode(model_folder, path, double, "--no-rationale")[3:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((double / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["rows"] == 45 and not list(double.glob(".manifest.process-*"))
+    a, b = _read(single), _read(double)
+    assert a[0] == b[0]
+    np.testing.assert_allclose(a[1], b[1], atol=1e-6)
+
+
+def test_dense_retriever_and_faiss_load_the_output(model_folder, corpus_file, tmp_path):
+    from retrieval_policies.grace.corpus import faiss_index
+    from retrieval_policies.retrieval.dense import DenseRetriever
+
+    path, rows = corpus_file
+    out = tmp_path / "enc"
+    subprocess.run(_encode(model_folder, path, out, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    retriever = DenseRetriever.from_encoded(out)
+    assert len(retriever.corpus) == 45
+    hits = retriever.search([rows[3]["text"]], top_n=3)[0]
+    assert retriever.corpus[hits[0][0]]["id"] == "p3"  # a passage is its own nearest neighbour (same settings)
+    pytest.importorskip("faiss")
+    _, vectors, _ = load_encoded(out)
+    scores, indices = faiss_index(vectors).search(vectors[3:4], 1)
+    assert indices[0][0] == 3
+
+
+def test_benchmark_presets_resolve_through_mteb_offline():
+    import mteb
+
+    from retrieval_policies.evaluation.benchmarks import ABLATION_16, PAPER_56, resolve_benchmark
+
+    paper = resolve_benchmark("grace-paper-56")
+    assert len(paper) == 56 and {t.metadata.name for t in paper} == {t.metadata.name for t in mteb.get_benchmark("MTEB(eng, v1)").tasks}
+    assert [t.metadata.name for t in resolve_benchmark("grace-ablation-16")] == list(ABLATION_16) and set(ABLATION_16) <= set(PAPER_56)
+    assert len(resolve_benchmark("MTEB(eng, v2)")) > 0
+    with pytest.raises(ValueError, match="unknown benchmark 'MTEB\\(eng, v9\\)'.*grace-paper-56"):
+        resolve_benchmark("MTEB(eng, v9)")
