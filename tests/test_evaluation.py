@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import mteb
+import numpy as np
 import pytest
 from scipy.stats import spearmanr
 from transformers import AutoTokenizer
@@ -144,7 +145,8 @@ def test_unknown_task_name_is_a_clear_error():
 @pytest.mark.slow
 def test_grace_evaluate_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "retrieval_policies.cli", "grace", "evaluate", "--model", DEFAULT_BASE_MODEL,
-                             "--tasks", "LocalLeeSTS", "--no-rationale", "--output-dir", str(tmp_path)],
+                             "--tasks", "LocalLeeSTS", "--no-rationale", "--output-dir", str(tmp_path),
+                             "--device", "cpu", "--dtype", "float32"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(l for l in result.stdout.splitlines() if l.startswith("LocalLeeSTS"))
@@ -164,3 +166,47 @@ def test_sentence_transformer_baseline_on_wordnet(tmp_path, wordnet_installed):
     assert rows[0].score == pytest.approx(0.5608, abs=0.005)  # the README's reference number
     assert "LocalWordNetDefinitionRetrieval" in format_table(rows)
     assert list(tmp_path.rglob("LocalWordNetDefinitionRetrieval.json"))
+
+
+def test_model_meta_loads_the_model_with_its_settings(tmp_path):
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_llama
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(tmp_path / "m")
+    embedder = GraceEmbedder.from_pretrained(tmp_path / "m")
+    meta = GraceMtebEncoder(embedder, name="org/m", temperature=0, document_options={"rationale": False}).mteb_model_meta
+    assert meta.training_datasets == set()  # an untrained backbone: no training data of its own
+    loaded = meta.load_model(device="cpu")
+    assert isinstance(loaded, GraceMtebEncoder) and loaded.encode_options == {"temperature": 0}
+    assert loaded.document_options == {"rationale": False} and loaded.model.device.type == "cpu"
+    np.testing.assert_allclose(loaded.model.encode(["a dog"], temperature=0), embedder.encode(["a dog"], temperature=0), atol=1e-6)
+    (tmp_path / "m" / "training_settings.json").write_text(json.dumps({"stage": "grpo-supervised", "script": {}}))
+    assert GraceMtebEncoder(GraceEmbedder.from_pretrained(tmp_path / "m"), name="org/m").mteb_model_meta.training_datasets is None
+
+
+def test_grace_evaluate_passes_placement_backend_and_benchmark(monkeypatch, tmp_path, capsys):
+    from retrieval_policies import cli
+    from retrieval_policies.evaluation import run
+
+    seen = {}
+    monkeypatch.setattr(run, "evaluate_model", lambda model, **kw: seen.update(kw, model=model) or [])
+    argv = ["grace", "evaluate", "--model", "org/m", "--device", "cpu", "--dtype", "bfloat16", "--attn-implementation", "eager",
+            "--backend", "vllm", "--benchmark", "grace-ablation-16", "--output-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert seen["placement"] == {"device_map": "cpu", "dtype": "bfloat16", "attn_implementation": "eager"}
+    assert (seen["backend"], seen["benchmark"], seen["tasks"]) == ("vllm", "grace-ablation-16", None)
+    assert cli.main(argv + ["--tasks", "LocalLeeSTS"]) == 2
+    assert "--tasks or --benchmark, not both" in capsys.readouterr().err
+
+
+def test_unknown_benchmark_fails_before_loading_a_model(monkeypatch):
+    from retrieval_policies.evaluation.run import evaluate_model
+    from retrieval_policies.models.grace import GraceEmbedder
+
+    monkeypatch.setattr(GraceEmbedder, "from_pretrained", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
+        evaluate_model(DEFAULT_BASE_MODEL, benchmark="nope")

@@ -32,12 +32,42 @@ def _license_of(embedder: GraceEmbedder) -> str | None:
     return None
 
 
+def grace_training_datasets(embedder: GraceEmbedder) -> set[str] | None:
+    """The mteb names of what the weights were trained on, from the repo's ``training_settings.json``: none for an
+    untrained backbone (no such file) or an unsupervised run (sentences, no MTEB task); a supervised run's list when its
+    settings name one (``script.mteb_training_datasets``), else unknown (None) rather than a guess."""
+    source = embedder.source or str(embedder.model.config.name_or_path)
+    settings = Path(source) / "training_settings.json" if source else None
+    if settings is None or not settings.is_file():
+        return set()
+    recorded = json.loads(settings.read_text())
+    if str(recorded.get("stage", "")).endswith("unsupervised"):
+        return set()
+    named = (recorded.get("script") or {}).get("mteb_training_datasets")
+    return set(named) if named is not None else None
+
+
+def load_grace_mteb_encoder(model_name: str, revision: str | None = None, device: str | None = None, *,
+                            model_path: str | None = None, batch_size: int = 8, **settings) -> "GraceMtebEncoder":
+    """mteb's loader for a GRACE model (``ModelMeta.load_model``): the repo (or ``model_path``) placed on ``device``,
+    with the experiment settings the results were made with (``query_*`` / ``document_*`` for one side)."""
+    hub = {"revision": revision} if revision and not str(revision).startswith("local-") and model_path is None else {}
+    embedder = GraceEmbedder.from_pretrained(model_path or model_name, device_map=device, **hub)
+    query = {k.removeprefix("query_"): v for k, v in settings.items() if k.startswith("query_")}
+    document = {k.removeprefix("document_"): v for k, v in settings.items() if k.startswith("document_")}
+    common = {k: v for k, v in settings.items() if not k.startswith(("query_", "document_"))}
+    return GraceMtebEncoder(embedder, name=model_name, batch_size=batch_size, query_options=query or None,
+                            document_options=document or None, **common)
+
+
 def grace_model_meta(embedder: GraceEmbedder, *, name: str, revision: str | None = None, license: str | None = None,
                      settings: dict | None = None) -> ModelMeta:
     parameters = sum(p.numel() for p in embedder.model.parameters())
     embedding = embedder.model.get_input_embeddings().weight.numel()
+    source = embedder.source or str(embedder.model.config.name_or_path)
     return ModelMeta(
-        loader=None,
+        loader=load_grace_mteb_encoder,
+        loader_kwargs={"model_path": source} if source and Path(source).exists() else {},
         name=name,
         revision=revision or embedder.revision,
         release_date=None,
@@ -54,7 +84,7 @@ def grace_model_meta(embedder: GraceEmbedder, *, name: str, revision: str | None
         framework=["PyTorch", "Sentence Transformers"],
         similarity_fn_name="cosine",
         use_instructions=False,
-        training_datasets=None,
+        training_datasets=grace_training_datasets(embedder),
         modalities=["text"],
         model_type=["dense"],
         experiment_kwargs=settings or None,

@@ -62,7 +62,8 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str
         from sentence_transformers import SentenceTransformer
 
         model_kwargs = {k: v for k, v in placement.items() if k in ("dtype", "attn_implementation")}
-        encoder = SentenceTransformer(str(path), device=placement.get("device_map"), model_kwargs=model_kwargs or None)
+        device = placement.get("device_map")
+        encoder = SentenceTransformer(str(path), device=None if device == "auto" else device, model_kwargs=model_kwargs or None)
         encoder.model_card_data.model_name = name
     else:
         from ..models.grace import GraceEmbedder
