@@ -1,7 +1,10 @@
 """GRACE encode throughput against plain baselines on the same backbone and inputs, measured in one run.
 
 (a) rationale mode vs a bare ``model.generate`` + one forward pass with hidden states (target: GRACE adds <= 10%);
-(b) ``rationale=False`` vs sentence-transformers mean pooling (target: >= 0.9x its throughput).
+(b) ``rationale=False`` vs sentence-transformers mean pooling (target: >= 0.9x its throughput);
+(c) rationale generation tokens/s at batch sizes 8, 32 and 64 against this machine's own fp32 matrix-multiply
+    throughput measured in the same run (the roofline: 2 x parameters FLOPs per generated token), and the batch size
+    ``grace encode`` picks here.
 Prints texts/s, tokens/s and the ratios. Run alone (no other torch job): .venv/bin/python benchmarks/grace_encode.py
 """
 
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--skip-batches", action="store_true", help="skip (c), the batch-size sweep")
     args = parser.parse_args()
     torch.set_num_threads(2)
     texts = [p.text for _, p in zip(range(args.texts), iter_wikipedia_passages())]
@@ -71,6 +75,40 @@ def main() -> None:
     _, t_st = timed(lambda: st.encode(texts, batch_size=args.batch_size))
     print(f"(b) GRACE rationale=False: {n / t_fast:6.2f} texts/s | sentence-transformers mean pooling: {n / t_st:6.2f} texts/s")
     print(f"    throughput ratio GRACE/ST: {t_st / t_fast:.2f}x (target >= 0.9x)")
+
+    if not args.skip_batches:
+        batch_sizes(grace, args.max_new_tokens)
+
+
+def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
+    """fp32 FLOP/s of this machine's torch matrix multiply (the roofline of a compute-bound step)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        done += 1
+    return 2 * size ** 3 * done / (time.perf_counter() - start)
+
+
+def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> None:
+    """(c) generation tokens/s per batch size against the matmul roofline; the batch size grace encode picks."""
+    from retrieval_policies.grace.corpus import pick_batch_size
+
+    flops = matmul_flops()
+    parameters = sum(p.numel() for p in grace.model.parameters() if p.dim() > 1)
+    roofline = flops / (2 * parameters)
+    passages = [p.text[:400] for _, p in zip(range(64), iter_wikipedia_passages())]
+    print(f"(c) fp32 matmul: {flops / 1e9:.1f} GFLOP/s -> roofline {roofline:.0f} generated tokens/s "
+          f"({parameters / 1e6:.0f}M matrix parameters)")
+    for size in (8, 32, 64):
+        prompts = [grace.prompt_ids(t) for t in passages[:size]]
+        grace.generate_rationales(prompts[:2], passages[:2], max_new_tokens=4, temperature=0, top_p=1.0, seed=0)
+        out, seconds = timed(lambda: grace.generate_rationales(prompts, passages[:size], max_new_tokens=max_new_tokens,
+                                                               temperature=0, top_p=1.0, seed=0))
+        tokens = sum(len(ids) + (eos is not None) for ids, eos in out)
+        print(f"    batch {size:3d}: {tokens / seconds:7.1f} generated tokens/s = {tokens / seconds / roofline:.2f} of the roofline")
+    print(f"    grace encode picks batch size {pick_batch_size(grace)} on {grace.device}")
 
 
 if __name__ == "__main__":

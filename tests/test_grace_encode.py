@@ -162,3 +162,21 @@ def test_benchmark_presets_resolve_through_mteb_offline():
     assert len(resolve_benchmark("MTEB(eng, v2)")) > 0
     with pytest.raises(ValueError, match="unknown benchmark 'MTEB\\(eng, v9\\)'.*grace-paper-56"):
         resolve_benchmark("MTEB(eng, v9)")
+
+
+def test_batch_size_is_picked_for_the_device(model_folder, monkeypatch):
+    from types import SimpleNamespace
+
+    from retrieval_policies.grace.corpus import CPU_BATCH_SIZE, pick_batch_size
+
+    embedder = GraceEmbedder.from_pretrained(model_folder)
+    assert pick_batch_size(embedder) == CPU_BATCH_SIZE
+    gpu = SimpleNamespace(device=torch.device("cuda", 0), grace_config=embedder.grace_config, model=embedder.model,
+                          system_prefix_length=embedder.system_prefix_length)
+    c = embedder.grace_config
+    width = gpu.system_prefix_length + c.max_text_tokens + c.max_new_tokens
+    per_text = (2 * 2 * 2 * 8 + 4 * 32) * 4 * width  # layers x kv heads x head dim (K and V) + activations, fp32
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (per_text * 100 * 2, 0))
+    assert pick_batch_size(gpu) == 64  # 100 fit in half the free memory: the power of two below
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 ** 15, 0))
+    assert pick_batch_size(gpu) == 512

@@ -117,7 +117,7 @@ def _grace_encode(args: argparse.Namespace) -> int:
     try:
         manifest = encode_corpus(embedder, args.data, args.output, model_name=args.model, config=args.config,
                                  split=args.split, column=args.column, id_column=args.id_column,
-                                 batch_size=args.batch_size or 8, shard_size=args.shard_size, backend=args.backend,
+                                 batch_size=args.batch_size, shard_size=args.shard_size, backend=args.backend,
                                  rationale=not args.no_rationale, max_new_tokens=args.max_new_tokens,
                                  temperature=args.temperature, seed=args.seed, show_progress_bar=not args.no_progress)
     except (ValueError, FileNotFoundError) as err:
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--id-column", default="id", help="the id column (default id; the row number when absent)")
     encode.add_argument("--output", required=True, help="folder for the shards and manifest.json (rerun to resume)")
     encode.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
-    encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default 8)")
+    encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default: picked for the device: 8 on a CPU, what the GPU memory fits)")
     encode.add_argument("--shard-size", type=int, default=10_000, help="rows per Parquet shard (default 10000)")
     encode.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)")
     encode.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
