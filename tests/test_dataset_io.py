@@ -15,3 +15,13 @@ def test_a_rebuilt_folder_is_read_again(tmp_path):
     write_dataset_folder(first, {"pairs": {"train": [{"x": 3}, {"x": 4}, {"x": 5}]}}, pretty_name="t", card_body="t",
                          license="other")
     assert load_split(str(first), "pairs", "train")["x"] == [3, 4, 5]
+
+
+def test_load_split_reads_a_downloaded_jsonl_file(tmp_path):
+    """The published GRACE mix is a JSONL download, not a Hub dataset: the builders read it by path."""
+    from retrieval_policies.dataset_io import load_split
+
+    path = tmp_path / "echo_data_total.jsonl"
+    path.write_text('{"query": "q", "positive": "p", "negative": "n"}\n{"query": "q2", "positive": "p2", "negative": "n2"}\n')
+    rows = load_split(str(path), "triplet", "train")
+    assert rows.column_names == ["query", "positive", "negative"] and rows[1]["query"] == "q2"

@@ -50,6 +50,22 @@ def corpus_file(tmp_path_factory):
     return path, rows
 
 
+@pytest.fixture(scope="module")
+def whole(model_folder, corpus_file, tmp_path_factory):
+    """An uninterrupted run with rationales (what the resumed run must equal)."""
+    out = tmp_path_factory.mktemp("whole") / "encoded"
+    result = subprocess.run(_encode(model_folder, corpus_file[0], out), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+@pytest.fixture(scope="module")
+def prompt_only(model_folder, corpus_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prompt_only") / "encoded"
+    subprocess.run(_encode(model_folder, corpus_file[0], out, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    return out
+
+
 def _encode(model, data, out, *extra, **popen):
     return [*CLI, "grace", "encode", "--model", str(model), "--data", str(data), "--output", str(out),
             "--shard-size", "10", "--batch-size", "4", "--no-progress", *extra]
@@ -60,12 +76,10 @@ def _read(folder):
     return passages, vectors, manifest
 
 
-def test_encode_writes_shards_and_a_manifest_matching_encode(model_folder, corpus_file, tmp_path):
+def test_encode_writes_shards_and_a_manifest_matching_encode(model_folder, corpus_file, whole):
     path, rows = corpus_file
-    out = tmp_path / "encoded"
-    result = subprocess.run(_encode(model_folder, path, out), capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "45 texts in 5 shards" in result.stdout
+    out, stdout = whole
+    assert "45 texts in 5 shards" in stdout
     passages, vectors, manifest = _read(out)
     assert [p["id"] for p in passages] == [r["id"] for r in rows] and manifest["rows"] == 45
     assert manifest["settings"]["revision"] and manifest["settings"]["seed"] == 7 and manifest["embedding_dim"] == 32
@@ -77,10 +91,9 @@ def test_encode_writes_shards_and_a_manifest_matching_encode(model_folder, corpu
     assert pq.read_schema(out / "shard-00000.parquet").field("embedding").type.list_size == 32
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_output(model_folder, corpus_file, tmp_path):
+def test_a_killed_run_resumes_to_the_uninterrupted_output(model_folder, corpus_file, whole, tmp_path):
     path, _ = corpus_file
-    whole = tmp_path / "whole"
-    subprocess.run(_encode(model_folder, path, whole), check=True, capture_output=True, timeout=600, cwd=tmp_path)
+    whole = whole[0]
     cut = tmp_path / "cut"
     process = subprocess.Popen(_encode(model_folder, path, cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=tmp_path, start_new_session=True)
@@ -101,12 +114,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_output(model_folder, corpus_f
     assert b[2]["encoded_now"] == 45 - 10 * len(finished)
 
 
-def test_other_settings_are_refused_not_mixed(model_folder, corpus_file, tmp_path):
-    path, _ = corpus_file
-    out = tmp_path / "out"
-    subprocess.run(_encode(model_folder, path, out, "--no-rationale"), check=True, capture_output=True, timeout=600)
-    again = subprocess.run(_encode(model_folder, path, out, "--temperature", "0"), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 2 and "other settings (rationale, temperature differ)" in again.stderr
+def test_other_settings_are_refused_not_mixed(model_folder, corpus_file, prompt_only):
+    before = {p.name: p.stat().st_mtime_ns for p in prompt_only.iterdir()}
+    again = subprocess.run(_encode(model_folder, corpus_file[0], prompt_only, "--temperature", "0", "--backend", "vllm"),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "other settings (backend, rationale, temperature differ)" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in prompt_only.iterdir()} == before  # nothing written was touched
 
 
 def test_bad_column_names_the_row(model_folder, tmp_path):
@@ -116,10 +129,9 @@ def test_bad_column_names_the_row(model_folder, tmp_path):
     assert result.returncode == 2 and "bad.jsonl: row 1, column 'text' is NoneType, not a string" in result.stderr
 
 
-def test_two_processes_under_accelerate_launch(model_folder, corpus_file, tmp_path):
+def test_two_processes_under_accelerate_launch(model_folder, corpus_file, prompt_only, tmp_path):
     path, rows = corpus_file
-    single = tmp_path / "single"
-    subprocess.run(_encode(model_folder, path, single, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    single = prompt_only
     double = tmp_path / "double"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
@@ -134,13 +146,12 @@ def test_two_processes_under_accelerate_launch(model_folder, corpus_file, tmp_pa
     np.testing.assert_allclose(a[1], b[1], atol=1e-6)
 
 
-def test_dense_retriever_and_faiss_load_the_output(model_folder, corpus_file, tmp_path):
+def test_dense_retriever_and_faiss_load_the_output(corpus_file, prompt_only):
     from retrieval_policies.grace.corpus import faiss_index
     from retrieval_policies.retrieval.dense import DenseRetriever
 
     path, rows = corpus_file
-    out = tmp_path / "enc"
-    subprocess.run(_encode(model_folder, path, out, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    out = prompt_only
     retriever = DenseRetriever.from_encoded(out)
     assert len(retriever.corpus) == 45
     hits = retriever.search([rows[3]["text"]], top_n=3)[0]

@@ -195,6 +195,14 @@ def test_vllm_backend_is_the_hf_backend_when_greedy(folder, fake_vllm):
     assert {p.max_tokens for p in request["params"]} == {6} and request["params"][0].stop_token_ids == sorted(embedder.eos_ids())
 
 
+def test_vllm_rationales_are_cached_apart_from_hf_ones(folder, fake_vllm, tmp_path):
+    embedder = GraceEmbedder.from_pretrained(folder)
+    embedder.encode(TEXTS[:1], temperature=1.0, seed=1, cache_dir=tmp_path)
+    embedder.encode(TEXTS[:1], temperature=1.0, seed=1, cache_dir=tmp_path, backend="vllm")
+    assert [name for name, _ in fake_vllm.CALLS] == ["LLM", "generate"]  # the HF entry was not reused
+    assert len(list(tmp_path.rglob("*.json"))) == 2
+
+
 def test_vllm_seeds_are_per_text(folder, fake_vllm):
     embedder = GraceEmbedder.from_pretrained(folder)
     alone = embedder.encode(TEXTS[:1], temperature=1.0, seed=3, backend="vllm", return_rationales=True)[1]

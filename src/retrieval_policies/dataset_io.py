@@ -71,7 +71,8 @@ def format_counts(title: str, kept: dict[str, int], dropped: dict[str, int]) -> 
 
 
 def load_split(name: str, config: str | None = None, split: str = "train"):
-    """``datasets.load_dataset(name, config, split=split)`` that never serves a stale copy of a local folder.
+    """``datasets.load_dataset(name, config, split=split)`` that never serves a stale copy of a local folder; a local
+    JSONL/JSON/Parquet/CSV file is read as it is (its one split, no config).
 
     datasets caches a local folder under its base name, config and relative file layout, not its content: a folder
     rebuilt in place (or another folder with the same name and layout) would be served from the old Arrow cache. A
@@ -79,6 +80,9 @@ def load_split(name: str, config: str | None = None, split: str = "train"):
     """
     from datasets import load_dataset
 
+    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(Path(name).suffix.lower())
+    if Path(name).is_file() and builder:  # a downloaded file (e.g. the Echo training mix's JSONL): no config
+        return load_dataset(builder, data_files=str(name), split="train", download_mode="force_redownload")
     if Path(name).is_dir():
         return load_dataset(name, config, split=split, download_mode="force_redownload", verification_mode="no_checks")
     return load_dataset(name, config, split=split)

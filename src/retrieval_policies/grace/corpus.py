@@ -51,6 +51,7 @@ class EncodeSettings:
     pool_eos: bool
     normalize: bool
     dtype: str
+    backend: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,19 +145,22 @@ def _cuda() -> bool:
 
 
 def _check_settings(folder: Path, settings: EncodeSettings, process_index: int, barrier) -> None:
+    """Refuse an output encoded with other settings. Every process reads what is there before process 0 writes, so all
+    of them refuse alike (none is left waiting at a barrier)."""
     path = folder / SETTINGS
+    existing = json.loads(path.read_text()) if path.is_file() else None
+    barrier()
+    if existing is not None:
+        changed = sorted(k for k, v in settings.to_dict().items() if existing.get(k) != v)
+        if changed:
+            raise ValueError(f"{folder} holds shards encoded with other settings ({', '.join(changed)} differ): "
+                             "use another --output or delete it")
+        return
     if process_index == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        if path.is_file():
-            old = json.loads(path.read_text())
-            changed = sorted(k for k, v in settings.to_dict().items() if old.get(k) != v)
-            if changed:
-                raise ValueError(f"{folder} holds shards encoded with other settings ({', '.join(changed)} differ): "
-                                 "use another --output or delete it")
-        else:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
-            os.replace(tmp, path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
     barrier()
     if process_index != 0 and json.loads(path.read_text()) != settings.to_dict():
         raise ValueError(f"{folder}: process {process_index} was started with other settings than process 0")
@@ -203,7 +207,7 @@ def encode_corpus(embedder, data: str, output: str | os.PathLike, *, model_name:
         temperature=c.temperature if temperature is None else temperature, top_p=c.top_p if top_p is None else top_p,
         seed=seed, system_prompt=c.system_prompt, chat_template_kwargs=c.chat_template_kwargs,
         max_text_tokens=c.max_text_tokens, pool_eos=c.pool_eos, normalize=c.normalize,
-        dtype=str(embedder.model.dtype).removeprefix("torch."))
+        dtype=str(embedder.model.dtype).removeprefix("torch."), backend=backend or c.backend)
     if rationale and settings.temperature > 0 and settings.seed is None:
         raise ValueError("grace encode writes reproducible shards: give a --seed or --temperature 0")
     process_index, num_processes, barrier = slice_ or process_slice()
@@ -250,7 +254,7 @@ def encode_corpus(embedder, data: str, output: str | os.PathLike, *, model_name:
     barrier()
     if process_index != 0:
         return None
-    return _merge_manifest(folder, settings, num_processes, total, dim, embedder, backend)
+    return _merge_manifest(folder, settings, num_processes, total, dim)
 
 
 def _finish_shard(folder, shard, ids, texts, mine, flush, process_index, num_processes) -> None:
@@ -264,14 +268,14 @@ def _finish_shard(folder, shard, ids, texts, mine, flush, process_index, num_pro
     mine.append({"file": path.name, "index": shard, "rows": len(ids)})
 
 
-def _merge_manifest(folder: Path, settings: EncodeSettings, num_processes: int, total: int, dim: int, embedder, backend) -> dict:
+def _merge_manifest(folder: Path, settings: EncodeSettings, num_processes: int, total: int, dim: int) -> dict:
     parts = [json.loads((folder / f".manifest.process-{i}.json").read_text()) for i in range(num_processes)]
     shards = sorted((s for p in parts for s in p["shards"]), key=lambda s: s["index"])
     missing = [s["file"] for s in shards if not (folder / s["file"]).is_file()]
     if missing or sum(s["rows"] for s in shards) != total:
         raise RuntimeError(f"{folder}: shards missing after encoding ({missing[:5]}...) or rows do not add up")
     manifest = {
-        "format": FORMAT, "settings": settings.to_dict(), "backend": backend or embedder.grace_config.backend,
+        "format": FORMAT, "settings": settings.to_dict(),
         "embedding_dim": dim, "rows": total, "shards": shards, "processes": num_processes,
         "encoded_now": sum(p["encoded_now"] for p in parts),
         "seconds": max(p["seconds"] for p in parts), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -535,7 +535,7 @@ class GraceEmbedder(torch.nn.Module):
         rationales: list[str | None] = [None] * len(clean)
         # the system prefix is in the key: a template rendering another date (or system prompt) never hits
         key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens,
-                        "system_prefix": self.prefix_hash, "cache_format": RationaleCache.FORMAT}
+                        "system_prefix": self.prefix_hash, "backend": backend, "cache_format": RationaleCache.FORMAT}
         # HF generates one batch at a time; vLLM schedules a whole chunk itself (continuous batching)
         chunk_size = batch_size if backend == "hf" or not rationale else max(batch_size, self.VLLM_CHUNK)
         bar = tqdm(total=len(order), desc="GRACE encode", unit="text", disable=not show_progress_bar)
