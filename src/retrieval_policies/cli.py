@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--id-column", default="id", help="the id column (default id; the row number when absent)")
     encode.add_argument("--output", required=True, help="folder for the shards and manifest.json (rerun to resume)")
     encode.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
-    encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default: picked for the device: 8 on a CPU, what the GPU memory fits)")
+    encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default: picked for the device: 32 on a CPU, what the GPU memory fits)")
     encode.add_argument("--shard-size", type=int, default=10_000, help="rows per Parquet shard (default 10000)")
     encode.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)")
     encode.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
