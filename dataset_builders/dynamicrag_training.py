@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-dataset", default=TRAINING_POOL)
     parser.add_argument("--hub-split", default="train")
     parser.add_argument("--labeler", default="has_answer", help="has_answer, llm:<model> or monot5[:<name>]")
+    parser.add_argument("--max-passages", type=int, help="N: passages per question kept (default: the reranker's max_passages)")
     parser.add_argument("--max-length", type=int, default=14)
     parser.add_argument("--per-length-cap", type=int, default=2000)
     parser.add_argument("--total-cap", type=int, default=30000)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
         cache_dir=args.cache_dir or f"{args.output_dir}.cache", strict=args.strict, labeler=args.labeler,
         max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
-        general_data=args.general_data, general_count=args.general_count)
+        general_data=args.general_data, general_count=args.general_count, max_passages=args.max_passages)
     settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler")}
     return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG training data",
                   tags=["dynamicrag", "reranking", "retrieval-augmented-generation"], default_config="sft", **settings)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import transformers
@@ -86,6 +87,9 @@ def test_packaged_model_with_a_pinned_revision_is_refused():
 
 def test_resolution_through_a_reachable_hub(client, tmp_path):
     _tiny_llama().save_pretrained(tmp_path / "tiny")
+    (tmp_path / "tiny" / "original").mkdir()
+    (tmp_path / "tiny" / "original" / "consolidated.00.pth").write_bytes(b"meta's copy")  # skipped: original/*
+    (tmp_path / "tiny" / "pytorch_model.bin").write_bytes(b"a duplicate of model.safetensors")  # skipped too
     client("""
         import sys
         from huggingface_hub import HfApi
@@ -106,6 +110,8 @@ def test_resolution_through_a_reachable_hub(client, tmp_path):
     """, home="reader")
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert "hf_home_reader" in out["path"] and "Hub snapshot" in result.stderr
+    downloaded = {p.name for p in Path(out["path"]).rglob("*")}
+    assert "model.safetensors" in downloaded and not {"pytorch_model.bin", "consolidated.00.pth", "original"} & downloaded
     assert "RepositoryNotFoundError" in out["missing"] and DEFAULT_BASE_MODEL in out["missing"]
 
 

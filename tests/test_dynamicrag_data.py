@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -125,3 +126,23 @@ def test_strict_eval_build_fails_on_a_bad_hub_row_instead_of_falling_back(monkey
         builders.build_eval_dataset(source="auto", sets=("nq",), strict=True)
     configs, counts, dropped, source = builders.build_eval_dataset(source="auto", sets=("nq",))
     assert source.startswith("hub:") and counts == {"nq/test": 0} and dropped == Counter({"nq: no question": 1})
+
+
+def test_training_builder_cuts_every_row_to_the_rerankers_n(monkeypatch):
+    """The authors' pool rows carry ~50 passages; BC prompts and targets, like sampling and inference, show N."""
+    from collections import Counter
+
+    from retrieval_policies.dynamicrag import builders
+
+    rows = [{"id": f"q{i}", "question": f"Who is {i}?", "answers": [f"name{i}"], "split": "train",
+             "ctxs": [{"id": str(j), "title": "", "text": f"name{i} is here" if j == 2 else f"filler {j}", "has_answer": j == 2}
+                      for j in range(8)]}
+            for i in range(3)]
+    monkeypatch.setattr(builders, "question_pool", lambda **kw: (rows, Counter(), "test"))
+    configs, counts, _, _ = builders.build_training_dataset(max_passages=4, max_length=3)
+    assert all(len(r["ctxs"]) == 4 for r in configs["pool"]["train"])
+    assert counts["questions whose passages were cut to the first 4"] == 3
+    bc = [r for r in configs["sft"]["train"] if r["kind"] == "reranker"]
+    assert bc and all("[5]" not in r["prompt"][-1]["content"] for r in bc)  # only [1]..[4] are shown
+    assert all(r["completion"][0]["content"] == "None" or max(map(int, re.findall(r"\[(\d+)\]", r["completion"][0]["content"]))) <= 4
+               for r in bc)

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from retrieval_policies.dataset_io import write_dataset_folder
+from retrieval_policies.dynamicrag.data import clean_rows
 from retrieval_policies.dynamicrag.evaluation import evaluate_dynamicrag, format_scores, load_eval_rows
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection
 
@@ -30,8 +31,10 @@ class ScriptedModel:
 
     def __init__(self):
         self.answered = []  # every (query, passage texts) the baselines asked an answer for
+        self.calls = []  # (pool sizes, task) of every call_batch
 
-    def call_batch(self, queries, pools):
+    def call_batch(self, queries, pools, task=None):
+        self.calls.append(([len(p) for p in pools], task))
         out = []
         for pool in pools:
             indices = [i for i, p in enumerate(pool) if "answer is" in p["text"]]
@@ -68,6 +71,18 @@ def test_scores_against_fixed_top_k(tmp_path):
     assert report["predictions"][0]["dynamicrag"] == {"answer": "Paris", "selected": [2]}
     table = format_scores(scores)
     assert table.splitlines()[0].split()[:3] == ["system", "EM", "F1"] and "top-3" in table
+
+
+def test_reranker_sees_the_first_n_passages_and_the_task_reaches_its_answers():
+    model = ScriptedModel()
+    model.dynamicrag_config = DynamicRAGConfig(max_passages=4)
+    rows, _ = clean_rows(_rows())
+    report = evaluate_dynamicrag(model, rows, top_ks=(1,), task="fever", show_progress_bar=False)
+    assert model.calls == [([4, 4, 4], "fever")]  # ctxs[:N] in one call, as published; --task reaches DynamicRAG
+    assert report["predictions"][2]["dynamicrag"]["selected"] == []  # Oslo's passage is 5th: N = 4 never shows it
+    model.calls.clear()
+    evaluate_dynamicrag(model, rows, top_ks=(1,), tournament=True, show_progress_bar=False)
+    assert model.calls == [([6, 6, 6], None)]  # the whole pool goes to the tournament
 
 
 @pytest.mark.slow

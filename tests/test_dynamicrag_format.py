@@ -46,6 +46,10 @@ def test_generator_prompt_format():
     ("", (), True),
     (None, (), True),
     ("[-1]", (), True),
+    ("[1], [2].", (1, 2), False),             # trailing punctuation after a list is not malformed
+    ("[3], [1];", (3, 1), False),
+    ("[1,2,3]", (1, 2, 3), True),             # several ids in one bracket: read, counted as repaired
+    ("[4, 2], [1]", (4, 2, 1), True),
 ])
 def test_parse_selection_never_raises(output, ids, malformed):
     parsed = parse_selection(output, 8)

@@ -7,8 +7,10 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
@@ -136,3 +138,94 @@ def test_smollm2_from_base_reranks_and_answers():
     out = model("What is the capital of France?", passages)
     assert all(p in passages for p in out["selected"]) and len(out["raw"]) == 1  # whatever it says, it parses
     assert "Paris" in model.answer("What is the capital of France?", passages[1:])
+
+
+def test_placement_code_is_the_same_in_both_hub_packages():
+    """Each Hub repo carries its own code, so DynamicRAG's placement helpers are copies of GRACE's: kept identical."""
+    import inspect
+
+    from retrieval_policies.models.dynamicrag import modeling_dynamicrag as dynamicrag
+    from retrieval_policies.models.grace import modeling_grace as grace
+
+    for name in ("_torch_dtype", "_places_on_cpu", "placement", "load_causal_lm", "neutral_generation_config"):
+        assert inspect.getsource(getattr(grace, name)) == inspect.getsource(getattr(dynamicrag, name)), name
+
+
+def test_dynamicrag_placement_and_stop_tokens(tmp_path):
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_llama
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.models.dynamicrag import DynamicRAGModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    model = tiny_llama(tokenizer, layers=1)
+    model.generation_config.eos_token_id = 0  # lists another id only, as Llama-3's config lists <|end_of_text|> only
+    DynamicRAGModel(model, tokenizer).save_pretrained(tmp_path / "m")
+    default = DynamicRAGModel.from_pretrained(tmp_path / "m")
+    assert (default.device.type, default.model.dtype) == ("cpu", torch.float32)
+    half = DynamicRAGModel.from_pretrained(tmp_path / "m", device_map="cpu", dtype="bfloat16", attn_implementation="eager")
+    assert half.model.dtype == torch.bfloat16 and half.model.config._attn_implementation == "eager"
+    assert default.eos_ids() == sorted({0, tokenizer.eos_token_id})
+    base = DynamicRAGModel.from_base(str(tmp_path / "m"), resolver=str, dtype=torch.bfloat16)
+    assert base.model.dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        DynamicRAGModel.from_pretrained(tmp_path / "m", devcie="cpu")
+
+
+def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_path):
+    """TRL loads the reference from ``model.config._name_or_path`` (the way it supports under ZeRO-3): the SFT folder,
+    or for a LoRA SFT the merged model written once next to the output."""
+    from peft import LoraConfig, get_peft_model
+
+    from conftest import tiny_llama
+    from retrieval_policies.dynamicrag.training import REFERENCE_FOLDER, load_policy, prepare_reference
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    base = tmp_path / "base"
+    tiny_llama(tokenizer).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    model, tok, _ = load_policy(str(base))
+    assert prepare_reference(model, tok, str(base), str(tmp_path / "out")) == base and model.config._name_or_path == str(base)
+    adapter = tmp_path / "adapter"
+    lora = get_peft_model(tiny_llama(tokenizer), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    lora.peft_config["default"].base_model_name_or_path = str(base)
+    lora.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    merged, tok, _ = load_policy(str(adapter))
+    folder = prepare_reference(merged, tok, str(adapter), str(tmp_path / "out"))
+    assert folder == tmp_path / "out" / REFERENCE_FOLDER and merged.config._name_or_path == str(folder)
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder)
+    torch.testing.assert_close(reloaded.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)
+    source = (Path(__file__).resolve().parents[1] / "recipes" / "dynamicrag" / "dpo.py").read_text()
+    assert "deepcopy" not in source and "ref_model=None" in source
+
+
+def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, monkeypatch):
+    from conftest import tiny_llama
+    from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fakes"))
+    sys.modules.pop("vllm", None)
+    import vllm
+
+    vllm.CALLS.clear()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+        model = tiny_llama(tokenizer)
+        model.generation_config.eos_token_id = 0
+        DynamicRAGModel(model, tokenizer).save_pretrained(tmp_path / "m")
+        hf = DynamicRAGModel.from_pretrained(tmp_path / "m")
+        fast = VLLMDynamicRAG(str(tmp_path / "m"))
+        conversations = [[{"role": "user", "content": "Pick passages."}], [{"role": "user", "content": "Another query"}]]
+        expected = hf.generate_texts(conversations, max_new_tokens=5)
+        got = fast.generate_texts(conversations, max_new_tokens=5)
+        assert [g.strip() for g in got] == expected
+        (name, options), (call, request) = vllm.CALLS[:2]
+        assert options["generation_config"] == "vllm" and call == "chat"
+        assert request["params"].stop_token_ids == sorted({0, tokenizer.eos_token_id}) == hf.eos_ids()
+        assert len(fast.generate_texts(conversations[:1], max_new_tokens=3, temperature=0.4, seed=1, num_samples=3)) == 3
+    finally:
+        sys.modules.pop("vllm", None)

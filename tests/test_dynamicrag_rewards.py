@@ -50,7 +50,8 @@ def test_rouge_l_and_length_terms():
     assert [length_term(k) for k in (0, 1, 3)] == [1.0, 0.5, 0.25]
 
 
-@pytest.mark.parametrize("reply,score", [("85", 85), ("Score: 90/100", 90), ("100.", 100), ("87.6", 88), ("0", 0),
+@pytest.mark.parametrize("reply,score", [("85", 85), ("Score: 90/100", 90), ("100.", 100), ("87.6", None), ("0", 0),
+                                         ("Score (0-100): 75", 75), ("Score (0 to 100): 60", 60), ("0-100: 40", 40),
                                          ("150", None), ("1000", None), ("-5", None), ("I cannot judge", None), ("", None)])
 def test_judge_reply_parsing(reply, score):
     assert parse_judge_score(reply) == score
@@ -75,11 +76,12 @@ def test_reward_on_a_hand_computed_case():
     rewarder = AnswerRewarder(RewardSettings(), bert_scorer=bert, judge=judge)
     record = rewarder.score_records([_record(["Paris"], [([1, 2], "Paris"), ([], "London")])])[0]
     first, second = record["trajectories"]
-    # (EM 1 + ROUGE-L 1 + BERTScore 0.9 + 1/(1+2) + judge 0.8) / 5
-    assert first["reward"] == pytest.approx((1 + 1 + 0.9 + 1 / 3 + 0.8) / 5)
-    # the judge's reply is unparseable: its weight is renormalised away for this answer only: (0 + 0 + 0.5 + 1) / 4
+    # the judge's reply for "London" is unparseable, so the judge term is dropped for the whole question (both
+    # trajectories ranked on the same terms) and its weight renormalised away:
+    # (EM 1 + ROUGE-L 1 + BERTScore 0.9 + 1/(1+2)) / 4
+    assert first["reward"] == pytest.approx((1 + 1 + 0.9 + 1 / 3) / 4)
     assert second["reward"] == pytest.approx((0 + 0 + 0.5 + 1.0) / 4)
-    assert second["reward_terms"][0]["judge"] is None
+    assert first["reward_terms"][0]["judge"] is None and second["reward_terms"][0]["judge"] is None
     assert rewarder.counts["judge_unparseable"] == 1 and rewarder.counts["judge_parsed"] == 1
     assert bert.calls == 1 and judge.seen[0] == ("What is the capital of France?", "Paris", "Paris")
 
@@ -157,3 +159,43 @@ def test_a_local_causal_lm_judges_in_batches(tmp_path):
     rewarder = AnswerRewarder(RewardSettings(weight_bertscore=0, judge_model=str(tmp_path / "judge")), judge=judge)
     rewarder.score_records([_record(["Paris"], [([1], "Paris"), ([], "Rome")])])
     assert rewarder.counts["judge_parsed"] + rewarder.counts["judge_unparseable"] == 2
+
+
+def test_reward_models_and_labellers_take_their_own_placement(tmp_path):
+    """The judge and the BERTScore encoder (and the relevance labellers) load where they are told, independently of
+    the policy; on this CPU nothing given means fp32."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.dynamicrag.rewards import AnswerJudge
+    from retrieval_policies.retrieval.labels import LLMJudge
+
+    scorer = BertScorer("sentence-transformers/all-MiniLM-L6-v2", device_map="cpu", dtype="bfloat16")
+    assert scorer.model.dtype == torch.bfloat16
+    assert scorer.f1(["the capital of France is Paris"], ["the capital of France is Paris"])[0] == pytest.approx(1.0, abs=1e-2)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    judge = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=2, device_map="cpu", dtype="bfloat16")
+    assert judge.model.dtype == torch.bfloat16 and len(judge.replies([("q", "Paris", "Paris")])) == 1
+    assert AnswerJudge(str(tmp_path / "judge")).model.dtype == torch.float32
+    labeller = LLMJudge.from_pretrained(str(tmp_path / "judge"), dtype="bfloat16")
+    assert labeller.model.dtype == torch.bfloat16 and len(labeller.scores([("q", "a passage")])) == 1
+    settings = RewardSettings(judge_device_map="cpu", judge_dtype="bfloat16", bertscore_device_map="cpu")
+    assert (settings.judge_device_map, settings.judge_dtype, settings.bertscore_dtype) == ("cpu", "bfloat16", None)
+
+
+def test_a_failed_judgement_drops_the_judge_term_for_the_whole_question():
+    class Judge:
+        def replies(self, triples):
+            return ["80" if answer == "Paris" else "no idea" for _, _, answer in triples]
+
+    rewarder = AnswerRewarder(RewardSettings(weight_bertscore=0), judge=Judge())
+    [record] = rewarder.score_records([_record(["Paris"], [([1], "Paris"), ([], "Rome")])])
+    assert all(terms["judge"] is None for t in record["trajectories"] for terms in t["reward_terms"])
+    assert rewarder.counts["judge_dropped_questions"] == 1 and rewarder.counts["judge_parsed"] == 1

@@ -3,20 +3,21 @@
     accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/dynamicrag/dpo.py \\
         --config recipes/dynamicrag/SmolLM2-135M-Instruct/config_dpo.yaml
 
-The reference model is the frozen SFT model: a LoRA SFT adapter is merged first, so with ``use_peft`` the
-reference (adapter disabled) is the SFT model and not its base. Sigmoid loss, ``beta`` from the config. The output
-folder is a DynamicRAG repo.
+The reference model is the frozen SFT model, built by TRL itself in every launch mode (ZeRO-3 refuses a deep copy of
+the policy): with full fine-tuning TRL loads it from the SFT folder (a LoRA SFT adapter is merged first and the
+merged model written to ``output_dir/reference-sft-merged`` for it); with ``use_peft`` the reference is the policy
+with its adapter disabled, i.e. the merged SFT model and not its base. Sigmoid loss, ``beta`` from the config. The
+output folder is a DynamicRAG repo.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import asdict, dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
-from retrieval_policies.dynamicrag.training import export_repo, load_policy, repo_callback
+from retrieval_policies.dynamicrag.training import export_repo, load_policy, prepare_reference, repo_callback
 from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
 
 
@@ -41,9 +42,9 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     if len(train) == 0:
         raise ValueError(f"{script_args.dataset_name}: no preference pairs of kinds {script_args.kinds} to train on")
     peft_config = get_peft_config(model_args)
-    # The reference is this very SFT model, also when it came from a merged adapter (TRL would reload the base by name).
-    reference = None if peft_config is not None or training_args.precompute_ref_log_probs else copy.deepcopy(model)
-    trainer = DPOTrainer(model=model, ref_model=reference, args=training_args, train_dataset=train,
+    if peft_config is None:
+        prepare_reference(model, tokenizer, model_args.model_name_or_path, training_args.output_dir)
+    trainer = DPOTrainer(model=model, ref_model=None, args=training_args, train_dataset=train,
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[repo_callback(settings)])
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))

@@ -37,6 +37,10 @@ class SamplingArguments:
     answer_max_new_tokens: int = 200
     use_vllm: bool = False  # GPU: generate with vLLM (pip install -e ".[vllm]")
     vllm_gpu_memory_utilization: float = 0.9
+    # HF generation's placement (None: a GPU in bf16 when there is one, else the CPU in fp32)
+    device_map: str | None = None
+    dtype: str | None = None
+    attn_implementation: str | None = None
 
 
 ARGUMENTS = (SamplingArguments,)  # what TrlParser reads the YAML config into
@@ -54,7 +58,8 @@ def main(args: SamplingArguments) -> None:
         model = VLLMDynamicRAG(str(resolve_model(args.model_name_or_path)), seed=args.seed,
                                gpu_memory_utilization=args.vllm_gpu_memory_utilization)
     else:
-        model = DynamicRAGModel.from_pretrained(resolve_model(args.model_name_or_path))
+        model = DynamicRAGModel.from_pretrained(resolve_model(args.model_name_or_path), device_map=args.device_map,
+                                                dtype=args.dtype, attn_implementation=args.attn_implementation)
     config = model.dynamicrag_config
     config.rerank_max_new_tokens, config.answer_max_new_tokens = args.rerank_max_new_tokens, args.answer_max_new_tokens
     if args.max_passages:

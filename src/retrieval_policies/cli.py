@@ -136,12 +136,23 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
     from .models.dynamicrag import DynamicRAGModel
 
     rows = load_eval_rows(args.data, config=args.config, split=args.split, max_questions=args.max_questions)
-    model = DynamicRAGModel.from_pretrained(resolve_model(args.model))
+    if args.backend == "vllm":
+        from .dynamicrag.vllm_backend import VLLMDynamicRAG
+
+        options = {k: v for k, v in {"dtype": args.dtype}.items() if v is not None}
+        model = VLLMDynamicRAG(str(resolve_model(args.model)), **options)
+    else:
+        model = DynamicRAGModel.from_pretrained(resolve_model(args.model), **_placement(args))
+    if args.max_passages:
+        model.dynamicrag_config.max_passages = args.max_passages
+    if args.temperature is not None:
+        model.dynamicrag_config.temperature = args.temperature
     if args.rerank_max_new_tokens:
         model.dynamicrag_config.rerank_max_new_tokens = args.rerank_max_new_tokens
     if args.answer_max_new_tokens:
         model.dynamicrag_config.answer_max_new_tokens = args.answer_max_new_tokens
-    report = evaluate_dynamicrag(model, rows, top_ks=args.top_k, batch_size=args.batch_size, task=args.task)
+    report = evaluate_dynamicrag(model, rows, top_ks=args.top_k, batch_size=args.batch_size, task=args.task,
+                                 tournament=args.tournament, show_progress_bar=not args.quiet)
     print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
     print(format_scores(report["scores"]))
     if args.output:
@@ -241,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--rerank-max-new-tokens", type=int, help="override the repo's reranker output limit")
     dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
+    dr_eval.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="who generates (rerank and answer)")
+    dr_eval.add_argument("--tournament", action="store_true", help="rerank the whole pool in windows of N (default: "
+                                                                    "the first N passages in one call, as published)")
+    dr_eval.add_argument("--max-passages", type=int, help="N, the passages the reranker sees (default from the repo)")
+    dr_eval.add_argument("--temperature", type=float, help="reranker sampling temperature (default from the repo)")
+    _add_placement_arguments(dr_eval)
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
 
     push = commands.add_parser("push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)")

@@ -28,7 +28,22 @@ CACHE_ENV = "RETRIEVAL_POLICIES_CACHE"
 PROVENANCE_FILE = "retrieval_policies_source.json"
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # Other runtimes' exports that model repos often carry next to the transformers weights.
-HUB_IGNORE_PATTERNS = ["*.onnx", "onnx/*", "*.gguf", "*.msgpack", "*.h5", "*.tflite", "*.ot", "*.mlmodel", "coreml/*", "openvino/*"]
+HUB_IGNORE_PATTERNS = ["*.onnx", "onnx/*", "*.gguf", "*.msgpack", "*.h5", "*.tflite", "*.ot", "*.mlmodel", "coreml/*", "openvino/*",
+                       "original/*"]  # Meta's consolidated checkpoints (16 GB for an 8B model), never loaded here
+TORCH_WEIGHT_PATTERNS = ["*.bin", "*.pth", "*.pt"]  # skipped when the repo has safetensors (a duplicate copy)
+
+
+def hub_ignore_patterns(name: str, revision: str | None = None) -> list[str]:
+    """What a base-model download skips: other frameworks' weights, ``original/*``, and the PyTorch pickles of a repo
+    that also has safetensors."""
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi().list_repo_files(name, revision=revision)
+    except Exception:  # noqa: BLE001 - the snapshot call below reports a real failure
+        return list(HUB_IGNORE_PATTERNS)
+    duplicates = TORCH_WEIGHT_PATTERNS if any(f.endswith(".safetensors") for f in files) else []
+    return [*HUB_IGNORE_PATTERNS, *duplicates]
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -191,7 +206,7 @@ def resolve_model(name_or_path: str | os.PathLike, *, revision: str | None = Non
         from huggingface_hub import snapshot_download
 
         try:
-            path = Path(snapshot_download(name, revision=revision, ignore_patterns=HUB_IGNORE_PATTERNS))
+            path = Path(snapshot_download(name, revision=revision, ignore_patterns=hub_ignore_patterns(name, revision)))
             logger.info("model %s: Hub snapshot %s", name, path)
             return path
         except Exception as err:  # noqa: BLE001 - any Hub failure falls through to the offline copy

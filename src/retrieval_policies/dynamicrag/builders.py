@@ -70,12 +70,20 @@ def general_instruction_examples(dataset: str, count: int, seed: int) -> list[di
 
 def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14, per_length_cap: int = 2000,
                            total_cap: int = 30000, seed: int = 42, general_data: str | None = None, general_count: int = 0,
-                           **pool_options) -> tuple[dict, dict, Counter, str]:
+                           max_passages: int | None = None, **pool_options) -> tuple[dict, dict, Counter, str]:
     """Configs ``sft`` (reranker BC + generator [+ general] records per split) and ``pool`` (the labelled questions).
 
-    Test-split questions stay in ``pool``/test only: no SFT record is built from them.
+    Every row keeps its first ``max_passages`` (N; default: the reranker's ``DynamicRAGConfig.max_passages``)
+    passages, so the behaviour-cloning prompts and targets show the N passages that sampling, DPO and inference show
+    (the authors' pool rows carry about 50). Test-split questions stay in ``pool``/test only: no SFT record is built
+    from them.
     """
+    from ..models.dynamicrag.configuration_dynamicrag import DynamicRAGConfig
+
+    max_passages = max_passages or DynamicRAGConfig().max_passages
     rows, dropped, source = question_pool(**pool_options)
+    cut = sum(len(r["ctxs"]) > max_passages for r in rows)
+    rows = [{**r, "ctxs": r["ctxs"][:max_passages]} for r in rows]
     rows = label_relevance(rows, labeler, judge=make_judge(labeler))
     configs: dict = {"sft": {}, "pool": {}}
     counts: dict = {}
@@ -96,6 +104,7 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
         counts[f"sft/{split} reranker"] = stats.total
         dropped.update({f"{split}: questions with > {max_length} relevant passages": stats.skipped_too_many_relevant})
     counts.update({f"pool/{s}": len(v) for s, v in configs["pool"].items()})
+    counts[f"questions whose passages were cut to the first {max_passages}"] = cut
     return configs, counts, +dropped, source
 
 

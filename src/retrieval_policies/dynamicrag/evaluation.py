@@ -31,17 +31,26 @@ def load_eval_rows(data: str, *, config: str | None = None, split: str = "test",
     return rows[:max_questions] if max_questions else rows
 
 
-def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None) -> dict:
-    """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions."""
+def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None,
+                        tournament: bool = False, show_progress_bar: bool = True) -> dict:
+    """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions.
+
+    As published, the reranker sees each question's first N retrieved passages (``ctxs[:N]``, N = ``max_passages``)
+    in one call; ``tournament=True`` reranks the whole pool in windows of N instead. ``task`` (the generator's
+    instruction) reaches DynamicRAG's own answers and every baseline's."""
+    from tqdm.auto import tqdm
+
     answer_metric, selection_metric = _metric("rag_answer"), _metric("rerank_selection")
     n = model.dynamicrag_config.max_passages
     names = ["dynamicrag", "same-k", *[f"top-{k}" for k in top_ks], "all"]
     systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in names}
     malformed = []
+    bar = tqdm(total=len(rows), desc="dynamicrag evaluate", unit="question", disable=not show_progress_bar)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        queries, pools = [r["question"] for r in batch], [r["ctxs"] for r in batch]
-        for out in model.call_batch(queries, pools):
+        queries = [r["question"] for r in batch]
+        pools = [r["ctxs"] if tournament else r["ctxs"][:n] for r in batch]
+        for out in model.call_batch(queries, pools, task=task):
             systems["dynamicrag"]["answers"].append(out["answer"])
             systems["dynamicrag"]["selected"].append(out["indices"])
             malformed.append(out["malformed"] > 0)
@@ -59,6 +68,8 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
             answers.update(zip(todo, model.answer_batch([queries[q] for q, _ in todo], [[pools[q][i] for i in s] for q, s in todo], task=task)))
             systems[name]["answers"] += [answers[key] for key in keys]
             systems[name]["selected"] += selections
+        bar.update(len(batch))
+    bar.close()
     golds = [r["answers"] for r in rows]
     relevant = [[i + 1 for i, c in enumerate(r["ctxs"]) if c["relevant"]] for r in rows]
     scores = {}

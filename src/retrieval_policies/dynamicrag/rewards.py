@@ -44,6 +44,12 @@ class RewardSettings:
     judge_model: str | None = "HuggingFaceTB/SmolLM2-135M-Instruct"
     judge_max_new_tokens: int = 8
     batch_size: int = 16
+    # where the model-based terms run (None: a GPU in bf16 when there is one, else the CPU in fp32); the judge and the
+    # BERTScore encoder may sit on other devices than the policy (e.g. "cuda:1")
+    bertscore_device_map: str | None = None
+    bertscore_dtype: str | None = None
+    judge_device_map: str | None = None
+    judge_dtype: str | None = None
 
     def __post_init__(self):
         for term in TERMS:
@@ -100,15 +106,16 @@ def combine(terms: dict[str, float | None], weights: dict[str, float]) -> float:
 class BertScorer:
     """BERTScore F1 with any local encoder (last hidden layer, special tokens excluded)."""
 
-    def __init__(self, name_or_path: str, *, batch_size: int = 32):
+    def __init__(self, name_or_path: str, *, batch_size: int = 32, device_map=None, dtype=None):
         from transformers import AutoModel, AutoTokenizer
 
         from ..assets import resolve_model
+        from ..placement import load_placed
 
         folder = resolve_model(name_or_path)
         self.name = name_or_path
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+        self.model = load_placed(AutoModel, folder, device_map=device_map, dtype=dtype)
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -118,8 +125,9 @@ class BertScorer:
             batch = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True,
                                    max_length=512, return_tensors="pt", return_special_tokens_mask=True)
             special = batch.pop("special_tokens_mask")
-            hidden = torch.nn.functional.normalize(self.model(**batch).last_hidden_state, dim=-1)
-            keep = batch["attention_mask"].bool() & ~special.bool()
+            batch = batch.to(self.model.device)
+            hidden = torch.nn.functional.normalize(self.model(**batch).last_hidden_state.float(), dim=-1).cpu()
+            keep = batch["attention_mask"].bool().cpu() & ~special.bool()
             out += [h[m] for h, m in zip(hidden, keep)]
         return out
 
@@ -146,32 +154,36 @@ JUDGE_SYSTEM_PROMPT = (
     "reference, soundness of reasoning, clarity, and not being misleading. Reply with the score only, an integer "
     "from 0 to 100."
 )
-_NUMBER = re.compile(r"(?<![\d.\-])(\d{1,3}(?:\.\d+)?)(?![\d])")
+_SCALE = re.compile(r"\(?\s*\b0\s*(?:-|–|to)\s*100\s*\)?|/\s*100\b")  # an echoed "(0-100)" or "/100"
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def parse_judge_score(text: str) -> int | None:
-    """The first number in the reply when it lies in 0..100 (rounded to an integer), else None."""
-    match = _NUMBER.search(text or "")
-    if match is None:
+    """The score of a judge's reply: its first number once an echoed scale ("Score (0-100):", "/100") is removed,
+    when that number is an integer in 0..100; anything else (a fraction, a negative number, 150, no number) is
+    unparseable (None)."""
+    match = _NUMBER.search(_SCALE.sub(" ", text or ""))
+    if match is None or "." in match.group(0):
         return None
-    value = float(match.group(1))
-    return int(round(value)) if 0 <= value <= 100 else None
+    value = int(match.group(0))
+    return value if 0 <= value <= 100 else None
 
 
 class AnswerJudge:
     """Any local Hugging Face causal chat LM as the 0..100 judge; greedy replies in batches."""
 
-    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, batch_size: int = 16):
+    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, batch_size: int = 16, device_map=None, dtype=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ..assets import resolve_model
+        from ..placement import load_placed
 
         folder = resolve_model(name_or_path)
         self.name = name_or_path
         self.tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        self.model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     @staticmethod
@@ -185,7 +197,7 @@ class AnswerJudge:
         for start in range(0, len(triples), self.batch_size):
             prompts = [self.tokenizer.apply_chat_template(self.messages(*t), add_generation_prompt=True, tokenize=False)
                        for t in triples[start : start + self.batch_size]]
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
                                             pad_token_id=self.tokenizer.pad_token_id)
             out += self.tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -200,9 +212,11 @@ class AnswerRewarder:
         self.settings = settings
         self.weights = settings.weights()
         self.bert_scorer = bert_scorer if bert_scorer is not None or "bertscore" not in self.weights else \
-            BertScorer(settings.bertscore_model, batch_size=settings.batch_size)
+            BertScorer(settings.bertscore_model, batch_size=settings.batch_size, device_map=settings.bertscore_device_map,
+                       dtype=settings.bertscore_dtype)
         self.judge = judge if judge is not None or "judge" not in self.weights else \
-            AnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, batch_size=settings.batch_size)
+            AnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, batch_size=settings.batch_size,
+                        device_map=settings.judge_device_map, dtype=settings.judge_dtype)
         self.counts = Counter()
 
     def score_records(self, records: list[dict]) -> list[dict]:
@@ -233,10 +247,18 @@ class AnswerRewarder:
                 values["bertscore"] = score
         if "judge" in self.weights:
             replies = self.judge.replies([(records[i[0]]["question"], i[2], answer(i)) for i in items])
-            for values, reply in zip(terms, replies):
+            failed = set()
+            for item, values, reply in zip(items, terms, replies):
                 score = parse_judge_score(reply)
                 values["judge"] = None if score is None else score / 100
                 self.counts["judge_unparseable" if score is None else "judge_parsed"] += 1
+                if score is None:
+                    failed.add(item[0])
+            # a question's trajectories are ranked on the same terms: one failed judgement drops the term for all
+            for item, values in zip(items, terms):
+                if item[0] in failed:
+                    values["judge"] = None
+            self.counts["judge_dropped_questions"] += len(failed)
 
         per_trajectory: dict[tuple[int, int], list[dict]] = {}
         for item, values in zip(items, terms):

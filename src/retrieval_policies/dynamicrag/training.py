@@ -12,7 +12,6 @@ from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, add_auto_ma
 from ..training import RepoFilesCallback, export_policy, load_chat_lm
 
 
-
 def load_policy(name_or_path: str, *, dtype=torch.float32):
     """(causal LM, tokenizer, DynamicRAG settings) from a base model, a DynamicRAG repo or a LoRA adapter folder
     (merged, so a DPO reference built from the result is the SFT model itself)."""
@@ -21,6 +20,34 @@ def load_policy(name_or_path: str, *, dtype=torch.float32):
     settings = DynamicRAGConfig.load(settings_file) if settings_file.is_file() else DynamicRAGConfig()
     add_auto_map(model.config)  # every save of the trainer then points AutoModel at the DynamicRAG code
     return model, tokenizer, settings
+
+
+REFERENCE_FOLDER = "reference-sft-merged"
+
+
+def prepare_reference(model, tokenizer, name_or_path: str, output_dir: str) -> Path:
+    """Point TRL's own reference loading at the SFT model; returns the folder it will load.
+
+    DPOTrainer (``ref_model=None``, full fine-tuning) loads the reference from ``model.config._name_or_path`` in
+    every launch mode, ZeRO-3 included, where a deep copy of the policy is refused. For a full SFT folder that is
+    the folder itself. A LoRA SFT adapter was merged in memory (its config names the *base*), so the merged model is
+    written once to ``output_dir/reference-sft-merged`` and named there.
+    """
+    from accelerate import PartialState
+
+    from ..assets import resolve_model
+
+    folder = Path(resolve_model(name_or_path))
+    if (folder / "adapter_config.json").is_file():
+        merged = Path(output_dir) / REFERENCE_FOLDER
+        state = PartialState()
+        if state.is_main_process and not (merged / "config.json").is_file():
+            model.save_pretrained(merged)
+            tokenizer.save_pretrained(merged)
+        state.wait_for_everyone()
+        folder = merged
+    model.config._name_or_path = str(folder)
+    return folder
 
 
 def repo_callback(settings: DynamicRAGConfig) -> RepoFilesCallback:

@@ -1,5 +1,9 @@
 """DynamicRAG with vLLM doing the generation (GPU users): the same prompts, parser, tournament and sampling code as
-``DynamicRAGModel``, only ``generate_texts`` is replaced. Needs ``pip install -e ".[vllm]"``."""
+``DynamicRAGModel``, only ``generate_texts`` is replaced. Needs ``pip install -e ".[vllm]"``.
+
+vLLM calls used (and faked in the tests, ``tests/fakes/vllm``): ``vllm.LLM(model=, generation_config="vllm", ...)``,
+``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``, ``LLM.chat(conversations, params,
+use_tqdm=False)`` and each result's ``.outputs[k].text``."""
 
 from __future__ import annotations
 
@@ -17,10 +21,24 @@ class VLLMDynamicRAG(DynamicRAGModel):
 
         from transformers import AutoTokenizer
 
+        from transformers import GenerationConfig
+
         settings = Path(path) / DYNAMICRAG_CONFIG_NAME
         super().__init__(None, AutoTokenizer.from_pretrained(path),
                          config or (DynamicRAGConfig.load(settings) if settings.is_file() else DynamicRAGConfig()))
-        self.llm = LLM(model=str(path), **llm_kwargs)
+        try:
+            eos = GenerationConfig.from_pretrained(path).eos_token_id
+        except OSError:  # no generation_config.json
+            eos = None
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.stop_token_ids = sorted(eos)  # the union, as DynamicRAGModel.eos_ids (Llama-3: <|eot_id|> too)
+        # vLLM's own defaults, not the checkpoint's generation_config.json (as the HF path sets it aside)
+        self.llm = LLM(model=str(path), **{"generation_config": "vllm", **llm_kwargs})
+
+    def eos_ids(self) -> list[int]:
+        return list(self.stop_token_ids)
 
     def generate_texts(self, conversations, *, max_new_tokens: int, temperature: float = 0.0, seed: int | None = None,
                        num_samples: int = 1) -> list[str]:
@@ -29,7 +47,8 @@ class VLLMDynamicRAG(DynamicRAGModel):
             return []
         from vllm import SamplingParams
 
-        params = SamplingParams(n=num_samples, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens, seed=seed)
+        params = SamplingParams(n=num_samples, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens, seed=seed,
+                                stop_token_ids=self.stop_token_ids)
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
         return [completion.text for output in outputs for completion in output.outputs]
 

@@ -49,13 +49,16 @@ class LLMJudge:
             raise ValueError("the tokenizer maps 'yes' and 'no' to a shared first token; cannot judge from logits")
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs) -> "LLMJudge":
+    def from_pretrained(cls, name_or_path: str, *, device_map=None, dtype=None, **kwargs) -> "LLMJudge":
+        """Placed like every model of the project: a GPU in bf16 when there is one, else the CPU in fp32."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ..assets import resolve_model
+        from ..placement import load_placed
 
         folder = resolve_model(name_or_path)
-        return cls(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), AutoTokenizer.from_pretrained(folder), **kwargs)
+        model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype)
+        return cls(model, AutoTokenizer.from_pretrained(folder), **kwargs)
 
     def prompt(self, question: str, passage: str) -> str:
         messages = [{"role": "system", "content": JUDGE_SYSTEM_PROMPT},
@@ -70,8 +73,9 @@ class LLMJudge:
         for start in range(0, len(pairs), self.batch_size):
             ids = [self.tokenizer(self.prompt(q, p), add_special_tokens=False)["input_ids"] for q, p in pairs[start : start + self.batch_size]]
             width = max(len(x) for x in ids)
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-            attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+            device = self.model.device
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+            attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits[:, -1].float()
             logp = logits.log_softmax(-1)
@@ -91,10 +95,14 @@ class MonoT5Judge:
         self.false_id = tokenizer("false", add_special_tokens=False)["input_ids"][0]
 
     @classmethod
-    def from_pretrained(cls, name: str = "castorini/monot5-base-msmarco", **kwargs) -> "MonoT5Judge":
+    def from_pretrained(cls, name: str = "castorini/monot5-base-msmarco", *, device_map=None, dtype=None, **kwargs) -> "MonoT5Judge":
+        """Placed like every model of the project: a GPU in bf16 when there is one, else the CPU in fp32."""
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        return cls(AutoModelForSeq2SeqLM.from_pretrained(name), AutoTokenizer.from_pretrained(name), **kwargs)
+        from ..placement import load_placed
+
+        model = load_placed(AutoModelForSeq2SeqLM, name, device_map=device_map, dtype=dtype)
+        return cls(model, AutoTokenizer.from_pretrained(name), **kwargs)
 
     @staticmethod
     def prompt(question: str, passage: str) -> str:
@@ -107,8 +115,8 @@ class MonoT5Judge:
         start_id = self.model.config.decoder_start_token_id
         for start in range(0, len(pairs), self.batch_size):
             batch = self.tokenizer([self.prompt(q, p) for q, p in pairs[start : start + self.batch_size]],
-                                   return_tensors="pt", padding=True, truncation=True, max_length=512)
-            decoder = torch.full((batch["input_ids"].shape[0], 1), start_id, dtype=torch.long)
+                                   return_tensors="pt", padding=True, truncation=True, max_length=512).to(self.model.device)
+            decoder = torch.full((batch["input_ids"].shape[0], 1), start_id, dtype=torch.long, device=self.model.device)
             logits = self.model(**batch, decoder_input_ids=decoder).logits[:, 0].float()
             out += (logits[:, self.true_id] - logits[:, self.false_id]).tolist()
         return out

@@ -1,7 +1,9 @@
-"""A fake of exactly the vLLM calls GraceEmbedder's vLLM backend makes (vLLM cannot run on these CPUs):
-``LLM(model=, tokenizer=, **options)``, ``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)`` and
-``LLM.generate([{"prompt_token_ids": ids}], sampling_params=[...], use_tqdm=False)`` returning results with
-``.outputs[0].token_ids``, ``.finish_reason`` ("stop" / "length") and ``.stop_reason``.
+"""A fake of exactly the vLLM calls the project's vLLM backends make (vLLM cannot run on these CPUs):
+``LLM(model=, tokenizer=, **options)``, ``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``,
+``LLM.generate([{"prompt_token_ids": ids}], sampling_params=[...], use_tqdm=False)`` (GraceEmbedder) and
+``LLM.chat(conversations, sampling_params, use_tqdm=False)`` (VLLMDynamicRAG: the chat template applied with the
+generation header), returning results with ``.outputs[k].token_ids``, ``.text``, ``.finish_reason`` ("stop" /
+"length") and ``.stop_reason``.
 
 It generates with transformers on the CPU, one request at a time: greedy at temperature 0, else temperature + top-p
 sampling from a ``torch.Generator`` seeded by the request's own seed. Like vLLM it keeps the stop token in
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 CALLS: list[tuple[str, dict]] = []
 
@@ -33,6 +35,7 @@ class CompletionOutput:
     token_ids: list[int]
     finish_reason: str
     stop_reason: int | None
+    text: str = ""
 
 
 @dataclass
@@ -45,6 +48,22 @@ class LLM:
     def __init__(self, model: str, tokenizer: str | None = None, **options):
         CALLS.append(("LLM", {"model": model, "tokenizer": tokenizer, **options}))
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
+
+    def chat(self, messages, sampling_params=None, use_tqdm=True):
+        conversations = messages if messages and isinstance(messages[0], list) else [messages]
+        CALLS.append(("chat", {"conversations": conversations, "params": sampling_params}))
+        out = []
+        for conversation in conversations:
+            ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            samples = []
+            for k in range(sampling_params.n):
+                seed = None if sampling_params.seed is None else sampling_params.seed + k
+                one = self._one(list(ids), SamplingParams(1, sampling_params.temperature, sampling_params.top_p,
+                                                          sampling_params.max_tokens, seed, sampling_params.stop_token_ids))
+                samples += one.outputs
+            out.append(RequestOutput(list(ids), samples))
+        return out
 
     @torch.no_grad()
     def generate(self, prompts, sampling_params=None, use_tqdm=True):
@@ -72,5 +91,9 @@ class LLM:
             out.append(token)
             ids.append(token)
             if token in stop:
-                return RequestOutput(prompt, [CompletionOutput(out, "stop", token)])
-        return RequestOutput(prompt, [CompletionOutput(out, "length", None)])
+                return RequestOutput(prompt, [CompletionOutput(out, "stop", token, self._text(out[:-1]))])
+        return RequestOutput(prompt, [CompletionOutput(out, "length", None, self._text(out))])
+
+    def _text(self, ids: list[int]) -> str:
+        tokenizer = getattr(self, "tokenizer", None)
+        return tokenizer.decode(ids, skip_special_tokens=True) if tokenizer is not None else ""

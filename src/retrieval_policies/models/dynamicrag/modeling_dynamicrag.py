@@ -7,6 +7,7 @@ only torch, transformers and the standard library. The weights stay a plain caus
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,77 @@ from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
 from .prompts_dynamicrag import generator_messages, parse_selection, reranker_messages
 
 CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_dynamicrag.py")
+
+
+# ---------------------------------------------------------------------------------------------------- placement
+# Copied from retrieval_policies.models.grace.modeling_grace (each Hub repo carries its own code; a test keeps the
+# copies identical): _torch_dtype, _places_on_cpu, placement, load_causal_lm, neutral_generation_config.
+def _torch_dtype(dtype):
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}: use e.g. 'bfloat16', 'float16', 'float32' or 'auto'")
+    return value
+
+
+def _places_on_cpu(device_map) -> bool:
+    if isinstance(device_map, dict):
+        return all(str(v) in ("cpu", "disk") for v in device_map.values())
+    return str(device_map) == "cpu" or str(device_map).startswith("cpu:")
+
+
+def placement(device_map=None, dtype=None) -> tuple:
+    """(device_map, dtype) to load with: what was asked, else CUDA in bf16 when a GPU is there, else the CPU in fp32
+    (bf16 matmuls are far slower than fp32 on most CPUs). ``device_map`` is transformers' (``"cuda"``, ``"cuda:1"``,
+    ``"auto"``, ``"cpu"``, a dict); ``dtype`` a torch dtype, its name or ``"auto"`` (the checkpoint's own)."""
+    dtype = _torch_dtype(dtype)
+    cuda = torch.cuda.is_available()
+    if device_map is None and cuda:
+        device_map = "cuda"
+    on_cpu = device_map is None or _places_on_cpu(device_map) or (device_map == "auto" and not cuda)
+    if dtype is None:
+        if on_cpu:
+            dtype = torch.float32
+        else:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device_map, dtype
+
+
+def load_causal_lm(path: str, *, config=None, device_map=None, dtype=None, attn_implementation=None, **hub):
+    """The backbone, placed by :func:`placement` (no silent CPU fp32 on a GPU machine)."""
+    device_map, dtype = placement(device_map, dtype)
+    kwargs = {"config": config, "dtype": dtype, **hub}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+@contextlib.contextmanager
+def neutral_generation_config(model):
+    """Generate with the method's own settings only. transformers fills every field a ``GenerationConfig`` leaves
+    unset from ``model.generation_config``, so a backbone's own ``repetition_penalty``, ``top_k``, ``num_beams``...
+    would apply to every output (a Qwen2.5-Instruct checkpoint sets repetition_penalty 1.05-1.1); TRL's rollouts
+    use none."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` [batch, seq, dim] over positions where ``mask`` [batch, seq] is 1."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def text_seed(seed: int, text: str) -> int:
+    """A per-text seed: a text's sampled rationale does not depend on which other texts share its batch."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def add_auto_map(model_config) -> None:
@@ -59,25 +131,36 @@ class DynamicRAGModel(torch.nn.Module):
     def register_for_auto_class(cls, auto_class="AutoModel"):
         """Called by AutoModel on remote-code classes; the repo's config.json already carries the auto_map."""
 
+    HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=torch.float32, **kwargs):
-        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder") if k in kwargs}
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, device_map=None, dtype=None,
+                        attn_implementation=None, torch_dtype=None, **kwargs):
+        """Load a DynamicRAG repo or folder. ``device_map``, ``dtype`` (a dtype, its name or ``"auto"``) and
+        ``attn_implementation`` are transformers'; with no placement given, a CUDA GPU in bf16 when there is one,
+        else the CPU in fp32."""
+        unknown = sorted(set(kwargs) - set(cls.HUB_KWARGS) - {"trust_remote_code", "_from_auto", "adapter_kwargs"})
+        if unknown:
+            raise TypeError(f"DynamicRAGModel.from_pretrained got unexpected arguments {unknown}")
+        hub = {k: kwargs[k] for k in cls.HUB_KWARGS if kwargs.get(k) is not None}
         path = str(pretrained_model_name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, **hub)
+        model = load_causal_lm(path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
+                               attn_implementation=attn_implementation, **hub)
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings = cached_file(path, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
         return cls(model.eval(), tokenizer, DynamicRAGConfig.load(settings) if settings else DynamicRAGConfig())
 
     @classmethod
-    def from_base(cls, name_or_path, *, resolver=None, dtype=torch.float32, **settings):
-        """An untrained reranker from any chat LLM (resolved with retrieval_policies' model resolution when installed)."""
+    def from_base(cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings):
+        """An untrained reranker from any chat LLM (resolved with retrieval_policies' model resolution when installed);
+        placement as in ``from_pretrained``."""
         if resolver is None:
             try:
                 resolver = importlib.import_module("retrieval_policies.assets").resolve_model
             except ImportError:
                 resolver = str
         folder = str(resolver(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        model = load_causal_lm(folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
         return cls(model.eval(), AutoTokenizer.from_pretrained(folder), DynamicRAGConfig(**settings))
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
@@ -99,6 +182,15 @@ class DynamicRAGModel(torch.nn.Module):
                 f"max_passages={c.max_passages}, temperature={c.temperature}, task={c.task!r}, "
                 f"malformed={self.malformed_outputs}/{self.reranker_outputs})")
 
+    def eos_ids(self) -> list[int]:
+        """Where generation stops: the generation config's EOS ids and the tokenizer's together (a Llama-3 checkpoint
+        whose generation config lists only ``<|end_of_text|>`` still stops at the chat turn's ``<|eot_id|>``)."""
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate_texts(self, conversations: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
@@ -115,7 +207,7 @@ class DynamicRAGModel(torch.nn.Module):
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=pad,
-                                  eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+                                  eos_token_id=self.eos_ids(),
                                   **({"temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {}))
         extra = {}
         if num_samples > 1:
@@ -131,7 +223,8 @@ class DynamicRAGModel(torch.nn.Module):
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             if seed is not None:
                 torch.manual_seed(seed)
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, **extra)
+            with neutral_generation_config(self.model):
+                output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, **extra)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output[:, width:]]
 
     # ------------------------------------------------------------------ reranking
@@ -199,10 +292,11 @@ class DynamicRAGModel(torch.nn.Module):
     def answer(self, query: str, passages: list, *, task: str | None = None) -> str:
         return self.answer_batch([query], [passages], task=task)[0]
 
-    def call_batch(self, queries: list[str], pools: list[list], **kwargs) -> list[dict]:
-        """Rerank, then answer from the selected passages: the two LLM calls of DynamicRAG inference."""
+    def call_batch(self, queries: list[str], pools: list[list], *, task: str | None = None, **kwargs) -> list[dict]:
+        """Rerank, then answer from the selected passages: the two LLM calls of DynamicRAG inference. ``task`` is the
+        generator's instruction (short / fever / long; default from the config)."""
         reranked = self.rerank_batch(queries, pools, **kwargs)
-        answers = self.answer_batch(queries, [r.passages for r in reranked])
+        answers = self.answer_batch(queries, [r.passages for r in reranked], task=task)
         return [{"selected": r.passages, "indices": r.indices, "answer": a, "raw": r.raw, "malformed": r.malformed}
                 for r, a in zip(reranked, answers)]
 

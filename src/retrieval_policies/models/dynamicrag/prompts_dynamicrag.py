@@ -32,7 +32,7 @@ TASK_INSTRUCTIONS = {
     "long": "Please answer the question with a paragraph.",
 }
 NONE_OUTPUT = "None"
-_ID_RE = re.compile(r"\[\s*(-?\d+)\s*\]")
+_ID_RE = re.compile(r"\[\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*\]")  # [3] and the repairable [3,1,2]
 
 
 def _title_and_text(passage) -> tuple[str, str]:
@@ -84,17 +84,20 @@ def parse_selection(output: str, num_passages: int) -> ParsedSelection:
     problems = [] if isinstance(output, str) else [f"output is {type(output).__name__}, not str"]
     ids, seen = [], set()
     for match in _ID_RE.finditer(text):
-        value = int(match.group(1))
-        if not 1 <= value <= num_passages:
-            problems.append(f"id {value} outside 1..{num_passages}")
-        elif value in seen:
-            problems.append(f"id {value} repeated")
-        else:
-            seen.add(value)
-            ids.append(value)
+        values = [int(v) for v in match.group(1).split(",")]
+        if len(values) > 1:
+            problems.append(f"several ids in one bracket: {match.group(0)}")
+        for value in values:
+            if not 1 <= value <= num_passages:
+                problems.append(f"id {value} outside 1..{num_passages}")
+            elif value in seen:
+                problems.append(f"id {value} repeated")
+            else:
+                seen.add(value)
+                ids.append(value)
     stripped = text.strip().strip('"').strip()
     if not ids and stripped != NONE_OUTPUT and not problems:
         problems.append("no ids and not 'None'")
-    elif ids and _ID_RE.sub("", text).replace(",", "").strip():
+    elif ids and _ID_RE.sub("", text).replace(",", "").strip().rstrip(".;:!").strip():  # "[1], [2]." is well formed
         problems.append("text besides the ids")
     return ParsedSelection(tuple(ids), bool(problems), tuple(problems))

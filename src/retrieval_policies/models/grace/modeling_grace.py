@@ -93,9 +93,10 @@ def load_causal_lm(path: str, *, config=None, device_map=None, dtype=None, attn_
 
 @contextlib.contextmanager
 def neutral_generation_config(model):
-    """Generate with GRACE's settings only. transformers fills every field a ``GenerationConfig`` leaves unset from
-    ``model.generation_config``, so a backbone's own ``repetition_penalty``, ``top_k``, ``num_beams``... would apply
-    to every rationale (a Qwen2.5-Instruct checkpoint sets repetition_penalty 1.05-1.1); TRL's rollouts use none."""
+    """Generate with the method's own settings only. transformers fills every field a ``GenerationConfig`` leaves
+    unset from ``model.generation_config``, so a backbone's own ``repetition_penalty``, ``top_k``, ``num_beams``...
+    would apply to every output (a Qwen2.5-Instruct checkpoint sets repetition_penalty 1.05-1.1); TRL's rollouts
+    use none."""
     saved = model.generation_config
     model.generation_config = GenerationConfig()
     try:
