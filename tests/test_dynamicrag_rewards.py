@@ -165,7 +165,6 @@ def test_reward_models_and_labellers_take_their_own_placement(tmp_path):
     """The judge and the BERTScore encoder (and the relevance labellers) load where they are told, independently of
     the policy; on this CPU nothing given means fp32."""
     import torch
-    import transformers
     from transformers import AutoTokenizer
 
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -175,11 +174,10 @@ def test_reward_models_and_labellers_take_their_own_placement(tmp_path):
     scorer = BertScorer("sentence-transformers/all-MiniLM-L6-v2", device_map="cpu", dtype="bfloat16")
     assert scorer.model.dtype == torch.bfloat16
     assert scorer.f1(["the capital of France is Paris"], ["the capital of France is Paris"])[0] == pytest.approx(1.0, abs=1e-2)
+    from conftest import tiny_llama
+
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "judge")
+    tiny_llama(tokenizer).save_pretrained(tmp_path / "judge")
     tokenizer.save_pretrained(tmp_path / "judge")
     judge = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=2, device_map="cpu", dtype="bfloat16")
     assert judge.model.dtype == torch.bfloat16 and len(judge.replies([("q", "Paris", "Paris")])) == 1
