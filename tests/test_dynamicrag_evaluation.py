@@ -98,3 +98,37 @@ def test_dynamicrag_evaluate_command(tmp_path):
     assert set(report["scores"]) == {"dynamicrag", "same-k", "top-1", "all"}
     assert report["settings"]["answer_max_new_tokens"] == 16
     assert report["scores"]["all"]["exact_match"] >= report["scores"]["top-1"]["exact_match"]
+
+
+def _set_rows(texts_and_golds):
+    rows = []
+    for q, (text, golds, extra) in enumerate(texts_and_golds):
+        ctxs = [{"id": "0", "title": "t", "text": text, "has_answer": True}, {"id": "1", "title": "t", "text": "filler", "has_answer": False}]
+        rows.append({"id": f"q{q}", "question": f"claim {q}", "answers": golds, "ctxs": ctxs, **extra})
+    return clean_rows(rows)[0]
+
+
+@pytest.mark.parametrize("eval_set, rows, task, metric, value, column", [
+    ("fever", [("The answer is SUPPORTS.", ["SUPPORTS"], {}), ("The answer is REFUTES.", ["SUPPORTS"], {})],
+     "fever", "label_accuracy", 0.5, "accuracy"),
+    ("asqa", [("The answer is Paris.", ["Paris was the long answer and Lyon too"],
+               {"qa_pairs": [{"question": "a", "short_answers": ["Paris"]}, {"question": "b", "short_answers": ["Lyon"]}]})],
+     "long", "str_em", 0.5, "str-EM"),
+    ("eli5", [("The answer is Paris.", ["Paris"], {})], "long", "rougeL", 1.0, "ROUGE-L"),
+])
+def test_evaluation_per_set(eval_set, rows, task, metric, value, column):
+    rows = _set_rows(rows)
+    model = ScriptedModel()
+    model.dynamicrag_config = DynamicRAGConfig(max_passages=2)
+    report = evaluate_dynamicrag(model, rows, top_ks=(1,), eval_set=eval_set, show_progress_bar=False)
+    assert model.calls[0][1] == task  # the set's generator instruction
+    assert report["scores"]["dynamicrag"][metric] == pytest.approx(value)
+    assert column in format_scores(report["scores"]).splitlines()[0]
+    if eval_set == "asqa":  # golds from the qa-pairs' short answers, not the long answer
+        assert "exact_match" not in report["scores"]["dynamicrag"]
+
+
+def test_asqa_without_qa_pairs_is_a_clear_error():
+    rows = _set_rows([("The answer is Paris.", ["Paris"], {})])
+    with pytest.raises(ValueError, match="has no qa_pairs"):
+        evaluate_dynamicrag(ScriptedModel(), rows, eval_set="asqa", show_progress_bar=False)

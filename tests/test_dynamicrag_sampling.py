@@ -138,11 +138,14 @@ def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
     AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True)).save_pretrained(folder)
     DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=7, answer_max_new_tokens=5).save(folder)
     model = VLLMDynamicRAG(str(folder), gpu_memory_utilization=0.5)
-    assert model.llm.kwargs == {"gpu_memory_utilization": 0.5} and model.dynamicrag_config.max_passages == 4
+    # vLLM's own sampling defaults, not the checkpoint's generation_config.json
+    assert model.llm.kwargs == {"gpu_memory_utilization": 0.5, "generation_config": "vllm"}
+    assert model.dynamicrag_config.max_passages == 4
     sample_trajectories(model, ROWS[:2], tmp_path / "t.jsonl", num_samples=3, temperature=0.4, batch_size=2,
                         show_progress_bar=False)
     (n_prompts, sampling), (n_answers, greedy) = requests
     assert n_prompts == 2 and sampling["n"] == 3 and sampling["temperature"] == 0.4 and sampling["max_tokens"] == 7
+    assert sampling["stop_token_ids"] == model.eos_ids()  # the tokenizer's EOS (no generation_config.json here)
     assert n_answers == 6 and greedy["n"] == 1 and greedy["temperature"] == 0.0 and greedy["max_tokens"] == 5
     lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [t["ids"] for t in lines[0]["trajectories"]] == [[1], [2], [3]]

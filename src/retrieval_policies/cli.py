@@ -152,7 +152,7 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
     if args.answer_max_new_tokens:
         model.dynamicrag_config.answer_max_new_tokens = args.answer_max_new_tokens
     report = evaluate_dynamicrag(model, rows, top_ks=args.top_k, batch_size=args.batch_size, task=args.task,
-                                 tournament=args.tournament, show_progress_bar=not args.quiet)
+                                 tournament=args.tournament, show_progress_bar=not args.quiet, eval_set=args.config)
     print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
     print(format_scores(report["scores"]))
     if args.output:
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--max-questions", type=int)
     dr_eval.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)")
     dr_eval.add_argument("--batch-size", type=int, default=8)
-    dr_eval.add_argument("--task", choices=["short", "fever", "long"], help="generator task line (default from the repo)")
+    dr_eval.add_argument("--task", choices=["short", "fever", "long"], help="generator task line (default: the set's: "
+                                                                              "fever for fever, long for eli5/asqa, else the repo's)")
     dr_eval.add_argument("--rerank-max-new-tokens", type=int, help="override the repo's reranker output limit")
     dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")

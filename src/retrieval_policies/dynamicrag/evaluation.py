@@ -10,6 +10,20 @@ from pathlib import Path
 from .data import clean_rows
 
 METRICS_DIR = Path(__file__).resolve().parents[3] / "metrics"
+# Per evaluation set (method spec §5): the generator's instruction and the rag_answer config that scores it; the
+# short-answer sets (NQ, TriviaQA, HotpotQA, 2WikiMQA, the offline cloze) use the defaults (EM, F1, match, ROUGE-L).
+SET_TASKS = {"fever": "fever", "eli5": "long", "asqa": "long"}
+SET_METRICS = {"fever": "fever", "asqa": "asqa"}
+
+
+def references_for(row: dict, eval_set: str | None) -> list:
+    """The golds a set is scored against: ASQA's are its qa-pairs' short answers (str-EM), not the long answer."""
+    if eval_set != "asqa":
+        return row["answers"]
+    pairs = row.get("qa_pairs")
+    if not pairs:
+        raise ValueError(f"ASQA row {row.get('id')!r} has no qa_pairs: str-EM needs them")
+    return [[str(a) for a in (p.get("short_answers") or [] if isinstance(p, dict) else p)] for p in pairs]
 
 
 def _metric(name: str, config: str | None = None):
@@ -32,15 +46,19 @@ def load_eval_rows(data: str, *, config: str | None = None, split: str = "test",
 
 
 def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None,
-                        tournament: bool = False, show_progress_bar: bool = True) -> dict:
+                        tournament: bool = False, show_progress_bar: bool = True, eval_set: str | None = None) -> dict:
     """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions.
 
     As published, the reranker sees each question's first N retrieved passages (``ctxs[:N]``, N = ``max_passages``)
     in one call; ``tournament=True`` reranks the whole pool in windows of N instead. ``task`` (the generator's
-    instruction) reaches DynamicRAG's own answers and every baseline's."""
+    instruction) reaches DynamicRAG's own answers and every baseline's; by default it is the set's (``SET_TASKS``,
+    else the model's), and the set decides the answer metrics (FEVER label accuracy, ASQA str-EM, EM/F1/match/ROUGE-L
+    otherwise)."""
     from tqdm.auto import tqdm
 
-    answer_metric, selection_metric = _metric("rag_answer"), _metric("rerank_selection")
+    task = task or SET_TASKS.get(eval_set)
+    golds = [references_for(r, eval_set) for r in rows]  # before any generation: a bad row fails at once
+    answer_metric, selection_metric = _metric("rag_answer", SET_METRICS.get(eval_set)), _metric("rerank_selection")
     n = model.dynamicrag_config.max_passages
     names = ["dynamicrag", "same-k", *[f"top-{k}" for k in top_ks], "all"]
     systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in names}
@@ -70,7 +88,6 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
             systems[name]["selected"] += selections
         bar.update(len(batch))
     bar.close()
-    golds = [r["answers"] for r in rows]
     relevant = [[i + 1 for i, c in enumerate(r["ctxs"]) if c["relevant"]] for r in rows]
     scores = {}
     for name, system in systems.items():
@@ -84,9 +101,16 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
     return {"scores": scores, "predictions": predictions}
 
 
+ANSWER_COLUMNS = {"exact_match": "EM", "f1": "F1", "match": "match", "rougeL": "ROUGE-L", "label_accuracy": "accuracy",
+                  "str_em": "str-EM"}
+
+
 def format_scores(scores: dict) -> str:
-    columns = [("EM", "exact_match"), ("F1", "f1"), ("match", "match"), ("mean k", "selection_mean_k"),
-               ("precision", "selection_precision"), ("recall", "selection_recall"), ("nDCG", "selection_ndcg")]
+    """One row per system: every answer metric of the set, then the selection metrics."""
+    first = next(iter(scores.values()))
+    columns = [(title, key) for key, title in ANSWER_COLUMNS.items() if key in first]
+    columns += [("mean k", "selection_mean_k"), ("precision", "selection_precision"), ("recall", "selection_recall"),
+                ("nDCG", "selection_ndcg")]
     lines = [f"{'system':<12}" + "".join(f"{title:>11}" for title, _ in columns)]
     for name, values in scores.items():
         lines.append(f"{name:<12}" + "".join(f"{values[key]:>11.4f}" for _, key in columns))
