@@ -8,7 +8,7 @@ use_tqdm=False)`` and each result's ``.outputs[k].text``."""
 from __future__ import annotations
 
 from ..models.dynamicrag.configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
-from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel
+from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, eos_token_ids
 
 
 class VLLMDynamicRAG(DynamicRAGModel):
@@ -19,21 +19,16 @@ class VLLMDynamicRAG(DynamicRAGModel):
             raise ImportError('vLLM generation needs vllm: pip install -e ".[vllm]" (GPU only)') from err
         from pathlib import Path
 
-        from transformers import AutoTokenizer
-
-        from transformers import GenerationConfig
+        from transformers import AutoTokenizer, GenerationConfig
 
         settings = Path(path) / DYNAMICRAG_CONFIG_NAME
         super().__init__(None, AutoTokenizer.from_pretrained(path),
                          config or (DynamicRAGConfig.load(settings) if settings.is_file() else DynamicRAGConfig()))
         try:
-            eos = GenerationConfig.from_pretrained(path).eos_token_id
+            generation_config = GenerationConfig.from_pretrained(path)
         except OSError:  # no generation_config.json
-            eos = None
-        eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos.add(self.tokenizer.eos_token_id)
-        self.stop_token_ids = sorted(eos)  # the union, as DynamicRAGModel.eos_ids (Llama-3: <|eot_id|> too)
+            generation_config = None
+        self.stop_token_ids = eos_token_ids(generation_config, self.tokenizer)  # the same union as DynamicRAGModel
         # vLLM's own defaults, not the checkpoint's generation_config.json (as the HF path sets it aside)
         self.llm = LLM(model=str(path), **{"generation_config": "vllm", **llm_kwargs})
 

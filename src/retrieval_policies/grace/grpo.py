@@ -105,21 +105,19 @@ class GraceContrastiveReward:
                                f"{'none' if prompt_ids is None else len(prompt_ids)} for {count} completions")
         return prompt_ids
 
+    @contextlib.contextmanager
     def _unwrapped_policy(self):
         """The policy as TRL unwraps it for generation (same ZeRO-3 gathering and gradient-checkpointing handling),
         with FSDP1's full parameters summoned as TRL does around ``generate``."""
         from trl.models import unwrap_model_for_generation
 
         trainer, args = self.trainer, self.trainer.args
-        stack = contextlib.ExitStack()
-        policy = stack.enter_context(unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator,
-            gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
-            gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None)))
         dist = getattr(trainer, "_dist", None)
-        if dist is not None:
-            stack.enter_context(dist.summon_full_params(trainer.model_wrapped, recurse=False))
-        return stack, policy
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
+                                         gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None)) as policy, \
+                (dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else contextlib.nullcontext()):
+            yield policy
 
     def embed_unique(self, embedder: GraceEmbedder, sequences: list[list[int]]) -> torch.Tensor:
         """One forward per distinct sequence; rows come back in the order of ``sequences``, unit-norm."""
@@ -147,8 +145,7 @@ class GraceContrastiveReward:
             extra_by_group.setdefault(g, (kwargs["query"][i], kwargs["negative"][i]) if self.mode == "supervised" else (kwargs["text"][i],))
         extra_texts = list(dict.fromkeys(t for texts_of_group in extra_by_group.values() for t in texts_of_group))
         step_seed = self.seed + int(trainer.state.global_step)
-        stack, policy = self._unwrapped_policy()
-        with stack:
+        with self._unwrapped_policy() as policy:
             embedder = self._embedder(policy, trainer.processing_class)
             was_training = embedder.model.training
             embedder.model.eval()

@@ -60,13 +60,16 @@ def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> C
 
 class DenseRetriever:
     def __init__(self, encoder, corpus: list[dict], *, encoder_id: str, cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 32, faiss_threshold: int = FAISS_THRESHOLD):
+                 batch_size: int = 32, faiss_threshold: int = FAISS_THRESHOLD, embeddings: np.ndarray | None = None,
+                 grace_options: dict | None = None):
+        """``embeddings``: the corpus's vectors when already computed (``from_encoded``); ``grace_options``: the GRACE
+        encode settings the queries are embedded with."""
         for i, passage in enumerate(corpus):
             if not isinstance(passage, dict) or "id" not in passage or not isinstance(passage.get("text"), str):
                 raise ValueError(f"corpus row {i}: expected a dict with 'id' and a string 'text'")
         self.corpus, self.encoder_id = corpus, encoder_id
-        self._encode = _encode_fn(encoder, batch_size)
-        self.embeddings = self._corpus_embeddings(cache_dir)
+        self._encode = _encode_fn(encoder, batch_size, grace_options)
+        self.embeddings = self._corpus_embeddings(cache_dir) if embeddings is None else embeddings
         self._index = None
         if len(corpus) > faiss_threshold:
             self._index = _faiss_or_none(self.embeddings)
@@ -86,15 +89,10 @@ class DenseRetriever:
             from ..models.grace import GraceEmbedder
 
             encoder = GraceEmbedder.from_pretrained(resolve_model(settings["model"]), **encoder_options)
-        self = cls.__new__(cls)
-        self.corpus, self.encoder_id, self.embeddings = passages, f"{settings['model']}@{settings['revision']}", embeddings
-        self._encode = _encode_fn(encoder, batch_size, {k: settings[k] for k in ("rationale", "max_new_tokens", "temperature",
-                                                                                 "top_p", "seed")}
-                                  if hasattr(encoder, "grace_config") else None)
-        self._index = None
-        if len(passages) > faiss_threshold:
-            self._index = _faiss_or_none(embeddings)
-        return self
+        options = {k: settings[k] for k in ("rationale", "max_new_tokens", "temperature", "top_p", "seed")}
+        return cls(encoder, passages, encoder_id=f"{settings['model']}@{settings['revision']}", batch_size=batch_size,
+                   faiss_threshold=faiss_threshold, embeddings=embeddings,
+                   grace_options=options if hasattr(encoder, "grace_config") else None)
 
     def cache_path(self, cache_dir: str | os.PathLike) -> Path:
         key = hashlib.sha256(f"{self.encoder_id}\x00{corpus_fingerprint(self.corpus)}".encode()).hexdigest()[:16]

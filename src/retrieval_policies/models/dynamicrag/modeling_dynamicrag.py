@@ -24,7 +24,7 @@ CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_
 
 # ---------------------------------------------------------------------------------------------------- placement
 # Copied from retrieval_policies.models.grace.modeling_grace (each Hub repo carries its own code; a test keeps the
-# copies identical): _torch_dtype, _places_on_cpu, placement, load_causal_lm, neutral_generation_config.
+# copies identical): _torch_dtype, _places_on_cpu, placement, load_placed, eos_token_ids, neutral_generation_config.
 def _torch_dtype(dtype):
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
         return dtype
@@ -57,15 +57,25 @@ def placement(device_map=None, dtype=None) -> tuple:
     return device_map, dtype
 
 
-def load_causal_lm(path: str, *, config=None, device_map=None, dtype=None, attn_implementation=None, **hub):
-    """The backbone, placed by :func:`placement` (no silent CPU fp32 on a GPU machine)."""
+def load_placed(auto_class, path, *, device_map=None, dtype=None, attn_implementation=None, **kwargs):
+    """``auto_class.from_pretrained(path, **kwargs)`` (AutoModelForCausalLM, AutoModel, ...) placed by
+    :func:`placement` (no silent CPU fp32 on a GPU machine), in eval mode."""
     device_map, dtype = placement(device_map, dtype)
-    kwargs = {"config": config, "dtype": dtype, **hub}
     if device_map is not None:
         kwargs["device_map"] = device_map
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return auto_class.from_pretrained(str(path), dtype=dtype, **kwargs).eval()
+
+
+def eos_token_ids(generation_config, tokenizer) -> list[int]:
+    """Where generation stops: the generation config's EOS ids and the tokenizer's together (a Llama-3 checkpoint
+    whose generation config lists only ``<|end_of_text|>`` still stops at the chat turn's ``<|eot_id|>``)."""
+    ids = getattr(generation_config, "eos_token_id", None)
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
 
 
 @contextlib.contextmanager
@@ -80,17 +90,6 @@ def neutral_generation_config(model):
         yield
     finally:
         model.generation_config = saved
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` [batch, seq, dim] over positions where ``mask`` [batch, seq] is 1."""
-    mask = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-def text_seed(seed: int, text: str) -> int:
-    """A per-text seed: a text's sampled rationale does not depend on which other texts share its batch."""
-    return int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def add_auto_map(model_config) -> None:
@@ -144,7 +143,7 @@ class DynamicRAGModel(torch.nn.Module):
             raise TypeError(f"DynamicRAGModel.from_pretrained got unexpected arguments {unknown}")
         hub = {k: kwargs[k] for k in cls.HUB_KWARGS if kwargs.get(k) is not None}
         path = str(pretrained_model_name_or_path)
-        model = load_causal_lm(path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
+        model = load_placed(AutoModelForCausalLM, path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
                                attn_implementation=attn_implementation, **hub)
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings = cached_file(path, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
@@ -160,7 +159,7 @@ class DynamicRAGModel(torch.nn.Module):
             except ImportError:
                 resolver = str
         folder = str(resolver(name_or_path))
-        model = load_causal_lm(folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
+        model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
         return cls(model.eval(), AutoTokenizer.from_pretrained(folder), DynamicRAGConfig(**settings))
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
@@ -183,13 +182,7 @@ class DynamicRAGModel(torch.nn.Module):
                 f"malformed={self.malformed_outputs}/{self.reranker_outputs})")
 
     def eos_ids(self) -> list[int]:
-        """Where generation stops: the generation config's EOS ids and the tokenizer's together (a Llama-3 checkpoint
-        whose generation config lists only ``<|end_of_text|>`` still stops at the chat turn's ``<|eot_id|>``)."""
-        ids = self.model.generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return sorted(ids)
+        return eos_token_ids(self.model.generation_config, self.tokenizer)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -80,15 +80,25 @@ def placement(device_map=None, dtype=None) -> tuple:
     return device_map, dtype
 
 
-def load_causal_lm(path: str, *, config=None, device_map=None, dtype=None, attn_implementation=None, **hub):
-    """The backbone, placed by :func:`placement` (no silent CPU fp32 on a GPU machine)."""
+def load_placed(auto_class, path, *, device_map=None, dtype=None, attn_implementation=None, **kwargs):
+    """``auto_class.from_pretrained(path, **kwargs)`` (AutoModelForCausalLM, AutoModel, ...) placed by
+    :func:`placement` (no silent CPU fp32 on a GPU machine), in eval mode."""
     device_map, dtype = placement(device_map, dtype)
-    kwargs = {"config": config, "dtype": dtype, **hub}
     if device_map is not None:
         kwargs["device_map"] = device_map
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return auto_class.from_pretrained(str(path), dtype=dtype, **kwargs).eval()
+
+
+def eos_token_ids(generation_config, tokenizer) -> list[int]:
+    """Where generation stops: the generation config's EOS ids and the tokenizer's together (a Llama-3 checkpoint
+    whose generation config lists only ``<|end_of_text|>`` still stops at the chat turn's ``<|eot_id|>``)."""
+    ids = getattr(generation_config, "eos_token_id", None)
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
 
 
 @contextlib.contextmanager
@@ -252,7 +262,7 @@ class GraceEmbedder(torch.nn.Module):
             raise TypeError(f"GraceEmbedder.from_pretrained got unexpected arguments {unknown}")
         hub = {k: kwargs[k] for k in cls.HUB_KWARGS if kwargs.get(k) is not None}
         path = str(pretrained_model_name_or_path)
-        model = load_causal_lm(path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
+        model = load_placed(AutoModelForCausalLM, path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
                                attn_implementation=attn_implementation, **hub)
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings_file = cached_file(path, GRACE_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
@@ -274,7 +284,7 @@ class GraceEmbedder(torch.nn.Module):
             except ImportError:
                 resolver = str
         folder = str(resolver(name_or_path))
-        model = load_causal_lm(folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
+        model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return cls(model.eval(), tokenizer, GraceConfig(**settings), revision=_folder_fingerprint(folder), source=folder)
 
@@ -330,11 +340,7 @@ class GraceEmbedder(torch.nn.Module):
         return n
 
     def eos_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
+        return set(eos_token_ids(self.model.generation_config, self.tokenizer))
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
