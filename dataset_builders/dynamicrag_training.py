@@ -24,7 +24,10 @@ CARD = """Built by `dataset_builders/dynamicrag_training.py` (retrieval-policies
   relevant passages), and general instructions when requested. `kind` says which; `length` is the target's
   number of ids (-1 for non-reranker records).
 - `pool`: the questions with their retrieved passages (`ctxs`: id, title, text, score, has_answer, relevant), per
-  split; relevance labels from `{labeler}`. Test questions appear only here.
+  split; relevance labels from `{labeler}`; `task` is the generator instruction of the row's source set. `dpo` holds
+  {dpo_fraction:.0%} of the training questions, held out from `sft` for sampling DPO trajectories; test questions
+  appear only here.
+- Lengths: {length_rule}
 """
 
 
@@ -42,15 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--general-data", help="mix in general instructions from this Hub dataset (e.g. yahma/alpaca-cleaned)")
     parser.add_argument("--general-count", type=int, default=0)
+    parser.add_argument("--dpo-fraction", type=float, default=0.5,
+                        help="share of the training questions held out from SFT as pool/dpo (default 0.5)")
+    parser.add_argument("--force-has-answer", action="store_true",
+                        help="keep has_answer relevance labels for FEVER/ELI5/ASQA rows (refused by default)")
+    parser.add_argument("--tokenizer", help="the backbone's tokenizer: drop (and count) examples over --max-seq-length")
+    parser.add_argument("--max-seq-length", type=int, help="the SFT/DPO config's max_length (with --tokenizer)")
     args = parser.parse_args(argv)
+    if (args.tokenizer is None) != (args.max_seq_length is None):
+        parser.error("--tokenizer and --max-seq-length go together")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_training_dataset(
         source=args.source, hub_dataset=args.hub_dataset, hub_split=args.hub_split, max_rows=args.max_rows,
         encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
         cache_dir=args.cache_dir or f"{args.output_dir}.cache", strict=args.strict, labeler=args.labeler,
         max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
-        general_data=args.general_data, general_count=args.general_count, max_passages=args.max_passages)
-    settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler")}
+        general_data=args.general_data, general_count=args.general_count, max_passages=args.max_passages,
+        dpo_fraction=args.dpo_fraction, force_has_answer=args.force_has_answer, tokenizer=args.tokenizer,
+        max_seq_length=args.max_seq_length)
+    settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler",
+                                                              "dpo_fraction")}
+    settings["length_rule"] = (f"examples longer than {args.max_seq_length} tokens with the `{args.tokenizer}` tokenizer "
+                               "were dropped (counted below)" if args.tokenizer else "not checked against a tokenizer")
     return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG training data",
                   tags=["dynamicrag", "reranking", "retrieval-augmented-generation"], default_config="sft", **settings)
 

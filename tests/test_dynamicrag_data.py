@@ -27,7 +27,7 @@ def test_field_name_variants_map_onto_one_schema():
     ]
     rows = [normalize_row(v, i) for i, v in enumerate(variants)]
     for row in rows:
-        assert set(row) == {"id", "question", "answers", "ctxs"} and row["answers"][0] == "Ann"
+        assert set(row) == {"id", "question", "answers", "ctxs", "task"} and row["answers"][0] == "Ann" and row["task"] == "short"
         assert set(row["ctxs"][0]) == {"id", "title", "text", "score", "has_answer", "relevant"}
         assert row["ctxs"][0]["text"] == "Ann did it." and row["ctxs"][0]["has_answer"] is True
     assert [r["id"] for r in rows] == ["1", "2", "2", "3"]  # a row without id gets its row number
@@ -74,13 +74,16 @@ def test_training_builder_on_a_small_real_sample(tmp_path):
     assert "source: wikipedia-cloze" in out.stdout and "kept    sft/train:" in out.stdout
     sft = load_dataset(str(tmp_path / "train"), "sft")
     pool = load_dataset(str(tmp_path / "train"), "pool")
-    assert set(sft) == {"train", "validation"} and set(pool) == {"train", "validation", "test"}
+    assert set(sft) == {"train", "validation"} and set(pool) == {"train", "dpo", "validation", "test"}
     record = sft["train"][0]
     assert record["prompt"][0]["role"] == "system" and record["completion"][0]["role"] == "assistant"
     assert Counter(sft["train"]["kind"]).keys() == {"reranker", "generator"}
     test_ids = set(pool["test"]["id"])
     trained_on = {i.rsplit("-", 1)[0] for split in sft.values() for i in split["id"]}
     assert test_ids and not test_ids & trained_on  # test questions never reach the SFT data
+    dpo_ids = set(pool["dpo"]["id"])  # DPO trajectories are sampled on questions held out from SFT
+    assert len(dpo_ids) > 0.3 * (len(dpo_ids) + len(pool["train"])) and not dpo_ids & trained_on
+    assert "pool/dpo:" in out.stdout
     assert all(len(row["ctxs"]) == 20 for row in pool["train"])
     assert "configs:" in (tmp_path / "train" / "README.md").read_text()
     assert list(tmp_path.glob("train.cache/embeddings-*.npy"))  # corpus embeddings kept for re-runs

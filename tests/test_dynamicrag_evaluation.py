@@ -42,7 +42,7 @@ class ScriptedModel:
             out.append({"indices": indices, "answer": answer, "malformed": 0, "raw": [format_selection([i + 1 for i in indices])]})
         return out
 
-    def answer_batch(self, queries, passage_lists, task=None):
+    def answer_batch(self, queries, passage_lists, task=None, ids=None):
         self.answered += [(q, tuple(p["text"] for p in ps)) for q, ps in zip(queries, passage_lists)]
         found = [re.search(r"answer is (\w+)", " ".join(p["text"] for p in ps)) for ps in passage_lists]
         return [m.group(1) if m else "unknown" for m in found]
@@ -78,11 +78,11 @@ def test_reranker_sees_the_first_n_passages_and_the_task_reaches_its_answers():
     model.dynamicrag_config = DynamicRAGConfig(max_passages=4)
     rows, _ = clean_rows(_rows())
     report = evaluate_dynamicrag(model, rows, top_ks=(1,), task="fever", show_progress_bar=False)
-    assert model.calls == [([4, 4, 4], "fever")]  # ctxs[:N] in one call, as published; --task reaches DynamicRAG
+    assert model.calls == [([4, 4, 4], ["fever"] * 3)]  # ctxs[:N] in one call, as published; --task reaches DynamicRAG
     assert report["predictions"][2]["dynamicrag"]["selected"] == []  # Oslo's passage is 5th: N = 4 never shows it
     model.calls.clear()
     evaluate_dynamicrag(model, rows, top_ks=(1,), tournament=True, show_progress_bar=False)
-    assert model.calls == [([6, 6, 6], None)]  # the whole pool goes to the tournament
+    assert model.calls == [([6, 6, 6], ["short"] * 3)]  # the whole pool goes to the tournament; each row's own task
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def _set_rows(texts_and_golds):
      "fever", "label_accuracy", 0.5, "accuracy"),
     ("asqa", [("The answer is Paris.", ["Paris was the long answer and Lyon too"],
                {"qa_pairs": [{"question": "a", "short_answers": ["Paris"]}, {"question": "b", "short_answers": ["Lyon"]}]})],
-     "long", "str_em", 0.5, "str-EM"),
+     "short", "str_em", 0.5, "str-EM"),
     ("eli5", [("The answer is Paris.", ["Paris"], {})], "long", "rougeL", 1.0, "ROUGE-L"),
 ])
 def test_evaluation_per_set(eval_set, rows, task, metric, value, column):
@@ -121,7 +121,7 @@ def test_evaluation_per_set(eval_set, rows, task, metric, value, column):
     model = ScriptedModel()
     model.dynamicrag_config = DynamicRAGConfig(max_passages=2)
     report = evaluate_dynamicrag(model, rows, top_ks=(1,), eval_set=eval_set, show_progress_bar=False)
-    assert model.calls[0][1] == task  # the set's generator instruction
+    assert model.calls[0][1] == [task] * len(rows)  # the set's generator instruction, per row
     assert report["scores"]["dynamicrag"][metric] == pytest.approx(value)
     assert column in format_scores(report["scores"]).splitlines()[0]
     if eval_set == "asqa":  # golds from the qa-pairs' short answers, not the long answer

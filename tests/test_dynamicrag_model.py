@@ -88,11 +88,12 @@ def test_malformed_outputs_are_counted(tiny, monkeypatch):
     before = tiny.malformed_outputs
     result = tiny.rerank("q", _pool({2: 1}, 10))
     assert result.indices == [2] and result.malformed == 1 and tiny.malformed_outputs == before + 1
+    assert result.out_of_range == 1  # [99] of 10: a question the published evaluation would have dropped
 
 
 def test_real_generation_never_raises_and_answers(tiny):
     out = tiny("Who wrote Hamlet?", ["Hamlet is a play.", {"title": "Shakespeare", "text": "He wrote Hamlet."}])
-    assert set(out) == {"selected", "indices", "answer", "raw", "malformed"}
+    assert set(out) == {"selected", "indices", "answer", "raw", "malformed", "out_of_range"}
     assert all(0 <= i < 2 for i in out["indices"]) and isinstance(out["answer"], str)
     assert len(tiny.answer_batch(["a?", "b?"], [[], ["x"]])) == 2
 

@@ -116,3 +116,19 @@ def test_a_recipe_refuses_another_process_count():
     check_process_count(1, args)  # this test runs as one process
     with pytest.raises(ValueError, match="set for 4 processes, launched with 1: .* 128 / 1"):
         check_process_count(4, args)
+
+
+@pytest.mark.parametrize("model, context, passages", [("Llama-3-8B", 8192, 40), ("Llama-2-7B", 4096, 20)])
+def test_paper_dynamicrag_configs_generate_with_vllm_and_score_as_published(model, context, passages):
+    import yaml
+
+    folder = RECIPES / "dynamicrag" / model
+    sample = yaml.safe_load((folder / "config_sample.yaml").read_text())
+    assert sample["use_vllm"] and sample["vllm_max_model_length"] == context and sample["max_passages"] == passages
+    assert sample["dataset_split"] == "dpo"  # trajectories on questions held out from SFT
+    rewards = yaml.safe_load((folder / "config_rewards.yaml").read_text())
+    assert rewards["judge_backend"] == "vllm" and "Instruct" in rewards["judge_model"]
+    assert (rewards["bertscore_model"], rewards["bertscore_num_layers"]) == ("FacebookAI/roberta-large", 17)
+    assert all(rewards[f"weight_{t}"] == 0.2 for t in ("em", "rougel", "bertscore", "length", "judge"))
+    pairs = yaml.safe_load((folder / "config_pairs.yaml").read_text())
+    assert pairs["generator_questions"] == 10000 and not pairs["require_correct_answer"] and "task" not in pairs

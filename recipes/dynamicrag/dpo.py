@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from retrieval_policies.dynamicrag.training import export_repo, load_policy, prepare_reference, repo_callback
+from retrieval_policies.dynamicrag.training_examples import refuse_over_length
 from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
 
 
@@ -41,6 +42,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
                        columns=["prompt", "chosen", "rejected"])
     if len(train) == 0:
         raise ValueError(f"{script_args.dataset_name}: no preference pairs of kinds {script_args.kinds} to train on")
+    refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (pairs)")
     peft_config = get_peft_config(model_args)
     if peft_config is None:
         prepare_reference(model, tokenizer, model_args.model_name_or_path, training_args.output_dir)

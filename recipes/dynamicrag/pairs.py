@@ -41,7 +41,7 @@ class PairArguments:
     rewards_file: str = "outputs/dynamicrag/rewards.jsonl"
     output_dir: str = "outputs/dynamicrag/pairs"
     generator_questions: int = 10000
-    task: str = "short"
+    task: str | None = None  # the generator instruction of generator pairs; None: each question's own (its set's)
     require_correct_answer: bool = False  # named deviation: see retrieval_policies.dynamicrag.pairs
 
 

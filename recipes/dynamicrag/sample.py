@@ -37,6 +37,9 @@ class SamplingArguments:
     answer_max_new_tokens: int = 200
     use_vllm: bool = False  # GPU: generate with vLLM (pip install -e ".[vllm]")
     vllm_gpu_memory_utilization: float = 0.9
+    vllm_max_model_length: int | None = None  # vLLM's max_model_len (the KV cache is sized for it): prompt + output
+    vllm_tensor_parallel_size: int = 1
+    vllm_dtype: str = "auto"
     # HF generation's placement (None: a GPU in bf16 when there is one, else the CPU in fp32)
     device_map: str | None = None
     dtype: str | None = None
@@ -56,7 +59,9 @@ def main(args: SamplingArguments) -> None:
         from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
 
         model = VLLMDynamicRAG(str(resolve_model(args.model_name_or_path)), seed=args.seed,
-                               gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+                               gpu_memory_utilization=args.vllm_gpu_memory_utilization, dtype=args.vllm_dtype,
+                               tensor_parallel_size=args.vllm_tensor_parallel_size,
+                               **({"max_model_len": args.vllm_max_model_length} if args.vllm_max_model_length else {}))
     else:
         model = DynamicRAGModel.from_pretrained(resolve_model(args.model_name_or_path), device_map=args.device_map,
                                                 dtype=args.dtype, attn_implementation=args.attn_implementation)

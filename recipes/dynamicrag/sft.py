@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from retrieval_policies.dynamicrag.training import export_repo, load_policy, repo_callback
+from retrieval_policies.dynamicrag.training_examples import refuse_over_length
 from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
 
 
@@ -45,6 +46,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     if script_args.dataset_test_split and training_args.eval_strategy != "no":
         evaluation = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_test_split,
                                 limit=script_args.max_eval_samples, columns=columns)
+    refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (sft/train)")
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=get_peft_config(model_args),
                          callbacks=[repo_callback(settings)])

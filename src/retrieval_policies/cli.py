@@ -143,6 +143,8 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
         model = VLLMDynamicRAG(str(resolve_model(args.model)), **options)
     else:
         model = DynamicRAGModel.from_pretrained(resolve_model(args.model), **_placement(args))
+    if args.prompt_profile:
+        model.dynamicrag_config.prompt_profile = args.prompt_profile
     if args.max_passages:
         model.dynamicrag_config.max_passages = args.max_passages
     if args.temperature is not None:
@@ -155,6 +157,9 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
                                  tournament=args.tournament, show_progress_bar=not args.quiet, eval_set=args.config)
     print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
     print(format_scores(report["scores"]))
+    print(f"settings: {model.dynamicrag_config.to_dict()}")
+    print(f"questions whose reranker output held an id above the {model.dynamicrag_config.max_passages} passages shown: "
+          f"{report['out_of_range_questions']} (kept here, ids dropped; the published evaluation left them out)")
     if args.output:
         write_report(args.output, report, {k: v for k, v in vars(args).items() if k != "func"})
         print(f"scores and predictions in {args.output}")
@@ -248,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--max-questions", type=int)
     dr_eval.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)")
     dr_eval.add_argument("--batch-size", type=int, default=8)
-    dr_eval.add_argument("--task", choices=["short", "fever", "long"], help="generator task line (default: the set's: "
-                                                                              "fever for fever, long for eli5/asqa, else the repo's)")
+    dr_eval.add_argument("--task", choices=["short", "fever", "long", "arc"], help="generator instruction for every "
+                         "question (default: each row's, from its set: fever for FEVER, long for ELI5, else short)")
+    dr_eval.add_argument("--prompt-profile", choices=["project", "published"], help="prompt format (default: the repo's; "
+                         "published, the released checkpoints' format, for a folder without dynamicrag_config.json)")
     dr_eval.add_argument("--rerank-max-new-tokens", type=int, help="override the repo's reranker output limit")
     dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")

@@ -197,7 +197,8 @@ class Demo:
             self.run("evaluate", "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", model, "--data",
                      str(self.paths["dynamicrag-data"]), "--config", "pool", "--split", "test", "--max-questions",
                      str(s.eval_questions), "--rerank-max-new-tokens", str(s.rerank_tokens), "--answer-max-new-tokens",
-                     str(s.answer_tokens), "--output", str(evals / f"{name}.json"))
+                     str(s.answer_tokens), "--prompt-profile", "project", "--temperature", "0",  # both in the trained format
+                     "--output", str(evals / f"{name}.json"))
         return "GRACE and DynamicRAG, trained and untrained"
 
     def render_cards(self) -> str:

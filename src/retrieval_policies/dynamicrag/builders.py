@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
 
 from .cloze_qa import split_of
-from .data import clean_rows, cloze_pool, label_relevance, make_judge
-from .training_examples import BCStats, behaviour_cloning_examples, generator_examples
+from .data import check_labeler, clean_rows, cloze_pool, label_relevance, make_judge
+from .training_examples import BCStats, behaviour_cloning_examples, generator_examples, over_length
 
 logger = logging.getLogger(__name__)
 TRAINING_POOL = "gasolsun/DynamicRAG_Training_Data_150k"
@@ -68,29 +69,70 @@ def general_instruction_examples(dataset: str, count: int, seed: int) -> list[di
     return out
 
 
+def is_dpo_question(question_id: str, fraction: float) -> bool:
+    """A fixed share of the training questions, by a hash of the id (stable across builds and row orders)."""
+    bucket = int.from_bytes(hashlib.sha256(f"dpo:{question_id}".encode()).digest()[:4], "big") / 2**32
+    return bucket < fraction
+
+
+RERANK_BUDGET = 100  # tokens a reranker list may take (the published max new tokens), reserved when checking a prompt
+
+
+def drop_over_length(configs: dict, tokenizer, max_seq_length: int, dropped: Counter) -> None:
+    """Drop (and count) the SFT records longer than ``max_seq_length`` tokens, and the pool questions whose reranker
+    prompt leaves fewer than ``RERANK_BUDGET`` tokens (their DPO examples would be truncated)."""
+    from ..models.dynamicrag.prompts_dynamicrag import reranker_messages
+
+    for split, records in configs["sft"].items():
+        bad = set(over_length(records, tokenizer, max_seq_length))
+        for i in bad:
+            dropped[f"sft/{split}: {records[i]['kind']} records over {max_seq_length} tokens"] += 1
+        configs["sft"][split] = [r for i, r in enumerate(records) if i not in bad]
+    for split, rows in configs["pool"].items():
+        if split == "test":
+            continue
+        probes = [{"prompt": reranker_messages(r["question"], r["ctxs"]), "completion": []} for r in rows]
+        bad = set(over_length(probes, tokenizer, max_seq_length - RERANK_BUDGET))
+        if bad:
+            dropped[f"pool/{split}: questions whose reranker prompt + {RERANK_BUDGET} tokens exceed {max_seq_length}"] += len(bad)
+        configs["pool"][split] = [r for i, r in enumerate(rows) if i not in bad]
+
+
 def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14, per_length_cap: int = 2000,
                            total_cap: int = 30000, seed: int = 42, general_data: str | None = None, general_count: int = 0,
-                           max_passages: int | None = None, **pool_options) -> tuple[dict, dict, Counter, str]:
+                           max_passages: int | None = None, dpo_fraction: float = 0.5, force_has_answer: bool = False,
+                           tokenizer=None, max_seq_length: int | None = None, **pool_options) -> tuple[dict, dict, Counter, str]:
     """Configs ``sft`` (reranker BC + generator [+ general] records per split) and ``pool`` (the labelled questions).
 
     Every row keeps its first ``max_passages`` (N; default: the reranker's ``DynamicRAGConfig.max_passages``)
     passages, so the behaviour-cloning prompts and targets show the N passages that sampling, DPO and inference show
-    (the authors' pool rows carry about 50). Test-split questions stay in ``pool``/test only: no SFT record is built
-    from them.
+    (the authors' pool rows carry about 50). ``dpo_fraction`` of the training questions go to ``pool``/dpo, held out
+    from SFT for sampling DPO trajectories, as the published pipeline split its data; test questions stay in
+    ``pool``/test. With a ``tokenizer`` (the backbone's) and ``max_seq_length`` (the trainer's max_length), examples
+    that would not fit are dropped and counted instead of truncated by the trainer. ``has_answer`` labels are refused
+    for FEVER, ELI5 and ASQA rows unless ``force_has_answer``.
     """
     from ..models.dynamicrag.configuration_dynamicrag import DynamicRAGConfig
 
+    if not 0 <= dpo_fraction < 1:
+        raise ValueError(f"dpo_fraction must be in [0, 1), got {dpo_fraction}")
+    if (tokenizer is None) != (max_seq_length is None):
+        raise ValueError("give tokenizer and max_seq_length together (the backbone's tokenizer and the trainer's max_length)")
     max_passages = max_passages or DynamicRAGConfig().max_passages
     rows, dropped, source = question_pool(**pool_options)
+    check_labeler(rows, labeler, force=force_has_answer)
     cut = sum(len(r["ctxs"]) > max_passages for r in rows)
     rows = [{**r, "ctxs": r["ctxs"][:max_passages]} for r in rows]
+    for row in rows:
+        if row["split"] == "train" and is_dpo_question(row["id"], dpo_fraction):
+            row["split"] = "dpo"
     rows = label_relevance(rows, labeler, judge=make_judge(labeler))
     configs: dict = {"sft": {}, "pool": {}}
     counts: dict = {}
-    for split in ("train", "validation", "test"):
+    for split in ("train", "dpo", "validation", "test"):
         part = [r for r in rows if r["split"] == split]
         configs["pool"][split] = part
-        if split == "test":
+        if split in ("test", "dpo"):
             continue
         stats = BCStats()
         records = behaviour_cloning_examples(part, max_length=max_length, per_length_cap=per_length_cap,
@@ -103,8 +145,19 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
         counts[f"sft/{split}"] = len(records)
         counts[f"sft/{split} reranker"] = stats.total
         dropped.update({f"{split}: questions with > {max_length} relevant passages": stats.skipped_too_many_relevant})
+    if tokenizer is not None:
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            from ..assets import resolve_model
+
+            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(tokenizer)))
+        drop_over_length(configs, tokenizer, max_seq_length, dropped)
+        counts.update({f"sft/{s}": len(v) for s, v in configs["sft"].items()})
     counts.update({f"pool/{s}": len(v) for s, v in configs["pool"].items()})
     counts[f"questions whose passages were cut to the first {max_passages}"] = cut
+    counts.update({f"questions with the {t!r} generator instruction": n
+                   for t, n in sorted(Counter(r.get("task", "short") for r in rows).items())})
     return configs, counts, +dropped, source
 
 
@@ -121,7 +174,7 @@ def build_eval_dataset(*, source: str, hub_dataset: str = EVAL_POOL, sets=EVAL_S
         else:
             configs, dropped = {}, Counter()
             for name, raw in raw_sets.items():
-                rows, bad = clean_rows(raw, strict=strict)
+                rows, bad = clean_rows(raw, strict=strict, source=name)
                 configs[name] = {"test": rows}
                 dropped.update({f"{name}: {k}": v for k, v in bad.items()})
             return configs, {f"{n}/test": len(c["test"]) for n, c in configs.items()}, dropped, f"hub:{hub_dataset}"

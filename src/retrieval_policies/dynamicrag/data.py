@@ -1,8 +1,10 @@
 """DynamicRAG question pools: one schema for every source, row checks, retrieval of the cloze pool, relevance labels.
 
-Schema of a pool row: ``{id, question, answers: [str], ctxs: [{id, title, text, score, has_answer, relevant}]}``
-(+ ``split`` for the cloze pool). Field-name variants of the published files are mapped onto it: passages in
-``ctxs`` or ``docs``, answers in ``answers`` or ``answer``, as a string or a list.
+Schema of a pool row: ``{id, question, answers: [str], ctxs: [{id, title, text, score, has_answer, relevant}], task}``
+(+ ``source``, the set a row comes from, and ``split`` for the cloze pool). Field-name variants of the published
+files are mapped onto it: passages in ``ctxs`` or ``docs``, answers in ``answers`` or ``answer``, as a string or a
+list, the set in ``source`` or ``dataset``. ``task`` is the generator's instruction for the row, chosen from its set
+(``SOURCE_TASKS``) unless the row names one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,19 @@ from ..retrieval import DenseRetriever, attach_ctxs, has_answer
 
 logger = logging.getLogger(__name__)
 
+# The generator's instruction per source set (method spec §5, §6): a short phrase for the short-answer sets (and
+# ASQA, whose str-EM looks for the qa-pairs' short answers), a FEVER label, an ELI5 paragraph, an ARC option.
+SOURCE_TASKS = {"nq": "short", "triviaqa": "short", "hotpotqa": "short", "2wikimqa": "short", "popqa": "short",
+                "asqa": "short", "wiki_cloze": "short", "fever": "fever", "eli5": "long", "arc": "arc"}
+TASKS = ("short", "fever", "long", "arc")
+# Sets whose golds are not short strings found in a relevant passage: "contains a gold answer" is no relevance label
+# for them (FEVER golds are labels, ELI5's paragraphs and ASQA's long answers never occur verbatim).
+NOT_HAS_ANSWER_SOURCES = ("fever", "eli5", "asqa")
+
+
+def task_of(source: str | None) -> str:
+    return SOURCE_TASKS.get((source or "").lower(), "short")
+
 
 class BadRowError(ValueError):
     """A source row that cannot be used; ``reason`` is the counter key."""
@@ -25,7 +40,8 @@ class BadRowError(ValueError):
         self.index, self.reason = index, reason
 
 
-def normalize_row(row: dict, index: int) -> dict:
+def normalize_row(row: dict, index: int, source: str | None = None) -> dict:
+    """One row in the pool schema; ``source`` is the set it comes from when the row does not say."""
     if not isinstance(row, dict):
         raise BadRowError(index, "not a record", type(row).__name__)
     question = row.get("question")
@@ -51,19 +67,27 @@ def normalize_row(row: dict, index: int) -> dict:
         ctxs.append({"id": str(ctx.get("id", j)), "title": str(ctx.get("title") or ""), "text": text.strip(),
                      "score": float(ctx["score"]) if ctx.get("score") is not None else None,
                      "has_answer": contained, "relevant": bool(ctx.get("relevant", contained))})
-    out = {"id": str(row.get("id", index)), "question": question.strip(), "answers": answers, "ctxs": ctxs}
+    source = row.get("source") or row.get("dataset") or source
+    source = str(source).strip().lower() if source else None
+    task = row.get("task") or task_of(source)
+    if task not in TASKS:
+        raise BadRowError(index, "bad task", f"task {task!r} is not one of {list(TASKS)}")
+    out = {"id": str(row.get("id", index)), "question": question.strip(), "answers": answers, "ctxs": ctxs, "task": task}
+    if source:
+        out["source"] = source
     for extra in ("split", "qa_pairs"):  # the cloze split; ASQA's qa-pairs (for str-EM)
         if extra in row:
             out[extra] = row[extra]
     return out
 
 
-def clean_rows(rows, *, strict: bool = False) -> tuple[list[dict], Counter]:
-    """Normalised rows and a counter of dropped rows by reason; with ``strict`` the first bad row raises."""
+def clean_rows(rows, *, strict: bool = False, source: str | None = None) -> tuple[list[dict], Counter]:
+    """Normalised rows and a counter of dropped rows by reason; with ``strict`` the first bad row raises. ``source``:
+    the set the rows come from when they do not say (an evaluation config's name)."""
     kept, dropped = [], Counter()
     for index, row in enumerate(rows):
         try:
-            kept.append(normalize_row(row, index))
+            kept.append(normalize_row(row, index, source))
         except BadRowError as err:
             if strict:
                 raise
@@ -86,6 +110,19 @@ def cloze_pool(*, encoder, encoder_id: str, top_n: int = 20, per_section: int = 
     rows = attach_ctxs([{**q, "answers": list(q["answers"])} for q in questions], retriever, top_n=top_n)
     keep = ("id", "question", "answers", "ctxs", "split", "answer_type", "title", "section")
     return [{k: row[k] for k in keep} for row in rows]
+
+
+def check_labeler(rows: list[dict], labeler: str, *, force: bool = False) -> None:
+    """Refuse ``has_answer`` labels for rows of sets where containing a gold string is no sign of relevance."""
+    if labeler != "has_answer" or force:
+        return
+    bad = Counter(r.get("source") or r.get("task") for r in rows
+                  if r.get("source") in NOT_HAS_ANSWER_SOURCES or r.get("task") in ("fever", "long"))
+    if bad:
+        raise ValueError(
+            f"has_answer relevance labels do not fit {dict(bad)} rows: FEVER golds are labels (SUPPORTS/REFUTES), "
+            "ELI5's are paragraphs and ASQA's long answers, none of which occur verbatim in a relevant passage. "
+            "Label them with --labeler monot5 or --labeler llm:<model>, or pass --force-has-answer to keep has_answer.")
 
 
 def label_relevance(rows: list[dict], labeler: str = "has_answer", *, judge=None) -> list[dict]:

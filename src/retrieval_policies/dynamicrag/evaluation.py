@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import clean_rows
+from .data import SOURCE_TASKS, clean_rows, task_of
 
 METRICS_DIR = Path(__file__).resolve().parents[3] / "metrics"
-# Per evaluation set (method spec §5): the generator's instruction and the rag_answer config that scores it; the
-# short-answer sets (NQ, TriviaQA, HotpotQA, 2WikiMQA, the offline cloze) use the defaults (EM, F1, match, ROUGE-L).
-SET_TASKS = {"fever": "fever", "eli5": "long", "asqa": "long"}
+# Per evaluation set (method spec §5): the rag_answer config that scores it; the short-answer sets (NQ, TriviaQA,
+# HotpotQA, 2WikiMQA, the offline cloze) use the defaults (EM, F1, match, ROUGE-L). The generator's instruction is
+# each row's own (data.SOURCE_TASKS).
 SET_METRICS = {"fever": "fever", "asqa": "asqa"}
 
 
@@ -39,7 +39,7 @@ def load_eval_rows(data: str, *, config: str | None = None, split: str = "test",
     from ..dataset_io import load_split
 
     dataset = load_split(data, config, split)
-    rows, dropped = clean_rows(list(dataset))
+    rows, dropped = clean_rows(list(dataset), source=config if config in SOURCE_TASKS else None)
     if not rows:
         raise ValueError(f"{data} ({config or 'default'}/{split}) has no usable rows (dropped: {dict(dropped)})")
     return rows[:max_questions] if max_questions else rows
@@ -51,27 +51,35 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
 
     As published, the reranker sees each question's first N retrieved passages (``ctxs[:N]``, N = ``max_passages``)
     in one call; ``tournament=True`` reranks the whole pool in windows of N instead. ``task`` (the generator's
-    instruction) reaches DynamicRAG's own answers and every baseline's; by default it is the set's (``SET_TASKS``,
-    else the model's), and the set decides the answer metrics (FEVER label accuracy, ASQA str-EM, EM/F1/match/ROUGE-L
-    otherwise)."""
+    instruction) reaches DynamicRAG's own answers and every baseline's; by default each row's own (from its set:
+    a FEVER label, an ELI5 paragraph, a short phrase otherwise), and the set decides the answer metrics (FEVER label
+    accuracy, ASQA str-EM, EM/F1/match/ROUGE-L otherwise). ``out_of_range_questions`` counts the questions whose
+    reranker output held an id above the passages shown: the published evaluation dropped them from its average, the
+    hardened parser keeps them (both numbers are then visible)."""
     from tqdm.auto import tqdm
 
-    task = task or SET_TASKS.get(eval_set)
+    def row_task(row):  # a row from a named set carries its task; else the set's, if it is one
+        if row.get("source") or eval_set not in SOURCE_TASKS:
+            return row.get("task") or "short"
+        return task_of(eval_set)
+
+    tasks = [task or row_task(r) for r in rows]
     golds = [references_for(r, eval_set) for r in rows]  # before any generation: a bad row fails at once
     answer_metric, selection_metric = _metric("rag_answer", SET_METRICS.get(eval_set)), _metric("rerank_selection")
     n = model.dynamicrag_config.max_passages
     names = ["dynamicrag", "same-k", *[f"top-{k}" for k in top_ks], "all"]
     systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in names}
-    malformed = []
+    malformed, out_of_range = [], 0
     bar = tqdm(total=len(rows), desc="dynamicrag evaluate", unit="question", disable=not show_progress_bar)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        queries = [r["question"] for r in batch]
+        queries, task = [r["question"] for r in batch], tasks[start : start + batch_size]
         pools = [r["ctxs"] if tournament else r["ctxs"][:n] for r in batch]
         for out in model.call_batch(queries, pools, task=task):
             systems["dynamicrag"]["answers"].append(out["answer"])
             systems["dynamicrag"]["selected"].append(out["indices"])
             malformed.append(out["malformed"] > 0)
+            out_of_range += out.get("out_of_range", 0) > 0
         chosen = [len(s) for s in systems["dynamicrag"]["selected"][start:]]
         # "same-k": the retriever's top-k with each question's k set to the number DynamicRAG chose for it
         fixed = {"same-k": [list(range(min(k, len(p)))) for k, p in zip(chosen, pools)]}
@@ -83,7 +91,8 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
         for name, selections in fixed.items():
             keys = [(q, tuple(s)) for q, s in enumerate(selections)]
             todo = [key for key in dict.fromkeys(keys) if key not in answers]
-            answers.update(zip(todo, model.answer_batch([queries[q] for q, _ in todo], [[pools[q][i] for i in s] for q, s in todo], task=task)))
+            answers.update(zip(todo, model.answer_batch([queries[q] for q, _ in todo], [[pools[q][i] for i in s] for q, s in todo],
+                                                        task=[task[q] for q, _ in todo], ids=[[i + 1 for i in s] for _, s in todo])))
             systems[name]["answers"] += [answers[key] for key in keys]
             systems[name]["selected"] += selections
         bar.update(len(batch))
@@ -98,7 +107,7 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
     predictions = [{"id": r["id"], "question": r["question"], "answers": r["answers"],
                     **{name: {"answer": s["answers"][i], "selected": s["selected"][i]} for name, s in systems.items()}}
                    for i, r in enumerate(rows)]
-    return {"scores": scores, "predictions": predictions}
+    return {"scores": scores, "predictions": predictions, "out_of_range_questions": out_of_range}
 
 
 ANSWER_COLUMNS = {"exact_match": "EM", "f1": "F1", "match": "match", "rougeL": "ROUGE-L", "label_accuracy": "accuracy",

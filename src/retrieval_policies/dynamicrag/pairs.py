@@ -4,7 +4,8 @@ Per question, in file order: drop it when its answers are all identical or its r
 ``generator_questions`` qualifying questions give a generator pair (chosen = the gold answer, rejected = the first
 sampled answer that differs from it; the prompt shows the best list's passages) and no reranker pair; every later
 one gives a reranker pair (chosen = the highest-reward list, rejected = the lowest-reward list, first on ties),
-dropped when the two lists are equal.
+dropped when the two lists are equal. A generator prompt carries the question's own instruction (its ``task``, from
+its source set) unless ``task`` forces one.
 
 ``require_correct_answer`` (off by default: a named deviation for small generators) also drops a reranker pair when
 no sampled answer of the question is correct (the reward's EM is 0 for every answer): then the answer terms are all
@@ -33,7 +34,7 @@ def _any_correct(record: dict) -> bool:
     return any(exact_match(str(gold), str(t["answer"])) for t in record["trajectories"] for gold in _golds(record))
 
 
-def preference_pairs(records: list[dict], *, generator_questions: int = 10000, task: str = "short",
+def preference_pairs(records: list[dict], *, generator_questions: int = 10000, task: str | None = None,
                      require_correct_answer: bool = False) -> tuple[list[dict], Counter]:
     pairs, counts = [], Counter()
     generator_made = 0
@@ -60,7 +61,8 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
             rejected = next(a for a in answers if not _same(a, gold))
             pairs.append({
                 "id": f"{record['id']}-gen", "kind": "generator",
-                "prompt": generator_messages(record["question"], [ctxs[i - 1] for i in best["ids"]], task=task),
+                "prompt": generator_messages(record["question"], [ctxs[i - 1] for i in best["ids"]],
+                                             task=task or record.get("task", "short")),
                 "chosen": [{"role": "assistant", "content": gold}],
                 "rejected": [{"role": "assistant", "content": rejected}],
                 "chosen_reward": None, "rejected_reward": None,

@@ -50,6 +50,15 @@ class RewardSettings:
     bertscore_dtype: str | None = None
     judge_device_map: str | None = None
     judge_dtype: str | None = None
+    # "vllm": the judge generates with vLLM on a GPU (judge_vllm_* are vllm.LLM's options)
+    judge_backend: str = "hf"
+    judge_vllm_gpu_memory_utilization: float = 0.9
+    judge_vllm_max_model_length: int | None = 4096
+    judge_vllm_tensor_parallel_size: int = 1
+    # BERTScore as bert_score computes it: the hidden layer used (None: the last) and the F1 baseline for rescaling
+    # ((F - b) / (1 - b); None: no rescaling). The published code: roberta-large, layer 17, rescaled (b = 0.83122575).
+    bertscore_num_layers: int | None = None
+    bertscore_baseline_f1: float | None = None
 
     def __post_init__(self):
         for term in TERMS:
@@ -57,6 +66,10 @@ class RewardSettings:
                 raise ValueError(f"weight_{term} must be >= 0, got {getattr(self, f'weight_{term}')}")
         if not self.enabled_terms():
             raise ValueError("every reward term is disabled: give at least one a positive weight")
+        if self.judge_backend not in ("hf", "vllm"):
+            raise ValueError(f"judge_backend must be 'hf' or 'vllm', got {self.judge_backend!r}")
+        if self.bertscore_baseline_f1 is not None and not 0 <= self.bertscore_baseline_f1 < 1:
+            raise ValueError(f"bertscore_baseline_f1 must be in [0, 1), got {self.bertscore_baseline_f1}")
 
     def enabled_terms(self) -> list[str]:
         missing = {"bertscore": self.bertscore_model is None, "judge": self.judge_model is None}
@@ -104,9 +117,11 @@ def combine(terms: dict[str, float | None], weights: dict[str, float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- model terms
 class BertScorer:
-    """BERTScore F1 with any local encoder (last hidden layer, special tokens excluded)."""
+    """BERTScore F1 with any local encoder (special tokens excluded): the last hidden layer or ``num_layers``' output,
+    rescaled with ``baseline_f1`` when given, as bert_score's ``rescale_with_baseline`` does."""
 
-    def __init__(self, name_or_path: str, *, batch_size: int = 32, device_map=None, dtype=None):
+    def __init__(self, name_or_path: str, *, batch_size: int = 32, device_map=None, dtype=None,
+                 num_layers: int | None = None, baseline_f1: float | None = None):
         from transformers import AutoModel, AutoTokenizer
 
         from ..assets import resolve_model
@@ -117,6 +132,7 @@ class BertScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = load_placed(AutoModel, folder, device_map=device_map, dtype=dtype)
         self.batch_size = batch_size
+        self.num_layers, self.baseline_f1 = num_layers, baseline_f1
 
     @torch.no_grad()
     def _embed(self, texts: list[str]) -> list[torch.Tensor]:
@@ -126,7 +142,11 @@ class BertScorer:
                                    max_length=512, return_tensors="pt", return_special_tokens_mask=True)
             special = batch.pop("special_tokens_mask")
             batch = batch.to(self.model.device)
-            hidden = torch.nn.functional.normalize(self.model(**batch).last_hidden_state.float(), dim=-1).cpu()
+            if self.num_layers is None:
+                states = self.model(**batch).last_hidden_state
+            else:
+                states = self.model(**batch, output_hidden_states=True).hidden_states[self.num_layers]
+            hidden = torch.nn.functional.normalize(states.float(), dim=-1).cpu()
             keep = batch["attention_mask"].bool().cpu() & ~special.bool()
             out += [h[m] for h, m in zip(hidden, keep)]
         return out
@@ -144,7 +164,8 @@ class BertScorer:
                 continue
             sim = c @ r.T
             precision, recall = sim.max(dim=1).values.mean().item(), sim.max(dim=0).values.mean().item()
-            scores.append(2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+            scores.append(f1 if self.baseline_f1 is None else (f1 - self.baseline_f1) / (1 - self.baseline_f1))
         return scores
 
 
@@ -204,6 +225,22 @@ class AnswerJudge:
         return out
 
 
+def make_answer_judge(settings: RewardSettings):
+    """The judge the settings ask for: transformers (placed by judge_device_map/judge_dtype) or vLLM."""
+    if settings.judge_backend == "vllm":
+        from .vllm_backend import VLLMAnswerJudge
+
+        options = {"gpu_memory_utilization": settings.judge_vllm_gpu_memory_utilization,
+                   "tensor_parallel_size": settings.judge_vllm_tensor_parallel_size}
+        if settings.judge_vllm_max_model_length:
+            options["max_model_len"] = settings.judge_vllm_max_model_length
+        if settings.judge_dtype:
+            options["dtype"] = settings.judge_dtype
+        return VLLMAnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, **options)
+    return AnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, batch_size=settings.batch_size,
+                       device_map=settings.judge_device_map, dtype=settings.judge_dtype)
+
+
 # ---------------------------------------------------------------------------------------------- scoring
 class AnswerRewarder:
     """Scores the trajectories of sampled records (from ``sampling.sample_trajectories``)."""
@@ -213,10 +250,9 @@ class AnswerRewarder:
         self.weights = settings.weights()
         self.bert_scorer = bert_scorer if bert_scorer is not None or "bertscore" not in self.weights else \
             BertScorer(settings.bertscore_model, batch_size=settings.batch_size, device_map=settings.bertscore_device_map,
-                       dtype=settings.bertscore_dtype)
-        self.judge = judge if judge is not None or "judge" not in self.weights else \
-            AnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, batch_size=settings.batch_size,
-                        device_map=settings.judge_device_map, dtype=settings.judge_dtype)
+                       dtype=settings.bertscore_dtype, num_layers=settings.bertscore_num_layers,
+                       baseline_f1=settings.bertscore_baseline_f1)
+        self.judge = judge if judge is not None or "judge" not in self.weights else make_answer_judge(settings)
         self.counts = Counter()
 
     def score_records(self, records: list[dict]) -> list[dict]:

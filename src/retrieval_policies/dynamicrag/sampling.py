@@ -1,5 +1,5 @@
 """Trajectory sampling with the SFT model (method spec §1.5): per question, ``num_samples`` reranker outputs at
-temperature T (0.4), then the generator's greedy answer from each distinct selection.
+temperature T (0.4), then the generator's greedy answer from each distinct selection, with the row's own instruction (its ``task``).
 
 Questions are processed in batches: every sample of every question of a batch in one generation call (the samples of
 a question share one prefill of its prompt), then all answers in one call. Results go to a JSONL file one line per question, flushed as they are written; a re-run skips
@@ -48,7 +48,8 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
         for start in tqdm(range(0, len(todo), batch_size), desc="sampling", disable=not show_progress_bar):
             batch = todo[start : start + batch_size]
             shown = [r["ctxs"][:n] for r in batch]
-            conversations = [reranker_messages(r["question"], ctxs) for r, ctxs in zip(batch, shown)]
+            profile = model.dynamicrag_config.prompt_profile
+            conversations = [reranker_messages(r["question"], ctxs, profile) for r, ctxs in zip(batch, shown)]
             # The batch's own seed (from its ids): the same batch samples the same lists, wherever it falls in a run.
             batch_seed = seed + int(hashlib.sha256("\n".join(r["id"] for r in batch).encode()).hexdigest()[:8], 16)
             outputs = model.generate_texts(conversations, max_new_tokens=model.dynamicrag_config.rerank_max_new_tokens,
@@ -58,14 +59,16 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
             keys = [(i // num_samples, tuple(p.ids)) for i, p in enumerate(parsed)]
             unique = list(dict.fromkeys(keys))
             unique_answers = model.answer_batch([batch[q]["question"] for q, _ in unique],
-                                                [[shown[q][j - 1] for j in ids] for q, ids in unique])
+                                                [[shown[q][j - 1] for j in ids] for q, ids in unique],
+                                                task=[batch[q].get("task", "short") for q, _ in unique],
+                                                ids=[list(ids) for _, ids in unique])
             answers = [dict(zip(unique, unique_answers))[key] for key in keys]
             counts["answer_calls"] += len(unique)
             for q, row in enumerate(batch):
                 trajectories = [{"output": outputs[i], "ids": list(parsed[i].ids), "malformed": parsed[i].malformed,
                                  "answer": answers[i]} for i in range(q * num_samples, (q + 1) * num_samples)]
                 record = {"id": row["id"], "question": row["question"], "answers": row["answers"], "ctxs": shown[q],
-                          "trajectories": trajectories}
+                          "task": row.get("task", "short"), "trajectories": trajectories}
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["malformed"] += sum(t["malformed"] for t in trajectories)
             sink.flush()

@@ -68,8 +68,9 @@ def behaviour_cloning_examples(rows: list[dict], *, max_length: int = 14, per_le
     return examples
 
 
-def generator_examples(rows: list[dict], *, task: str = "short") -> list[dict]:
-    """Generator SFT records: answer the question from its relevant passages (``Retrieved Content: None`` if none)."""
+def generator_examples(rows: list[dict], *, task: str | None = None) -> list[dict]:
+    """Generator SFT records: answer the question from its relevant passages (``Retrieved Content: None`` if none),
+    with the row's own instruction (its ``task``, from its source set) unless ``task`` forces one."""
     examples = []
     for index, row in enumerate(rows):
         question, ctxs, relevant = _check_row(row, index)
@@ -81,7 +82,34 @@ def generator_examples(rows: list[dict], *, task: str = "short") -> list[dict]:
             "id": f"{row.get('id', index)}-gen",
             "kind": "generator",
             "length": -1,  # every SFT record has the same columns; -1: not a reranker target
-            "prompt": generator_messages(question, [ctxs[i - 1] for i in relevant], task=task),
+            "prompt": generator_messages(question, [ctxs[i - 1] for i in relevant], task=task or row.get("task", "short")),
             "completion": [{"role": "assistant", "content": str(answers[0]).strip()}],
         })
     return examples
+
+
+def rendered_length(tokenizer, record: dict) -> int:
+    """Tokens of a prompt/completion record (or a DPO record: its longer side) as the trainer will see it: the chat
+    template applied to the whole conversation."""
+    completions = [record[k] for k in ("completion", "chosen", "rejected") if k in record]
+    lengths = [len(tokenizer(tokenizer.apply_chat_template(record["prompt"] + c, tokenize=False),
+                             add_special_tokens=False)["input_ids"]) for c in completions]
+    return max(lengths)
+
+
+def over_length(records, tokenizer, max_length: int) -> list[int]:
+    """Positions of the records longer than ``max_length`` tokens (which a trainer would truncate)."""
+    return [i for i, record in enumerate(records) if rendered_length(tokenizer, record) > max_length]
+
+
+def refuse_over_length(dataset, tokenizer, max_length: int | None, *, name: str) -> None:
+    """Stop before training when an example would be truncated (SFT/DPO trainers cut at max_length silently)."""
+    if not max_length:
+        return
+    bad = over_length(dataset, tokenizer, max_length)
+    if bad:
+        first = dataset[bad[0]]
+        raise ValueError(f"{name}: {len(bad)} of {len(dataset)} examples are longer than max_length={max_length} tokens "
+                         f"(first: row {bad[0]}, id {first.get('id')!r}, {rendered_length(tokenizer, first)} tokens) and "
+                         "would be truncated: rebuild the data with --tokenizer/--max-seq-length (the builder drops and "
+                         "counts them) or raise max_length")

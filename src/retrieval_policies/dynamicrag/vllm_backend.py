@@ -1,5 +1,6 @@
-"""DynamicRAG with vLLM doing the generation (GPU users): the same prompts, parser, tournament and sampling code as
-``DynamicRAGModel``, only ``generate_texts`` is replaced. Needs ``pip install -e ".[vllm]"``.
+"""vLLM doing DynamicRAG's generation (GPU users): ``VLLMDynamicRAG`` runs the same prompts, parser, tournament and
+sampling code as ``DynamicRAGModel`` with only ``generate_texts`` replaced; ``VLLMAnswerJudge`` is the reward's 0..100
+judge with the same prompt as ``rewards.AnswerJudge``. Needs ``pip install -e ".[vllm]"``.
 
 vLLM calls used (and faked in the tests, ``tests/fakes/vllm``): ``vllm.LLM(model=, generation_config="vllm", ...)``,
 ``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``, ``LLM.chat(conversations, params,
@@ -8,29 +9,45 @@ use_tqdm=False)`` and each result's ``.outputs[k].text``."""
 from __future__ import annotations
 
 from ..models.dynamicrag.configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
-from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, eos_token_ids
+from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, checkpoint_settings, stop_token_ids
+
+
+def _llm(path: str, **llm_kwargs):
+    """``vllm.LLM`` with vLLM's own sampling defaults, not the checkpoint's generation_config.json (as the HF path
+    sets it aside); a clear error without vLLM."""
+    try:
+        from vllm import LLM
+    except ImportError as err:
+        raise ImportError('vLLM generation needs vllm: pip install -e ".[vllm]" (GPU only)') from err
+    return LLM(model=str(path), **{"generation_config": "vllm", **llm_kwargs})
+
+
+def _stop_token_ids(path: str, tokenizer) -> list[int]:
+    """The same stop tokens as the HF path (generation config's and tokenizer's EOS, chat turn ends)."""
+    from transformers import GenerationConfig
+
+    try:
+        generation_config = GenerationConfig.from_pretrained(path)
+    except OSError:  # no generation_config.json
+        generation_config = None
+    return stop_token_ids(generation_config, tokenizer)
 
 
 class VLLMDynamicRAG(DynamicRAGModel):
     def __init__(self, path: str, config: DynamicRAGConfig | None = None, **llm_kwargs):
-        try:
-            from vllm import LLM
-        except ImportError as err:
-            raise ImportError('vLLM generation needs vllm: pip install -e ".[vllm]" (GPU only)') from err
+        import json
         from pathlib import Path
 
-        from transformers import AutoTokenizer, GenerationConfig
+        from transformers import AutoTokenizer
 
-        settings = Path(path) / DYNAMICRAG_CONFIG_NAME
-        super().__init__(None, AutoTokenizer.from_pretrained(path),
-                         config or (DynamicRAGConfig.load(settings) if settings.is_file() else DynamicRAGConfig()))
-        try:
-            generation_config = GenerationConfig.from_pretrained(path)
-        except OSError:  # no generation_config.json
-            generation_config = None
-        self.stop_token_ids = eos_token_ids(generation_config, self.tokenizer)  # the same union as DynamicRAGModel
-        # vLLM's own defaults, not the checkpoint's generation_config.json (as the HF path sets it aside)
-        self.llm = LLM(model=str(path), **{"generation_config": "vllm", **llm_kwargs})
+        llm = _llm(path, **llm_kwargs)
+        settings, model_config = Path(path) / DYNAMICRAG_CONFIG_NAME, Path(path) / "config.json"
+        if config is None:  # the repo's settings, else the released checkpoints' (as DynamicRAGModel.from_pretrained)
+            context = json.loads(model_config.read_text()).get("max_position_embeddings") if model_config.is_file() else None
+            config = checkpoint_settings(settings if settings.is_file() else None, context)
+        super().__init__(None, AutoTokenizer.from_pretrained(path), config)
+        self.stop_token_ids = _stop_token_ids(path, self.tokenizer)
+        self.llm = llm
 
     def eos_ids(self) -> list[int]:
         return list(self.stop_token_ids)
@@ -49,3 +66,29 @@ class VLLMDynamicRAG(DynamicRAGModel):
 
     def __repr__(self) -> str:
         return f"VLLMDynamicRAG(max_passages={self.dynamicrag_config.max_passages})"
+
+
+class VLLMAnswerJudge:
+    """The reward's judge on vLLM: ``replies(triples)`` like ``rewards.AnswerJudge`` (same messages, greedy)."""
+
+    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, **llm_kwargs):
+        from transformers import AutoTokenizer
+
+        from ..assets import resolve_model
+
+        folder = str(resolve_model(name_or_path))
+        self.name, self.max_new_tokens = name_or_path, max_new_tokens
+        self.llm = _llm(folder, **llm_kwargs)
+        self.stop_token_ids = _stop_token_ids(folder, AutoTokenizer.from_pretrained(folder))
+
+    def replies(self, triples: list[tuple[str, str, str]]) -> list[str]:
+        from vllm import SamplingParams
+
+        from .rewards import AnswerJudge
+
+        if not triples:
+            return []
+        params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_new_tokens, seed=None,
+                                stop_token_ids=self.stop_token_ids)
+        outputs = self.llm.chat([AnswerJudge.messages(*t) for t in triples], params, use_tqdm=False)
+        return [output.outputs[0].text for output in outputs]

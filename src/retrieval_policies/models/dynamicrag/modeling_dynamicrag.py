@@ -92,6 +92,23 @@ def neutral_generation_config(model):
         model.generation_config = saved
 
 
+TURN_END_TOKENS = ("<|eot_id|>", "<|eom_id|>")  # Llama-3's turn ends: the released inference stopped at both (§6)
+
+
+def stop_token_ids(generation_config, tokenizer) -> list[int]:
+    """The EOS union of :func:`eos_token_ids` and the chat turn-end tokens the tokenizer has."""
+    vocab = tokenizer.get_vocab()
+    return sorted(set(eos_token_ids(generation_config, tokenizer)) | {vocab[t] for t in TURN_END_TOKENS if t in vocab})
+
+
+def checkpoint_settings(settings_file, max_position_embeddings: int | None = None) -> DynamicRAGConfig:
+    """A repo's ``dynamicrag_config.json``; without one (an authors' released checkpoint, a plain chat LLM) the
+    released checkpoints' inference settings (§6), sized to the backbone's context."""
+    if settings_file:
+        return DynamicRAGConfig.load(settings_file)
+    return DynamicRAGConfig.published(max_position_embeddings)
+
+
 def add_auto_map(model_config) -> None:
     """Point ``AutoModel`` at this code in a causal LM's config (its own auto_map entries are kept)."""
     auto_map = dict(getattr(model_config, "auto_map", None) or {})
@@ -113,6 +130,7 @@ class RerankResult:
     indices: list[int]  # their 0-based positions in the input list
     raw: list[str] = field(default_factory=list)  # every raw reranker output (one per window and round)
     malformed: int = 0  # how many of those needed repair
+    out_of_range: int = 0  # how many held an id above the passages shown (the published evaluation dropped those)
 
 
 class DynamicRAGModel(torch.nn.Module):
@@ -147,7 +165,8 @@ class DynamicRAGModel(torch.nn.Module):
                                attn_implementation=attn_implementation, **hub)
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings = cached_file(path, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
-        return cls(model.eval(), tokenizer, DynamicRAGConfig.load(settings) if settings else DynamicRAGConfig())
+        return cls(model.eval(), tokenizer,
+                   checkpoint_settings(settings, getattr(model.config, "max_position_embeddings", None)))
 
     @classmethod
     def from_base(cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings):
@@ -160,6 +179,7 @@ class DynamicRAGModel(torch.nn.Module):
                 resolver = str
         folder = str(resolver(name_or_path))
         model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
+        # settings: DynamicRAGConfig's fields, e.g. prompt_profile="published" to run an authors' checkpoint untouched
         return cls(model.eval(), AutoTokenizer.from_pretrained(folder), DynamicRAGConfig(**settings))
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
@@ -179,10 +199,11 @@ class DynamicRAGModel(torch.nn.Module):
         c = self.dynamicrag_config
         return (f"DynamicRAGModel(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
                 f"max_passages={c.max_passages}, temperature={c.temperature}, task={c.task!r}, "
+                f"prompt_profile={c.prompt_profile!r}, "
                 f"malformed={self.malformed_outputs}/{self.reranker_outputs})")
 
     def eos_ids(self) -> list[int]:
-        return eos_token_ids(self.model.generation_config, self.tokenizer)
+        return stop_token_ids(self.model.generation_config, self.tokenizer)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -248,7 +269,8 @@ class DynamicRAGModel(torch.nn.Module):
                 jobs += [(q, window) for window in windows]
             if not jobs:
                 break
-            outputs = self.generate_texts([reranker_messages(queries[q], [pools[q][i] for i in window]) for q, window in jobs],
+            profile = self.dynamicrag_config.prompt_profile
+            outputs = self.generate_texts([reranker_messages(queries[q], [pools[q][i] for i in window], profile) for q, window in jobs],
                                           max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens, temperature=temperature,
                                           seed=None if seed is None else seed + round_number)
             round_number += 1
@@ -257,6 +279,7 @@ class DynamicRAGModel(torch.nn.Module):
                 parsed = parse_selection(output, len(window))
                 results[q].raw.append(output)
                 results[q].malformed += parsed.malformed
+                results[q].out_of_range += any(v > len(window) for v in parsed.out_of_range)
                 self.reranker_outputs += 1
                 self.malformed_outputs += parsed.malformed
                 chosen = selected.setdefault(q, [])
@@ -277,21 +300,30 @@ class DynamicRAGModel(torch.nn.Module):
         return self.rerank_batch([query], [passages], **kwargs)[0]
 
     # ------------------------------------------------------------------ answering
-    def answer_batch(self, queries: list[str], passage_lists: list[list], *, task: str | None = None) -> list[str]:
-        task = task or self.dynamicrag_config.task
-        return self.generate_texts([generator_messages(q, p, task=task) for q, p in zip(queries, passage_lists)],
-                                   max_new_tokens=self.dynamicrag_config.answer_max_new_tokens)
+    def answer_batch(self, queries: list[str], passage_lists: list[list], *, task=None, ids=None) -> list[str]:
+        """Greedy answers from the given passages. ``task``: one instruction (short / fever / long / arc) or one per
+        query (default from the config); ``ids``: per query, the passages' 1-based positions in the reranked pool
+        (shown by the published profile)."""
+        tasks = task if isinstance(task, (list, tuple)) else [task] * len(queries)
+        if len(tasks) != len(queries):
+            raise ValueError(f"{len(queries)} queries but {len(tasks)} tasks")
+        ids = [None] * len(queries) if ids is None else ids
+        profile = self.dynamicrag_config.prompt_profile
+        conversations = [generator_messages(q, p, task=t or self.dynamicrag_config.task, profile=profile, ids=i)
+                         for q, p, t, i in zip(queries, passage_lists, tasks, ids)]
+        return self.generate_texts(conversations, max_new_tokens=self.dynamicrag_config.answer_max_new_tokens)
 
     def answer(self, query: str, passages: list, *, task: str | None = None) -> str:
         return self.answer_batch([query], [passages], task=task)[0]
 
-    def call_batch(self, queries: list[str], pools: list[list], *, task: str | None = None, **kwargs) -> list[dict]:
+    def call_batch(self, queries: list[str], pools: list[list], *, task=None, **kwargs) -> list[dict]:
         """Rerank, then answer from the selected passages: the two LLM calls of DynamicRAG inference. ``task`` is the
-        generator's instruction (short / fever / long; default from the config)."""
+        generator's instruction (short / fever / long / arc, or one per query; default from the config)."""
         reranked = self.rerank_batch(queries, pools, **kwargs)
-        answers = self.answer_batch(queries, [r.passages for r in reranked], task=task)
-        return [{"selected": r.passages, "indices": r.indices, "answer": a, "raw": r.raw, "malformed": r.malformed}
-                for r, a in zip(reranked, answers)]
+        answers = self.answer_batch(queries, [r.passages for r in reranked], task=task,
+                                    ids=[[i + 1 for i in r.indices] for r in reranked])
+        return [{"selected": r.passages, "indices": r.indices, "answer": a, "raw": r.raw, "malformed": r.malformed,
+                 "out_of_range": r.out_of_range} for r, a in zip(reranked, answers)]
 
     def __call__(self, query: str, passages: list, **kwargs) -> dict:
         return self.call_batch([query], [passages], **kwargs)[0]

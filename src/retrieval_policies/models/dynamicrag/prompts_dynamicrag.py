@@ -2,6 +2,11 @@
 
 Hub-facing: copied into model repos; imports only the standard library. Method spec §2. The published code used
 different whitespace, numbering and system prompts in different stages; here every stage calls these functions.
+
+Two prompt profiles: ``"project"`` (the one format every stage of this project trains and runs with) and
+``"published"`` (the released checkpoints' inference format, method spec §6, byte for byte: a single newline after
+the reranker's query, the generator's indented system prompt, the per-set "remember" line, and selected passages
+rendered with their original ids as ``{id}. Title: {title}.``). Use ``"published"`` to run gasolsun/DynamicRAG-8B/-7B.
 """
 
 from __future__ import annotations
@@ -30,6 +35,35 @@ TASK_INSTRUCTIONS = {
     "short": "Please answer the question with a short phrase.",
     "fever": "Please verify the claim: answer with SUPPORTS, REFUTES or NOT ENOUGH INFO.",
     "long": "Please answer the question with a paragraph.",
+    "arc": "Please answer the following questions and directly output the answer options.",
+}
+PROMPT_PROFILES = ("project", "published")
+
+# The released checkpoints' generator system prompt (§6 "variant B"): the rubric's lines without blank lines, every line
+# after the first indented by 4 more spaces. Curly quotes and apostrophes as released.
+_PUBLISHED_RUBRIC = [
+    "You are an intelligent assistant that uses retrieved knowledge to answer user queries accurately and concisely. Follow these rules:",
+    "1. **Task**:",
+    "   - Use the provided `[Retrieved Content]` to generate responses.",
+    "   - If the Retrieved Content is None, you should generate answer based on your own knowledge.",
+    "   - If the information is insufficient or you don't know the answer, state, \u201cI cannot fully answer based on the available information. Please provide more details.\u201d",
+    "2. **Requirements**:",
+    "   - **Accuracy**: Base your answers on the retrieved content.",
+    "   - **Conciseness**: Keep answers brief and relevant.",
+    "   - **Context Awareness**: Ensure your responses align with the user\u2019s query.",
+    "3. **Input Format**:",
+    "   - Query: `[User Query]`",
+    "   - Retrieved: `[Retrieved Content]`",
+    "4. **Output Format**:",
+    "   - A structured, clear response tailored to the query.",
+    "Always prioritize clarity and reliability.",
+]
+PUBLISHED_GENERATOR_SYSTEM_PROMPT = "\n".join([_PUBLISHED_RUBRIC[0], *("    " + line for line in _PUBLISHED_RUBRIC[1:])])
+PUBLISHED_TASK_INSTRUCTIONS = {  # the released inference script's "remember" line per kind of dataset
+    "short": "Please answer the question with a short phrase.",
+    "fever": "Please answer the question with \u201cSUPPORTS\u201d, \u201cREFUTES\u201d or \u201cNEI\u201d based on what you know.",
+    "long": "Please answer the question with a paragraph.",
+    "arc": "Please answer the following questions and directly output the answer options.",
 }
 NONE_OUTPUT = "None"
 _ID_RE = re.compile(r"\[\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*\]")  # [3] and the repairable [3,1,2]
@@ -52,17 +86,47 @@ def format_passages(passages) -> str:
     return "\n".join(lines)
 
 
-def reranker_messages(question: str, passages) -> list[dict]:
-    user = f"Query: {question.strip()}\n\nRetrieved Content:\n{format_passages(passages)}"
+def _check_profile(profile: str) -> None:
+    if profile not in PROMPT_PROFILES:
+        raise ValueError(f"unknown prompt profile {profile!r}: expected one of {list(PROMPT_PROFILES)}")
+
+
+def reranker_messages(question: str, passages, profile: str = "project") -> list[dict]:
+    """The reranker's chat: the query, then the passages numbered 1..N (one newline after the query when published)."""
+    _check_profile(profile)
+    gap = "\n" if profile == "published" else "\n\n"
+    user = f"Query: {question.strip()}{gap}Retrieved Content:\n{format_passages(passages)}"
     return [{"role": "system", "content": RERANKER_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def generator_messages(question: str, passages, task: str = "short") -> list[dict]:
-    """The generator's chat; ``passages`` empty → ``Retrieved Content: None``."""
-    if task not in TASK_INSTRUCTIONS:
-        raise ValueError(f"unknown task {task!r}: expected one of {sorted(TASK_INSTRUCTIONS)}")
-    content = f"Retrieved Content:\n{format_passages(passages)}" if passages else f"Retrieved Content: {NONE_OUTPUT}"
-    user = f"{TASK_INSTRUCTIONS[task]}\nQuery: {question.strip()}\n\n{content}"
+def _published_context(passages, ids) -> str:
+    ids = list(range(1, len(passages) + 1)) if ids is None else list(ids)
+    if len(ids) != len(passages):
+        raise ValueError(f"{len(passages)} passages but {len(ids)} ids")
+    lines = []
+    for i, passage in zip(ids, passages):
+        title, text = _title_and_text(passage)
+        lines.append(f"{int(i)}. Title: {title}.\nContent: {text}")
+    return "Retrieved Content:\n" + "\n".join(lines)
+
+
+def generator_messages(question: str, passages, task: str = "short", profile: str = "project", ids=None) -> list[dict]:
+    """The generator's chat; ``passages`` empty → ``Retrieved Content: None``. ``ids`` are the passages' 1-based
+    positions in the reranker's list (the published profile shows them; the project numbers the selection 1..k)."""
+    _check_profile(profile)
+    instructions = PUBLISHED_TASK_INSTRUCTIONS if profile == "published" else TASK_INSTRUCTIONS
+    if task not in instructions:
+        raise ValueError(f"unknown task {task!r}: expected one of {sorted(instructions)}")
+    if not passages:
+        content = f"Retrieved Content: {NONE_OUTPUT}"
+    elif profile == "published":
+        content = _published_context(passages, ids)
+    else:
+        content = f"Retrieved Content:\n{format_passages(passages)}"
+    if profile == "published":
+        user = f"{instructions[task]}\n\nQuery: {question.strip()}\n\n{content}"
+        return [{"role": "system", "content": PUBLISHED_GENERATOR_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    user = f"{instructions[task]}\nQuery: {question.strip()}\n\n{content}"
     return [{"role": "system", "content": GENERATOR_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -76,13 +140,14 @@ class ParsedSelection:
     ids: tuple[int, ...]  # 1-based, in order, each once, all within 1..N
     malformed: bool  # the raw output needed repair (or had no ids and did not say None)
     problems: tuple[str, ...]
+    out_of_range: tuple[int, ...] = ()  # the ids outside 1..N that were dropped
 
 
 def parse_selection(output: str, num_passages: int) -> ParsedSelection:
     """Every ``[n]`` in order; out-of-range ids dropped, repeats dropped, "None"/no ids → empty. Never raises."""
     text = output if isinstance(output, str) else ""
     problems = [] if isinstance(output, str) else [f"output is {type(output).__name__}, not str"]
-    ids, seen = [], set()
+    ids, seen, outside = [], set(), []
     for match in _ID_RE.finditer(text):
         values = [int(v) for v in match.group(1).split(",")]
         if len(values) > 1:
@@ -90,6 +155,7 @@ def parse_selection(output: str, num_passages: int) -> ParsedSelection:
         for value in values:
             if not 1 <= value <= num_passages:
                 problems.append(f"id {value} outside 1..{num_passages}")
+                outside.append(value)
             elif value in seen:
                 problems.append(f"id {value} repeated")
             else:
@@ -100,4 +166,4 @@ def parse_selection(output: str, num_passages: int) -> ParsedSelection:
         problems.append("no ids and not 'None'")
     elif ids and _ID_RE.sub("", text).replace(",", "").strip().rstrip(".;:!").strip():  # "[1], [2]." is well formed
         problems.append("text besides the ids")
-    return ParsedSelection(tuple(ids), bool(problems), tuple(problems))
+    return ParsedSelection(tuple(ids), bool(problems), tuple(problems), tuple(outside))
