@@ -149,3 +149,72 @@ def test_training_builder_cuts_every_row_to_the_rerankers_n(monkeypatch):
     assert bc and all("[5]" not in r["prompt"][-1]["content"] for r in bc)  # only [1]..[4] are shown
     assert all(r["completion"][0]["content"] == "None" or max(map(int, re.findall(r"\[(\d+)\]", r["completion"][0]["content"]))) <= 4
                for r in bc)
+
+
+def _source_rows(source: str, n: int = 3, passages: int = 4) -> list[dict]:
+    from retrieval_policies.dynamicrag.data import clean_rows
+
+    rows = [{"id": f"{source}{i}", "question": f"Claim {i} about Paris.", "answers": ["SUPPORTS" if source == "fever" else f"name{i}"],
+             "source": source, "split": "train",
+             "ctxs": [{"id": str(j), "title": "P", "text": f"name{i} lives in Paris" if j == 1 else f"filler {j}"} for j in range(passages)]}
+            for i in range(n)]
+    return clean_rows(rows)[0]
+
+
+def test_generator_instruction_follows_each_rows_source_set(monkeypatch):
+    from collections import Counter
+
+    from retrieval_policies.dynamicrag import builders
+    from retrieval_policies.models.dynamicrag.prompts_dynamicrag import TASK_INSTRUCTIONS
+
+    rows = _source_rows("nq") + _source_rows("fever") + _source_rows("eli5")
+    assert [r["task"] for r in rows] == ["short"] * 3 + ["fever"] * 3 + ["long"] * 3
+    monkeypatch.setattr(builders, "question_pool", lambda **kw: ([dict(r) for r in rows], Counter(), "test"))
+    configs, counts, _, _ = builders.build_training_dataset(max_passages=4, max_length=3, dpo_fraction=0.0,
+                                                            force_has_answer=True)
+    generator = {r["id"].removesuffix("-gen"): r["prompt"][-1]["content"] for r in configs["sft"]["train"] if r["kind"] == "generator"}
+    for row in rows:
+        assert generator[row["id"]].startswith(TASK_INSTRUCTIONS[row["task"]] + "\n"), row["id"]
+    assert counts["questions with the 'fever' generator instruction"] == 3
+
+
+def test_has_answer_labels_are_refused_for_fever_eli5_and_asqa(monkeypatch):
+    from collections import Counter
+
+    from retrieval_policies.dynamicrag import builders
+
+    for source in ("fever", "eli5", "asqa"):
+        monkeypatch.setattr(builders, "question_pool", lambda source=source, **kw: (_source_rows(source), Counter(), "test"))
+        with pytest.raises(ValueError, match=rf"has_answer relevance labels do not fit \{{'{source}': 3\}}.*--labeler monot5"):
+            builders.build_training_dataset(max_passages=4)
+    monkeypatch.setattr(builders, "question_pool", lambda **kw: (_source_rows("nq"), Counter(), "test"))
+    assert builders.build_training_dataset(max_passages=4)[0]["pool"]["train"]  # short-answer sets keep has_answer
+
+
+def test_examples_over_the_trainers_max_length_are_dropped_and_counted(monkeypatch):
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.dynamicrag import builders
+    from retrieval_policies.dynamicrag.training_examples import refuse_over_length, rendered_length
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    rows = _source_rows("nq", n=4)
+    rows[0]["ctxs"][3]["text"] = "a very long passage " * 60  # this question's prompts cannot fit
+    monkeypatch.setattr(builders, "question_pool", lambda **kw: ([dict(r) for r in rows], Counter(), "test"))
+    limit = 400
+    configs, counts, dropped, _ = builders.build_training_dataset(max_passages=4, max_length=3, dpo_fraction=0.0,
+                                                                  tokenizer=tokenizer, max_seq_length=limit)
+    kept = configs["sft"]["train"]
+    assert kept and all(rendered_length(tokenizer, r) <= limit for r in kept)
+    assert not any(r["id"].startswith("nq0-bc") for r in kept)  # its reranker records showed the long passage
+    assert dropped[f"sft/train: reranker records over {limit} tokens"] == 3  # nq0's BC targets of lengths 1, 2, 3
+    assert [r["id"] for r in configs["pool"]["train"]] == ["nq1", "nq2", "nq3"]
+    assert counts["sft/train"] == len(kept)
+    refuse_over_length(kept, tokenizer, limit, name="kept")  # nothing left to truncate
+    with pytest.raises(ValueError, match=r"sft/train\): 1 of 2 examples are longer than max_length=40 tokens.*--max-seq-length"):
+        long_one = {"prompt": [{"role": "user", "content": "word " * 50}], "completion": [{"role": "assistant", "content": "x"}]}
+        short_one = {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "x"}]}
+        refuse_over_length([short_one, long_one], tokenizer, 40, name="data (sft/train)")

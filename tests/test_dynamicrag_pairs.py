@@ -69,3 +69,13 @@ def test_require_correct_answer_drops_questions_the_length_term_alone_would_orde
     pairs, counts = preference_pairs([all_wrong, one_right], generator_questions=0, require_correct_answer=True)
     assert counts == {"dropped: no correct answer": 1, "reranker pairs": 1}
     assert pairs[0]["id"] == "right-rerank" and pairs[0]["chosen"][0]["content"] == "[1], [2]"
+
+
+def test_generator_pairs_carry_their_questions_own_instruction():
+    fever = {**_record("f", [([1], "SUPPORTS", 0.9), ([2], "REFUTES", 0.1)], answers=("SUPPORTS",)), "task": "fever"}
+    short = _record("s", [([1], "Paris", 0.9), ([2], "Rome", 0.1)])  # a record from before tasks: short
+    pairs, _ = preference_pairs([fever, short], generator_questions=2)
+    assert pairs[0]["prompt"][1]["content"].startswith("Please verify the claim")
+    assert pairs[1]["prompt"][1]["content"].startswith("Please answer the question with a short phrase.")
+    forced, _ = preference_pairs([fever], generator_questions=1, task="long")
+    assert forced[0]["prompt"][1]["content"].startswith("Please answer the question with a paragraph.")

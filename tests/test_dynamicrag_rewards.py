@@ -197,3 +197,62 @@ def test_a_failed_judgement_drops_the_judge_term_for_the_whole_question():
     [record] = rewarder.score_records([_record(["Paris"], [([1], "Paris"), ([], "Rome")])])
     assert all(terms["judge"] is None for t in record["trajectories"] for terms in t["reward_terms"])
     assert rewarder.counts["judge_dropped_questions"] == 1 and rewarder.counts["judge_parsed"] == 1
+
+
+def test_bertscore_layer_and_baseline_rescaling_as_bert_score_does():
+    candidates, references = ["the capital of France is Paris"] * 2, ["Paris is France's capital", "bananas are yellow"]
+    last = BertScorer("sentence-transformers/all-MiniLM-L6-v2").f1(candidates, references)
+    assert BertScorer("sentence-transformers/all-MiniLM-L6-v2", num_layers=6).f1(candidates, references) == pytest.approx(last)
+    assert BertScorer("sentence-transformers/all-MiniLM-L6-v2", num_layers=2).f1(candidates, references) != pytest.approx(last)
+    rescaled = BertScorer("sentence-transformers/all-MiniLM-L6-v2", baseline_f1=0.5).f1(candidates, references)
+    assert rescaled == pytest.approx([(f - 0.5) / 0.5 for f in last])
+    with pytest.raises(ValueError, match="bertscore_baseline_f1"):
+        RewardSettings(bertscore_baseline_f1=1.0)
+
+
+def test_the_judge_on_vllm_matches_the_hf_judge_through_the_fake(tmp_path, monkeypatch):
+    """The reward stage's judge with ``judge_backend: vllm``: the same messages and greedy replies as the HF judge,
+    vllm.LLM given the configured options (checked against a fake of the vLLM calls; vLLM cannot run on these CPUs)."""
+    import sys
+    from pathlib import Path
+
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.dynamicrag.rewards import AnswerJudge
+    from retrieval_policies.dynamicrag.vllm_backend import VLLMAnswerJudge
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    triples = [("q1", "Paris", "Paris"), ("q2", "Rome", "It is Rome")]
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    settings = RewardSettings(weight_bertscore=0, judge_model=str(tmp_path / "judge"), judge_backend="vllm",
+                              judge_max_new_tokens=4, judge_vllm_max_model_length=512)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[vllm\]"'):
+        AnswerRewarder(settings)
+    monkeypatch.delitem(sys.modules, "vllm")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fakes"))
+    import vllm
+
+    vllm.CALLS.clear()
+    try:
+        rewarder = AnswerRewarder(settings)
+        assert isinstance(rewarder.judge, VLLMAnswerJudge)
+        expected = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=4, batch_size=1).replies(triples)
+        assert [r.strip() for r in rewarder.judge.replies(triples)] == [r.strip() for r in expected]
+        (_, options), (call, request) = vllm.CALLS[:2]
+        assert options["max_model_len"] == 512 and options["generation_config"] == "vllm"
+        assert options["gpu_memory_utilization"] == 0.9 and call == "chat"
+        assert request["conversations"][0] == AnswerJudge.messages(*triples[0])
+        assert (request["params"].temperature, request["params"].max_tokens) == (0.0, 4)
+        assert tokenizer.eos_token_id in request["params"].stop_token_ids
+        rewarder.score_records([_record(["Paris"], [([1], "Paris"), ([], "Rome")])])
+        assert rewarder.counts["judge_parsed"] + rewarder.counts["judge_unparseable"] == 2
+    finally:
+        sys.modules.pop("vllm", None)

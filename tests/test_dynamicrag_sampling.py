@@ -149,3 +149,21 @@ def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
     assert n_answers == 6 and greedy["n"] == 1 and greedy["temperature"] == 0.0 and greedy["max_tokens"] == 5
     lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [t["ids"] for t in lines[0]["trajectories"]] == [[1], [2], [3]]
+
+
+def test_answers_use_each_questions_own_instruction(tmp_path):
+    from retrieval_policies.dynamicrag.data import clean_rows
+    from retrieval_policies.models.dynamicrag.prompts_dynamicrag import TASK_INSTRUCTIONS
+
+    model, _ = _model()
+    rows = clean_rows([{**ROWS[0], "source": "fever"}, {**ROWS[1], "source": "eli5"}, ROWS[2]])[0]
+    seen = []
+    original = model.generate_texts
+    model.generate_texts = lambda conversations, **kw: seen.extend(conversations) or original(conversations, **kw)
+    sample_trajectories(model, rows, tmp_path / "t.jsonl", num_samples=2, batch_size=3, show_progress_bar=False)
+    answer_prompts = [c[-1]["content"] for c in seen if c[0]["content"].startswith("You are a helpful assistant")]
+    firsts = {p.split("\nQuery: ")[1].split("\n")[0]: p.split("\n")[0] for p in answer_prompts}
+    assert firsts == {"Question number 0?": TASK_INSTRUCTIONS["fever"], "Question number 1?": TASK_INSTRUCTIONS["long"],
+                      "Question number 2?": TASK_INSTRUCTIONS["short"]}
+    records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in records] == ["fever", "long", "short"]  # the pairs stage reads it from here

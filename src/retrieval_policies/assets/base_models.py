@@ -38,8 +38,8 @@ def hub_ignore_patterns(name: str, revision: str | None = None) -> list[str]:
     that also has safetensors."""
     from huggingface_hub import HfApi
 
-    try:
-        files = HfApi().list_repo_files(name, revision=revision)
+    try:  # model_info answers in one request; list_repo_files retries an unreachable Hub with backoff for ~25 s
+        files = [s.rfilename for s in HfApi().model_info(name, revision=revision).siblings or []]
     except Exception:  # noqa: BLE001 - the snapshot call below reports a real failure
         return list(HUB_IGNORE_PATTERNS)
     duplicates = TORCH_WEIGHT_PATTERNS if any(f.endswith(".safetensors") for f in files) else []
