@@ -94,6 +94,9 @@ def test_dynamicrag_evaluate_command(tmp_path):
                              "--answer-max-new-tokens", "16", "--output", str(tmp_path / "report.json")], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 questions from" in result.stdout and "malformed reranker outputs:" in result.stdout
+    # a folder without dynamicrag_config.json runs as a released checkpoint: published prompts, T = 0.4 (seeded)
+    assert "'prompt_profile': 'published'" in result.stdout and "'temperature': 0.4" in result.stdout
+    assert "held an id above the" in result.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["scores"]) == {"dynamicrag", "same-k", "top-1", "all"}
     assert report["settings"]["answer_max_new_tokens"] == 16

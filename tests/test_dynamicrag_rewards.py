@@ -135,22 +135,25 @@ def test_bertscore_with_a_local_encoder():
     assert scorer.f1([""], ["Paris"]) == [0.0]
 
 
+def _tiny_judge(folder):
+    """A tiny random Llama over SmolLM2's tokenizer saved as a judge folder; returns the tokenizer."""
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_llama
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    tiny_llama(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
 def test_a_local_causal_lm_judges_in_batches(tmp_path):
     """The judge is any local causal LM (a tiny random one here): one reply per (question, gold, answer), greedy, and
     every reply is either parsed or counted as unparseable."""
-    import torch
-    import transformers
-    from transformers import AutoTokenizer
-
-    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
     from retrieval_policies.dynamicrag.rewards import AnswerJudge
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "judge")
-    tokenizer.save_pretrained(tmp_path / "judge")
+    _tiny_judge(tmp_path / "judge")
     judge = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=4, batch_size=2)
     triples = [("q1", "Paris", "Paris"), ("q2", "Rome", "It is Rome"), ("q3", "Oslo", "no idea")]
     replies = judge.replies(triples)
@@ -216,20 +219,10 @@ def test_the_judge_on_vllm_matches_the_hf_judge_through_the_fake(tmp_path, monke
     import sys
     from pathlib import Path
 
-    import torch
-    import transformers
-    from transformers import AutoTokenizer
-
-    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
     from retrieval_policies.dynamicrag.rewards import AnswerJudge
     from retrieval_policies.dynamicrag.vllm_backend import VLLMAnswerJudge
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
-    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "judge")
-    tokenizer.save_pretrained(tmp_path / "judge")
+    tokenizer = _tiny_judge(tmp_path / "judge")
     triples = [("q1", "Paris", "Paris"), ("q2", "Rome", "It is Rome")]
     monkeypatch.setitem(sys.modules, "vllm", None)
     settings = RewardSettings(weight_bertscore=0, judge_model=str(tmp_path / "judge"), judge_backend="vllm",

@@ -154,7 +154,8 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
     if args.answer_max_new_tokens:
         model.dynamicrag_config.answer_max_new_tokens = args.answer_max_new_tokens
     report = evaluate_dynamicrag(model, rows, top_ks=args.top_k, batch_size=args.batch_size, task=args.task,
-                                 tournament=args.tournament, show_progress_bar=not args.quiet, eval_set=args.config)
+                                 tournament=args.tournament, show_progress_bar=not args.quiet, eval_set=args.config,
+                                 seed=args.seed)
     print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
     print(format_scores(report["scores"]))
     print(f"settings: {model.dynamicrag_config.to_dict()}")
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "the first N passages in one call, as published)")
     dr_eval.add_argument("--max-passages", type=int, help="N, the passages the reranker sees (default from the repo)")
     dr_eval.add_argument("--temperature", type=float, help="reranker sampling temperature (default from the repo)")
+    dr_eval.add_argument("--seed", type=int, default=0, help="seed of the reranker's sampling when temperature > 0")
     _add_placement_arguments(dr_eval)
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
 

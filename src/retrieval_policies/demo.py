@@ -46,6 +46,7 @@ class DemoSettings:
     grace_eval_tokens: int = 16
     dynamicrag_articles: int | None = 40
     dynamicrag_passages: int = 5
+    dynamicrag_max_seq_length: int = 1536  # the SFT/DPO max_length; the builder drops (and counts) longer examples
     sft_steps: int = 3
     sft_batch: int = 4
     sample_questions: int = 8
@@ -75,12 +76,13 @@ class DemoSettings:
         writes id lists after 3 SFT steps (SmolLM2), or no DPO pairs come out; GRACE runs on any chat LM, so the test
         gives it a tiny random one."""
         return cls(model=model, grace_model=grace_model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
-                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, sft_steps=3, sft_batch=2,
+                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, dynamicrag_max_seq_length=768,
+                   sft_steps=3, sft_batch=2,
                    sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
                    reward_judge=False, reward_bertscore=False,
                    # three SFT steps at a high lr give id lists (varied at T = 1), so that the answers differ and pairs exist
-                   extra_args={"sft": ["--max_length", "768", "--learning_rate", "3e-4"],
-                               "dpo": ["--max_length", "768", "--per_device_train_batch_size", "1", "--precompute_ref_log_probs", "false"],
+                   extra_args={"sft": ["--learning_rate", "3e-4"],
+                               "dpo": ["--per_device_train_batch_size", "1", "--precompute_ref_log_probs", "false"],
                                "sample": ["--temperature", "1.0"], "pairs": NO_CORRECTNESS_FILTER})
 
 
@@ -141,7 +143,8 @@ class Demo:
                  "--max-rows", str(s.grace_rows), "--output-dir", str(self.paths["grace-data"]), "--repo-id", self.repos["grace-data"])
         args = ["dataset_builders/dynamicrag_training.py", "--source", "cloze", "--top-n", str(s.dynamicrag_passages),
                 "--max-length", str(s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
-                "--repo-id", self.repos["dynamicrag-data"]]
+                "--repo-id", self.repos["dynamicrag-data"], "--tokenizer", s.model,
+                "--max-seq-length", str(s.dynamicrag_max_seq_length)]
         if s.dynamicrag_articles:
             args += ["--max-articles", str(s.dynamicrag_articles)]
         self.run("data", *args)
@@ -164,7 +167,8 @@ class Demo:
         self.run("dynamicrag-sft", *LAUNCH, "recipes/dynamicrag/sft.py", "--config", config("sft"), "--model_name_or_path", s.model,
                  "--dataset_name", data, "--output_dir", str(run / "sft"), "--max_steps", str(s.sft_steps),
                  "--per_device_train_batch_size", str(s.sft_batch), "--max_passages", str(s.dynamicrag_passages),
-                 "--logging_steps", "1", "--warmup_steps", "0", *s.extra_args.get("sft", []))
+                 "--logging_steps", "1", "--warmup_steps", "0", "--max_length", str(s.dynamicrag_max_seq_length),
+                 *s.extra_args.get("sft", []))
         self.run("dynamicrag-sample", "recipes/dynamicrag/sample.py", "--config", config("sample"), "--model_name_or_path",
                  str(run / "sft"), "--dataset_name", data, "--output_file", str(run / "trajectories.jsonl"),
                  "--max_questions", str(s.sample_questions), "--num_samples", str(s.samples_per_question),
@@ -181,7 +185,8 @@ class Demo:
             raise StageError(f"no DPO pairs came out of the sampled trajectories (see {self.logs / 'dynamicrag-pairs.log'}):\n{log[-2000:]}")
         self.run("dynamicrag-dpo", *LAUNCH, "recipes/dynamicrag/dpo.py", "--config", config("dpo"), "--model_name_or_path",
                  str(run / "sft"), "--dataset_name", str(run / "pairs"), "--output_dir", str(run / "dpo"), "--max_steps",
-                 str(s.dpo_steps), "--logging_steps", "1", "--warmup_steps", "0", *s.extra_args.get("dpo", []))
+                 str(s.dpo_steps), "--logging_steps", "1", "--warmup_steps", "0", "--max_length", str(s.dynamicrag_max_seq_length),
+                 *s.extra_args.get("dpo", []))
         shutil.rmtree(self.paths["dynamicrag"], ignore_errors=True)
         shutil.copytree(run / "dpo", self.paths["dynamicrag"])
         return f"SFT {s.sft_steps} steps, {pairs} pairs, DPO {s.dpo_steps} steps"

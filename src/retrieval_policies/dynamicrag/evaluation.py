@@ -46,7 +46,8 @@ def load_eval_rows(data: str, *, config: str | None = None, split: str = "test",
 
 
 def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None,
-                        tournament: bool = False, show_progress_bar: bool = True, eval_set: str | None = None) -> dict:
+                        tournament: bool = False, show_progress_bar: bool = True, eval_set: str | None = None,
+                        seed: int | None = None) -> dict:
     """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions.
 
     As published, the reranker sees each question's first N retrieved passages (``ctxs[:N]``, N = ``max_passages``)
@@ -55,7 +56,8 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
     a FEVER label, an ELI5 paragraph, a short phrase otherwise), and the set decides the answer metrics (FEVER label
     accuracy, ASQA str-EM, EM/F1/match/ROUGE-L otherwise). ``out_of_range_questions`` counts the questions whose
     reranker output held an id above the passages shown: the published evaluation dropped them from its average, the
-    hardened parser keeps them (both numbers are then visible)."""
+    hardened parser keeps them (both numbers are then visible). ``seed`` makes a sampling reranker (the released
+    checkpoints' T = 0.4) reproducible: each batch samples with ``seed + its first row``."""
     from tqdm.auto import tqdm
 
     def row_task(row):  # a row from a named set carries its task; else the set's, if it is one
@@ -75,7 +77,7 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
         batch = rows[start : start + batch_size]
         queries, task = [r["question"] for r in batch], tasks[start : start + batch_size]
         pools = [r["ctxs"] if tournament else r["ctxs"][:n] for r in batch]
-        for out in model.call_batch(queries, pools, task=task):
+        for out in model.call_batch(queries, pools, task=task, **({} if seed is None else {"seed": seed + start})):
             systems["dynamicrag"]["answers"].append(out["answer"])
             systems["dynamicrag"]["selected"].append(out["indices"])
             malformed.append(out["malformed"] > 0)
