@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
 WORDNET_DIR := /usr/share/wordnet
 
-.PHONY: demo test test-fast setup assets wordnet clean
+.PHONY: demo test test-fast setup assets wordnet clean evidence-grace
 
 demo: setup
 	$(BIN)/retrieval-policies demo --output-dir outputs/demo
@@ -18,6 +18,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# Evidence that training helps, on this CPU (resumable; results in recipes/evidence/*.json, see recipes/README.md).
+evidence-grace: setup
+	$(BIN)/python recipes/grace/evidence.py
 
 setup: $(VENV)/.installed wordnet assets
 

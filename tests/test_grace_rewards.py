@@ -127,3 +127,39 @@ def test_two_process_gather_equals_one_process(tmp_path):
     # a process alone would have seen other cross-group terms: the gather matters
     alone, _ = global_rewards("supervised", {k: v[:6] for k, v in batch.items()}, RewardWeights())
     assert not torch.allclose(alone, single[:6])
+
+
+def test_member_contrastive_terms_by_hand():
+    """The named deviation contrastive="member": ν_i = −cos(d_i, n_g), x_i = −mean_{h≠g} cos(d_i, q_h)."""
+    weights = RewardWeights(contrastive="member")
+    rewards, terms = supervised_rewards(D, Q, N, GROUPS, NOT_TRUNCATED, weights)
+    # p = (1, 0, 1, 0.8); nu = -(d.n) = (-0.8, -0.6, 0, -0.6); c = (0, 0, 0.8, 0.8); x = -(d.q_other) = (0, -1, 0, -0.6)
+    expected = torch.tensor([(1 - 0.8 + 0 + 0) / 0.1, (0 - 0.6 + 0 - 0.2 * 1) / 0.1, (1 + 0 + 0.2 * 0.8 + 0) / 0.1,
+                             (0.8 - 0.6 + 0.2 * 0.8 - 0.2 * 0.6) / 0.1])
+    torch.testing.assert_close(rewards, expected)
+    torch.testing.assert_close(terms["negative_similarity"], torch.tensor([0.8, 0.6, 0.0, 0.6]))
+    # unlike the published per-group terms, these move the advantages: a rollout close to its negative loses
+    published, _ = supervised_rewards(D, Q, N, GROUPS, NOT_TRUNCATED, RewardWeights())
+    assert not torch.allclose(_advantages(rewards, 2), _advantages(published, 2))
+    with pytest.raises(ValueError, match="contrastive"):
+        RewardWeights(contrastive="rollout")
+
+
+@pytest.mark.parametrize("mode", ["supervised", "unsupervised"])
+def test_excluded_truncated_rollouts_get_zero_advantage_and_leave_the_baseline(mode):
+    """truncation="exclude": a truncated rollout gets the mean reward of its group's ended rollouts, so its
+    group-mean advantage is 0 and the ended rollouts' advantages are those of the group without it."""
+    reward = (lambda t, w: supervised_rewards(D, Q, N, GROUPS, t, w)) if mode == "supervised" else \
+        (lambda t, w: unsupervised_rewards(D, Q, GROUPS, t, w))
+    raw, _ = reward(NOT_TRUNCATED, RewardWeights())
+    one_cut = torch.tensor([False, True, False, False])
+    rewards, _ = reward(one_cut, RewardWeights(truncation="exclude"))
+    torch.testing.assert_close(rewards, torch.stack([raw[0], raw[0], raw[2], raw[3]]))
+    torch.testing.assert_close(_advantages(rewards, 2), torch.stack([torch.tensor(0.0), torch.tensor(0.0),
+                                                                     (raw[2] - raw[3]) / 2, (raw[3] - raw[2]) / 2]))
+    penalised, _ = reward(one_cut, RewardWeights())
+    assert penalised[1].item() == -1.0 and _advantages(penalised, 2)[0] != 0  # the published −1 decides group 0
+    all_cut, _ = reward(torch.tensor([True, True, False, False]), RewardWeights(truncation="exclude"))
+    torch.testing.assert_close(all_cut[:2], torch.zeros(2))  # a group with no ended rollout: no signal at all
+    with pytest.raises(ValueError, match="truncation"):
+        RewardWeights(truncation="mask")

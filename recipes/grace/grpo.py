@@ -34,6 +34,11 @@ class GraceScriptArguments:
     lambda_consistency: float = 0.2
     lambda_cross: float = 0.2
     extra_temperature: float = 0.5  # the query/negative (or second-view) rollouts
+    # named deviations (grace.rewards): "exclude" truncated rollouts from the group baseline instead of the −1
+    # penalty; "member": per-rollout negative and cross-group terms instead of the published per-group ones
+    truncation: str = "penalty"
+    contrastive: str = "group"
+    system_prompt: str | None = None  # the rationale instruction (None: the published one); saved in the repo
     embedding_batch_size: int = 16
     rationales_to_log: int = 2
     num_processes: int | None = None  # the GPU count the batch sizes are set for; checked at launch when given
@@ -51,6 +56,8 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
     model, tokenizer, grace_config = load_grace_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype),
                                                        attn_implementation=model_args.attn_implementation)
     grace_config.max_new_tokens = training_args.max_completion_length
+    if script_args.system_prompt is not None:
+        grace_config.system_prompt = script_args.system_prompt
     # the prompts TRL renders carry the embedder's pinned template variables (Llama 3.x's date), so training,
     # the reward and every later encode see the same system prefix
     training_args.chat_template_kwargs = grace_chat_template_kwargs(grace_config, training_args.chat_template_kwargs)
@@ -64,7 +71,8 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
 
     train = Dataset.from_list(to_grpo_rows(list(rows), mode, grace_config))
     reward = GraceContrastiveReward(
-        mode, RewardWeights(script_args.tau, script_args.lambda_consistency, script_args.lambda_cross),
+        mode, RewardWeights(script_args.tau, script_args.lambda_consistency, script_args.lambda_cross,
+                            truncation=script_args.truncation, contrastive=script_args.contrastive),
         grace_config=grace_config, extra_temperature=script_args.extra_temperature, seed=training_args.seed,
         embedding_batch_size=script_args.embedding_batch_size, rationales_to_log=script_args.rationales_to_log)
     trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=training_args, train_dataset=train,

@@ -90,7 +90,8 @@ def _grace_evaluate(args: argparse.Namespace) -> int:
     if not args.sentence_transformer:
         options = {k: v for k, v in {"rationale": not args.no_rationale, "temperature": args.temperature,
                                      "max_new_tokens": args.max_new_tokens, "seed": args.seed, "backend": args.backend,
-                                     "cache_dir": args.rationale_cache}.items() if v is not None}
+                                     "cache_dir": args.rationale_cache, "system_prompt": args.system_prompt}.items()
+                   if v is not None}
         if args.documents_without_rationale:
             options["document_options"] = {"rationale": False}
     if args.tasks and args.benchmark:
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
     evaluate.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
     evaluate.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
+    evaluate.add_argument("--system-prompt", help="the rationale instruction (default from the repo)")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
     evaluate.add_argument("--documents-without-rationale", action="store_true", help="treat documents differently from queries: no rationale for documents")

@@ -273,9 +273,11 @@ class Demo:
         loaded = json.loads((self.out / "loaded.json").read_text())
         repos = [{"repo": p["repo"], "kind": p["kind"], "commit": p["commit"][:12], "url": f"{self.hub_url}/{_url_path(p)}",
                   "loaded_with": loaded.get(key, {}).get("client")} for key, p in pushed.items()]
+        from .evidence import summary_rows
+
         return {"model": self.settings.describe(), "output_dir": str(self.out), "seconds": round(seconds, 1),
                 "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
-                "scores": scores, "repos": repos}
+                "scores": scores, "repos": repos, "evidence": summary_rows()}
 
 
 def _url_path(pushed: dict) -> str:
@@ -290,11 +292,25 @@ def format_summary(summary: dict) -> str:
     lines = ["", f"== demo summary ({summary['model']}, {summary['seconds'] / 60:.1f} min)", "",
              f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}"]
     lines += [f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}" for s in summary["scores"]]
+    lines += ["", "The demo trains for a few steps: its before/after is a smoke test of the pipeline, not a result."]
+    lines += format_evidence(summary.get("evidence", []))
     lines += ["", f"{'repo':<40} {'kind':<8} {'commit':<13} {'loaded back with':<31} url"]
     lines += [f"{r['repo']:<40} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<31} {r['url']}" for r in summary["repos"]]
     lines += ["", f"{'stage':<28} {'seconds':>8}  status"]
     lines += [f"{name:<28} {s['seconds']:>8.1f}  {s['status']}" for name, s in summary["stages"].items()]
     return "\n".join(lines)
+
+
+def format_evidence(rows: list[dict]) -> list[str]:
+    """The latest committed evidence runs (recipes/evidence/*.json), labelled as such, with how to reproduce them."""
+    lines = []
+    for row in rows:
+        lines += ["", f"latest committed evidence, {row['method']}: {row['status']}"
+                      + (f" ({row['file']}, commit {row['commit']})" if "file" in row else "")]
+        for name in dict.fromkeys([*row.get("before", {}), *row.get("after", {})]):
+            lines.append(f"  {name:<57} {_fmt(row['before'].get(name)):>8} {_fmt(row['after'].get(name)):>8}")
+        lines.append(f"  reproduce: {row['command']}")
+    return lines
 
 
 def _base_model_id(model: str) -> str:

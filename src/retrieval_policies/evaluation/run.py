@@ -46,10 +46,11 @@ def results_name(model: str) -> str:
 def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str | None = None,
                    output_dir: str | Path = "results/mteb", sentence_transformer: bool = False, name: str | None = None,
                    batch_size: int = 8, placement: dict | None = None, document_options: dict | None = None,
-                   query_options: dict | None = None, **encode_options) -> list[ScoreRow]:
+                   query_options: dict | None = None, system_prompt: str | None = None, **encode_options) -> list[ScoreRow]:
     """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model on ``tasks`` or a
     ``benchmark`` (an mteb benchmark name or a project preset); write mteb's result files under ``output_dir`` and
-    return the main score of each task. ``placement``: ``device_map`` / ``dtype`` / ``attn_implementation``."""
+    return the main score of each task. ``placement``: ``device_map`` / ``dtype`` / ``attn_implementation``;
+    ``system_prompt`` replaces the repo's rationale instruction (to compare an untrained model under a trained one's)."""
     import mteb
 
     from ..assets import resolve_model
@@ -70,6 +71,8 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str
         from .mteb_encoder import GraceMtebEncoder
 
         embedder = GraceEmbedder.from_pretrained(path, **placement)
+        if system_prompt is not None:
+            embedder.grace_config.system_prompt = system_prompt
         encoder = GraceMtebEncoder(embedder, name=name, batch_size=batch_size, query_options=query_options,
                                    document_options=document_options, **encode_options)
     results = mteb.evaluate(encoder, task_list, cache=mteb.ResultCache(str(output_dir)), encode_kwargs={"batch_size": batch_size},

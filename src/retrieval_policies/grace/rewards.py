@@ -8,6 +8,18 @@ Supervised:   r_i = (p_i + ν_g + λc·c_i + λx·x_g) / τ,   p_i = cos(q_g, d_
               c_i = mean_{k≠i in g} cos(d_i, d_k),  x_g = −mean_{h≠g} max_j cos(q_g, d_{h,j})
 Unsupervised: r_i = (p_i + λc·c_i − λx·x_i) / τ,     x_i = mean_{h≠g} cos(d_i, q_h)
 A truncated main rollout (length limit, no EOS) gets −1 instead (not divided by τ).
+
+Two named deviations for small budgets (off by default; the paper configs keep the published reward):
+
+- ``truncation="exclude"``: a truncated rollout gets its group's mean reward over the rollouts that ended, so with
+  group-mean advantages (``scale_rewards: none``) its advantage is exactly 0 and the others' advantages are those of
+  the group without it (a group with no ended rollout gets 0 everywhere). At budgets where most rollouts are cut,
+  the −1 penalty otherwise decides every advantage. Pair it with TRL's ``mask_truncated_completions: true`` to take
+  their tokens out of the loss's denominator too.
+- ``contrastive="member"`` (supervised): the negative and cross-group terms per rollout, ν_i = −cos(d_i, n_g) and
+  x_i = −mean_{h≠g} cos(d_i, q_h), instead of the published per-group ν_g and x_g, which are constant within a group
+  and cancel in the advantage, so that only p and the consistency term move the policy (and both rise when every
+  rationale shrinks toward one direction).
 """
 
 from __future__ import annotations
@@ -17,15 +29,35 @@ from dataclasses import dataclass
 import torch
 
 
+TRUNCATION = ("penalty", "exclude")
+CONTRASTIVE = ("group", "member")
+
+
 @dataclass
 class RewardWeights:
     tau: float = 0.1
     lambda_consistency: float = 0.2
     lambda_cross: float = 0.2
+    truncation: str = "penalty"  # published: −1 for a truncated rollout; "exclude": see the module docstring
+    contrastive: str = "group"  # published: per-group ν and x (supervised); "member": per rollout
 
     def __post_init__(self):
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.truncation not in TRUNCATION:
+            raise ValueError(f"truncation must be one of {list(TRUNCATION)}, got {self.truncation!r}")
+        if self.contrastive not in CONTRASTIVE:
+            raise ValueError(f"contrastive must be one of {list(CONTRASTIVE)}, got {self.contrastive!r}")
+
+
+def _truncated_rewards(raw: torch.Tensor, truncated: torch.Tensor, groups: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "penalty":
+        return torch.where(truncated, torch.full_like(raw, -1.0), raw)
+    same = groups[:, None] == groups[None, :]
+    ended = same & ~truncated[None, :]
+    group_mean = (raw[None, :] * ended).sum(dim=1) / ended.sum(dim=1).clamp(min=1)
+    group_mean = torch.where(ended.any(dim=1), group_mean, torch.zeros_like(group_mean))
+    return torch.where(truncated, group_mean, raw)
 
 
 def _consistency(d: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -43,16 +75,21 @@ def _group_index(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def supervised_rewards(d, q, n, groups, truncated, weights: RewardWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     positive = (q * d).sum(-1)
-    negative = -(q * n).sum(-1)
     consistency = _consistency(d, groups)
     unique, position = _group_index(groups)
-    similarity = q @ d.T  # [member i (its group's query), member j (a main rollout)]
-    # max over each group's rollouts: [N, number of groups]
-    best = torch.stack([similarity[:, position == h].max(dim=1).values for h in range(len(unique))], dim=1)
     others = position[:, None] != torch.arange(len(unique), device=d.device)[None, :]
-    cross = -(best * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
+    if weights.contrastive == "member":
+        negative = -(d * n).sum(-1)  # this rollout's own similarity to its group's negative
+        first = torch.stack([(position == h).nonzero()[0, 0] for h in range(len(unique))])
+        cross = -((d @ q[first].T) * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)  # to the other groups' queries
+    else:
+        negative = -(q * n).sum(-1)
+        similarity = q @ d.T  # [member i (its group's query), member j (a main rollout)]
+        # max over each group's rollouts: [N, number of groups]
+        best = torch.stack([similarity[:, position == h].max(dim=1).values for h in range(len(unique))], dim=1)
+        cross = -(best * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
     raw = (positive + negative + weights.lambda_consistency * consistency + weights.lambda_cross * cross) / weights.tau
-    rewards = torch.where(truncated, torch.full_like(raw, -1.0), raw)
+    rewards = _truncated_rewards(raw, truncated, groups, weights.truncation)
     return rewards, {"positive_similarity": positive, "negative_similarity": -negative, "consistency": consistency,
                      "cross": cross}
 
@@ -67,7 +104,7 @@ def unsupervised_rewards(d, q, groups, truncated, weights: RewardWeights) -> tup
     others = position[:, None] != torch.arange(len(unique), device=d.device)[None, :]
     cross = (similarity * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
     raw = (positive + weights.lambda_consistency * consistency - weights.lambda_cross * cross) / weights.tau
-    rewards = torch.where(truncated, torch.full_like(raw, -1.0), raw)
+    rewards = _truncated_rewards(raw, truncated, groups, weights.truncation)
     return rewards, {"positive_similarity": positive, "consistency": consistency, "cross": cross}
 
 

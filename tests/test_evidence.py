@@ -1,0 +1,60 @@
+"""The evidence files' schema (recipes/evidence/<method>.json), their table, and the demo summary reading them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from retrieval_policies import evidence
+from retrieval_policies.demo import format_evidence
+
+
+def _grace() -> dict:
+    return {"before": {"LocalWordNetDefinitionRetrieval": 0.357}, "after": {"LocalWordNetDefinitionRetrieval": 0.371},
+            "criteria_met": True, "criteria": {"held-out task above untrained": True}, "seeds": [1, 2],
+            "command": "make evidence-grace", "commit": "0123456789abcdef", "wall_seconds": 4200.0}
+
+
+def test_evidence_round_trip_and_table(tmp_path):
+    path = evidence.write("grace", _grace(), tmp_path)
+    assert json.loads(path.read_text())["after"]["LocalWordNetDefinitionRetrieval"] == 0.371
+    assert not list(tmp_path.glob("*.tmp"))
+    table = evidence.table(evidence.load("grace", tmp_path))
+    assert "| LocalWordNetDefinitionRetrieval | 0.3570 | 0.3710 |" in table
+    assert "Criteria met (held-out task above untrained: met)" in table and "`make evidence-grace`" in table
+    assert evidence.load("dynamicrag", tmp_path) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("commit"), "missing field 'commit'"),
+    (lambda d: d.update(criteria_met="yes"), "field 'criteria_met' must be bool"),
+    (lambda d: d["after"].update(LocalLeeSTS="high"), r"after\['LocalLeeSTS'\] must be a number"),
+    (lambda d: d.update(seeds=3), "field 'seeds' must be list"),
+])
+def test_a_bad_evidence_file_names_its_field(tmp_path, change, message):
+    data = _grace()
+    change(data)
+    with pytest.raises(ValueError, match=message):
+        evidence.write("grace", data, tmp_path)
+    assert not (tmp_path / "grace.json").exists()  # nothing half-written
+    (tmp_path / "grace.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=str(tmp_path / "grace.json")):
+        evidence.load("grace", tmp_path)
+
+
+def test_dynamicrag_evidence_reports_its_keys(tmp_path):
+    data = {**_grace(), "before": {"em": 0.1}, "after": {"em": 0.2}}
+    with pytest.raises(ValueError, match="retriever_recall_same_k"):
+        evidence.write("dynamicrag", data, tmp_path)
+    data["after"] = dict.fromkeys(evidence.DYNAMICRAG_KEYS, 0.5)
+    assert evidence.write("dynamicrag", data, tmp_path).name == "dynamicrag.json"
+
+
+def test_the_demo_summary_shows_the_committed_evidence_labelled(tmp_path):
+    evidence.write("grace", _grace(), tmp_path)
+    lines = "\n".join(format_evidence(evidence.summary_rows(tmp_path)))
+    assert "latest committed evidence, grace: criteria met (recipes/evidence/grace.json, commit 0123456789ab)" in lines
+    assert "0.3570   0.3710" in lines and "reproduce: make evidence-grace" in lines
+    assert "latest committed evidence, dynamicrag: no evidence run committed yet" in lines
+    assert "reproduce: make evidence-dynamicrag" in lines
