@@ -12,7 +12,8 @@ import json
 import subprocess
 from pathlib import Path
 
-EVIDENCE_DIR = Path(__file__).resolve().parents[2] / "recipes" / "evidence"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+EVIDENCE_DIR = PROJECT_ROOT / "recipes" / "evidence"
 METHODS = ("grace", "dynamicrag")
 REQUIRED = {"before": dict, "after": dict, "criteria_met": bool, "seeds": list, "command": str, "commit": str,
             "wall_seconds": (int, float)}
@@ -41,7 +42,7 @@ def validate(data: dict, *, method: str, source: str = "evidence") -> dict:
 
 def current_commit(root: Path | None = None) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or EVIDENCE_DIR.parent.parent, capture_output=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or PROJECT_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -106,7 +107,7 @@ class Stages:
     run resumes); the seconds of every stage, earlier runs' included, are kept in ``logs/stage_seconds.json``."""
 
     def __init__(self, logs: Path, *, cwd: Path | None = None):
-        self.logs, self.cwd = Path(logs), cwd or EVIDENCE_DIR.parent.parent
+        self.logs, self.cwd = Path(logs), cwd or PROJECT_ROOT
         self.logs.mkdir(parents=True, exist_ok=True)
         self.record = self.logs / "stage_seconds.json"
         self.previous = json.loads(self.record.read_text()) if self.record.is_file() else {}

@@ -75,9 +75,9 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
     bar = tqdm(total=len(rows), desc="dynamicrag evaluate", unit="question", disable=not show_progress_bar)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        queries, task = [r["question"] for r in batch], tasks[start : start + batch_size]
+        queries, batch_tasks = [r["question"] for r in batch], tasks[start : start + batch_size]
         pools = [r["ctxs"] if tournament else r["ctxs"][:n] for r in batch]
-        for out in model.call_batch(queries, pools, task=task, **({} if seed is None else {"seed": seed + start})):
+        for out in model.call_batch(queries, pools, task=batch_tasks, **({} if seed is None else {"seed": seed + start})):
             systems["dynamicrag"]["answers"].append(out["answer"])
             systems["dynamicrag"]["selected"].append(out["indices"])
             malformed.append(out["malformed"] > 0)
@@ -94,7 +94,7 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
             keys = [(q, tuple(s)) for q, s in enumerate(selections)]
             todo = [key for key in dict.fromkeys(keys) if key not in answers]
             answers.update(zip(todo, model.answer_batch([queries[q] for q, _ in todo], [[pools[q][i] for i in s] for q, s in todo],
-                                                        task=[task[q] for q, _ in todo], ids=[[i + 1 for i in s] for _, s in todo])))
+                                                        task=[batch_tasks[q] for q, _ in todo], ids=[[i + 1 for i in s] for _, s in todo])))
             systems[name]["answers"] += [answers[key] for key in keys]
             systems[name]["selected"] += selections
         bar.update(len(batch))

@@ -44,11 +44,11 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
     todo = [r for r in rows if r["id"] not in done]
     n = model.dynamicrag_config.max_passages
     counts = {"skipped_done": len(rows) - len(todo), "sampled": 0, "malformed": 0, "outputs": 0, "answer_calls": 0}
+    profile = model.dynamicrag_config.prompt_profile
     with open(path, "a", encoding="utf-8") as sink:
         for start in tqdm(range(0, len(todo), batch_size), desc="sampling", disable=not show_progress_bar):
             batch = todo[start : start + batch_size]
             shown = [r["ctxs"][:n] for r in batch]
-            profile = model.dynamicrag_config.prompt_profile
             conversations = [reranker_messages(r["question"], ctxs, profile) for r, ctxs in zip(batch, shown)]
             # The batch's own seed (from its ids): the same batch samples the same lists, wherever it falls in a run.
             batch_seed = seed + int(hashlib.sha256("\n".join(r["id"] for r in batch).encode()).hexdigest()[:8], 16)

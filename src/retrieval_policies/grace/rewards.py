@@ -73,20 +73,31 @@ def _group_index(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return unique, position
 
 
+def _others(position: torch.Tensor, count: int) -> torch.Tensor:
+    """[member, group]: whether the group is not the member's own."""
+    return position[:, None] != torch.arange(count, device=position.device)[None, :]
+
+
+def _similarity_to_other_queries(d: torch.Tensor, q: torch.Tensor, position: torch.Tensor, count: int) -> torch.Tensor:
+    """Per member, the mean over the other groups h of cos(d_i, q_h) (every member of a group carries its query)."""
+    first = torch.stack([(position == h).nonzero()[0, 0] for h in range(count)])
+    others = _others(position, count)
+    return ((d @ q[first].T) * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
+
+
 def supervised_rewards(d, q, n, groups, truncated, weights: RewardWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     positive = (q * d).sum(-1)
     consistency = _consistency(d, groups)
     unique, position = _group_index(groups)
-    others = position[:, None] != torch.arange(len(unique), device=d.device)[None, :]
     if weights.contrastive == "member":
         negative = -(d * n).sum(-1)  # this rollout's own similarity to its group's negative
-        first = torch.stack([(position == h).nonzero()[0, 0] for h in range(len(unique))])
-        cross = -((d @ q[first].T) * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)  # to the other groups' queries
+        cross = -_similarity_to_other_queries(d, q, position, len(unique))
     else:
         negative = -(q * n).sum(-1)
         similarity = q @ d.T  # [member i (its group's query), member j (a main rollout)]
         # max over each group's rollouts: [N, number of groups]
         best = torch.stack([similarity[:, position == h].max(dim=1).values for h in range(len(unique))], dim=1)
+        others = _others(position, len(unique))
         cross = -(best * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
     raw = (positive + negative + weights.lambda_consistency * consistency + weights.lambda_cross * cross) / weights.tau
     rewards = _truncated_rewards(raw, truncated, groups, weights.truncation)
@@ -98,11 +109,7 @@ def unsupervised_rewards(d, q, groups, truncated, weights: RewardWeights) -> tup
     positive = (q * d).sum(-1)
     consistency = _consistency(d, groups)
     unique, position = _group_index(groups)
-    first = torch.stack([(position == h).nonzero()[0, 0] for h in range(len(unique))])
-    group_queries = q[first]  # [number of groups, dim]
-    similarity = d @ group_queries.T
-    others = position[:, None] != torch.arange(len(unique), device=d.device)[None, :]
-    cross = (similarity * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
+    cross = _similarity_to_other_queries(d, q, position, len(unique))
     raw = (positive + weights.lambda_consistency * consistency - weights.lambda_cross * cross) / weights.tau
     rewards = _truncated_rewards(raw, truncated, groups, weights.truncation)
     return rewards, {"positive_similarity": positive, "consistency": consistency, "cross": cross}
