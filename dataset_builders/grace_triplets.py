@@ -22,7 +22,8 @@ CARD = """Built by `dataset_builders/grace_triplets.py` (retrieval-policies) fro
 `negative` get one rollout each for the contrastive reward.
 
 - Offline sources: WordNet 3.0 (query = a usage example, positive = the definition of its sense, negative = the
-  definition of another sense of the same word; WordNet licence) and the Wikipedia extract shipped with gensim
+  definition of another sense of the same word; WordNet licence), WordNet definitions (`wordnet-definitions`: query =
+  a definition, positive = its synset's words, negative = the words of another sense of one of them) and the Wikipedia extract shipped with gensim
   (query = "article title: section heading", positive = a passage of that section, negative = a passage of another
   section of the same article; CC BY-SA 3.0).
 - Rows whose rendered main prompt exceeds {max_prompt_tokens} tokens with the `{backbone}` tokenizer are dropped;
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-column", default="anchor")
     parser.add_argument("--positive-column", default="positive")
     parser.add_argument("--negative-column", default="negative")
-    parser.add_argument("--offline-sources", default="wordnet,wikipedia", help="comma-separated: wordnet, wikipedia")
+    parser.add_argument("--offline-sources", default="wordnet,wikipedia", help="comma-separated: wordnet, wordnet-definitions, wikipedia")
     add_grace_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

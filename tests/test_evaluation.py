@@ -67,6 +67,30 @@ def test_heldout_split_covers_every_task_item(wordnet_installed):
     assert heldout_ids() == ids and set(_split(LocalWordNetDefinitionRetrieval(max_documents=20))["corpus"]["id"]) <= ids["wordnet_synsets"]
 
 
+CARD = {"pretty_name": "t", "card_body": "t", "license": "other"}
+
+
+def test_triplet_validation_task_retrieves_each_query_s_positive_among_the_split(tmp_path):
+    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.evaluation.local_tasks import TripletValidationRetrieval
+    from retrieval_policies.evaluation.run import resolve_tasks
+
+    rows = [{"id": "a", "query": "q1", "positive": "p1", "negative": "shared", "source": "s"},
+            {"id": "b", "query": "q2", "positive": "p2", "negative": "shared", "source": "s"},
+            {"id": "c", "query": "q3", "positive": "shared", "negative": "p1", "source": "s"}]
+    write_dataset_folder(tmp_path / "d", {"triplets": {"train": rows[:1], "validation": rows}}, **CARD)
+    split = _split(TripletValidationRetrieval(tmp_path / "d"))
+    docs = dict(zip(split["corpus"]["id"], split["corpus"]["text"]))
+    assert sorted(docs.values()) == ["p1", "p2", "shared"]  # each text once
+    assert {q: docs[next(iter(r))] for q, r in split["relevant_docs"].items()} == {"q0": "p1", "q1": "p2", "q2": "shared"}
+    assert list(split["queries"]["text"]) == ["q1", "q2", "q3"]
+    assert [t.metadata.name for t in resolve_tasks(None, str(tmp_path / "d"))] == ["TripletValidationRetrieval"]
+    assert [t.metadata.name for t in resolve_tasks(["LocalLeeSTS"], str(tmp_path / "d"))] == ["LocalLeeSTS", "TripletValidationRetrieval"]
+    write_dataset_folder(tmp_path / "e", {"triplets": {"train": rows, "validation": []}}, **CARD)
+    with pytest.raises(ValueError, match="no 'validation' split in config 'triplets'"):
+        _split(TripletValidationRetrieval(tmp_path / "e"))
+
+
 def test_encoder_scores_lee_like_a_hand_computation(tiny_embedder, tmp_path):
     encoder = GraceMtebEncoder(tiny_embedder, name="test/tiny-grace", rationale=True)
     result = mteb.evaluate(encoder, [LocalLeeSTS()], cache=mteb.ResultCache(str(tmp_path)), show_progress_bar=False)

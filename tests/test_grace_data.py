@@ -15,7 +15,7 @@ from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.corpora import WordNet
 from retrieval_policies.evaluation.local_tasks import heldout_ids, heldout_texts, normalize_text
 from retrieval_policies.grace.data import (BadRowError, build_rows, wikipedia_sentences, wikipedia_triplets,
-                                           wordnet_triplets)
+                                           wordnet_definition_triplets, wordnet_triplets)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,19 @@ def test_wordnet_triplets_pair_an_example_with_its_sense_and_another_sense():
         assert row["query"] in sense.examples and row["positive"] == sense.definition
         assert row["negative"] == other.definition and other.id != sense.id
         assert set(sense.lemmas) & set(other.lemmas)  # another sense of the same word
+
+
+def test_wordnet_definition_triplets_pair_a_definition_with_its_words_and_another_senses_words():
+    wordnet = WordNet()
+    rows = list(itertools.islice(wordnet_definition_triplets(), 50))
+    for row in rows:
+        sense, other = (wordnet.synset(i) for i in row["_keys"]["wordnet_synsets"])
+        assert row["query"] == sense.definition and row["positive"] == ", ".join(sense.lemmas)
+        assert row["negative"] == ", ".join(other.lemmas) != row["positive"]
+        assert {w.lower() for w in sense.lemmas} & {w.lower() for w in other.lemmas}  # another sense of one of its words
+    assert len({r["_keys"]["wordnet_synsets"][0][-1] for r in rows}) >= 3  # shuffled: several parts of speech
+    assert rows == list(itertools.islice(wordnet_definition_triplets(), 50))  # seeded
+    assert rows != list(itertools.islice(wordnet_definition_triplets(seed=7), 50))
 
 
 def test_wikipedia_triplets_use_a_section_and_another_section_of_the_same_article():

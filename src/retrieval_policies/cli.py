@@ -100,7 +100,7 @@ def _grace_evaluate(args: argparse.Namespace) -> int:
     try:
         rows = evaluate_model(args.model, tasks=args.tasks, benchmark=args.benchmark, output_dir=args.output_dir,
                               name=args.name, sentence_transformer=args.sentence_transformer, batch_size=args.batch_size,
-                              placement=_placement(args), **options)
+                              placement=_placement(args), validation_data=args.validation_data, **options)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
     evaluate.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
     evaluate.add_argument("--system-prompt", help="the rationale instruction (default from the repo)")
+    evaluate.add_argument("--validation-data", help="a GRACE triplet dataset folder: evaluate its validation split "
+                                                    "(TripletValidationRetrieval; alone unless --tasks is given too)")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
     evaluate.add_argument("--documents-without-rationale", action="store_true", help="treat documents differently from queries: no rationale for documents")

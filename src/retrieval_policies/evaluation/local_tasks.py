@@ -179,4 +179,53 @@ class LocalLeeSTS(AbsTaskSTS):
         self.data_loaded = True
 
 
+class TripletValidationRetrieval(AbsTaskRetrieval):
+    """A GRACE triplet dataset's validation split as a retrieval task: each query → its positive, among every positive
+    and negative of the split. For choosing training settings without looking at the test tasks."""
+
+    metadata = TaskMetadata(
+        name="TripletValidationRetrieval",
+        description="The validation split of a GRACE triplet dataset: query -> its positive among the split's positives and negatives.",
+        reference="https://arxiv.org/abs/2510.04506",
+        dataset={"path": "local/grace-triplets", "revision": "1"},
+        type="Retrieval",
+        main_score="ndcg_at_10",
+        date=("2026-01-01", "2026-12-31"),
+        domains=["Written"],
+        license="not specified",
+        annotations_creators="derived",
+        bibtex_citation="",
+        **{**_COMMON, "eval_splits": ["test"]},
+    )
+
+    def __init__(self, data: str, split: str = "validation", config: str = "triplets", **kwargs):
+        super().__init__(**kwargs)
+        self.data, self.split, self.config = str(data), split, config
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        from ..dataset_io import load_split
+
+        try:
+            rows = load_split(self.data, self.config, self.split)
+        except ValueError as err:  # datasets: unknown split or config
+            raise ValueError(f"{self.data}: no {self.split!r} split in config {self.config!r} ({err})") from None
+        if len(rows) == 0:
+            raise ValueError(f"{self.data}: the {self.split!r} split of config {self.config!r} is empty")
+        missing = sorted({"query", "positive", "negative"} - set(rows.column_names))
+        if missing:
+            raise ValueError(f"{self.data}: split {self.split!r} has no column {missing}; columns are {rows.column_names}")
+        doc_ids: dict[str, str] = {}
+        for row in rows:
+            for role in ("positive", "negative"):
+                doc_ids.setdefault(row[role], f"d{len(doc_ids)}")
+        corpus = [{"id": i, "title": "", "text": text} for text, i in doc_ids.items()]
+        queries, relevant = [], {}
+        for number, row in enumerate(rows):
+            qid = f"q{number}"
+            queries.append({"id": qid, "text": row["query"]})
+            relevant[qid] = {doc_ids[row["positive"]]: 1}
+        self.dataset = {"default": {"test": _retrieval_split(queries, corpus, relevant)}}
+        self.data_loaded = True
+
+
 LOCAL_TASKS = {cls.metadata.name: cls for cls in (LocalWordNetDefinitionRetrieval, LocalWikipediaSectionRetrieval, LocalLeeSTS)}

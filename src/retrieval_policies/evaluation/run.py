@@ -18,12 +18,15 @@ class ScoreRow:
     score: float
 
 
-def resolve_tasks(names: list[str] | None) -> list:
-    """Task instances: local task names (all of them by default) or built-in mteb task names."""
+def resolve_tasks(names: list[str] | None, validation_data: str | None = None) -> list:
+    """Task instances: local task names (all of them by default, none when only ``validation_data`` is given) or
+    built-in mteb task names, and ``TripletValidationRetrieval`` on ``validation_data``'s validation split."""
     import mteb
 
-    from .local_tasks import LOCAL_TASKS
+    from .local_tasks import LOCAL_TASKS, TripletValidationRetrieval
 
+    if validation_data is not None:
+        return [*(resolve_tasks(names) if names else []), TripletValidationRetrieval(validation_data)]
     names = names or list(LOCAL_TASKS)
     builtin = [n for n in names if n not in LOCAL_TASKS]
     tasks = [LOCAL_TASKS[n]() for n in names if n in LOCAL_TASKS]
@@ -46,16 +49,18 @@ def results_name(model: str) -> str:
 def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str | None = None,
                    output_dir: str | Path = "results/mteb", sentence_transformer: bool = False, name: str | None = None,
                    batch_size: int = 8, placement: dict | None = None, document_options: dict | None = None,
-                   query_options: dict | None = None, system_prompt: str | None = None, **encode_options) -> list[ScoreRow]:
+                   query_options: dict | None = None, system_prompt: str | None = None, validation_data: str | None = None,
+                   **encode_options) -> list[ScoreRow]:
     """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model on ``tasks`` or a
     ``benchmark`` (an mteb benchmark name or a project preset); write mteb's result files under ``output_dir`` and
     return the main score of each task. ``placement``: ``device_map`` / ``dtype`` / ``attn_implementation``;
-    ``system_prompt`` replaces the repo's rationale instruction (to compare an untrained model under a trained one's)."""
+    ``system_prompt`` replaces the repo's rationale instruction (to compare an untrained model under a trained one's);
+    ``validation_data``: a GRACE triplet dataset whose validation split is evaluated too (``TripletValidationRetrieval``)."""
     import mteb
 
     from ..assets import resolve_model
 
-    task_list = resolve_benchmark(benchmark) if benchmark else resolve_tasks(tasks)  # before any model is loaded
+    task_list = resolve_benchmark(benchmark) if benchmark else resolve_tasks(tasks, validation_data)  # before any model is loaded
     path = resolve_model(model)
     name = name or results_name(model)
     placement = placement or {}

@@ -5,6 +5,9 @@ everything the local evaluation tasks hold out, and split into train/validation 
 Offline sources:
 - WordNet: query = a usage example, positive = the definition of its sense, hard negative = the definition of another
   sense of the same word.
+- WordNet definitions ("wordnet-definitions"): query = a definition, positive = its synset's words ("dog, domestic
+  dog, Canis familiaris"), hard negative = the words of another sense of one of them. The same shape as the local
+  ``LocalWordNetDefinitionRetrieval`` task, on synsets the task never uses (its held-out ids are dropped as always).
 - Wikipedia: query = "article title: section heading", positive = a passage of that section, hard negative = a
   passage of another section of the same article.
 - Sentences of the Wikipedia extract (unsupervised).
@@ -40,17 +43,39 @@ def wordnet_triplets(seed: int = 42) -> Iterator[dict]:
     for synset in wordnet.synsets():
         if not synset.examples:
             continue
-        others = []
-        for lemma in synset.lemmas:
-            others = [s for s in wordnet.senses(lemma, synset.pos) if s.id != synset.id and s.definition != synset.definition]
-            if others:
-                break
+        others = _other_senses(wordnet, synset)
         if not others:
             continue
         negative = rng.choice(others)
         for example in synset.examples:
             yield {"query": example, "positive": synset.definition, "negative": negative.definition, "source": "wordnet",
                    "_keys": {"wordnet_synsets": (synset.id, negative.id)}}
+
+
+def _other_senses(wordnet, synset) -> list:
+    """Other synsets of the first of ``synset``'s words that has any (its hard negatives)."""
+    for lemma in synset.lemmas:
+        others = [s for s in wordnet.senses(lemma, synset.pos) if s.id != synset.id and s.definition != synset.definition]
+        if others:
+            return others
+    return []
+
+
+def wordnet_definition_triplets(seed: int = 42) -> Iterator[dict]:
+    from ..corpora import WordNet
+
+    wordnet = WordNet()
+    rng = random.Random(seed)
+    synsets = list(wordnet.synsets())
+    rng.shuffle(synsets)  # every part of speech and topic in a --max-rows sample, not the first lexicographer files
+    for synset in synsets:
+        words = ", ".join(synset.lemmas)
+        others = [s for s in _other_senses(wordnet, synset) if ", ".join(s.lemmas) != words]
+        if not others:  # a word with one sense, or whose other senses have exactly the same words
+            continue
+        negative = rng.choice(others)
+        yield {"query": synset.definition, "positive": words, "negative": ", ".join(negative.lemmas),
+               "source": "wordnet-definitions", "_keys": {"wordnet_synsets": (synset.id, negative.id)}}
 
 
 def wikipedia_triplets(seed: int = 42) -> Iterator[dict]:
@@ -226,7 +251,8 @@ def build_grace_dataset(*, mode: str, source: str, backbone: str, hub_dataset: s
             logging.getLogger(__name__).info("Hub unavailable (%s): using the packaged corpora", type(err).__name__)
     if rows is None:
         if mode == "supervised":
-            makers = {"wordnet": wordnet_triplets, "wikipedia": wikipedia_triplets}
+            makers = {"wordnet": wordnet_triplets, "wordnet-definitions": wordnet_definition_triplets,
+                      "wikipedia": wikipedia_triplets}
             unknown = sorted(set(offline) - set(makers))
             if unknown:
                 raise ValueError(f"unknown offline source {unknown}; choose from {sorted(makers)}")
