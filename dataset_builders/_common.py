@@ -32,7 +32,19 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2", help="dense retriever for the cloze pool")
     parser.add_argument("--top-n", type=int, default=20, help="passages retrieved per cloze question (default 20)")
     parser.add_argument("--max-articles", type=int, help="build the cloze pool from the first N Wikipedia articles only")
+    parser.add_argument("--first-stage", choices=["dense", "bm25"], default="dense",
+                        help="the cloze pool's retriever: dense (--encoder, default) or bm25")
+    parser.add_argument("--query-words", type=int, help="a weak first stage: the retriever sees the article title and "
+                                                        "only this many words of the cloze sentence (chosen by a hash of the question id)")
+    parser.add_argument("--passage-words", type=int, help="cut the passages at sentence ends into pieces of at most this many words")
     parser.add_argument("--cache-dir", help="where corpus embeddings are kept (default: <output-dir>.cache)")
+
+
+def pool_options(args: argparse.Namespace) -> dict:
+    """The cloze pool's retriever settings from ``add_pool_arguments``, as ``question_pool`` takes them."""
+    return {"encoder": args.encoder, "top_n": args.top_n, "max_articles": args.max_articles,
+            "cache_dir": args.cache_dir or f"{args.output_dir}.cache", "first_stage": args.first_stage,
+            "query_words": args.query_words, "passage_words": args.passage_words}
 
 
 def finish(args: argparse.Namespace, configs: dict, counts: dict, dropped: dict, source: str, *, card: str, pretty_name: str,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, add_pool_arguments, finish  # noqa: E402
+from _common import add_output_arguments, add_pool_arguments, finish, pool_options  # noqa: E402
 
 from retrieval_policies.dynamicrag.builders import EVAL_POOL, EVAL_SETS, build_eval_dataset  # noqa: E402
 
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_eval_dataset(
         source=args.source, hub_dataset=args.hub_dataset, sets=args.sets, max_rows=args.max_rows, strict=args.strict,
-        encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
-        cache_dir=args.cache_dir or f"{args.output_dir}.cache")
+        **pool_options(args))
     return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG evaluation data",
                   tags=["dynamicrag", "retrieval-augmented-generation", "evaluation"])
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, add_pool_arguments, finish  # noqa: E402
+from _common import add_output_arguments, add_pool_arguments, finish, pool_options  # noqa: E402
 
 from retrieval_policies.dynamicrag.builders import TRAINING_POOL, build_training_dataset  # noqa: E402
 
@@ -57,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_training_dataset(
         source=args.source, hub_dataset=args.hub_dataset, hub_split=args.hub_split, max_rows=args.max_rows,
-        encoder=args.encoder, top_n=args.top_n, max_articles=args.max_articles,
-        cache_dir=args.cache_dir or f"{args.output_dir}.cache", strict=args.strict, labeler=args.labeler,
+        strict=args.strict, labeler=args.labeler,
         max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
         general_data=args.general_data, general_count=args.general_count, max_passages=args.max_passages,
         dpo_fraction=args.dpo_fraction, force_has_answer=args.force_has_answer, tokenizer=args.tokenizer,
-        max_seq_length=args.max_seq_length)
+        max_seq_length=args.max_seq_length, **pool_options(args))
     settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler",
                                                               "dpo_fraction")}
     settings["length_rule"] = (f"examples longer than {args.max_seq_length} tokens with the `{args.tokenizer}` tokenizer "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from retrieval_policies.dynamicrag.cloze_qa import BLANK, iter_cloze_questions, salient_spans
+from retrieval_policies.dynamicrag.cloze_qa import BLANK, iter_cloze_questions, partial_query, passage_chunks, salient_spans
 from retrieval_policies.dynamicrag.data import BadRowError, clean_rows, normalize_row
 from retrieval_policies.hub import hub_client_env
 
@@ -57,6 +57,44 @@ def test_cloze_questions():
         assert q.question.replace(BLANK, q.answers[0]) == f"{q.title}: {q.sentence}"
     assert [q.id for q in iter_cloze_questions()][:50] == [q.id for q in questions[:50]]  # deterministic
     assert [s[0] for s in salient_spans("On 4 July 1776 the United States declared independence.")] == ["date", "name"]
+
+
+def test_partial_query_keeps_the_title_and_some_words_in_order_never_the_blank():
+    question = f"Anarchism: The first known use of this word was in {BLANK}."
+    query = partial_query("cloze-x-1", question, 3)
+    title, words = query.split(": ")
+    sentence = question.split(": ")[1].split()
+    assert title == "Anarchism" and len(words.split()) == 3 and BLANK not in query
+    positions = [sentence.index(w) for w in words.split()]
+    assert positions == sorted(positions)  # in the sentence's order
+    assert partial_query("cloze-x-1", question, 3) == query  # the same on every run
+    assert {partial_query(f"cloze-x-{i}", question, 3) for i in range(20)} != {query}  # chosen per question
+    assert partial_query("cloze-x-1", question, 100) == "Anarchism: The first known use of this word was in"
+    assert partial_query("cloze-x-1", question, 0) == "Anarchism: "
+
+
+def test_passage_chunks_cut_at_sentence_ends_within_the_word_limit():
+    text = "One two three. Four five six seven. Eight nine. " + "Long " + " ".join(["long"] * 11) + "."
+    pieces = passage_chunks({"id": "p", "title": "T", "text": text}, 7)
+    assert [c["text"] for c in pieces] == ["One two three. Four five six seven.", "Eight nine.", "Long " + " ".join(["long"] * 11) + "."]
+    assert [c["id"] for c in pieces] == ["p#0", "p#1", "p#2"] and {c["title"] for c in pieces} == {"T"}
+    assert " ".join(c["text"] for c in pieces) == text.strip()
+
+
+def test_weak_bm25_first_stage_finds_the_topic_but_rarely_the_exact_passage():
+    from retrieval_policies.dynamicrag.data import cloze_pool, first_stage_rates
+
+    full = cloze_pool(first_stage="bm25", top_n=15, max_articles=6, passage_words=45)
+    weak = cloze_pool(first_stage="bm25", top_n=15, max_articles=6, passage_words=45, query_words=2)
+    assert [r["id"] for r in weak] == [r["id"] for r in full] and [r["question"] for r in weak] == [r["question"] for r in full]
+    lengths = [len(c["text"].split()) for r in weak for c in r["ctxs"]]
+    assert sum(lengths) / len(lengths) < 45 and all("#" in c["id"] for r in weak for c in r["ctxs"])
+    full_rates, weak_rates = first_stage_rates(full), first_stage_rates(weak)
+    assert full_rates["answer in passage 1"] > 0.8  # the whole cloze sentence finds its own passage
+    assert weak_rates["answer in passage 1"] < full_rates["answer in passage 1"] - 0.25
+    assert weak_rates["answer in the first 15"] > weak_rates["answer in passage 1"] + 0.2  # the reranker's room
+    with pytest.raises(ValueError, match="needs an encoder"):
+        cloze_pool(first_stage="dense", max_articles=1)
 
 
 def _run_builder(script: str, *args: str, env=None) -> subprocess.CompletedProcess:

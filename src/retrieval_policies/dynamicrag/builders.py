@@ -8,7 +8,7 @@ import random
 from collections import Counter
 
 from .cloze_qa import split_of
-from .data import check_labeler, clean_rows, cloze_pool, label_relevance, make_judge
+from .data import check_labeler, clean_rows, cloze_pool, first_stage_rates, label_relevance, make_judge
 from .training_examples import BCStats, behaviour_cloning_examples, generator_examples, over_length
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ def _offline_encoder(encoder: str):
 
 def question_pool(*, source: str, hub_dataset: str, hub_split: str = "train", hub_config: str | None = None,
                   max_rows: int | None = None, encoder: str, top_n: int, max_articles: int | None,
-                  cache_dir: str | None, strict: bool) -> tuple[list[dict], Counter, str]:
-    """(normalised rows with a ``split``, drop counts, the source actually used)."""
+                  cache_dir: str | None, strict: bool, first_stage: str = "dense", query_words: int | None = None,
+                  passage_words: int | None = None) -> tuple[list[dict], Counter, str]:
+    """(normalised rows with a ``split``, drop counts, the source actually used). ``first_stage``, ``query_words``,
+    ``passage_words``: the offline cloze pool's retriever (``data.cloze_pool``)."""
     if source in ("auto", "hub"):
         try:
             raw = _hub_rows(hub_dataset, hub_config, hub_split, max_rows)
@@ -48,11 +50,22 @@ def question_pool(*, source: str, hub_dataset: str, hub_split: str = "train", hu
             for row in rows:
                 row.setdefault("split", split_of(row["id"]))
             return rows, dropped, f"hub:{hub_dataset}"
-    raw = cloze_pool(encoder=_offline_encoder(encoder), encoder_id=encoder, top_n=top_n, max_articles=max_articles,
-                     cache_dir=cache_dir)
+    dense = first_stage == "dense"
+    raw = cloze_pool(encoder=_offline_encoder(encoder) if dense else None, encoder_id=encoder if dense else "bm25",
+                     top_n=top_n, max_articles=max_articles, cache_dir=cache_dir, first_stage=first_stage,
+                     query_words=query_words, passage_words=passage_words)
     raw = raw[:max_rows] if max_rows else raw
     rows, dropped = clean_rows(raw, strict=strict)
     return rows, dropped, "wikipedia-cloze"
+
+
+def _first_stage_counts(rows: list[dict]) -> dict[str, str]:
+    """The retriever's answer rates per split, for the card (how much a reranker can gain)."""
+    counts = {}
+    for split in ("train", "dpo", "validation", "test"):
+        part = [r for r in rows if r["split"] == split]
+        counts.update({f"first stage, {split}: {name}": f"{rate:.1%}" for name, rate in first_stage_rates(part).items()})
+    return counts
 
 
 def general_instruction_examples(dataset: str, count: int, seed: int) -> list[dict]:
@@ -156,6 +169,7 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
         counts.update({f"sft/{s}": len(v) for s, v in configs["sft"].items()})
     counts.update({f"pool/{s}": len(v) for s, v in configs["pool"].items()})
     counts[f"questions whose passages were cut to the first {max_passages}"] = cut
+    counts.update(_first_stage_counts(rows))
     counts.update({f"questions with the {t!r} generator instruction": n
                    for t, n in sorted(Counter(r.get("task", "short") for r in rows).items())})
     return configs, counts, +dropped, source
@@ -180,4 +194,4 @@ def build_eval_dataset(*, source: str, hub_dataset: str = EVAL_POOL, sets=EVAL_S
             return configs, {f"{n}/test": len(c["test"]) for n, c in configs.items()}, dropped, f"hub:{hub_dataset}"
     rows, dropped, _ = question_pool(source="cloze", hub_dataset="", max_rows=None, strict=strict, **pool_options)
     test = [r for r in rows if r["split"] == "test"][:max_rows]
-    return {"wiki_cloze": {"test": test}}, {"wiki_cloze/test": len(test)}, dropped, "wikipedia-cloze"
+    return {"wiki_cloze": {"test": test}}, {"wiki_cloze/test": len(test), **_first_stage_counts(test)}, dropped, "wikipedia-cloze"

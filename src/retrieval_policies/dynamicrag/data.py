@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from ..retrieval import DenseRetriever, attach_ctxs, has_answer
+from ..retrieval import BM25Retriever, DenseRetriever, attach_ctxs, has_answer
 
 logger = logging.getLogger(__name__)
 
@@ -95,21 +95,43 @@ def clean_rows(rows, *, strict: bool = False, source: str | None = None) -> tupl
     return kept, dropped
 
 
-def cloze_pool(*, encoder, encoder_id: str, top_n: int = 20, per_section: int = 2, max_articles: int | None = None,
-               cache_dir: str | Path | None = None) -> list[dict]:
-    """The Wikipedia cloze questions with their top-``top_n`` passages from a dense retriever over the passages of
-    the same articles (all 106 by default)."""
+def cloze_pool(*, encoder=None, encoder_id: str = "bm25", top_n: int = 20, per_section: int = 2,
+               max_articles: int | None = None, cache_dir: str | Path | None = None, first_stage: str = "dense",
+               query_words: int | None = None, passage_words: int | None = None) -> list[dict]:
+    """The Wikipedia cloze questions with their top-``top_n`` passages from a first-stage retriever over the
+    passages of the same articles (all 106 by default): ``first_stage`` "dense" (``encoder``) or "bm25".
+    ``query_words``: the retriever sees only the title and that many words of the sentence (``partial_query``);
+    ``passage_words``: passages are first cut into pieces of at most that many words (``passage_chunks``)."""
     from ..corpora import iter_wikipedia_passages
-    from .cloze_qa import iter_cloze_questions
+    from .cloze_qa import iter_cloze_questions, partial_query, passage_chunks
 
+    if first_stage not in ("dense", "bm25"):
+        raise ValueError(f"first_stage must be 'dense' or 'bm25', got {first_stage!r}")
     questions = [asdict(q) for q in iter_cloze_questions(per_section=per_section, max_articles=max_articles)]
     articles = {q["article_id"] for q in questions}
     corpus = [{"id": p.id, "title": p.title, "text": p.text} for p in iter_wikipedia_passages()
               if max_articles is None or p.article_id in articles]
-    retriever = DenseRetriever(encoder, corpus, encoder_id=encoder_id, cache_dir=cache_dir)
-    rows = attach_ctxs([{**q, "answers": list(q["answers"])} for q in questions], retriever, top_n=top_n)
+    if passage_words:
+        corpus = [piece for passage in corpus for piece in passage_chunks(passage, passage_words)]
+    if first_stage == "bm25":
+        retriever = BM25Retriever(corpus)
+    else:
+        if encoder is None:
+            raise ValueError("a dense first stage needs an encoder")
+        retriever = DenseRetriever(encoder, corpus, encoder_id=encoder_id, cache_dir=cache_dir)
+    queries = None if query_words is None else [partial_query(q["id"], q["question"], query_words) for q in questions]
+    rows = attach_ctxs([{**q, "answers": list(q["answers"])} for q in questions], retriever, top_n=top_n, queries=queries)
     keep = ("id", "question", "answers", "ctxs", "split", "answer_type", "title", "section")
     return [{k: row[k] for k in keep} for row in rows]
+
+
+def first_stage_rates(rows: list[dict]) -> dict[str, float]:
+    """Share of questions whose first passage holds an answer, and whose passages hold one at all (``has_answer``)."""
+    if not rows:
+        return {}
+    n = max(len(r["ctxs"]) for r in rows)
+    return {"answer in passage 1": sum(bool(r["ctxs"]) and bool(r["ctxs"][0].get("has_answer")) for r in rows) / len(rows),
+            f"answer in the first {n}": sum(any(c.get("has_answer") for c in r["ctxs"]) for r in rows) / len(rows)}
 
 
 def check_labeler(rows: list[dict], labeler: str, *, force: bool = False) -> None:

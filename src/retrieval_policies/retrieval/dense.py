@@ -142,9 +142,12 @@ class BM25Retriever:
         return [list(zip(map(int, i), map(float, s))) for i, s in zip(indices, scores)]
 
 
-def attach_ctxs(questions: list[dict], retriever, *, top_n: int = 20) -> list[dict]:
-    """Copies of ``questions`` (each with ``question`` and ``answers``) with ``ctxs``: {id, title, text, score, has_answer}."""
-    hits = retriever.search([q["question"] for q in questions], top_n=top_n)
+def attach_ctxs(questions: list[dict], retriever, *, top_n: int = 20, queries: list[str] | None = None) -> list[dict]:
+    """Copies of ``questions`` (each with ``question`` and ``answers``) with ``ctxs``: {id, title, text, score, has_answer}.
+    ``queries``: what the retriever searches with, one per question (default: the questions themselves)."""
+    if queries is not None and len(queries) != len(questions):
+        raise ValueError(f"{len(queries)} queries for {len(questions)} questions")
+    hits = retriever.search(queries if queries is not None else [q["question"] for q in questions], top_n=top_n)
     out = []
     for question, ranked in zip(questions, hits):
         answers = question.get("answers") or []
