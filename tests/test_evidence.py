@@ -58,3 +58,22 @@ def test_the_demo_summary_shows_the_committed_evidence_labelled(tmp_path):
     assert "0.3570   0.3710" in lines and "reproduce: make evidence-grace" in lines
     assert "latest committed evidence, dynamicrag: no evidence run committed yet" in lines
     assert "reproduce: make evidence-dynamicrag" in lines
+
+
+def test_readme_tables_are_rendered_from_the_json(tmp_path):
+    readme = tmp_path / "README.md"
+    start, end = evidence._markers("grace")
+    readme.write_text(f"# Status\n\n{start}\nstale table\n{end}\n\nafter\n")
+    evidence.write("grace", _grace(), tmp_path)
+    assert evidence.render(readme, tmp_path) == ["grace"]  # dynamicrag: no JSON, no markers
+    assert evidence.rendered_block(readme, "grace") == evidence.table(_grace())
+    assert readme.read_text().endswith(f"{end}\n\nafter\n") and "stale" not in readme.read_text()
+    assert evidence.render(readme, tmp_path) == ["grace"] and evidence.rendered_block(readme, "grace") == evidence.table(_grace())
+
+
+def test_the_committed_evidence_matches_the_readme():
+    """recipes/README.md shows what recipes/evidence/*.json holds (re-render with retrieval_policies.evidence.render)."""
+    for method in evidence.METHODS:
+        data = evidence.load(method)
+        if data is not None:
+            assert evidence.rendered_block(evidence.README, method) == evidence.table(data), method

@@ -88,6 +88,40 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+README = PROJECT_ROOT / "recipes" / "README.md"
+
+
+def _markers(method: str) -> tuple[str, str]:
+    return f"<!-- evidence:{method} (rendered from recipes/evidence/{method}.json by retrieval_policies.evidence.render) -->", \
+        f"<!-- /evidence:{method} -->"
+
+
+def rendered_block(readme: Path, method: str) -> str | None:
+    """The text between a method's markers in ``readme`` (None without markers)."""
+    start, end = _markers(method)
+    text = Path(readme).read_text()
+    if start not in text or end not in text:
+        return None
+    return text[text.index(start) + len(start):text.index(end)].strip("\n")
+
+
+def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
+    """Rewrite each method's table between its markers in ``readme`` from its committed JSON (the methods done)."""
+    readme = Path(readme)
+    text, done = readme.read_text(), []
+    for method in METHODS:
+        data = load(method, folder)
+        start, end = _markers(method)
+        if data is None or start not in text or end not in text:
+            continue
+        text = text[:text.index(start) + len(start)] + "\n" + table(data) + "\n" + text[text.index(end):]
+        done.append(method)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(readme)
+    return done
+
+
 def summary_rows(folder: Path = EVIDENCE_DIR) -> list[dict]:
     """For the demo: the latest committed evidence of each method (or a line saying there is none yet)."""
     rows = []
