@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
 WORDNET_DIR := /usr/share/wordnet
 
-.PHONY: demo test test-fast setup assets wordnet clean evidence-grace
+.PHONY: demo test test-fast setup assets wordnet clean evidence-grace evidence-dynamicrag
 
 demo: setup
 	$(BIN)/retrieval-policies demo --output-dir outputs/demo
@@ -22,6 +22,9 @@ test-fast: setup
 # Evidence that training helps, on this CPU (resumable; results in recipes/evidence/*.json, see recipes/README.md).
 evidence-grace: setup
 	$(BIN)/python recipes/grace/evidence.py
+
+evidence-dynamicrag: setup
+	$(BIN)/python recipes/dynamicrag/evidence.py
 
 setup: $(VENV)/.installed wordnet assets
 

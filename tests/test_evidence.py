@@ -77,3 +77,13 @@ def test_the_committed_evidence_matches_the_readme():
         data = evidence.load(method)
         if data is not None:
             assert evidence.rendered_block(evidence.README, method) == evidence.table(data), method
+
+
+def test_finish_adds_commit_and_stage_times_and_renders_the_readme(tmp_path, capsys):
+    stages = evidence.Stages(tmp_path / "logs", cwd=evidence.PROJECT_ROOT)
+    stages.run("one", tmp_path / "one.done", ["python", "-c", "pass"])
+    report = {k: v for k, v in _grace().items() if k not in ("commit", "wall_seconds")}
+    path = evidence.finish("grace", report, stages, tmp_path, readme=None)
+    data = evidence.load("grace", tmp_path)
+    assert path == tmp_path / "grace.json" and data["commit"] == evidence.current_commit() and len(data["commit"]) == 40
+    assert data["stage_seconds"] == {"one": data["wall_seconds"]} and "| LocalWordNetDefinitionRetrieval |" in capsys.readouterr().out

@@ -1,6 +1,8 @@
 """`make evidence-grace`: does GRACE training make SmolLM2 a better embedder on this CPU? (at most 90 minutes, resumable)
 
-1. 1,000 WordNet triplets (offline builder; the evaluation's held-out synsets are never among them);
+1. 990 WordNet definition triplets (definition -> its synset's words; the builder's `wordnet-definitions` source, the
+   evaluation's held-out synsets never among them) and 110 for validation (the choices in the config were made on
+   these, `grace evaluate --validation-data`, never on the test tasks);
 2. the untrained SmolLM2 on the local tasks with the evidence config's prompt and greedy decoding;
 3. the CPU evidence recipe (`recipes/grace/SmolLM2-135M-Instruct/config_evidence.yaml`) with two seeds;
 4. each trained model on the same tasks with the same prompt and decoding;
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data = out / "data"
     stage.run("data", data / "README.md", [sys.executable, "dataset_builders/grace_triplets.py", "--source", "offline",
-                                          "--offline-sources", "wordnet", "--max-rows", "1000", "--output-dir", str(data)])
+                                          "--offline-sources", "wordnet-definitions", "--max-rows", "1100",
+                                          "--validation-share", "0.1", "--output-dir", str(data)])
     decoding = ["--tasks", *TASKS, "--temperature", "0", "--max-new-tokens", str(args.eval_max_new_tokens),
                 "--system-prompt", config["system_prompt"]]
     evaluate = [sys.executable, "-m", "retrieval_policies.cli", "grace", "evaluate"]
@@ -89,13 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             "negative_similarity": [h["grace/negative_similarity"] for h in history if "grace/negative_similarity" in h],
             "truncated_share": [h["grace/length_penalised_share"] for h in history if "grace/length_penalised_share" in h]}
     report = {"before": before, "after": after, "noise": noise, "criteria": criteria, "criteria_met": all(criteria.values()),
-              "seeds": list(args.seeds), "command": "make evidence-grace", "commit": evidence.current_commit(ROOT),
-              "wall_seconds": stage.total(), "config": config,
-              "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens}, "runs": runs,
-              "stage_seconds": stage.seconds}
-    path = evidence.write("grace", report, Path(args.evidence_dir))
-    print(evidence.table(report))
-    print(f"wrote {path}")
+              "seeds": list(args.seeds), "command": "make evidence-grace", "config": config,
+              "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens}, "runs": runs}
+    evidence.finish("grace", report, stage, Path(args.evidence_dir))
     return 0
 
 

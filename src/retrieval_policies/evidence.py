@@ -122,6 +122,18 @@ def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
     return done
 
 
+def finish(method: str, report: dict, stages: "Stages", folder: Path = EVIDENCE_DIR, readme: Path | None = README) -> Path:
+    """The end of an evidence run: add the commit and the stages' seconds, write the JSON, re-render ``readme``'s
+    table from it (when the run writes the committed folder), print the table."""
+    report = {**report, "commit": current_commit(stages.cwd), "wall_seconds": stages.total(), "stage_seconds": stages.seconds}
+    path = write(method, report, folder)
+    if readme is not None and Path(folder).resolve() == EVIDENCE_DIR.resolve():
+        render(readme, folder)
+    print(table(report))
+    print(f"wrote {path}")
+    return path
+
+
 def summary_rows(folder: Path = EVIDENCE_DIR) -> list[dict]:
     """For the demo: the latest committed evidence of each method (or a line saying there is none yet)."""
     rows = []
