@@ -58,12 +58,11 @@ def _hub_serve(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.getLogger("retrieval_policies.hub").setLevel(logging.INFO)
     try:
-        server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote)
+        server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote, verbose=args.verbose)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    host, port = server.server_address[:2]
-    print(f"http://{host}:{port}", flush=True)
+    print(server.url, flush=True)
     print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop cleanly on `kill` as on Ctrl-C
     try:

@@ -4,6 +4,11 @@ It answers the subset of the Hub's HTTP API that the unmodified clients (hugging
 evaluate, sentence-transformers) call to create repos, upload (regular and LFS), commit, list and download model,
 dataset and Space repos. Point a client at it with ``HF_ENDPOINT=<url>`` (and ``HF_HUB_DISABLE_XET=1``), set
 before the client library is imported.
+
+The HTTP layer is Starlette on uvicorn (h11): request parsing, Content-Length and chunked bodies, header encoding
+and routing come from those libraries; this module maps the Hub's endpoints onto :class:`HubStorage`. A request
+body is read whole (within a size limit and a time limit) before anything is stored, so a body cut off before its
+declared end commits nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +18,20 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote
 
+import anyio
 import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from .storage import (
     REPO_TYPES,
@@ -38,7 +50,11 @@ logger = logging.getLogger(__name__)
 
 LOCAL_USER = "local-user"
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
+MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
+MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regular, < 10 MB each) files
+BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_loopback(host: str) -> bool:
@@ -65,203 +81,197 @@ def _card_data(storage: HubStorage, commit: Commit) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-class HubRequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "retrieval-policies-local-hub/0.1"
-    storage: HubStorage  # set on the subclass made by make_server
+def header_safe(text: str, limit: int = 500) -> str:
+    """``text`` as a header value: printable ASCII only (no CR/LF or other control characters), at most ``limit``."""
+    return _CONTROL.sub(" ", text.encode("ascii", "replace").decode())[:limit]
+
+
+def _error_response(err: HubError, extra: dict | None = None) -> JSONResponse:
+    headers = {"X-Error-Message": header_safe(err.message)}
+    if err.code:
+        headers["X-Error-Code"] = header_safe(err.code)
+    return JSONResponse({"error": err.message, **(extra or {})}, err.status, headers)
+
+
+async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
+    """The whole request body, or a HubError: larger than ``limit``, cut off before its end (the client went away,
+    or a chunked body without its last chunk), or not complete within ``timeout`` seconds."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HubError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HubError(413, f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except ClientDisconnect:
+        raise HubError(400, f"request body ended after {size} bytes, before its declared end: nothing was stored") from None
+    except TimeoutError:
+        raise HubError(408, f"request body not complete after {timeout:.0f} s: nothing was stored") from None
+    return b"".join(chunks)
+
+
+def raw_parts(request: Request) -> list[str]:
+    """The path's segments, each percent-decoded on its own, so that an encoded '/' (a revision like refs%2Fpr%2F1)
+    stays inside its segment (the routes match the decoded path, where it could not be told apart)."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    return [unquote(p) for p in raw.decode("latin-1").split("?")[0].split("/")[1:]]
+
+
+def _flag(query, name: str) -> bool:
+    return str(query.get(name, "false")).lower() in ("true", "1")
+
+
+class HubApp:
+    """The Hub's endpoints over a :class:`HubStorage`, as a Starlette application (``.app``)."""
+
+    def __init__(self, storage: HubStorage, *, max_json_bytes: int = MAX_JSON_BYTES,
+                 max_commit_bytes: int = MAX_COMMIT_BYTES, body_timeout: float = BODY_TIMEOUT_S):
+        self.storage = storage
+        self.max_json_bytes, self.max_commit_bytes, self.body_timeout = max_json_bytes, max_commit_bytes, body_timeout
+        repo = "/api/{kind}/{namespace}/{name}"
+        routes = [
+            Route("/api/whoami-v2", self._wrap(self._whoami), methods=["GET"]),
+            Route("/api/validate-yaml", self._wrap(self._validate_yaml, body="json"), methods=["POST"]),
+            Route("/api/repos/create", self._wrap(self._create_repo, body="json"), methods=["POST"]),
+            Route("/api/repos/delete", self._wrap(self._delete_repo, body="json"), methods=["DELETE"]),
+            Route(repo, self._wrap(self._repo_info), methods=["GET"]),
+            Route(repo + "/revision/{rest:path}", self._wrap(self._repo_info), methods=["GET"]),
+            Route(repo + "/tree/{rest:path}", self._wrap(self._tree), methods=["GET"]),
+            Route(repo + "/paths-info/{rest:path}", self._wrap(self._paths_info, body="json"), methods=["POST"]),
+            Route(repo + "/preupload/{rest:path}", self._wrap(self._preupload, body="json"), methods=["POST"]),
+            Route(repo + "/commit/{rest:path}", self._wrap(self._commit, body="commit"), methods=["POST"]),
+            Route(repo + "/commits/{rest:path}", self._wrap(self._commits), methods=["GET"]),
+            Route(repo + "/refs", self._wrap(self._refs), methods=["GET"]),
+            Route(repo + "/branch/{rest:path}", self._wrap(self._branch, body="json"), methods=["POST", "DELETE"]),
+            Route(repo + "/settings", self._wrap(self._settings, body="json"), methods=["PUT"]),
+            Route("/lfs-upload/{oid}/{size}", self._lfs_upload, methods=["PUT"]),
+        ]
+        for prefix in ("", "/datasets", "/spaces"):
+            routes += [
+                Route(prefix + "/{namespace}/{name}/info/lfs/objects/batch", self._wrap(self._lfs_batch, body="json"), methods=["POST"]),
+                Route(prefix + "/{namespace}/{name}/resolve/{rest:path}", self._wrap(self._resolve), methods=["GET"]),
+            ]
+        self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_found})
 
     # ================================================================= plumbing
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature from BaseHTTPRequestHandler
-        logger.info("%s %s", self.address_string(), format % args)
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        return _error_response(HubError(404, header_safe(f"no such endpoint: {request.method} {request.url.path}")))
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+    def _wrap(self, handler, *, body: str | None = None):
+        """An endpoint: read the body whole first (``json`` or ``commit`` limits), then run ``handler(request, body)``
+        in a worker thread (storage is blocking file IO); a HubError becomes the Hub's error response."""
+        async def endpoint(request: Request) -> Response:
+            try:
+                data = None
+                if body is not None:
+                    limit = self.max_commit_bytes if body == "commit" else self.max_json_bytes
+                    data = await read_body(request, limit, self.body_timeout)
+                return await run_in_threadpool(handler, request, data)
+            except HubError as err:
+                return _error_response(err)
+            except Exception as err:  # noqa: BLE001 - a 500 that names the error, and the traceback in the log
+                logger.exception("local hub: unhandled error on %s %s", request.method, request.url.path)
+                return _error_response(HubError(500, f"internal error: {type(err).__name__}"))
+        return endpoint
 
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
+    def _repo(self, request: Request, repo_type: str | None = None) -> Repo:
+        params = request.path_params
+        if repo_type is None:
+            repo_type = _KINDS.get(params.get("kind", ""))
+            if repo_type is None:
+                raise HubError(404, f"no such endpoint: {request.method} {request.url.path}")
+        name = params["name"]
+        if request.url.path.endswith("/info/lfs/objects/batch"):
+            if not name.endswith(".git"):
+                raise HubError(404, f"no such endpoint: {request.method} {request.url.path}")
+            name = name[:-4]
+        return self.storage.get_repo(repo_type, f"{params['namespace']}/{name}")
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
+    @staticmethod
+    def _prefixed_type(request: Request) -> str:
+        first = raw_parts(request)[0]
+        return _TYPE_PREFIXES.get(first, "model")
 
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
+    @staticmethod
+    def _args(request: Request, after: int) -> list[str]:
+        """Raw path segments after the first ``after`` (the revision and file path, encoded slashes kept)."""
+        return raw_parts(request)[after:]
 
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        self._body_consumed = False
-        url = urlsplit(self.path)
-        # Split the raw path before unquoting, so that an encoded '/' (e.g. revision refs%2Fpr%2F1) stays in one part.
-        parts = [unquote(p) for p in url.path.split("/")[1:]]
-        query = parse_qs(url.query)
-        try:
-            self._route(method, parts, query)
-        except HubError as err:
-            self._send_error(err)
-        except Exception as err:  # noqa: BLE001 - answer 500 rather than dropping the connection
-            logger.exception("local hub: unhandled error on %s %s", method, self.path)
-            self._send_error(HubError(500, f"internal error: {type(err).__name__}: {err}"))
-
-    def _read_body(self) -> bytes:
-        return b"".join(self._iter_body())
-
-    def _iter_body(self):
-        self._body_consumed = True
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return
-                yield self.rfile.read(size)
-                self.rfile.readline()
-        else:
-            remaining = int(self.headers.get("Content-Length") or 0)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    return
-                remaining -= len(chunk)
-                yield chunk
-
-    def _json_body(self) -> dict:
-        body = self._read_body()
-        if not body:
+    @staticmethod
+    def _json(data: bytes, content_type: str = "") -> dict:
+        if not data:
             return {}
-        content_type = self.headers.get("Content-Type", "")
         # paths-info is sent form-encoded by huggingface_hub; everything else is JSON.
-        if "application/x-www-form-urlencoded" in content_type and not body.lstrip().startswith(b"{"):
-            return {k: (v if len(v) > 1 or k == "paths" else v[0]) for k, v in parse_qs(body.decode()).items()}
+        if "application/x-www-form-urlencoded" in content_type and not data.lstrip().startswith(b"{"):
+            try:
+                form = parse_qs(data.decode("utf-8"), strict_parsing=False, errors="strict")
+            except UnicodeDecodeError:
+                raise HubError(400, "form body is not UTF-8") from None
+            return {k: (v if len(v) > 1 or k == "paths" else v[0]) for k, v in form.items()}
         try:
-            data = json.loads(body)
-        except json.JSONDecodeError as err:
-            raise HubError(400, f"request body is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
+            parsed = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+            raise HubError(400, f"request body is not valid JSON: {type(err).__name__}") from None
+        if not isinstance(parsed, dict):
             raise HubError(400, "request body must be a JSON object")
-        return data
+        return parsed
 
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, content_type: str = "application/json") -> None:
-        if not self._body_consumed:
-            for _ in self._iter_body():  # keep the connection usable
-                pass
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
+    def _body(self, request: Request, data: bytes) -> dict:
+        return self._json(data, request.headers.get("content-type", ""))
 
-    def _send_json(self, data, status: int = 200, headers: dict | None = None) -> None:
-        self._send(status, json.dumps(data).encode(), headers)
+    @staticmethod
+    def _base_url(request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}"
 
-    def _send_error(self, err: HubError) -> None:
-        headers = {"X-Error-Message": err.message.encode("ascii", "replace").decode()[:500]}
-        if err.code:
-            headers["X-Error-Code"] = err.code
-        self._send_json({"error": err.message}, err.status, headers)
+    # ================================================================= account and repos
+    def _whoami(self, request: Request, _):
+        return JSONResponse({
+            "type": "user", "name": LOCAL_USER, "fullname": "Local Hub user", "orgs": [],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
+        })
 
-    def _base_url(self) -> str:
-        host = self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
-        return f"http://{host}"
+    def _validate_yaml(self, request: Request, _):
+        return JSONResponse({})
 
-    # ================================================================= routing
-    def _route(self, method: str, parts: list[str], query: dict) -> None:
-        if parts[:1] == ["api"]:
-            return self._route_api(method, parts[1:], query)
-        if parts[:1] == ["lfs-upload"] and method == "PUT" and len(parts) == 3:
-            return self._lfs_upload(parts[1], parts[2])
-        repo_type = _TYPE_PREFIXES.get(parts[0], "model") if parts else "model"
-        rest = parts[1:] if parts and parts[0] in _TYPE_PREFIXES else parts
-        if len(rest) >= 4 and rest[2] == "resolve" and method in ("GET", "HEAD"):
-            repo = self.storage.get_repo(repo_type, "/".join(rest[:2]))
-            return self._resolve(repo, rest[3], "/".join(rest[4:]))
-        if len(rest) == 6 and rest[1].endswith(".git") and rest[2:] == ["info", "lfs", "objects", "batch"] and method == "POST":
-            repo = self.storage.get_repo(repo_type, f"{rest[0]}/{rest[1][:-4]}")
-            return self._lfs_batch(repo)
-        raise HubError(404, f"no such endpoint: {method} {self.path}")
-
-    def _route_api(self, method: str, parts: list[str], query: dict) -> None:
-        if parts == ["whoami-v2"]:
-            return self._send_json({
-                "type": "user", "name": LOCAL_USER, "fullname": "Local Hub user", "orgs": [],
-                "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
-            })
-        if parts == ["validate-yaml"] and method == "POST":
-            self._read_body()
-            return self._send_json({})
-        if parts == ["repos", "create"] and method == "POST":
-            return self._create_repo()
-        if parts == ["repos", "delete"] and method == "DELETE":
-            body = self._json_body()
-            repo_type = body.get("type") or "model"
-            self.storage.delete_repo(repo_type, f"{body.get('organization') or LOCAL_USER}/{body.get('name')}")
-            return self._send_json({})
-        if len(parts) < 3 or parts[0] not in ("models", "datasets", "spaces"):
-            raise HubError(404, f"no such endpoint: {method} {self.path}")
-        repo_type = parts[0][:-1]
-        repo = self.storage.get_repo(repo_type, f"{parts[1]}/{parts[2]}")
-        action, args = (parts[3] if len(parts) > 3 else None), parts[4:]
-        if action is None and method == "GET":
-            return self._repo_info(repo, "main", query)
-        if action == "revision" and method == "GET" and args:
-            return self._repo_info(repo, "/".join(args), query)
-        if action == "tree" and method == "GET" and args:
-            return self._tree(repo, args[0], "/".join(args[1:]), query)
-        if action == "paths-info" and method == "POST" and args:
-            return self._paths_info(repo, "/".join(args))
-        if action == "preupload" and method == "POST" and args:
-            return self._preupload(repo, "/".join(args))
-        if action == "commit" and method == "POST" and args:
-            return self._commit(repo, "/".join(args), query)
-        if action == "commits" and method == "GET" and args:
-            return self._commits(repo, "/".join(args))
-        if action == "refs" and method == "GET":
-            branches = self.storage.branches(repo)
-            return self._send_json({
-                "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": sha} for b, sha in sorted(branches.items())],
-                "converts": [], "tags": [], "pullRequests": [],
-            })
-        if action == "branch" and args and method == "POST":
-            body = self._json_body()
-            self.storage.create_branch(repo, "/".join(args), body.get("startingPoint"), exist_ok=bool(body.get("exist_ok")))
-            return self._send_json({})
-        if action == "branch" and args and method == "DELETE":
-            self.storage.delete_branch(repo, "/".join(args))
-            return self._send_json({})
-        if action == "settings" and method == "PUT":
-            body = self._json_body()
-            self.storage.update_settings(repo, private=body.get("private"))
-            return self._send_json({})
-        raise HubError(404, f"no such endpoint: {method} {self.path}")
-
-    # ================================================================= repos
-    def _create_repo(self) -> None:
-        body = self._json_body()
+    def _create_repo(self, request: Request, data: bytes):
+        body = self._body(request, data)
         repo_type = body.get("type") or "model"
         if repo_type not in REPO_TYPES:
             raise HubError(400, f"invalid repo type {repo_type!r}")
-        name = body.get("name")
-        if not name:
-            raise HubError(400, "repo creation needs a 'name'")
-        repo_id = f"{body.get('organization') or LOCAL_USER}/{name}"
+        name, organization = body.get("name"), body.get("organization") or LOCAL_USER
+        if not name or not isinstance(name, str) or not isinstance(organization, str):
+            raise HubError(400, "repo creation needs a string 'name' (and 'organization', if given)")
+        repo_id = f"{organization}/{name}"
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        private = body.get("private")
+        if private is None:
+            private = body.get("visibility") == "private"
         try:
-            repo = self.storage.create_repo(repo_type, repo_id, private=bool(body.get("private")), sdk=body.get("sdk"))
+            repo = self.storage.create_repo(repo_type, repo_id, private=bool(private), sdk=body.get("sdk"))
         except HubError as err:
             if err.status != 409:
                 raise
             # like the Hub, a 409 names the existing repo: create_repo(exist_ok=True) reads its url from the body
-            return self._send_json({"error": err.message, "url": f"{self._base_url()}/{prefix}{repo_id}"}, 409,
-                                   {"X-Error-Message": err.message})
-        return self._send_json({"url": f"{self._base_url()}/{repo.url_prefix}{repo.repo_id}", "name": repo.repo_id})
+            return _error_response(err, {"url": f"{self._base_url(request)}/{prefix}{repo_id}"})
+        return JSONResponse({"url": f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}", "name": repo.repo_id})
 
-    def _repo_info(self, repo: Repo, revision: str, query: dict) -> None:
+    def _delete_repo(self, request: Request, data: bytes):
+        body = self._body(request, data)
+        repo_type, organization, name = body.get("type") or "model", body.get("organization") or LOCAL_USER, body.get("name")
+        if not all(isinstance(v, str) for v in (repo_type, organization, name)):
+            raise HubError(400, "repo deletion needs a string 'name' (and 'organization', 'type', if given)")
+        self.storage.delete_repo(repo_type, f"{organization}/{name}")
+        return JSONResponse({})
+
+    def _repo_info(self, request: Request, _):
+        repo = self._repo(request)
+        revision = "/".join(self._args(request, 5)) if "rest" in request.path_params else "main"
         commit = self.storage.resolve(repo, revision)
-        with_blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        with_blobs = _flag(request.query_params, "blobs")
         siblings = []
         for path, entry in sorted(commit.files.items()):
             sibling = {"rfilename": path}
@@ -290,7 +300,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 info["library_name"] = card["library_name"]
         if repo.repo_type == "space":
             info.update({"sdk": repo.settings.get("sdk"), "runtime": {"stage": "NO_APP_FILE", "hardware": {"current": None, "requested": None}}})
-        return self._send_json(info)
+        return JSONResponse(info)
 
     def _entry_json(self, path: str, entry: FileEntry | None, commit: Commit, expand: bool) -> dict:
         if entry is None:
@@ -303,25 +313,31 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             data["lastCommit"] = {"id": commit.sha, "title": commit.title, "date": commit.date}
         return data
 
-    def _tree(self, repo: Repo, revision: str, folder: str, query: dict) -> None:
+    def _tree(self, request: Request, _):
+        repo = self._repo(request)
+        args = self._args(request, 5)
+        revision, folder = args[0], "/".join(args[1:])
         commit = self.storage.resolve(repo, revision)
         if folder:
             validate_repo_path(folder)
-        recursive = query.get("recursive", ["false"])[0].lower() in ("true", "1")
-        expand = query.get("expand", ["false"])[0].lower() in ("true", "1")
-        files, dirs = folder_entries(commit.files, folder, recursive)
+        query = request.query_params
+        expand = _flag(query, "expand")
+        files, dirs = folder_entries(commit.files, folder, _flag(query, "recursive"))
         if folder and not files and not dirs:
             raise HubError(404, f"Entry not found: {folder!r} in {repo.repo_id}@{revision}", "EntryNotFound")
         entries = [self._entry_json(d, None, commit, expand) for d in dirs]
         entries += [self._entry_json(f, commit.files[f], commit, expand) for f in files]
         entries.sort(key=lambda e: e["path"])
-        return self._send_json(entries)
+        return JSONResponse(entries)
 
-    def _paths_info(self, repo: Repo, revision: str) -> None:
-        body = self._json_body()
-        commit = self.storage.resolve(repo, revision)
+    def _paths_info(self, request: Request, data: bytes):
+        repo = self._repo(request)
+        body = self._body(request, data)
+        commit = self.storage.resolve(repo, "/".join(self._args(request, 5)))
         paths = body.get("paths") or []
         paths = [paths] if isinstance(paths, str) else paths
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise HubError(400, "'paths' must be a list of strings")
         expand = str(body.get("expand", "false")).lower() in ("true", "1")
         entries = []
         for path in paths:
@@ -330,145 +346,238 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 entries.append(self._entry_json(path, commit.files[path], commit, expand))
             elif path and any(p.startswith(path + "/") for p in commit.files):
                 entries.append(self._entry_json(path, None, commit, expand))
-        return self._send_json(entries)
+        return JSONResponse(entries)
 
-    def _commits(self, repo: Repo, revision: str) -> None:
-        history = self.storage.history(repo, revision)
-        return self._send_json([
+    def _commits(self, request: Request, _):
+        history = self.storage.history(self._repo(request), "/".join(self._args(request, 5)))
+        return JSONResponse([
             {"id": c.sha, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": LOCAL_USER}]}
             for c in history
         ])
 
-    # ================================================================= uploads
-    def _preupload(self, repo: Repo, revision: str) -> None:
-        body = self._json_body()
-        head = self.storage.resolve(repo, revision)
-        answers = []
-        for item in body.get("files") or []:
-            path = validate_repo_path(item.get("path", ""))
-            sample = base64.b64decode(item.get("sample") or "")
-            answers.append({"path": path, "uploadMode": "lfs" if wants_lfs(path, int(item.get("size") or 0), sample) else "regular",
-                            "shouldIgnore": False})
-        return self._send_json({"files": answers, "commitOid": head.sha})
+    def _refs(self, request: Request, _):
+        branches = self.storage.branches(self._repo(request))
+        return JSONResponse({
+            "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": sha} for b, sha in sorted(branches.items())],
+            "converts": [], "tags": [], "pullRequests": [],
+        })
 
-    def _lfs_batch(self, repo: Repo) -> None:
-        body = self._json_body()
+    def _branch(self, request: Request, data: bytes):
+        repo, branch = self._repo(request), "/".join(self._args(request, 5))
+        if request.method == "DELETE":
+            self.storage.delete_branch(repo, branch)
+        else:
+            body = self._body(request, data)
+            starting_point = body.get("startingPoint")
+            if starting_point is not None and not isinstance(starting_point, str):
+                raise HubError(400, "'startingPoint' must be a string")
+            self.storage.create_branch(repo, branch, starting_point, exist_ok=bool(body.get("exist_ok")))
+        return JSONResponse({})
+
+    def _settings(self, request: Request, data: bytes):
+        body = self._body(request, data)
+        private = body.get("private")
+        if private is None and "visibility" in body:
+            private = body["visibility"] == "private"
+        if private is not None and not isinstance(private, bool):
+            raise HubError(400, "'private' must be true or false")
+        self.storage.update_settings(self._repo(request), private=private)
+        return JSONResponse({})
+
+    # ================================================================= uploads
+    def _preupload(self, request: Request, data: bytes):
+        repo = self._repo(request)
+        body = self._body(request, data)
+        head = self.storage.resolve(repo, "/".join(self._args(request, 5)))
+        files = body.get("files") or []
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise HubError(400, "'files' must be a list of objects")
+        answers = []
+        for item in files:
+            path, size, sample = item.get("path", ""), item.get("size") or 0, item.get("sample") or ""
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(sample, str):
+                raise HubError(400, f"preupload entry for {path!r}: 'size' must be a non-negative integer, 'sample' a string")
+            path = validate_repo_path(path)
+            try:
+                sample_bytes = base64.b64decode(sample)
+            except ValueError:
+                raise HubError(400, f"preupload entry for {path!r}: 'sample' is not base64") from None
+            answers.append({"path": path, "uploadMode": "lfs" if wants_lfs(path, size, sample_bytes) else "regular",
+                            "shouldIgnore": False})
+        return JSONResponse({"files": answers, "commitOid": head.sha})
+
+    def _lfs_batch(self, request: Request, data: bytes):
+        repo = self._repo(request, self._prefixed_type(request))
+        body = self._body(request, data)
         if body.get("operation", "upload") != "upload":
             raise HubError(400, "the local Hub serves LFS downloads through /resolve; only 'upload' batches are supported")
+        objects_in = body.get("objects") or []
+        if not isinstance(objects_in, list) or not all(isinstance(o, dict) for o in objects_in):
+            raise HubError(400, "'objects' must be a list of objects")
         objects = []
-        for obj in body.get("objects") or []:
-            oid, size = str(obj.get("oid", "")), obj.get("size")
-            if not re.match(r"^[0-9a-f]{64}$", oid) or not isinstance(size, int) or size < 0:
-                objects.append({"oid": oid, "size": size, "error": {"code": 422, "message": "invalid oid or size"}})
+        for obj in objects_in:
+            oid, size = obj.get("oid", ""), obj.get("size")
+            if not isinstance(oid, str) or not re.match(r"^[0-9a-f]{64}$", oid) or not isinstance(size, int) \
+                    or isinstance(size, bool) or size < 0:
+                objects.append({"oid": str(oid)[:100], "size": size if isinstance(size, int) else None,
+                                "error": {"code": 422, "message": "invalid oid or size"}})
                 continue
             answer = {"oid": oid, "size": size, "authenticated": True}
             if not self.storage.has_blob(oid):
-                answer["actions"] = {"upload": {"href": f"{self._base_url()}/lfs-upload/{oid}/{size}"}}
+                answer["actions"] = {"upload": {"href": f"{self._base_url(request)}/lfs-upload/{oid}/{size}"}}
             objects.append(answer)
-        self._send_json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
-                        headers={"Content-Type": "application/vnd.git-lfs+json"})
+        return JSONResponse({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+                            media_type="application/vnd.git-lfs+json")
 
-    def _lfs_upload(self, oid: str, size: str) -> None:
+    async def _lfs_upload(self, request: Request) -> Response:
+        """Streamed to disk as it arrives (never held in memory); each chunk must come within the body timeout."""
+        oid, size = request.path_params["oid"], request.path_params["size"]
         if not size.isdigit():
-            raise HubError(400, f"invalid size {size!r}")
-        self.storage.put_blob_stream(self._iter_body(), oid, int(size))
-        self._send(200)
+            return _error_response(HubError(400, f"invalid size {size!r}"))
+        stream = request.stream()
 
-    def _commit(self, repo: Repo, revision: str, query: dict) -> None:
-        if query.get("create_pr", ["0"])[0].lower() in ("1", "true"):
+        async def next_chunk() -> bytes | None:
+            try:
+                with anyio.fail_after(self.body_timeout):
+                    return await stream.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        def chunks():
+            while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+                yield chunk
+
+        try:
+            await anyio.to_thread.run_sync(self.storage.put_blob_stream, chunks(), oid, int(size))
+        except HubError as err:
+            return _error_response(err)
+        except ClientDisconnect:
+            return _error_response(HubError(400, "upload ended before its declared end: nothing was stored"))
+        except TimeoutError:
+            return _error_response(HubError(408, f"no upload data for {self.body_timeout:.0f} s: nothing was stored"))
+        return Response(status_code=200)
+
+    def _commit(self, request: Request, data: bytes):
+        repo, revision = self._repo(request), "/".join(self._args(request, 5))
+        if _flag(request.query_params, "create_pr"):
             raise HubError(400, "pull requests are not supported by the local Hub: commit to a branch instead")
         header, operations = None, []
-        for lineno, line in enumerate(self._read_body().splitlines(), start=1):
+        for lineno, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 item = json.loads(line)
                 key, value = item["key"], item["value"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
                 raise HubError(400, f"commit payload line {lineno} is not a {{'key', 'value'}} JSON object") from None
+            if not isinstance(value, dict):
+                raise HubError(400, f"commit payload line {lineno}: 'value' must be an object")
+            path = value.get("path", "")
+            if key != "header" and not isinstance(path, str):
+                raise HubError(400, f"commit payload line {lineno}: 'path' must be a string")
             if key == "header":
                 header = value
             elif key == "file":
                 if value.get("encoding", "base64") != "base64":
-                    raise HubError(400, f"commit payload line {lineno}: unsupported encoding {value.get('encoding')!r}")
+                    raise HubError(400, f"commit payload line {lineno}: unsupported encoding {str(value.get('encoding'))[:50]!r}")
+                content = value.get("content")
+                if not isinstance(content, str):
+                    raise HubError(400, f"commit payload line {lineno}: 'content' must be a base64 string")
                 try:
-                    data = base64.b64decode(value["content"], validate=True)
-                except (ValueError, KeyError):
+                    file_data = base64.b64decode(content, validate=True)
+                except ValueError:
                     raise HubError(400, f"commit payload line {lineno}: content is not valid base64") from None
-                operations.append({"kind": "add_bytes", "path": value.get("path", ""), "data": data})
+                operations.append({"kind": "add_bytes", "path": path, "data": file_data})
             elif key == "lfsFile":
                 if value.get("algo", "sha256") != "sha256":
-                    raise HubError(400, f"commit payload line {lineno}: unsupported LFS hash {value.get('algo')!r}")
-                operations.append({"kind": "add_lfs", "path": value.get("path", ""), "oid": value.get("oid", "")})
+                    raise HubError(400, f"commit payload line {lineno}: unsupported LFS hash {str(value.get('algo'))[:50]!r}")
+                oid = value.get("oid", "")
+                if not isinstance(oid, str):
+                    raise HubError(400, f"commit payload line {lineno}: 'oid' must be a string")
+                operations.append({"kind": "add_lfs", "path": path, "oid": oid})
             elif key in ("deletedFile", "deletedFolder"):
                 kind = "delete_file" if key == "deletedFile" else "delete_folder"
-                operations.append({"kind": kind, "path": value.get("path", "").rstrip("/")})
+                operations.append({"kind": kind, "path": path.rstrip("/")})
             else:
-                raise HubError(400, f"commit payload line {lineno}: unknown key {key!r}")
+                raise HubError(400, f"commit payload line {lineno}: unknown key {str(key)[:50]!r}")
         if header is None:
             raise HubError(400, "commit payload has no header line")
-        commit = self.storage.commit(repo, revision, operations, title=header.get("summary") or "update",
-                                     message=header.get("description") or "", parent_commit=header.get("parentCommit"))
-        url = f"{self._base_url()}/{repo.url_prefix}{repo.repo_id}/commit/{commit.sha}"
-        return self._send_json({"success": True, "commitOid": commit.sha, "commitUrl": url})
+        title, message, parent = header.get("summary") or "update", header.get("description") or "", header.get("parentCommit")
+        if not isinstance(title, str) or not isinstance(message, str) or not (parent is None or isinstance(parent, str)):
+            raise HubError(400, "commit header: 'summary', 'description' and 'parentCommit' must be strings")
+        commit = self.storage.commit(repo, revision, operations, title=title, message=message, parent_commit=parent)
+        url = f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}/commit/{commit.sha}"
+        return JSONResponse({"success": True, "commitOid": commit.sha, "commitUrl": url})
 
     # ================================================================= downloads
-    def _resolve(self, repo: Repo, revision: str, path: str) -> None:
+    def _resolve(self, request: Request, _):
+        repo = self._repo(request, self._prefixed_type(request))
+        args = self._args(request, 4 if self._prefixed_type(request) != "model" else 3)
+        revision, path = args[0], "/".join(args[1:])
         commit = self.storage.resolve(repo, revision)
         validate_repo_path(path)
         entry = commit.files.get(path)
         if entry is None:
             raise HubError(404, f"Entry not found: {path!r} in {repo.repo_type} repo {repo.repo_id}@{revision}", "EntryNotFound")
-        blob = self.storage.blob_path(entry.sha256)
-        headers = {"X-Repo-Commit": commit.sha, "Accept-Ranges": "bytes",
-                   "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
                    "Content-Disposition": f"inline; filename*=UTF-8''{quote(Path(path).name)}"}
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
-        start, end, status = 0, entry.size - 1, 200
-        match = _RANGE_RE.match(self.headers.get("Range", "").strip())
-        if match and (match.group(1) or match.group(2)):
-            if match.group(1):
-                start = int(match.group(1))
-                end = min(int(match.group(2)), entry.size - 1) if match.group(2) else entry.size - 1
-            else:
-                start = max(entry.size - int(match.group(2)), 0)
-            if start >= entry.size or start > end:
-                return self._send(416, b"", {"Content-Range": f"bytes */{entry.size}"})
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
-        length = max(end - start + 1, 0)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        with open(blob, "rb") as f:
-            f.seek(start)
-            remaining = length
-            while remaining > 0:
-                chunk = f.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                remaining -= len(chunk)
+        blob = self.storage.blob_path(entry.sha256)
+        return FileResponse(blob, headers=headers, media_type="application/octet-stream", stat_result=os.stat(blob))
 
 
-class LocalHubServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class LocalHubServer:
+    """The app served by uvicorn (h11) on a socket bound here, so that port 0 is known before serving and a bad
+    address fails with a clear error."""
+
+    def __init__(self, app: HubApp, host: str, port: int, *, access_log: bool = False):
+        import uvicorn
+
+        self.hub_app = app
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+        except OSError as err:
+            self.socket.close()
+            raise ValueError(f"cannot bind the local Hub to {host!r} port {port}: {err.strerror or err}") from None
+        self.socket.listen(128)
+        config = uvicorn.Config(app.app, http="h11", lifespan="off", log_level="warning", access_log=access_log,
+                                timeout_keep_alive=5, server_header=False)
+        self.server = uvicorn.Server(config)
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self.socket.getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
+    def storage(self) -> HubStorage:
+        return self.hub_app.storage
+
+    def serve_forever(self) -> None:
+        self.server.run(sockets=[self.socket])
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+
+    def server_close(self) -> None:
+        self.socket.close()
 
 
-def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False) -> LocalHubServer:
+def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False,
+                verbose: bool = False) -> LocalHubServer:
     """A server over ``root`` bound to ``host:port`` (port 0 picks a free port); refuses non-loopback hosts by default."""
     if not allow_remote and not is_loopback(host):
         raise ValueError(f"refusing to bind the local Hub to {host!r}: it has no authentication; use a loopback "
                          "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it")
-    handler = type("BoundHubRequestHandler", (HubRequestHandler,), {"storage": HubStorage(root)})
-    return LocalHubServer((host, port), handler)
+    return LocalHubServer(HubApp(HubStorage(root)), host, port, access_log=verbose)
 
 
 class LocalHub:
@@ -481,23 +590,29 @@ class LocalHub:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     @property
     def storage(self) -> HubStorage:
-        return self._server.RequestHandlerClass.storage
+        return self._server.storage
 
     def start(self) -> "LocalHub":
+        import time
+
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-hub", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the local Hub did not start")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
-        self._server.server_close()
         if self._thread is not None:
             self._thread.join()
+        self._server.server_close()
 
     def __enter__(self) -> "LocalHub":
         return self.start()

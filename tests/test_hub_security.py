@@ -1,0 +1,203 @@
+"""The local Hub under hostile HTTP: each attack gets a 4xx (never a 5xx) and leaves storage as it was.
+
+All traffic is on 127.0.0.1, bounded in count and time. Raw sockets send what a well-behaved client never would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+
+import pytest
+
+from retrieval_policies.hub import make_server
+
+
+def raw_request(hub, data: bytes, *, half_close: bool = False, timeout: float = 10) -> bytes:
+    """Send ``data`` as is on a new connection and return every byte answered until the server closes it (requests
+    carry ``Connection: close``); ``half_close`` closes the sending side after ``data``, as a client cut off would."""
+    host, port = hub.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer
+
+
+def status_of(answer: bytes) -> int | None:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+
+
+def snapshot(hub) -> dict:
+    """Every file under the storage root except temporary ones, with its bytes."""
+    root = hub.storage.root
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and "tmp" not in p.parts}
+
+
+def commit_body(*files: tuple[str, bytes]) -> bytes:
+    lines = [{"key": "header", "value": {"summary": "attack", "description": ""}}]
+    lines += [{"key": "file", "value": {"path": p, "encoding": "base64", "content": base64.b64encode(c).decode()}} for p, c in files]
+    return b"\n".join(json.dumps(line).encode() for line in lines)
+
+
+@pytest.fixture
+def repo(local_hub):
+    local_hub.storage.create_repo("model", "org/target")
+    return "org/target"
+
+
+def test_a_commit_body_shorter_than_its_content_length_commits_nothing(local_hub, repo):
+    before = snapshot(local_hub)
+    body = commit_body(("a.txt", b"first"), ("b.txt", b"second"))
+    cut = body[: len(body) // 2 + 40]  # the header and the first file arrive whole
+    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + cut
+    answer = raw_request(local_hub, request, half_close=True)
+    assert status_of(answer) in (None, 400)  # the client is gone: an answer, if it is sent at all, is a 400
+    assert snapshot(local_hub) == before
+
+
+def test_a_chunked_commit_without_its_last_chunk_commits_nothing(local_hub, repo):
+    before = snapshot(local_hub)
+    body = commit_body(("a.txt", b"first"))
+    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n").encode() + f"{len(body):x}\r\n".encode() + body + b"\r\n"  # no 0-chunk
+    answer = raw_request(local_hub, request, half_close=True)
+    assert status_of(answer) in (None, 400)
+    assert snapshot(local_hub) == before
+
+
+def test_the_whole_body_commits(local_hub, repo):
+    """The control for the two tests above: the same request sent whole lands."""
+    body = commit_body(("a.txt", b"first"))
+    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    assert status_of(raw_request(local_hub, request)) == 200
+    repo_obj = local_hub.storage.get_repo("model", repo)
+    assert "a.txt" in local_hub.storage.resolve(repo_obj, "main").files
+
+
+def test_an_unparseable_content_length_cannot_smuggle_a_second_request(local_hub, repo):
+    before = snapshot(local_hub)
+    smuggled = b'DELETE /api/repos/delete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 41\r\n\r\n' \
+               b'{"name": "target", "organization": "org"}'
+    for length in (b"abc", b"12, 13", b"-5", b"0x10"):
+        request = b"POST /api/validate-yaml HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length + b"\r\n\r\n" + smuggled
+        assert status_of(raw_request(local_hub, request)) == 400, length
+    assert snapshot(local_hub) == before and local_hub.storage.get_repo("model", repo)
+
+
+def test_bad_chunk_sizes_are_a_400(local_hub, repo):
+    before = snapshot(local_hub)
+    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "zz\r\nabc\r\n0\r\n\r\n").encode()
+    assert status_of(raw_request(local_hub, request)) == 400
+    assert snapshot(local_hub) == before
+
+
+@pytest.mark.parametrize("revision", ["a%0d%0aSet-Cookie:%20pwned=1", "a%0aX-Injected:%201", "%00%07%1b[31m"])
+def test_control_characters_in_a_url_never_reach_a_response_header(local_hub, repo, revision):
+    answer = raw_request(local_hub, f"GET /api/models/{repo}/revision/{revision} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                    "Connection: close\r\n\r\n".encode())
+    head, _, _ = answer.partition(b"\r\n\r\n")
+    assert status_of(answer) == 404
+    lines = head.split(b"\r\n")
+    assert not any(line.lower().startswith((b"set-cookie", b"x-injected")) for line in lines)
+    assert all(0x20 <= byte < 0x7F or byte == 0x09 for line in lines for byte in line)
+    message = next(line for line in lines if line.lower().startswith(b"x-error-message:"))
+    assert b"Set-Cookie" in message or b"X-Injected" in message or revision.startswith("%00")  # kept, made harmless
+
+
+@pytest.mark.parametrize("body", [
+    {"name": 5}, {"name": ["x"]}, {"name": "x", "organization": 3}, {"name": "x", "type": ["model"]},
+])
+def test_type_errors_in_repo_creation_are_a_400(local_hub, body):
+    before = snapshot(local_hub)
+    data = json.dumps(body).encode()
+    answer = raw_request(local_hub, b"POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(data) + data)
+    assert status_of(answer) == 400 and snapshot(local_hub) == before
+
+
+@pytest.mark.parametrize("lines", [
+    [{"key": "header", "value": "not an object"}],
+    [{"key": "header", "value": {"summary": 5}}],
+    [{"key": "header", "value": {"summary": "x"}}, {"key": "file", "value": {"path": 7, "content": ""}}],
+    [{"key": "header", "value": {"summary": "x"}}, {"key": "file", "value": {"path": "a", "content": 12}}],
+    [{"key": "header", "value": {"summary": "x"}}, {"key": "lfsFile", "value": {"path": "a", "oid": ["x"]}}],
+    [{"key": "header", "value": {"summary": "x"}}, {"key": "deletedFile", "value": {"path": None}}],
+    [{"key": "header", "value": {"summary": "x"}}, [1]],
+    [{"key": "header", "value": {"summary": "x", "parentCommit": 1}}],
+])
+def test_type_errors_in_commit_lines_are_a_400(local_hub, repo, lines):
+    before = snapshot(local_hub)
+    data = b"\n".join(json.dumps(line).encode() for line in lines)
+    answer = raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    assert status_of(answer) == 400 and snapshot(local_hub) == before
+
+
+def test_deeply_nested_and_non_utf8_bodies_are_a_400(local_hub, repo):
+    before = snapshot(local_hub)
+    for data, kind in ((b"[" * 100_000 + b"]" * 100_000, "application/json"), (b"\xff\xfe{}", "application/json"),
+                       (b"paths=%ff%fe", "application/x-www-form-urlencoded")):
+        answer = raw_request(local_hub, (f"POST /api/models/{repo}/paths-info/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                         f"Content-Type: {kind}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+        assert status_of(answer) == 400, data[:20]
+    assert snapshot(local_hub) == before
+
+
+def test_bodies_over_the_limit_are_a_413_and_a_stalled_body_a_408(tmp_path):
+    from retrieval_policies.hub.server import HubApp, LocalHubServer
+    from retrieval_policies.hub.storage import HubStorage
+
+    server = LocalHubServer(HubApp(HubStorage(tmp_path), max_json_bytes=1000, max_commit_bytes=2000, body_timeout=1),
+                            "127.0.0.1", 0)
+    import threading
+    import time
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    while not server.server.started:
+        time.sleep(0.01)
+    try:
+        hub = type("H", (), {"url": server.url})
+        big = json.dumps({"name": "x" * 5000}).encode()
+        answer = raw_request(hub, b"POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+                                  b"Connection: close\r\n\r\n" % len(big) + big)
+        assert status_of(answer) == 413
+        server.storage.create_repo("model", "org/t")
+        body = commit_body(("a.txt", b"x" * 3000))
+        answer = raw_request(hub, b"POST /api/models/org/t/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                                  b"Connection: close\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        assert status_of(answer) == 413  # no Content-Length: counted as it arrives
+        assert "a.txt" not in server.storage.resolve(server.storage.get_repo("model", "org/t"), "main").files
+        assert not list(tmp_path.glob("repos/x*"))
+        # A body that stalls before its end (the connection left open) is refused once the body timeout has passed.
+        body = commit_body(("stalled.txt", b"x"))
+        answer = raw_request(hub, b"POST /api/models/org/t/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+                                  b"Connection: close\r\n\r\n" % (len(body) + 10) + body)
+        assert status_of(answer) == 408
+        assert "stalled.txt" not in server.storage.resolve(server.storage.get_repo("model", "org/t"), "main").files
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_ipv6_loopback_is_bound_or_refused_cleanly(tmp_path):
+    try:
+        server = make_server(tmp_path, host="::1")
+    except ValueError as err:  # a machine without IPv6: a clear error, no traceback
+        assert "cannot bind the local Hub to '::1'" in str(err)
+        return
+    try:
+        assert server.url.startswith("http://[::1]:")
+    finally:
+        server.server_close()
