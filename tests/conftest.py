@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from retrieval_policies.hub import LocalHub, hub_client_env
+from retrieval_policies.hub import LocalHub
 
 
 def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaForCausalLM:
@@ -26,7 +26,7 @@ def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaFor
 
 @pytest.fixture
 def local_hub(tmp_path):
-    with LocalHub(tmp_path / "hub") as hub:
+    with LocalHub(tmp_path / "hub", authenticated=True) as hub:  # clients send hub.token, as against the Hub
         yield hub
 
 
@@ -41,7 +41,7 @@ class ClientRunner:
         self.hub, self.workdir = hub, workdir
 
     def __call__(self, code: str, *args: str, home: str = "writer", check: bool = True, timeout: int = 600):
-        env = hub_client_env(self.hub.url, self.workdir / f"hf_home_{home}")
+        env = self.hub.client_env(self.workdir / f"hf_home_{home}")
         result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=self.workdir,
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:

@@ -13,7 +13,6 @@ from datasets import load_dataset
 
 from retrieval_policies.dynamicrag.cloze_qa import BLANK, iter_cloze_questions, partial_query, passage_chunks, salient_spans
 from retrieval_policies.dynamicrag.data import BadRowError, clean_rows, normalize_row
-from retrieval_policies.hub import hub_client_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +127,7 @@ def test_training_builder_on_a_small_real_sample(tmp_path):
 
 
 def test_eval_builder_pushes_to_the_hub(client, tmp_path):
-    env = hub_client_env(client.hub.url, tmp_path / "hf_home_builder")
+    env = client.hub.client_env(tmp_path / "hf_home_builder")
     out = _run_builder("dynamicrag_eval.py", "--source", "cloze", "--max-articles", "4", "--output-dir", str(tmp_path / "eval"),
                        "--push-to-hub", "org/dynamicrag-eval", env=env)
     assert "pushed http://127.0.0.1" in out.stdout

@@ -221,9 +221,7 @@ def test_repo_loads_three_ways_from_the_hub(client, tokenizer, tmp_path):
         HfApi().create_repo("org/tiny-grace")
         HfApi().upload_folder(repo_id="org/tiny-grace", folder_path=sys.argv[1])
     """, str(tmp_path / "grace"))
-    from retrieval_policies.hub import hub_client_env
-
-    env = hub_client_env(client.hub.url, tmp_path / "hf_home_reader")
+    env = client.hub.client_env(tmp_path / "hf_home_reader")
     out = _load_three_ways("org/tiny-grace", env=env, cwd=tmp_path)
     expected = embedder.encode(TEXTS)
     np.testing.assert_allclose(out["encode"], expected, atol=1e-5)

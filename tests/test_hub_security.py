@@ -13,9 +13,14 @@ import pytest
 from retrieval_policies.hub import make_server
 
 
-def raw_request(hub, data: bytes, *, half_close: bool = False, timeout: float = 10) -> bytes:
+def raw_request(hub, data: bytes, *, half_close: bool = False, timeout: float = 10, authorized: bool = False) -> bytes:
     """Send ``data`` as is on a new connection and return every byte answered until the server closes it (requests
-    carry ``Connection: close``); ``half_close`` closes the sending side after ``data``, as a client cut off would."""
+    carry ``Connection: close``); ``half_close`` closes the sending side after ``data``, as a client cut off would.
+    The hub's write token is added unless ``authorized`` (the request carries its own, or none on purpose)."""
+    token = getattr(hub, "token", None)
+    if token and not authorized:  # the writer's token, after the request line
+        line, _, rest = data.partition(b"\r\n")
+        data = line + b"\r\nAuthorization: Bearer " + token.encode() + b"\r\n" + rest
     host, port = hub.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(data)
@@ -201,3 +206,128 @@ def test_ipv6_loopback_is_bound_or_refused_cleanly(tmp_path):
         assert server.url.startswith("http://[::1]:")
     finally:
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------ tokens and private repos
+def _get(hub, path: str, token: str | None) -> bytes:
+    header = f"Authorization: Bearer {token}\r\n" if token else ""
+    return raw_request(hub, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}Connection: close\r\n\r\n".encode(), authorized=True)
+
+
+def test_writes_need_a_write_token(local_hub, repo):
+    before = snapshot(local_hub)
+    body = commit_body(("a.txt", b"x"))
+    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+               "Connection: close\r\n{auth}\r\n").encode() + body
+    for auth, expected in (("", 401), ("Authorization: Bearer not-a-token-at-all\r\n", 401),
+                           ("Authorization: Basic dXNlcjpwYXNz\r\n", 401),
+                           (f"Authorization: Bearer {local_hub.read_token}\r\n", 403)):
+        answer = raw_request(local_hub, request.replace(b"{auth}", auth.encode()), authorized=True)
+        assert status_of(answer) == expected, auth
+    assert snapshot(local_hub) == before
+    write = f"Authorization: Bearer {local_hub.token}\r\n".encode()
+    assert status_of(raw_request(local_hub, request.replace(b"{auth}", write), authorized=True)) == 200
+
+
+def test_whoami_reports_the_tokens_user_and_role(local_hub):
+    assert status_of(_get(local_hub, "/api/whoami-v2", None)) == 401
+    for token, role in ((local_hub.token, "write"), (local_hub.read_token, "read")):
+        answer = _get(local_hub, "/api/whoami-v2", token)
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert status_of(answer) == 200 and body["name"] == "local-user" and body["auth"]["accessToken"]["role"] == role
+
+
+def test_private_repos_are_invisible_without_a_token(client, local_hub):
+    """create_repo(private=True) through the real client makes a private repo; without a token every read of it is
+    the client's RepositoryNotFoundError, as on the Hub; with a read token it is there."""
+    out = client.json("""
+        import json
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import RepositoryNotFoundError
+        api = HfApi()
+        api.create_repo("org/secret", private=True)
+        api.upload_file(path_or_fileobj=b"hidden", path_in_repo="s.txt", repo_id="org/secret")
+        anonymous = HfApi(token=False)
+        seen = {}
+        for name, call in (("info", lambda: anonymous.model_info("org/secret")),
+                           ("files", lambda: anonymous.list_repo_files("org/secret")),
+                           ("download", lambda: anonymous.hf_hub_download("org/secret", "s.txt"))):
+            try:
+                call()
+                seen[name] = "visible"
+            except RepositoryNotFoundError:
+                seen[name] = "RepositoryNotFoundError"
+        seen["private"] = api.model_info("org/secret").private
+        print(json.dumps(seen))
+    """)
+    assert out == {"info": "RepositoryNotFoundError", "files": "RepositoryNotFoundError",
+                   "download": "RepositoryNotFoundError", "private": True}
+    answer = _get(local_hub, "/api/models/org/secret", local_hub.read_token)
+    assert status_of(answer) == 200 and json.loads(answer.partition(b"\r\n\r\n")[2])["private"] is True
+    anonymous = _get(local_hub, "/api/models/org/secret", None)
+    assert status_of(anonymous) == 404 and b"RepoNotFound" in anonymous
+
+
+def test_visibility_changes_through_settings(local_hub, repo):
+    data = json.dumps({"visibility": "private"}).encode()
+    answer = raw_request(local_hub, (f"PUT /api/models/{repo}/settings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    assert status_of(answer) == 200
+    assert status_of(_get(local_hub, f"/api/models/{repo}", None)) == 404
+    assert status_of(_get(local_hub, f"/api/models/{repo}", local_hub.read_token)) == 200
+
+
+def test_lfs_upload_urls_must_be_signed_by_the_hub(local_hub, repo):
+    import hashlib
+
+    data = b"lfs content" * 10
+    oid = hashlib.sha256(data).hexdigest()
+    for query in ("", "?expires=99999999999&signature=" + "0" * 64, "?expires=1&signature=abc"):
+        answer = raw_request(local_hub, (f"PUT /lfs-upload/{oid}/{len(data)}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+        assert status_of(answer) == 403, query
+    assert not local_hub.storage.has_blob(oid)
+
+
+def test_hub_token_add_and_serve_never_print_the_token(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    tokens = tmp_path / "tokens"
+    added = subprocess.run([sys.executable, "-m", "retrieval_policies.cli", "hub", "token", "add", "--token-file", str(tokens),
+                            "--user", "alice", "--role", "write"], capture_output=True, text=True, timeout=60)
+    token = added.stdout.strip()
+    assert added.returncode == 0 and token.startswith("hf_local_") and oct(os.stat(tokens).st_mode & 0o777) == "0o600"
+    assert tokens.read_text().split() == [token, "alice", "write"]
+    server = subprocess.Popen([sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(tmp_path / "root"),
+                               "--token-file", str(tokens), "--verbose"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+        request = urllib.request.Request(f"{url}/api/whoami-v2", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["name"] == "alice"
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=20)
+    assert token not in out + err and "tokens from" in err and "UNAUTHENTICATED" not in err
+    unauthenticated = subprocess.Popen([sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(tmp_path / "root")],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        unauthenticated.stdout.readline()
+    finally:
+        unauthenticated.terminate()
+        _, err = unauthenticated.communicate(timeout=20)
+    assert "WARNING: this local Hub is UNAUTHENTICATED" in err
+
+
+def test_a_broken_token_file_is_refused_naming_the_line(tmp_path):
+    from retrieval_policies.hub.auth import TokenFileError, parse_token_file
+
+    path = tmp_path / "tokens"
+    path.write_text("# comment\nhf_local_abcdefghijklmnop alice write\nhf_local_qrstuvwxyzabcdef bob admin\n")
+    with pytest.raises(TokenFileError, match=r"line 3: role must be 'read' or 'write'"):
+        parse_token_file(path)
+    with pytest.raises(ValueError, match="line 3"):
+        make_server(tmp_path / "root", token_file=path)

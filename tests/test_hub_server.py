@@ -17,10 +17,11 @@ from retrieval_policies.hub import HubError, HubStorage, LocalHub, make_server
 from retrieval_policies.hub.storage import validate_repo_path
 
 
-def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None):
-    """(status, headers, body bytes) of one request; never raises on HTTP errors."""
+def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None, token: str | None = None):
+    """(status, headers, body bytes) of one request (with ``token`` as a Bearer token); never raises on HTTP errors."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    headers = {**({"Content-Type": "application/json"} if isinstance(body, dict) else {}), **(headers or {})}
+    headers = {**({"Content-Type": "application/json"} if isinstance(body, dict) else {}),
+               **({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request) as response:
@@ -35,7 +36,8 @@ def ndjson(*items: dict) -> bytes:
 
 def commit(hub: LocalHub, repo: str, *ops: dict):
     header = {"key": "header", "value": {"summary": "test commit", "description": ""}}
-    return http("POST", f"{hub.url}/api/models/{repo}/commit/main", ndjson(header, *ops), {"Content-Type": "application/x-ndjson"})
+    return http("POST", f"{hub.url}/api/models/{repo}/commit/main", ndjson(header, *ops), {"Content-Type": "application/x-ndjson"},
+                token=getattr(hub, "token", None))
 
 
 def add_file(path: str, content: bytes) -> dict:
@@ -83,7 +85,8 @@ def test_corrupted_lfs_upload_is_refused_and_nothing_is_half_written(local_hub):
     good = os.urandom(4096)
     oid = hashlib.sha256(good).hexdigest()
     status, _, body = http("POST", f"{local_hub.url}/org/lfs.git/info/lfs/objects/batch",
-                           {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(good)}]})
+                           {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(good)}]},
+                           token=local_hub.token)
     assert status == 200
     href = json.loads(body)["objects"][0]["actions"]["upload"]["href"]
     corrupted = bytes([good[0] ^ 0xFF]) + good[1:]
@@ -106,7 +109,11 @@ def test_corrupted_lfs_upload_is_refused_and_nothing_is_half_written(local_hub):
 def test_upload_with_wrong_size_is_refused(local_hub):
     data = b"x" * 100
     oid = hashlib.sha256(data).hexdigest()
-    status, _, body = http("PUT", f"{local_hub.url}/lfs-upload/{oid}/99", data)
+    local_hub.storage.create_repo("model", "org/size")
+    _, _, body = http("POST", f"{local_hub.url}/org/size.git/info/lfs/objects/batch",
+                      {"operation": "upload", "objects": [{"oid": oid, "size": 99}]}, token=local_hub.token)
+    href = json.loads(body)["objects"][0]["actions"]["upload"]["href"]
+    status, _, body = http("PUT", href, data)
     assert status == 400 and "declared size" in json.loads(body)["error"]
     assert not local_hub.storage.has_blob(oid)
 
@@ -147,10 +154,13 @@ def test_range_requests(local_hub):
 
 
 def test_duplicate_repo_creation_is_a_conflict(local_hub):
-    assert http("POST", f"{local_hub.url}/api/repos/create", {"name": "dup", "organization": "org", "type": "model"})[0] == 200
-    status, _, body = http("POST", f"{local_hub.url}/api/repos/create", {"name": "dup", "organization": "org", "type": "model"})
+    assert http("POST", f"{local_hub.url}/api/repos/create", {"name": "dup", "organization": "org", "type": "model"},
+                token=local_hub.token)[0] == 200
+    status, _, body = http("POST", f"{local_hub.url}/api/repos/create", {"name": "dup", "organization": "org", "type": "model"},
+                token=local_hub.token)
     assert status == 409 and "already created" in json.loads(body)["error"]
-    status, _, _ = http("POST", f"{local_hub.url}/api/repos/create", {"name": "../../etc", "organization": "org", "type": "model"})
+    status, _, _ = http("POST", f"{local_hub.url}/api/repos/create", {"name": "../../etc", "organization": "org", "type": "model"},
+                       token=local_hub.token)
     assert status == 400
 
 

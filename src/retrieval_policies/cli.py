@@ -58,11 +58,19 @@ def _hub_serve(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.getLogger("retrieval_policies.hub").setLevel(logging.INFO)
     try:
-        server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote, verbose=args.verbose)
-    except ValueError as err:
+        server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote, verbose=args.verbose,
+                             token_file=args.token_file)
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(server.url, flush=True)
+    if args.token_file is None:
+        print("WARNING: this local Hub is UNAUTHENTICATED: anyone who can reach it can read, write and delete every "
+              "repo, private ones included. Start it with --token-file (see `retrieval-policies hub token add`).",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"tokens from {args.token_file} ({len(server.hub_app.tokens)}): writes need a write token, private "
+              "repos are hidden from requests without a token", file=sys.stderr, flush=True)
     print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop cleanly on `kill` as on Ctrl-C
     try:
@@ -71,6 +79,20 @@ def _hub_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def _hub_token_add(args: argparse.Namespace) -> int:
+    from .hub.auth import TokenFileError, add_token
+
+    try:
+        token = add_token(args.token_file, args.user, args.role)
+    except (TokenFileError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(token)
+    print(f"added a {args.role} token for {args.user!r} to {args.token_file}: it is shown only now; clients use it as "
+          "HF_TOKEN", file=sys.stderr)
     return 0
 
 
@@ -201,9 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--root", required=True, help="folder holding the repos (created if missing; persists across restarts)")
     serve.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
-    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (no authentication!)")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (give it --token-file too)")
     serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.add_argument("--token-file", help="'token user read|write' lines (`hub token add`): writes need a write "
+                                            "token, private repos need a token; without it nothing is authenticated")
     serve.set_defaults(func=_hub_serve)
+    token = hub.add_parser("token", help="access tokens of a local Hub").add_subparsers(dest="token_action", required=True)
+    token_add = token.add_parser("add", help="add a token to a token file (created with mode 0600) and print it once")
+    token_add.add_argument("--token-file", required=True)
+    token_add.add_argument("--user", required=True, help="the user the token acts as (whoami reports it)")
+    token_add.add_argument("--role", choices=["read", "write"], default="write")
+    token_add.set_defaults(func=_hub_token_add)
 
     grace = commands.add_parser("grace", help="GRACE embedders").add_subparsers(dest="action", required=True)
     evaluate = grace.add_parser("evaluate", help="mteb evaluation: local tasks offline, built-in MTEB tasks with a Hub")

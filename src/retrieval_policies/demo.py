@@ -233,7 +233,7 @@ class Demo:
 
     # ------------------------------------------------------------------ the whole job
     def main(self) -> dict:
-        from .hub import LocalHub, hub_client_env
+        from .hub import LocalHub
 
         started = time.time()
         print(f"retrieval-policies demo: {self.settings.describe()} -> {self.out}" + (" (FORCE: rebuilding everything)" if self.force else ""))
@@ -243,11 +243,11 @@ class Demo:
         self.stage("train DynamicRAG (SFT→DPO)", self.paths["dynamicrag"] / "dynamicrag_config.json", self.train_dynamicrag)
         self.stage("evaluate vs untrained", evals / "dynamicrag-trained.json", self.evaluate)
         self.stage("render cards", None, self.render_cards)
-        with LocalHub(self.out / "hub") as hub:
+        with LocalHub(self.out / "hub", authenticated=True) as hub:  # pushed and read with tokens, never printed
             self.hub_url = hub.url
-            self.hub_env = hub_client_env(hub.url, self.out / "hf_home")
+            self.hub_env = hub.client_env(self.out / "hf_home")
             self.stage("push to the local Hub", None, self.push)
-            self.hub_env = hub_client_env(hub.url, self.out / "hf_home_reader")
+            self.hub_env = hub.client_env(self.out / "hf_home_reader", token=hub.read_token)
             self.stage("load back through the Hub", None, self.load_back)
         summary = self.summary(time.time() - started)
         (self.out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

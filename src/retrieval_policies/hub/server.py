@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import ipaddress
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote
 
@@ -33,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from .auth import Principal, Tokens
 from .storage import (
     REPO_TYPES,
     Commit,
@@ -42,6 +46,7 @@ from .storage import (
     Repo,
     folder_entries,
     lfs_pointer,
+    repo_not_found,
     validate_repo_path,
     wants_lfs,
 )
@@ -128,31 +133,33 @@ def _flag(query, name: str) -> bool:
 class HubApp:
     """The Hub's endpoints over a :class:`HubStorage`, as a Starlette application (``.app``)."""
 
-    def __init__(self, storage: HubStorage, *, max_json_bytes: int = MAX_JSON_BYTES,
+    def __init__(self, storage: HubStorage, *, tokens: Tokens | None = None, max_json_bytes: int = MAX_JSON_BYTES,
                  max_commit_bytes: int = MAX_COMMIT_BYTES, body_timeout: float = BODY_TIMEOUT_S):
-        self.storage = storage
+        """``tokens``: the token file; without it every request may read and write everything (unauthenticated)."""
+        self.storage, self.tokens = storage, tokens
+        self._upload_secret = secrets.token_bytes(32)  # signs LFS upload URLs (the clients PUT to them without a token)
         self.max_json_bytes, self.max_commit_bytes, self.body_timeout = max_json_bytes, max_commit_bytes, body_timeout
         repo = "/api/{kind}/{namespace}/{name}"
         routes = [
             Route("/api/whoami-v2", self._wrap(self._whoami), methods=["GET"]),
             Route("/api/validate-yaml", self._wrap(self._validate_yaml, body="json"), methods=["POST"]),
-            Route("/api/repos/create", self._wrap(self._create_repo, body="json"), methods=["POST"]),
-            Route("/api/repos/delete", self._wrap(self._delete_repo, body="json"), methods=["DELETE"]),
+            Route("/api/repos/create", self._wrap(self._create_repo, body="json", write=True), methods=["POST"]),
+            Route("/api/repos/delete", self._wrap(self._delete_repo, body="json", write=True), methods=["DELETE"]),
             Route(repo, self._wrap(self._repo_info), methods=["GET"]),
             Route(repo + "/revision/{rest:path}", self._wrap(self._repo_info), methods=["GET"]),
             Route(repo + "/tree/{rest:path}", self._wrap(self._tree), methods=["GET"]),
             Route(repo + "/paths-info/{rest:path}", self._wrap(self._paths_info, body="json"), methods=["POST"]),
-            Route(repo + "/preupload/{rest:path}", self._wrap(self._preupload, body="json"), methods=["POST"]),
-            Route(repo + "/commit/{rest:path}", self._wrap(self._commit, body="commit"), methods=["POST"]),
+            Route(repo + "/preupload/{rest:path}", self._wrap(self._preupload, body="json", write=True), methods=["POST"]),
+            Route(repo + "/commit/{rest:path}", self._wrap(self._commit, body="commit", write=True), methods=["POST"]),
             Route(repo + "/commits/{rest:path}", self._wrap(self._commits), methods=["GET"]),
             Route(repo + "/refs", self._wrap(self._refs), methods=["GET"]),
-            Route(repo + "/branch/{rest:path}", self._wrap(self._branch, body="json"), methods=["POST", "DELETE"]),
-            Route(repo + "/settings", self._wrap(self._settings, body="json"), methods=["PUT"]),
+            Route(repo + "/branch/{rest:path}", self._wrap(self._branch, body="json", write=True), methods=["POST", "DELETE"]),
+            Route(repo + "/settings", self._wrap(self._settings, body="json", write=True), methods=["PUT"]),
             Route("/lfs-upload/{oid}/{size}", self._lfs_upload, methods=["PUT"]),
         ]
         for prefix in ("", "/datasets", "/spaces"):
             routes += [
-                Route(prefix + "/{namespace}/{name}/info/lfs/objects/batch", self._wrap(self._lfs_batch, body="json"), methods=["POST"]),
+                Route(prefix + "/{namespace}/{name}/info/lfs/objects/batch", self._wrap(self._lfs_batch, body="json", write=True), methods=["POST"]),
                 Route(prefix + "/{namespace}/{name}/resolve/{rest:path}", self._wrap(self._resolve), methods=["GET"]),
             ]
         self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_found})
@@ -161,11 +168,15 @@ class HubApp:
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return _error_response(HubError(404, header_safe(f"no such endpoint: {request.method} {request.url.path}")))
 
-    def _wrap(self, handler, *, body: str | None = None):
-        """An endpoint: read the body whole first (``json`` or ``commit`` limits), then run ``handler(request, body)``
-        in a worker thread (storage is blocking file IO); a HubError becomes the Hub's error response."""
+    def _wrap(self, handler, *, body: str | None = None, write: bool = False):
+        """An endpoint: check the token (a write token for ``write``), read the body whole (``json`` or ``commit``
+        limits), then run ``handler(request, body)`` in a worker thread (storage is blocking file IO); a HubError
+        becomes the Hub's error response."""
         async def endpoint(request: Request) -> Response:
             try:
+                principal = self._principal(request)
+                if write:
+                    self._require_write(principal)
                 data = None
                 if body is not None:
                     limit = self.max_commit_bytes if body == "commit" else self.max_json_bytes
@@ -178,6 +189,35 @@ class HubApp:
                 return _error_response(HubError(500, f"internal error: {type(err).__name__}"))
         return endpoint
 
+    # ================================================================= authentication
+    def _principal(self, request: Request) -> Principal | None:
+        """The request's token holder; None without a token. Unauthenticated servers treat everyone as a writer."""
+        if "principal" in request.scope:
+            return request.scope["principal"]
+        if self.tokens is None:
+            principal = Principal(LOCAL_USER, "write")
+        else:
+            principal = None
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                principal = self.tokens.lookup(token.strip())
+                if principal is None:
+                    raise HubError(401, "Invalid credentials in Authorization header")
+            elif scheme:
+                raise HubError(401, "Authorization header must be 'Bearer <token>'")
+        request.scope["principal"] = principal
+        return principal
+
+    @staticmethod
+    def _require_write(principal: Principal | None) -> None:
+        if principal is None:
+            raise HubError(401, "this local Hub needs a write token for this request (Authorization: Bearer <token>)")
+        if not principal.can_write:
+            raise HubError(403, f"the token of {principal.user!r} is read-only: this request needs a write token")
+
+    def _upload_signature(self, oid: str, size: int, expires: int) -> str:
+        return hmac.new(self._upload_secret, f"{oid}:{size}:{expires}".encode(), hashlib.sha256).hexdigest()
+
     def _repo(self, request: Request, repo_type: str | None = None) -> Repo:
         params = request.path_params
         if repo_type is None:
@@ -189,7 +229,10 @@ class HubApp:
             if not name.endswith(".git"):
                 raise HubError(404, f"no such endpoint: {request.method} {request.url.path}")
             name = name[:-4]
-        return self.storage.get_repo(repo_type, f"{params['namespace']}/{name}")
+        repo = self.storage.get_repo(repo_type, f"{params['namespace']}/{name}")
+        if repo.settings.get("private") and self._principal(request) is None:
+            raise repo_not_found(repo_type, repo.repo_id)  # as the Hub answers: the name does not leak
+        return repo
 
     @staticmethod
     def _prefixed_type(request: Request) -> str:
@@ -229,9 +272,12 @@ class HubApp:
 
     # ================================================================= account and repos
     def _whoami(self, request: Request, _):
+        principal = self._principal(request)
+        if principal is None:
+            raise HubError(401, "whoami needs a token (Authorization: Bearer <token>)")
         return JSONResponse({
-            "type": "user", "name": LOCAL_USER, "fullname": "Local Hub user", "orgs": [],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
+            "type": "user", "name": principal.user, "fullname": principal.user, "orgs": [],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": principal.role}},
         })
 
     def _validate_yaml(self, request: Request, _):
@@ -424,7 +470,10 @@ class HubApp:
                 continue
             answer = {"oid": oid, "size": size, "authenticated": True}
             if not self.storage.has_blob(oid):
-                answer["actions"] = {"upload": {"href": f"{self._base_url(request)}/lfs-upload/{oid}/{size}"}}
+                expires = int(time.time()) + 3600
+                signature = self._upload_signature(oid, size, expires)
+                answer["actions"] = {"upload": {"href": f"{self._base_url(request)}/lfs-upload/{oid}/{size}"
+                                                        f"?expires={expires}&signature={signature}"}}
             objects.append(answer)
         return JSONResponse({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
                             media_type="application/vnd.git-lfs+json")
@@ -434,6 +483,12 @@ class HubApp:
         oid, size = request.path_params["oid"], request.path_params["size"]
         if not size.isdigit():
             return _error_response(HubError(400, f"invalid size {size!r}"))
+        if self.tokens is not None:  # the URL from an LFS batch answer, signed and not expired
+            expires, signature = request.query_params.get("expires", ""), request.query_params.get("signature", "")
+            if not expires.isdigit() or int(expires) < time.time() or not hmac.compare_digest(
+                    signature.encode(), self._upload_signature(oid, int(size), int(expires)).encode()):
+                return _error_response(HubError(403, "LFS upload URL is not signed by this Hub or has expired: "
+                                                     "ask the LFS batch endpoint for a new one"))
         stream = request.stream()
 
         async def next_chunk() -> bytes | None:
@@ -572,20 +627,31 @@ class LocalHubServer:
 
 
 def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False,
-                verbose: bool = False) -> LocalHubServer:
-    """A server over ``root`` bound to ``host:port`` (port 0 picks a free port); refuses non-loopback hosts by default."""
+                verbose: bool = False, token_file: str | Path | None = None) -> LocalHubServer:
+    """A server over ``root`` bound to ``host:port`` (port 0 picks a free port); refuses non-loopback hosts by default.
+    ``token_file``: ``token user read|write`` lines (``auth.add_token``); without it nothing is authenticated."""
     if not allow_remote and not is_loopback(host):
-        raise ValueError(f"refusing to bind the local Hub to {host!r}: it has no authentication; use a loopback "
+        raise ValueError(f"refusing to bind the local Hub to {host!r}: it is meant for loopback use; use a loopback "
                          "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it")
-    return LocalHubServer(HubApp(HubStorage(root)), host, port, access_log=verbose)
+    tokens = Tokens(token_file) if token_file is not None else None
+    return LocalHubServer(HubApp(HubStorage(root), tokens=tokens), host, port, access_log=verbose)
 
 
 class LocalHub:
     """The local Hub running in a background thread: ``with LocalHub(root) as hub: os.environ["HF_ENDPOINT"] = hub.url``."""
 
-    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, *, token_file: str | Path | None = None,
+                 authenticated: bool = False):
+        """``authenticated``: make a token file next to ``root`` with a write token (``.token``) and a read token
+        (``.read_token``) for the local user, as the demo and the tests run; ``token_file``: use that one."""
+        from .auth import add_token
+
         self.root = Path(root)
-        self._server = make_server(root, host, port)
+        self.token = self.read_token = None
+        if authenticated and token_file is None:
+            token_file = self.root.parent / f"{self.root.name}.tokens"
+            self.token, self.read_token = add_token(token_file, LOCAL_USER, "write"), add_token(token_file, LOCAL_USER, "read")
+        self._server = make_server(root, host, port, token_file=token_file)
         self._thread: threading.Thread | None = None
 
     @property
@@ -595,6 +661,12 @@ class LocalHub:
     @property
     def storage(self) -> HubStorage:
         return self._server.storage
+
+    def client_env(self, hf_home: str | Path, *, token: str | None = None, base: dict | None = None) -> dict:
+        """``hub_client_env`` for this Hub, with its write token (or ``token``) when it is authenticated."""
+        from .client_env import hub_client_env
+
+        return hub_client_env(self.url, hf_home, token=token or self.token or "local-hub-token", base=base)
 
     def start(self) -> "LocalHub":
         import time
@@ -621,4 +693,5 @@ class LocalHub:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"LocalHub(url={self.url!r}, root={str(self.root)!r})"
+        auth = "unauthenticated" if self._server.hub_app.tokens is None else "token-authenticated"
+        return f"LocalHub(url={self.url!r}, root={str(self.root)!r}, {auth})"

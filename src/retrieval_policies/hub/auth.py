@@ -1,0 +1,110 @@
+"""Access tokens of the local Hub: a token file of ``token user role`` lines (role ``read`` or ``write``).
+
+``hub serve --token-file FILE`` reads it (and re-reads it when it changes, so ``hub token add`` works on a running
+server). Tokens are compared in constant time and never logged; the file is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = ("read", "write")
+_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~+/=-]{16,256}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is from: the token's user and role."""
+
+    user: str
+    role: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "write"
+
+
+class TokenFileError(ValueError):
+    pass
+
+
+def parse_token_file(path: str | os.PathLike) -> dict[str, Principal]:
+    """token -> Principal; a bad line is an error naming the file and the line (never the token)."""
+    tokens: dict[str, Principal] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 3:
+            raise TokenFileError(f"{path}, line {number}: expected 'token user read|write', got {len(fields)} fields")
+        token, user, role = fields
+        if not _TOKEN_RE.match(token):
+            raise TokenFileError(f"{path}, line {number}: the token must be 16-256 URL-safe characters")
+        if not _USER_RE.match(user):
+            raise TokenFileError(f"{path}, line {number}: invalid user name {user!r}")
+        if role not in ROLES:
+            raise TokenFileError(f"{path}, line {number}: role must be 'read' or 'write', got {role!r}")
+        tokens[token] = Principal(user, role)
+    return tokens
+
+
+def add_token(path: str | os.PathLike, user: str, role: str = "write") -> str:
+    """Append a new random token for ``user`` to the token file (created with mode 0600) and return it."""
+    if not _USER_RE.match(user):
+        raise TokenFileError(f"invalid user name {user!r}: letters, digits, '.', '_', '-'")
+    if role not in ROLES:
+        raise TokenFileError(f"role must be 'read' or 'write', got {role!r}")
+    path = Path(path)
+    if path.exists():
+        parse_token_file(path)  # refuse to append to a broken file
+    token = f"hf_local_{secrets.token_urlsafe(24)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(f"{token} {user} {role}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return token
+
+
+class Tokens:
+    """The token file, re-read when its modification time or size changes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._tokens: dict[str, Principal] = {}
+        self._reload()
+
+    def _reload(self) -> None:
+        stat = self.path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._tokens, self._stamp = parse_token_file(self.path), stamp
+
+    def lookup(self, token: str) -> Principal | None:
+        with self._lock:
+            try:
+                self._reload()
+            except (OSError, TokenFileError):
+                pass  # keep serving the last good file
+            found = None
+            for known, principal in self._tokens.items():  # constant time per comparison, every token compared
+                if hmac.compare_digest(known.encode(), token.encode()):
+                    found = principal
+            return found
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __repr__(self) -> str:
+        return f"Tokens(path={str(self.path)!r}, tokens={len(self._tokens)})"
