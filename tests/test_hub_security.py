@@ -331,3 +331,200 @@ def test_a_broken_token_file_is_refused_naming_the_line(tmp_path):
         parse_token_file(path)
     with pytest.raises(ValueError, match="line 3"):
         make_server(tmp_path / "root", token_file=path)
+
+
+# ------------------------------------------------------------------------------------------------ paths, cards, hosts
+@pytest.mark.parametrize("path", ["a/.git/config", ".GIT/hooks/x", "deep/er/.Git", "x" * 256, "d/" + "é" * 128,
+                                  "new\nline.txt", "tab\there", "bell\x07", "del\x7f", "esc\x1b[31m"])
+def test_harmful_file_names_are_refused(local_hub, repo, path):
+    before = snapshot(local_hub)
+    data = commit_body(("fine.txt", b"ok"), (path, b"bad"))
+    answer = raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    assert status_of(answer) == 400 and snapshot(local_hub) == before
+
+
+@pytest.mark.parametrize("first, second", [("a", "a/b.txt"), ("a/b.txt", "a"), ("x/y", "x/y/z/w.txt")])
+def test_a_file_and_a_folder_of_the_same_name_are_refused_in_both_orders(local_hub, repo, first, second):
+    def send(path):
+        data = commit_body((path, b"content"))
+        return raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                       f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+
+    assert status_of(send(first)) == 200
+    before = snapshot(local_hub)
+    answer = send(second)
+    assert status_of(answer) == 409 and b"both a file and a folder" in answer and snapshot(local_hub) == before
+    both = commit_body(("p", b"1"), ("p/q", b"2"))  # within one commit too
+    answer = raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     f"Content-Length: {len(both)}\r\nConnection: close\r\n\r\n").encode() + both)
+    assert status_of(answer) == 409 and snapshot(local_hub) == before
+
+
+@pytest.mark.parametrize("yaml_text", [
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]",
+    "a: &a [*a]",
+    "x: " + "[" * 5000 + "]" * 5000,
+])
+def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, repo, yaml_text):
+    storage = local_hub.storage
+    storage.commit(storage.get_repo("model", repo), "main",
+                   [{"kind": "add_bytes", "path": "README.md", "data": f"---\n{yaml_text}\n---\n# card\n".encode()}], title="card")
+    answer = _get(local_hub, f"/api/models/{repo}", local_hub.token)
+    assert status_of(answer) == 200 and len(answer) < 10_000
+    assert "cardData" not in json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ("Host: 127.0.0.1\r\n", 200), ("Host: localhost:1234\r\n", 200), ("Host: [::1]:80\r\n", 200),
+    ("Host: evil.example\r\n", 403), ("Host: 127.0.0.1.evil.example\r\n", 403),
+    ("Host: 127.0.0.1\r\nOrigin: http://127.0.0.1:5000\r\n", 200),
+    ("Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n", 403), ("Host: 127.0.0.1\r\nOrigin: null\r\n", 403),
+])
+def test_host_and_origin_must_be_loopback(local_hub, headers, expected):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name; a cross-origin page sends its Origin."""
+    data = json.dumps({"name": "rebound", "organization": "org", "type": "model"}).encode()
+    answer = raw_request(local_hub, (f"POST /api/repos/create HTTP/1.1\r\n{headers}Content-Type: text/plain\r\n"
+                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    assert status_of(answer) == expected
+    created = (local_hub.storage.root / "repos" / "models" / "org" / "rebound").exists()
+    assert created == (expected == 200)
+
+
+def test_a_silent_or_trickling_connection_is_closed_after_the_header_timeout(tmp_path):
+    import threading
+    import time
+
+    from retrieval_policies.hub.server import HubApp, LocalHubServer
+    from retrieval_policies.hub.storage import HubStorage
+
+    server = LocalHubServer(HubApp(HubStorage(tmp_path)), "127.0.0.1", 0, header_timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    while not server.server.started:
+        time.sleep(0.01)
+    try:
+        host, port = server.server_address
+        for trickle in (b"", b"GET /api/whoami-v2 HTTP/1.1\r\nHost: 127"):
+            with socket.create_connection((host, port), timeout=5) as sock:
+                started = time.monotonic()
+                sock.sendall(trickle)
+                assert sock.recv(100) == b""  # closed by the server, not by our 5 s timeout
+                assert time.monotonic() - started < 3
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_temporary_files_left_by_a_kill_are_removed_at_start(tmp_path):
+    from retrieval_policies.hub.storage import HubStorage
+
+    storage = HubStorage(tmp_path)
+    (storage.tmp / "tmpabc123").write_bytes(b"half an upload")
+    (storage.tmp / "tmpdef456.json").write_text("{")
+    restarted = HubStorage(tmp_path)
+    assert restarted.removed_at_start == 2 and list(restarted.tmp.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ property-based fuzz
+def _light_snapshot(hub) -> dict:
+    """Refs, repo settings and the list of blobs and commits: what any accepted write changes."""
+    root = hub.storage.root
+    return {str(p.relative_to(root)): (p.read_bytes() if p.suffix == ".json" and p.parent.name != "commits" else b"")
+            for p in root.rglob("*") if p.is_file() and "tmp" not in p.parts}
+
+
+class _Connection:
+    """One keep-alive HTTP connection to the hub (reopened when the server closes it)."""
+
+    def __init__(self, hub):
+        import http.client
+
+        self.hub, self.http = hub, http.client
+        self.conn = None
+
+    def request(self, method: str, path: str, body: bytes, content_type: str) -> int:
+        host, port = self.hub.url.removeprefix("http://").rsplit(":", 1)
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = self.http.HTTPConnection(host, int(port), timeout=30)
+            try:
+                self.conn.request(method, path, body=body, headers={"Content-Type": content_type,
+                                                                      "Authorization": f"Bearer {self.hub.token}"})
+                response = self.conn.getresponse()
+                response.read()
+                if response.getheader("connection", "").lower() == "close":
+                    self.conn.close()
+                    self.conn = None
+                return response.status
+            except (self.http.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def test_fuzzed_commit_payloads_never_give_a_5xx_or_change_a_refused_repo(local_hub, repo):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=30)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=12)
+    paths = st.sampled_from(["a.txt", "d/b.txt", "../x", ".git/x", "", "a.txt/c", 5, None, "x" * 300, "ok\n.txt"]) | st.text(max_size=20)
+    operation = st.fixed_dictionaries({"key": st.sampled_from(["file", "lfsFile", "deletedFile", "deletedFolder", "header", "other", 3]),
+                                       "value": st.fixed_dictionaries({}, optional={
+                                           "path": paths, "content": st.sampled_from(["aGk=", "!!", "", 7, None]),
+                                           "encoding": st.sampled_from(["base64", "utf-8", 1]), "oid": st.text(max_size=64) | values,
+                                           "algo": st.sampled_from(["sha256", "md5"]), "summary": st.text(max_size=10) | values,
+                                           "parentCommit": st.none() | st.text(max_size=40) | values}) | values}) | values
+    connection = _Connection(local_hub)
+    counts = {"requests": 0, "accepted": 0}
+
+    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @given(st.lists(operation, min_size=0, max_size=5), st.booleans())
+    def fuzz(lines, raw_bytes):
+        body = b"\n".join(json.dumps(line).encode() if not raw_bytes or i else b"\xff{not json" for i, line in enumerate(lines))
+        before = _light_snapshot(local_hub)
+        status = connection.request("POST", f"/api/models/{repo}/commit/main", body, "application/x-ndjson")
+        counts["requests"] += 1
+        assert status < 500, (status, body[:300])
+        if status >= 400:
+            assert _light_snapshot(local_hub) == before, (status, body[:300])
+        else:
+            counts["accepted"] += 1
+
+    fuzz()
+    assert counts["requests"] == 1000 and counts["accepted"] > 0  # some fuzzed commits were valid and landed
+
+
+def test_fuzzed_json_bodies_never_give_a_5xx(local_hub, repo):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=10)
+    keys = st.sampled_from(["name", "organization", "type", "private", "visibility", "sdk", "files", "paths", "expand",
+                            "operation", "objects", "startingPoint", "exist_ok", "path", "size", "sample", "oid"])
+    bodies = st.dictionaries(keys, values | st.lists(st.dictionaries(keys, values, max_size=4), max_size=3), max_size=5) | values
+    endpoints = st.sampled_from([
+        ("POST", "/api/repos/create"), ("POST", f"/api/models/{repo}/preupload/main"), ("POST", f"/api/models/{repo}/paths-info/main"),
+        ("POST", f"/{repo}.git/info/lfs/objects/batch"), ("PUT", f"/api/models/{repo}/settings"),
+        ("POST", f"/api/models/{repo}/branch/fuzz"), ("POST", "/api/validate-yaml"), ("DELETE", f"/api/models/{repo}/branch/fuzz")])
+    connection = _Connection(local_hub)
+    counts = {"requests": 0}
+
+    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @given(endpoints, bodies, st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]))
+    def fuzz(endpoint, body, content_type):
+        method, path = endpoint
+        status = connection.request(method, path, json.dumps(body).encode(), content_type)
+        counts["requests"] += 1
+        assert status < 500, (status, method, path, body)
+
+    fuzz()
+    assert counts["requests"] == 1000

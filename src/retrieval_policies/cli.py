@@ -63,7 +63,6 @@ def _hub_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(server.url, flush=True)
     if args.token_file is None:
         print("WARNING: this local Hub is UNAUTHENTICATED: anyone who can reach it can read, write and delete every "
               "repo, private ones included. Start it with --token-file (see `retrieval-policies hub token add`).",
@@ -72,6 +71,7 @@ def _hub_serve(args: argparse.Namespace) -> int:
         print(f"tokens from {args.token_file} ({len(server.hub_app.tokens)}): writes need a write token, private "
               "repos are hidden from requests without a token", file=sys.stderr, flush=True)
     print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(server.url, flush=True)  # after the warnings: a caller that reads the URL and stops the server saw them
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop cleanly on `kill` as on Ctrl-C
     try:
         server.serve_forever()

@@ -59,6 +59,7 @@ _KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
 MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regular, < 10 MB each) files
 BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
+HEADER_TIMEOUT_S = 10.0  # a connection whose request line and headers have not arrived by then is closed
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -71,17 +72,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MAX_CARD_YAML_BYTES = 256 * 1024
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a card cannot expand into megabytes ("billion laughs") or loop."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases are not allowed in a card")
+        return super().compose_node(parent, index)
+
+
 def _card_data(storage: HubStorage, commit: Commit) -> dict | None:
+    """The README's YAML front matter, or None when it is missing, too large or unparseable (as the Hub shows such a
+    card: without metadata)."""
     entry = commit.files.get("README.md")
     if entry is None:
         return None
-    text = storage.blob_path(entry.sha256).read_text(encoding="utf-8", errors="replace")
+    with open(storage.blob_path(entry.sha256), "rb") as f:  # the front matter is at the start: never read more
+        text = f.read(MAX_CARD_YAML_BYTES + 16).decode("utf-8", errors="replace")
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
-    if not match:
+    if not match or len(match.group(1).encode()) > MAX_CARD_YAML_BYTES:
         return None
     try:
-        data = yaml.safe_load(match.group(1))
-    except yaml.YAMLError:
+        data = yaml.load(match.group(1), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -117,6 +133,78 @@ async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_
     except TimeoutError:
         raise HubError(408, f"request body not complete after {timeout:.0f} s: nothing was stored") from None
     return b"".join(chunks)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header or an origin's netloc, without the port ("[::1]:80" -> "::1")."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class LoopbackGuard:
+    """ASGI middleware for a loopback server: a request must name a loopback Host (so a DNS-rebinding page cannot
+    reach it by another name), and a browser's Origin, when sent, must be a loopback one (so a page of another site
+    cannot post to it: a cross-origin 'simple' POST is not stopped by CORS)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            from starlette.datastructures import Headers
+
+            headers = Headers(scope=scope)
+            host, origin = headers.get("host", ""), headers.get("origin")
+            problem = None
+            if not is_loopback(_host_name(host)):
+                problem = f"Host {host[:100]!r} is not a loopback address: this local Hub only answers requests to itself"
+            elif origin is not None and not is_loopback(_host_name(origin.split("://", 1)[-1].split("/", 1)[0])):
+                problem = f"requests from the web origin {origin[:100]!r} are refused (not a loopback origin)"
+            if problem:
+                return await _error_response(HubError(403, problem))(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _timed_h11_protocol(header_timeout: float):
+    """uvicorn's h11 protocol with a header timeout: a connection whose request head is not complete within
+    ``header_timeout`` seconds (a silent or trickling client) is closed. uvicorn's own keep-alive timeout closes
+    idle connections between requests; the body timeout is the app's."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        _head_timer = None
+
+        def _watch_head(self) -> None:
+            waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+            if waiting and self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
+            elif not waiting and self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._watch_head()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE or self._head_timer is None:
+                self._watch_head()
+
+        def connection_lost(self, exc) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+    return TimedH11Protocol
 
 
 def raw_parts(request: Request) -> list[str]:
@@ -586,7 +674,8 @@ class LocalHubServer:
     """The app served by uvicorn (h11) on a socket bound here, so that port 0 is known before serving and a bad
     address fails with a clear error."""
 
-    def __init__(self, app: HubApp, host: str, port: int, *, access_log: bool = False):
+    def __init__(self, app: HubApp, host: str, port: int, *, access_log: bool = False, loopback_only: bool = True,
+                 header_timeout: float = HEADER_TIMEOUT_S):
         import uvicorn
 
         self.hub_app = app
@@ -599,8 +688,9 @@ class LocalHubServer:
             self.socket.close()
             raise ValueError(f"cannot bind the local Hub to {host!r} port {port}: {err.strerror or err}") from None
         self.socket.listen(128)
-        config = uvicorn.Config(app.app, http="h11", lifespan="off", log_level="warning", access_log=access_log,
-                                timeout_keep_alive=5, server_header=False)
+        asgi = LoopbackGuard(app.app) if loopback_only else app.app
+        config = uvicorn.Config(asgi, http=_timed_h11_protocol(header_timeout), lifespan="off", log_level="warning",
+                                access_log=access_log, timeout_keep_alive=5, server_header=False)
         self.server = uvicorn.Server(config)
 
     @property
@@ -634,7 +724,8 @@ def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, all
         raise ValueError(f"refusing to bind the local Hub to {host!r}: it is meant for loopback use; use a loopback "
                          "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it")
     tokens = Tokens(token_file) if token_file is not None else None
-    return LocalHubServer(HubApp(HubStorage(root), tokens=tokens), host, port, access_log=verbose)
+    return LocalHubServer(HubApp(HubStorage(root), tokens=tokens), host, port, access_log=verbose,
+                          loopback_only=not allow_remote)
 
 
 class LocalHub:

@@ -31,6 +31,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # Files stored through LFS whatever their size, as the Hub's default .gitattributes does.
 LFS_SUFFIXES = (
@@ -60,15 +61,17 @@ def validate_repo_path(path: str) -> str:
     """Refuse file names that could escape the repo or that git would not store (``..``, absolute, empty parts)."""
     if not isinstance(path, str) or not path:
         raise HubError(400, "empty file path")
-    if "\x00" in path or "\\" in path:
-        raise HubError(400, f"invalid character in file path {path!r}")
+    if "\\" in path or CONTROL_RE.search(path):
+        raise HubError(400, f"invalid character (a backslash or a control character) in file path {path!r}")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
         raise HubError(400, f"absolute file path {path!r} is not allowed")
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise HubError(400, f"file path {path!r} must not contain empty, '.' or '..' segments")
-    if parts[0] == ".git":
-        raise HubError(400, f"file path {path!r} must not be inside .git")
+    if any(part.lower() == ".git" for part in parts):
+        raise HubError(400, f"file path {path!r} must not have a '.git' segment")
+    if any(len(part.encode("utf-8")) > 255 for part in parts):
+        raise HubError(400, f"file path {path[:80]!r}...: a segment is longer than 255 bytes (a file name limit)")
     if len(path) > 1000:
         raise HubError(400, f"file path is longer than 1000 characters: {path[:50]!r}...")
     return path
@@ -154,6 +157,16 @@ class HubStorage:
         for folder in (self.blobs, self.tmp, self.root / "repos"):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.removed_at_start = self._remove_orphans()
+
+    def _remove_orphans(self) -> int:
+        """Temporary files a killed server left in ``tmp/`` (never referenced: everything is renamed out of it)."""
+        removed = 0
+        for leftover in self.tmp.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     # ----------------------------------------------------------------- atomic file helpers
     def _write_json(self, path: Path, data: dict) -> None:
@@ -183,6 +196,8 @@ class HubStorage:
             fd, tmp = tempfile.mkstemp(dir=self.tmp)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             self._publish_blob(tmp, sha256)
         return sha256
 
@@ -199,6 +214,8 @@ class HubStorage:
                     digest.update(chunk)
                     size += len(chunk)
                     f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
             if digest.hexdigest() != expected_sha256:
                 raise HubError(400, f"uploaded content has sha256 {digest.hexdigest()}, not the declared oid {expected_sha256}")
             if expected_size is not None and size != expected_size:
@@ -348,11 +365,21 @@ class HubStorage:
                         del files[p]
                 else:  # pragma: no cover - the server only builds the kinds above
                     raise HubError(400, f"unknown commit operation {kind!r}")
+            check_no_file_folder_conflict(files)
             commit = self._new_commit(repo, head.sha, title, message, files)
             refs = self._read_json(repo.path / "refs.json")
             refs["branches"][branch] = commit.sha
             self._write_json(repo.path / "refs.json", refs)
             return commit
+
+
+def check_no_file_folder_conflict(files: dict) -> None:
+    """Refuse a tree where a file has the name of a folder ("a" and "a/b"): git cannot store it, clients fail on it."""
+    folders = {path.rsplit("/", 1)[0] for path in files if "/" in path}
+    folders = {"/".join(folder.split("/")[:depth]) for folder in folders for depth in range(1, folder.count("/") + 2)}
+    clash = sorted(folders & files.keys())
+    if clash:
+        raise HubError(409, f"{clash[0]!r} would be both a file and a folder: delete one of them first")
 
 
 def folder_entries(files: dict[str, FileEntry], folder: str, recursive: bool) -> tuple[list[str], list[str]]:
