@@ -59,6 +59,7 @@ _KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
 MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regular, < 10 MB each) files
 BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
+UPLOAD_CHUNK = DOWNLOAD_CHUNK = 1 << 20  # bytes handed over at a time when streaming LFS files
 HEADER_TIMEOUT_S = 10.0  # a connection whose request line and headers have not arrived by then is closed
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -133,6 +134,12 @@ async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_
     except TimeoutError:
         raise HubError(408, f"request body not complete after {timeout:.0f} s: nothing was stored") from None
     return b"".join(chunks)
+
+
+class BlobResponse(FileResponse):
+    """Starlette's FileResponse (ranges, HEAD) reading 1 MiB at a time instead of 64 KiB: blobs are large files."""
+
+    chunk_size = DOWNLOAD_CHUNK
 
 
 def _host_name(host: str) -> str:
@@ -580,11 +587,17 @@ class HubApp:
         stream = request.stream()
 
         async def next_chunk() -> bytes | None:
-            try:
-                with anyio.fail_after(self.body_timeout):
-                    return await stream.__anext__()
-            except StopAsyncIteration:
-                return None
+            """About 1 MiB of the body (one hop to the worker thread per MiB, not per network read)."""
+            parts, size = [], 0
+            while size < UPLOAD_CHUNK:
+                try:
+                    with anyio.fail_after(self.body_timeout):
+                        part = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                parts.append(part)
+                size += len(part)
+            return b"".join(parts) if parts else None
 
         def chunks():
             while (chunk := anyio.from_thread.run(next_chunk)) is not None:
@@ -667,7 +680,7 @@ class HubApp:
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
         blob = self.storage.blob_path(entry.sha256)
-        return FileResponse(blob, headers=headers, media_type="application/octet-stream", stat_result=os.stat(blob))
+        return BlobResponse(blob, headers=headers, media_type="application/octet-stream", stat_result=os.stat(blob))
 
 
 class LocalHubServer:
