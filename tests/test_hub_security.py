@@ -130,6 +130,25 @@ def test_type_errors_in_repo_creation_are_a_400(local_hub, body):
     assert status_of(answer) == 400 and snapshot(local_hub) == before
 
 
+@pytest.mark.parametrize("path, body", [
+    ("preupload/main", {"files": "abc"}), ("preupload/main", {"files": [1]}), ("preupload/main", {"files": [{"path": 3}]}),
+    ("preupload/main", {"files": [{"path": "a", "size": "big"}]}), ("preupload/main", {"files": [{"path": "a", "sample": 5}]}),
+    ("paths-info/main", {"paths": [1, 2]}), ("paths-info/main", {"paths": {"a": 1}}), ("settings", {"private": "yes"}),
+    ("branch/b", {"startingPoint": 5}), ("preupload/main", ["not", "an", "object"]),
+])
+def test_type_errors_in_json_bodies_are_a_400(local_hub, repo, path, body):
+    before = snapshot(local_hub)
+    data = json.dumps(body).encode()
+    method = "PUT" if path == "settings" else "POST"
+    answer = raw_request(local_hub, (f"{method} /api/models/{repo}/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                                     f"application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    assert status_of(answer) == 400 and snapshot(local_hub) == before
+    data = json.dumps({"operation": "upload", "objects": "x"}).encode()
+    answer = raw_request(local_hub, (f"POST /{repo}.git/info/lfs/objects/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    assert status_of(answer) == 400
+
+
 @pytest.mark.parametrize("lines", [
     [{"key": "header", "value": "not an object"}],
     [{"key": "header", "value": {"summary": 5}}],
