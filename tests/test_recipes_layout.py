@@ -41,7 +41,7 @@ RECIPE_CONFIGS = sorted(RECIPES.glob("*/*/config_*.yaml"))
 def _stage_of(path):
     """The entry script a config is for: config_<stage>.yaml, except GRACE's one stage (config_<mode>.yaml)."""
     method = path.parents[1].name
-    return _recipe(method, "grpo" if method == "grace" else path.stem.removeprefix("config_"))
+    return _recipe(method, "grpo" if method == "grace" else path.stem.removeprefix("config_").removeprefix("evidence_"))  # config_evidence_<stage>.yaml
 
 
 @pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=lambda p: str(p.relative_to(RECIPES)))
