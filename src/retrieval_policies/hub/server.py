@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL_USER = "local-user"
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
-_KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}
+_KINDS = {"models": "model", **_TYPE_PREFIXES}
 MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
 MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regular, < 10 MB each) files
 BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
@@ -339,6 +339,10 @@ class HubApp:
         """Raw path segments after the first ``after`` (the revision and file path, encoded slashes kept)."""
         return raw_parts(request)[after:]
 
+    def _api_rest(self, request: Request) -> str:
+        """What follows ``/api/<kind>/<namespace>/<name>/<action>/``: a revision or a branch, encoded slashes kept."""
+        return "/".join(self._args(request, 5))
+
     @staticmethod
     def _json(data: bytes, content_type: str = "") -> dict:
         if not data:
@@ -410,7 +414,7 @@ class HubApp:
 
     def _repo_info(self, request: Request, _):
         repo = self._repo(request)
-        revision = "/".join(self._args(request, 5)) if "rest" in request.path_params else "main"
+        revision = self._api_rest(request) if "rest" in request.path_params else "main"
         commit = self.storage.resolve(repo, revision)
         with_blobs = _flag(request.query_params, "blobs")
         siblings = []
@@ -474,7 +478,7 @@ class HubApp:
     def _paths_info(self, request: Request, data: bytes):
         repo = self._repo(request)
         body = self._body(request, data)
-        commit = self.storage.resolve(repo, "/".join(self._args(request, 5)))
+        commit = self.storage.resolve(repo, self._api_rest(request))
         paths = body.get("paths") or []
         paths = [paths] if isinstance(paths, str) else paths
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
@@ -490,7 +494,7 @@ class HubApp:
         return JSONResponse(entries)
 
     def _commits(self, request: Request, _):
-        history = self.storage.history(self._repo(request), "/".join(self._args(request, 5)))
+        history = self.storage.history(self._repo(request), self._api_rest(request))
         return JSONResponse([
             {"id": c.sha, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": LOCAL_USER}]}
             for c in history
@@ -504,7 +508,7 @@ class HubApp:
         })
 
     def _branch(self, request: Request, data: bytes):
-        repo, branch = self._repo(request), "/".join(self._args(request, 5))
+        repo, branch = self._repo(request), self._api_rest(request)
         if request.method == "DELETE":
             self.storage.delete_branch(repo, branch)
         else:
@@ -529,7 +533,7 @@ class HubApp:
     def _preupload(self, request: Request, data: bytes):
         repo = self._repo(request)
         body = self._body(request, data)
-        head = self.storage.resolve(repo, "/".join(self._args(request, 5)))
+        head = self.storage.resolve(repo, self._api_rest(request))
         files = body.get("files") or []
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             raise HubError(400, "'files' must be a list of objects")
@@ -614,7 +618,7 @@ class HubApp:
         return Response(status_code=200)
 
     def _commit(self, request: Request, data: bytes):
-        repo, revision = self._repo(request), "/".join(self._args(request, 5))
+        repo, revision = self._repo(request), self._api_rest(request)
         if _flag(request.query_params, "create_pr"):
             raise HubError(400, "pull requests are not supported by the local Hub: commit to a branch instead")
         header, operations = None, []
@@ -667,8 +671,9 @@ class HubApp:
 
     # ================================================================= downloads
     def _resolve(self, request: Request, _):
-        repo = self._repo(request, self._prefixed_type(request))
-        args = self._args(request, 4 if self._prefixed_type(request) != "model" else 3)
+        repo_type = self._prefixed_type(request)
+        repo = self._repo(request, repo_type)
+        args = self._args(request, 3 if repo_type == "model" else 4)
         revision, path = args[0], "/".join(args[1:])
         commit = self.storage.resolve(repo, revision)
         validate_repo_path(path)
