@@ -2,7 +2,9 @@
 
 Measures, over loopback HTTP with the standard library's client (so that the client's cost is small and the same
 for both): upload and download MB/s of one LFS file (200 MB by default: LFS batch, streamed PUT, commit, GET), and
-commits per second of small commits (one regular file each). The old server is read from git (`--baseline-rev`,
+commits per second of small commits (one regular file each), and the same file copied on this disk (fsynced) and
+read back as the physical reference. Each server runs in its own process, as `hub serve` does, so that the client's
+work does not share the server's interpreter lock. The old server is read from git (`--baseline-rev`,
 the last commit that had it) into a temporary module over today's storage layer, so both serve the same storage
 code. Target: the new stack not slower than the old one by more than 10% on any measure.
 
@@ -28,12 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_baseline(rev: str, folder: Path):
-    """The http.server implementation at ``rev`` as ``retrieval_policies.hub._baseline_server``."""
+def write_baseline(rev: str, folder: Path) -> Path:
+    """The http.server implementation at ``rev``, written to a file in ``folder``."""
     source = subprocess.run(["git", "show", f"{rev}:src/retrieval_policies/hub/server.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = folder / "_baseline_server.py"
     path.write_text(source)
+    return path
+
+
+def load_baseline_file(path: Path):
+    """That file as ``retrieval_policies.hub._baseline_server`` (its relative imports are today's storage layer)."""
     spec = importlib.util.spec_from_file_location("retrieval_policies.hub._baseline_server", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -41,33 +48,48 @@ def load_baseline(rev: str, folder: Path):
     return module
 
 
+def serve(kind: str, root: Path, baseline_file: Path | None) -> None:
+    """Child process: serve ``root`` with one server kind, print its URL and token, stop when stdin closes."""
+    if kind == "new":
+        from retrieval_policies.hub import LocalHub
+
+        hub = LocalHub(root, authenticated=True).start()
+        url, token, stop = hub.url, hub.token, hub.stop
+    else:
+        baseline = load_baseline_file(baseline_file)
+        server = baseline.make_server(root, "127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        host, port = server.server_address[:2]
+        url, token = f"http://{host}:{port}", None
+
+        def stop():
+            server.shutdown()
+            server.server_close()
+
+    print(json.dumps({"url": url, "token": token}), flush=True)
+    sys.stdin.read()
+    stop()
+
+
 class Served:
-    """A server of either kind running in a thread, with its URL and a request helper."""
+    """A server of either kind in its own process (as `hub serve` runs: the client's work does not share its GIL),
+    with its URL and a request helper."""
 
-    def __init__(self, kind: str, root: Path, baseline=None):
-        if kind == "new":
-            from retrieval_policies.hub import LocalHub
-
-            self.hub = LocalHub(root, authenticated=True).start()
-            self.url, self.token, self.stop = self.hub.url, self.hub.token, self.hub.stop
-        else:
-            server = baseline.make_server(root, "127.0.0.1", 0)
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
-            host, port = server.server_address[:2]
-            self.url, self.token = f"http://{host}:{port}", None
-
-            def stop():
-                server.shutdown()
-                server.server_close()
-                thread.join()
-
-            self.stop = stop
+    def __init__(self, kind: str, root: Path, baseline_file: Path):
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(root), str(baseline_file)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        started = json.loads(self.process.stdout.readline())
+        self.url, self.token = started["url"], started["token"]
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.address = (host, int(port))
 
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
     def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(*self.address, timeout=600)
+        return http.client.HTTPConnection(*self.address, timeout=600, blocksize=1 << 20)
 
     def headers(self, extra: dict | None = None) -> dict:
         return {**({"Authorization": f"Bearer {self.token}"} if self.token else {}), **(extra or {})}
@@ -117,16 +139,38 @@ def measure(served: Served, big: Path, oid: str, size: int, commits: int) -> dic
     return {"upload_MBps": upload, "download_MBps": download, "commits_per_s": per_second}
 
 
+def measure_disk(big: Path, folder: Path) -> dict:
+    """The physical reference: the same file copied on this disk (fsynced, as a stored blob is) and read back."""
+    started = time.perf_counter()
+    with open(big, "rb") as src, open(folder / "copy.bin", "wb") as dst:
+        while block := src.read(1 << 20):
+            dst.write(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+    size = big.stat().st_size
+    copy = size / (time.perf_counter() - started) / 1e6
+    started = time.perf_counter()
+    with open(folder / "copy.bin", "rb") as f:
+        while f.read(1 << 20):
+            pass
+    read = size / (time.perf_counter() - started) / 1e6
+    (folder / "copy.bin").unlink()
+    return {"upload_MBps": copy, "download_MBps": read}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=200, help="size of the LFS file in MB (default 200)")
     parser.add_argument("--commits", type=int, default=200, help="small commits timed (default 200)")
     parser.add_argument("--baseline-rev", default="8b6517f", help="a commit with the http.server implementation")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each server, alternating; the best is kept")
+    parser.add_argument("--serve", nargs=3, metavar=("KIND", "ROOT", "BASELINE_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.serve[0], Path(args.serve[1]), Path(args.serve[2])) or 0
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        baseline = load_baseline(args.baseline_rev, tmp)
+        baseline = write_baseline(args.baseline_rev, tmp)
         big, digest = tmp / "big.bin", hashlib.sha256()
         with open(big, "wb") as f:
             for _ in range(args.mb):
@@ -134,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 digest.update(block)
                 f.write(block)
         size, oid = big.stat().st_size, digest.hexdigest()
-        results: dict[str, list[dict]] = {"old": [], "new": []}
+        results: dict[str, list[dict]] = {"old": [], "new": [], "disk": []}
         for repeat in range(args.repeats):
+            results["disk"].append(measure_disk(big, tmp))
             for kind in ("old", "new"):
                 served = Served(kind, tmp / f"{kind}-{repeat}", baseline)
                 try:
@@ -143,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     served.stop()
     best = {kind: {k: max(r[k] for r in runs) for k in runs[0]} for kind, runs in results.items()}
-    print(f"{'measure':<16} {'http.server':>12} {'starlette':>12} {'new/old':>8}")
+    print(f"{'measure':<16} {'http.server':>12} {'starlette':>12} {'new/old':>8} {'disk copy':>10} {'new/disk':>9}")
     worst = 1.0
     for key in best["old"]:
         ratio = best["new"][key] / best["old"][key]
         worst = min(worst, ratio)
-        print(f"{key:<16} {best['old'][key]:>12.1f} {best['new'][key]:>12.1f} {ratio:>8.2f}")
+        disk = best["disk"].get(key)
+        reference = f"{disk:>10.1f} {best['new'][key] / disk:>9.2f}" if disk else f"{'':>10} {'':>9}"
+        print(f"{key:<16} {best['old'][key]:>12.1f} {best['new'][key]:>12.1f} {ratio:>8.2f} {reference}")
     print(f"{args.mb} MB LFS file, {args.commits} small commits, best of {args.repeats}; target new/old >= 0.90: "
           f"{'met' if worst >= 0.9 else 'NOT met'} (worst {worst:.2f})")
     return 0

@@ -153,6 +153,28 @@ def test_range_requests(local_hub):
     assert (status, body) == (206, b"789")
 
 
+
+def test_blobs_of_several_chunks_come_back_whole_and_in_ranges(local_hub):
+    """Blobs are read one 1 MiB chunk ahead: whole files, ranges across chunk boundaries, a range that ends inside
+    a chunk and several ranges in one request all come back byte for byte."""
+    from retrieval_policies.hub.server import DOWNLOAD_CHUNK
+
+    data = os.urandom(2 * DOWNLOAD_CHUNK + 12345)
+    repo = local_hub.storage.create_repo("model", "org/chunks")
+    local_hub.storage.commit(repo, "main", [{"kind": "add_bytes", "path": "big.bin", "data": data}], title="big")
+    url = f"{local_hub.url}/org/chunks/resolve/main/big.bin"
+    status, _, body = http("GET", url, token=local_hub.read_token)
+    assert status == 200 and body == data
+    exact = os.urandom(DOWNLOAD_CHUNK)  # a file of exactly one chunk: the read after it is empty
+    local_hub.storage.commit(repo, "main", [{"kind": "add_bytes", "path": "exact.bin", "data": exact}], title="exact")
+    assert http("GET", f"{local_hub.url}/org/chunks/resolve/main/exact.bin", token=local_hub.read_token)[2] == exact
+    start, end = DOWNLOAD_CHUNK - 100, 2 * DOWNLOAD_CHUNK + 99
+    status, headers, body = http("GET", url, headers={"Range": f"bytes={start}-{end}"}, token=local_hub.read_token)
+    assert status == 206 and body == data[start:end + 1]
+    status, headers, body = http("GET", url, headers={"Range": "bytes=10-19, 1048570-1048589"}, token=local_hub.read_token)
+    assert status == 206 and headers["Content-Type"].startswith("multipart/byteranges")
+    assert data[10:20] in body and data[1048570:1048590] in body
+
 def test_duplicate_repo_creation_is_a_conflict(local_hub):
     assert http("POST", f"{local_hub.url}/api/repos/create", {"name": "dup", "organization": "org", "type": "model"},
                 token=local_hub.token)[0] == 200
