@@ -129,6 +129,28 @@ def test_bad_column_names_the_row(model_folder, tmp_path):
     assert result.returncode == 2 and "bad.jsonl: row 1, column 'text' is NoneType, not a string" in result.stderr
 
 
+
+def test_the_readers_records_encode_like_the_same_rows_from_a_file(model_folder, corpus_file, prompt_only, tmp_path):
+    """`encode_corpus` of passage records in memory (the corpus readers' dataclasses here) gives the same ids and
+    vectors as the same texts read from a file, and a rerun on the same records resumes instead of refusing."""
+    from retrieval_policies.corpora import WikiPassage
+    from retrieval_policies.grace.corpus import encode_corpus
+
+    _, rows = corpus_file
+    records = [WikiPassage(r["id"], "a", "T", "s", r["text"]) for r in rows]
+    embedder = GraceEmbedder.from_pretrained(model_folder)
+    slice_ = (0, 1, lambda: None)
+    manifest = encode_corpus(embedder, records, tmp_path / "mem", model_name=str(model_folder), rationale=False,
+                             batch_size=4, shard_size=10, show_progress_bar=False, slice_=slice_)
+    assert manifest["rows"] == 45 and manifest["settings"]["data"].startswith("in-memory corpus ")
+    passages, vectors, _ = load_encoded(tmp_path / "mem")
+    from_file, file_vectors, _ = load_encoded(prompt_only)
+    assert [p["id"] for p in passages] == [p["id"] for p in from_file]
+    np.testing.assert_allclose(vectors, file_vectors, atol=1e-5)
+    again = encode_corpus(embedder, records, tmp_path / "mem", model_name=str(model_folder), rationale=False,
+                          batch_size=4, shard_size=10, show_progress_bar=False, slice_=slice_)
+    assert again["encoded_now"] == 0
+
 def test_two_processes_under_accelerate_launch(model_folder, corpus_file, prompt_only, tmp_path):
     path, rows = corpus_file
     single = prompt_only

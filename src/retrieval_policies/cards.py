@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from .local_paths import portable, portable_name
+
 CURVES_FILE = "training_curves.png"
 GRACE_CURVE_KEYS = ("reward", "grace/positive_similarity", "grace/negative_similarity", "grace/consistency",
                     "grace/cross", "grace/length_penalised_share", "grace/rationale_tokens")
@@ -84,7 +86,7 @@ def _settings(folder: Path, keys: tuple[str, ...]) -> dict:
     flat = {"stage": saved.get("stage")}
     for part in ("script", "model", "training"):
         flat.update({k: v for k, v in (saved.get(part) or {}).items() if k not in flat})
-    return {k: flat[k] for k in ("stage", *keys) if flat.get(k) not in (None, "", [])}
+    return portable({k: flat[k] for k in ("stage", *keys) if flat.get(k) not in (None, "", [])})
 
 
 # ---------------------------------------------------------------------------------------------- GRACE
@@ -151,6 +153,7 @@ def render_grace_card(folder: str | os.PathLike, repo_id: str, *, base_model: st
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
+    base_model, datasets = portable_name(base_model), portable(datasets) if datasets else None
     curves = plot_training_curves(read_log_history(folder), GRACE_CURVE_KEYS, folder / CURVES_FILE, title=f"{repo_id}: GRPO")
     before = {row["task"]: row["score"] for row in baseline or []}
     data = ModelCardData(license=license, base_model=base_model, datasets=datasets or None, library_name="transformers",
@@ -204,6 +207,8 @@ def render_dynamicrag_card(folder: str | os.PathLike, repo_id: str, *, base_mode
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     folder = Path(folder)
+    base_model, datasets = portable_name(base_model), portable(datasets) if datasets else None
+    evaluation_data = portable_name(evaluation_data)
     stages = {name: Path(path) for name, path in (stages or {"training": folder}).items()}
     curves = None
     for name, path in reversed(stages.items()):  # one figure per stage would crowd the card: the last stage that logged

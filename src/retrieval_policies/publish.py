@@ -197,7 +197,8 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
     """Check, then upload everything in one commit. Returns the files and, unless ``dry_run``, the commit and URL.
 
     A metric folder with a ``card.yaml`` is uploaded from a staging copy whose card is rendered for ``repo_id`` (its
-    example then loads the Space it is shown on)."""
+    example then loads the Space it is shown on). After the upload the folder records its repo id (``.hub.json``,
+    a dot file that no push uploads)."""
     folder = Path(folder)
     if kind == "metric" and (folder / "card.yaml").is_file():
         from .cards import render_metric_card
@@ -206,9 +207,16 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
             staged = Path(staging) / folder.name
             shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__"))
             render_metric_card(staged, repo_id)
-            return _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
-                                 commit_message=commit_message)
-    return _push_checked(kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run, commit_message=commit_message)
+            report = _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
+                                   commit_message=commit_message)
+    else:
+        report = _push_checked(kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run,
+                               commit_message=commit_message)
+    if not dry_run:  # later cards name this folder by its repo id (local_paths.portable_name)
+        from .local_paths import record_push
+
+        record_push(folder, repo_id, kind=kind, revision=report["revision"], commit=report.get("commit"))
+    return report
 
 
 def _push_checked(kind: str, folder: Path, repo_id: str, *, revision, private, dry_run, commit_message) -> dict:

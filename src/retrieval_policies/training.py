@@ -154,6 +154,10 @@ def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_m
     if trainer.accelerator.is_main_process:
         trainer.state.save_to_json(str(folder / "trainer_state.json"))  # the log history the card's curves come from
         if extra:
-            (folder / "training_settings.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+            from .local_paths import portable
+
+            # a published repo names local datasets and folders by their pushed repo id or folder name, not by path
+            settings = portable(json.loads(json.dumps(extra, default=str)))
+            (folder / "training_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     trainer.accelerator.wait_for_everyone()
     return folder

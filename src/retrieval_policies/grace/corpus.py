@@ -59,9 +59,16 @@ class EncodeSettings:
 
 def stream_texts(data: str, *, config: str | None = None, split: str = "train", column: str = "text",
                  id_column: str | None = "id") -> Iterator[tuple[str, str]]:
-    """(id, text) pairs of a dataset folder, a Parquet/JSONL file or a Hub dataset id, streamed. Without an
-    ``id_column`` (or when the rows have none) the id is the row number."""
+    """(id, text) pairs of a dataset folder, a Parquet/JSONL file or a Hub dataset id, streamed, or of records in
+    memory (any passage form: strings, dicts, the corpus readers' records). Without an ``id_column`` (or when the
+    rows have none) the id is the row number."""
     from datasets import load_dataset
+
+    if not isinstance(data, (str, os.PathLike)):
+        from ..passages import iter_passage_texts
+
+        yield from iter_passage_texts(data)
+        return
 
     path = Path(data)
     if path.is_file():
@@ -186,14 +193,22 @@ def _write_shard(path: Path, ids: list[str], texts: list[str], vectors: np.ndarr
     os.replace(tmp, path)
 
 
-def encode_corpus(embedder, data: str, output: str | os.PathLike, *, model_name: str, config: str | None = None,
+def encode_corpus(embedder, data, output: str | os.PathLike, *, model_name: str, config: str | None = None,
                   split: str = "train", column: str = "text", id_column: str | None = "id", batch_size: int | None = None,
                   shard_size: int = 10_000, backend: str | None = None, rationale: bool = True,
                   max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
                   seed=None, show_progress_bar: bool = True, slice_=None) -> dict | None:
-    """Embed every text of ``data`` into ``output`` (see the module docstring); returns the merged manifest on
-    process 0 (None on the others)."""
+    """Embed every text of ``data`` (a dataset as ``stream_texts`` reads it, or passage records in memory) into
+    ``output`` (see the module docstring); returns the merged manifest on process 0 (None on the others)."""
     from tqdm.auto import tqdm
+
+    label = str(data)
+    if not isinstance(data, (str, os.PathLike)):  # records in memory: named by their content, so a rerun resumes
+        from ..passages import as_passages
+        from ..retrieval.dense import corpus_fingerprint
+
+        data = as_passages(data)
+        label = f"in-memory corpus {corpus_fingerprint(data)} ({len(data)} passages)"
 
     if batch_size is None:
         batch_size = pick_batch_size(embedder, rationale=rationale)
@@ -203,7 +218,7 @@ def encode_corpus(embedder, data: str, output: str | os.PathLike, *, model_name:
     c = embedder.grace_config
     seed = c.seed if seed is None else seed
     settings = EncodeSettings(
-        model=model_name, revision=embedder.revision, data=str(data), config=config, split=split, column=column,
+        model=model_name, revision=embedder.revision, data=label, config=config, split=split, column=column,
         id_column=id_column, shard_size=shard_size, rationale=rationale,
         max_new_tokens=c.max_new_tokens if max_new_tokens is None else max_new_tokens,
         temperature=c.temperature if temperature is None else temperature, top_p=c.top_p if top_p is None else top_p,
@@ -246,7 +261,7 @@ def encode_corpus(embedder, data: str, output: str | os.PathLike, *, model_name:
             _finish_shard(folder, shard, ids, texts, mine, flush, process_index, num_processes)
             ids, texts = [], []
     if total == 0:
-        raise ValueError(f"{data} ({config or 'default'}/{split}) has no rows: nothing to encode")
+        raise ValueError(f"{label} ({config or 'default'}/{split}) has no rows: nothing to encode")
     if total % shard_size:  # the last, shorter shard
         _finish_shard(folder, total // shard_size, ids, texts, mine, flush, process_index, num_processes)
     bar.close()

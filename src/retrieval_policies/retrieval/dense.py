@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..passages import as_passages
 from .labels import has_answer
 
 logger = logging.getLogger(__name__)
@@ -59,15 +60,15 @@ def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> C
 
 
 class DenseRetriever:
-    def __init__(self, encoder, corpus: list[dict], *, encoder_id: str, cache_dir: str | os.PathLike | None = None,
+    """Inner-product search with a sentence-transformers model or a GRACE embedder; ``corpus``: passages in any form
+    :func:`~retrieval_policies.passages.as_passages` accepts (strings, dicts, the corpus readers' records)."""
+
+    def __init__(self, encoder, corpus, *, encoder_id: str, cache_dir: str | os.PathLike | None = None,
                  batch_size: int = 32, faiss_threshold: int = FAISS_THRESHOLD, embeddings: np.ndarray | None = None,
                  grace_options: dict | None = None):
         """``embeddings``: the corpus's vectors when already computed (``from_encoded``); ``grace_options``: the GRACE
         encode settings the queries are embedded with."""
-        for i, passage in enumerate(corpus):
-            if not isinstance(passage, dict) or "id" not in passage or not isinstance(passage.get("text"), str):
-                raise ValueError(f"corpus row {i}: expected a dict with 'id' and a string 'text'")
-        self.corpus, self.encoder_id = corpus, encoder_id
+        self.corpus, self.encoder_id = as_passages(corpus), encoder_id
         self._encode = _encode_fn(encoder, batch_size, grace_options)
         self.embeddings = self._corpus_embeddings(cache_dir) if embeddings is None else embeddings
         self._index = None
@@ -128,12 +129,14 @@ class DenseRetriever:
 
 
 class BM25Retriever:
-    def __init__(self, corpus: list[dict]):
+    """BM25 (bm25s, English stopwords) over "title. text"; ``corpus`` as :class:`DenseRetriever` takes it."""
+
+    def __init__(self, corpus):
         import bm25s
 
-        self.corpus, self._bm25s = corpus, bm25s
+        self.corpus, self._bm25s = as_passages(corpus), bm25s
         self._retriever = bm25s.BM25()
-        self._retriever.index(bm25s.tokenize([passage_text(p) for p in corpus], stopwords="en", show_progress=False), show_progress=False)
+        self._retriever.index(bm25s.tokenize([passage_text(p) for p in self.corpus], stopwords="en", show_progress=False), show_progress=False)
 
     def search(self, questions: list[str], top_n: int = 20) -> list[list[tuple[int, float]]]:
         top_n = min(top_n, len(self.corpus))
