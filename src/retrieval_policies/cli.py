@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 
 def _assets_prepare(args: argparse.Namespace) -> int:
@@ -189,6 +190,78 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rag_placement(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in _placement(args).items() if k in ("device_map", "dtype")}
+
+
+def _rag_ask(args: argparse.Namespace) -> int:
+    import json
+
+    from .rag import RetrievalPolicyPipeline
+
+    try:
+        pipe = RetrievalPolicyPipeline(args.retriever, args.reranker, args.corpus, generator=args.generator,
+                                       top_n=args.top_n, top_k=args.top_k, cache_dir=args.cache_dir,
+                                       rationale=not args.no_rationale, config=args.config, split=args.split,
+                                       **_rag_placement(args))
+        answers = pipe.ask_batch(args.question, task=args.task)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([a.to_dict() for a in answers], indent=2))
+        return 0
+    for answer in answers:
+        print(f"question: {answer.question}")
+        if answer.rationale:
+            print(f"rationale (GRACE, the query): {answer.rationale}")
+        print(f"answer: {answer.answer}")
+        print(f"passages ({len(answer.passages)} selected of {len(answer.retrieved)} retrieved):")
+        for p in answer.passages:
+            print(f"  [{p['id']}] (rank {p['rank']}) {p.get('title') or ''}: {p['text'][:160]}")
+        print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in answer.seconds.items()))
+    return 0
+
+
+def _rag_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .rag import cloze_eval_questions, evaluate_pipelines, format_table
+
+    rows = cloze_eval_questions(args.max_questions)
+    combinations = [(r, d) for r in args.retrievers for d in args.rerankers]
+    try:
+        table = evaluate_pipelines(combinations, rows, args.corpus, generator=args.generator, top_n=args.top_n,
+                                   top_k=args.top_k, cache_dir=args.cache_dir, rationale=not args.no_rationale,
+                                   batch_size=args.batch_size, show_progress_bar=not args.quiet, **_rag_placement(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} cloze test questions over {args.corpus} (top-n {args.top_n}; top-k {args.top_k} without a reranker)")
+    print(format_table(table))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"table": table, "settings": {k: v for k, v in vars(args).items()
+                                                                               if k != "func"}}, indent=2) + "\n")
+        print(f"table in {args.output}")
+    return 0
+
+
+def _add_rag_arguments(parser: argparse.ArgumentParser) -> None:
+    from .rag import DEFAULT_CACHE_DIR
+
+    parser.add_argument("--corpus", default="wikipedia", help="'wikipedia' (the packaged passages), a dataset folder, "
+                        "file or Hub id (id/title/text rows), or a `grace encode` output folder (default wikipedia)")
+    parser.add_argument("--config", help="dataset config of --corpus")
+    parser.add_argument("--split", default="train", help="dataset split of --corpus (default train)")
+    parser.add_argument("--generator", help="who writes the answer (default: the reranker's own LLM; SmolLM2 for none)")
+    parser.add_argument("--top-n", type=int, default=20, help="passages retrieved per question (default 20)")
+    parser.add_argument("--top-k", type=int, default=5, help="passages answered from without a reranker (default 5)")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where corpus indexes are kept and reused")
+    parser.add_argument("--no-rationale", action="store_true", help="GRACE embeds prompts alone (fast; no rationale)")
+    _add_placement_arguments(parser)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -302,6 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--seed", type=int, default=0, help="seed of the reranker's sampling when temperature > 0")
     _add_placement_arguments(dr_eval)
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
+
+    rag = commands.add_parser("rag", help="retrieve -> rerank -> answer with the two policies").add_subparsers(
+        dest="action", required=True)
+    ask = rag.add_parser("ask", help="answer questions from a corpus")
+    ask.add_argument("question", nargs="+", help="one or more questions")
+    ask.add_argument("--retriever", default="bm25", help="a GRACE repo, a sentence-transformers model, or bm25 (default)")
+    ask.add_argument("--reranker", default="none", help="a DynamicRAG repo, or none for the retriever's top-k (default)")
+    ask.add_argument("--task", choices=["short", "fever", "long", "arc"], default="short", help="generator instruction")
+    ask.add_argument("--json", action="store_true", help="print the answers as JSON")
+    _add_rag_arguments(ask)
+    ask.set_defaults(func=_rag_ask)
+    rag_eval = rag.add_parser("evaluate", help="every retriever x reranker combination on the cloze test questions")
+    rag_eval.add_argument("--retrievers", nargs="+", default=["bm25"], help="GRACE repos, sentence-transformers models, bm25")
+    rag_eval.add_argument("--rerankers", nargs="+", default=["none"], help="DynamicRAG repos and/or none (top-k)")
+    rag_eval.add_argument("--max-questions", type=int, default=20, help="cloze test questions (default 20)")
+    rag_eval.add_argument("--batch-size", type=int, default=8)
+    rag_eval.add_argument("--output", help="JSON file for the table")
+    _add_rag_arguments(rag_eval)
+    rag_eval.set_defaults(func=_rag_evaluate)
 
     push = commands.add_parser("push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)")
     push_kinds = push.add_subparsers(dest="action", required=True)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -46,16 +47,21 @@ def _faiss_or_none(embeddings: np.ndarray):
         return None
 
 
-def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> Callable[[list[str]], np.ndarray]:
+def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> Callable[..., np.ndarray]:
     """A sentence-transformers model or a GRACE embedder → texts to L2-normalised float32 vectors (``grace_options``:
-    the encode settings the corpus was embedded with, so queries are embedded alike)."""
-    def encode(texts: list[str]) -> np.ndarray:
+    the encode settings the corpus was embedded with, so queries are embedded alike). With ``rationales=True`` it
+    returns (vectors, the GRACE rationales or None per text)."""
+    def encode(texts: list[str], rationales: bool = False):
         kwargs = {"batch_size": batch_size, "show_progress_bar": len(texts) > 4 * batch_size}
+        written = [None] * len(texts)
         if hasattr(encoder, "grace_config"):
-            vectors = encoder.encode(texts, **kwargs, **(grace_options or {}))
+            vectors = encoder.encode(texts, **kwargs, **(grace_options or {}), return_rationales=rationales)
+            if rationales:
+                vectors, written = vectors
         else:
             vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, **kwargs)
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return (vectors, list(written)) if rationales else vectors
     return encode
 
 
@@ -114,7 +120,14 @@ class DenseRetriever:
 
     def search(self, questions: list[str], top_n: int = 20) -> list[list[tuple[int, float]]]:
         """(corpus index, score) of the ``top_n`` passages per question, best first."""
-        queries = self._encode(questions)
+        return self.search_explained(questions, top_n)[0]
+
+    def search_explained(self, questions: list[str], top_n: int = 20) -> tuple[list[list[tuple[int, float]]], list]:
+        """``search``, plus what a GRACE encoder wrote about each question (None per question for other encoders)."""
+        queries, rationales = self._encode(questions, rationales=True)
+        return self._top(queries, top_n), rationales
+
+    def _top(self, queries: np.ndarray, top_n: int) -> list[list[tuple[int, float]]]:
         top_n = min(top_n, len(self.corpus))
         if self._index is not None:
             scores, indices = self._index.search(queries, top_n)
@@ -129,14 +142,28 @@ class DenseRetriever:
 
 
 class BM25Retriever:
-    """BM25 (bm25s, English stopwords) over "title. text"; ``corpus`` as :class:`DenseRetriever` takes it."""
+    """BM25 (bm25s, English stopwords) over "title. text"; ``corpus`` as :class:`DenseRetriever` takes it.
+    ``cache_dir``: the index is saved there (keyed by the corpus's content) and loaded on the next use."""
 
-    def __init__(self, corpus):
+    def __init__(self, corpus, *, cache_dir: str | os.PathLike | None = None):
         import bm25s
 
         self.corpus, self._bm25s = as_passages(corpus), bm25s
+        folder = Path(cache_dir) / f"bm25-{corpus_fingerprint(self.corpus)}" if cache_dir is not None else None
+        self.loaded_from_cache = folder is not None and (folder / "params.index.json").is_file()
+        if self.loaded_from_cache:
+            logger.info("reusing the BM25 index %s", folder)
+            self._retriever = bm25s.BM25.load(str(folder))
+            return
         self._retriever = bm25s.BM25()
         self._retriever.index(bm25s.tokenize([passage_text(p) for p in self.corpus], stopwords="en", show_progress=False), show_progress=False)
+        if folder is not None:
+            tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+            self._retriever.save(str(tmp))
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process saved the same index first
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def search(self, questions: list[str], top_n: int = 20) -> list[list[tuple[int, float]]]:
         top_n = min(top_n, len(self.corpus))
