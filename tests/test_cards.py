@@ -70,8 +70,9 @@ def test_grace_card_with_results_rationales_and_curves(grace_folder):
     assert "The key idea is a river's edge." in text and "| `tau` | `0.1` |" in text and "| `stage` | `grpo-supervised` |" in text
     assert (grace_folder / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![training curves](training_curves.png)" in text
     snippets = code_snippets(text)
-    assert len(snippets) == 3 and 'AutoModel.from_pretrained("demo/grace-tiny", trust_remote_code=True)' in snippets[0]
-    assert "SentenceTransformer(" in snippets[1] and "mteb.evaluate(" in snippets[2]
+    assert len(snippets) == 4 and 'AutoModel.from_pretrained("demo/grace-tiny", trust_remote_code=True)' in snippets[0]
+    assert 'pipeline(model="demo/grace-tiny", trust_remote_code=True)' in snippets[1]
+    assert "SentenceTransformer(" in snippets[2] and "mteb.evaluate(" in snippets[3]
 
 
 def test_grace_card_without_results_or_history(grace_folder):
@@ -90,13 +91,14 @@ def test_dynamicrag_card_with_and_without_evaluation(dynamicrag_folder):
                                   evaluation_data="cloze (pool/test)", example=example, stages={"dpo": dynamicrag_folder})
     text = (dynamicrag_folder / "README.md").read_text()
     assert check_folder("model", dynamicrag_folder) == []
-    assert card.data.to_dict()["pipeline_tag"] == "text-generation"
+    assert card.data.to_dict()["pipeline_tag"] == "text-ranking"
     assert "| dynamicrag | 0.4000 | 0.4000 | 2.10 | 0.5000 | 0.9000 | 0.7000 |" in text and "| same-k |" in text
     assert text.index("| dynamicrag |") < text.index("| same-k |") < text.index("| top-1 |")
     assert "2 held-out questions of `cloze (pool/test)`" in text and "Malformed reranker outputs: 0.0%." in text
     assert "- **Selected ids:** [1]" in text and "- **Answer:** Shakespeare" in text and "| `beta` | `0.1` |" in text
     assert (dynamicrag_folder / "training_curves.png").is_file()
     assert any("model.rerank(query, passages)" in s and "call_batch" in s for s in code_snippets(text))
+    assert any('pipeline(model="demo/dr-tiny", trust_remote_code=True)' in s for s in code_snippets(text))
 
     card = render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL)
     text = (dynamicrag_folder / "README.md").read_text()
@@ -170,7 +172,7 @@ def test_every_card_snippet_runs_against_the_local_hub(client, grace_folder, dyn
     render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL)
     data = write_dataset_folder(tmp_path / "data", {"pairs": {"train": [{"a": 1}]}}, pretty_name="p", card_body="x",
                                 license="mit", repo_id="demo/pairs")
-    pushes = [("model", grace_folder, "demo/grace-tiny", 2), ("model", dynamicrag_folder, "demo/dr-tiny", 1),
+    pushes = [("model", grace_folder, "demo/grace-tiny", 3), ("model", dynamicrag_folder, "demo/dr-tiny", 2),
               ("dataset", data, "demo/pairs", 1), ("metric", ROOT / "metrics" / "rag_answer", "demo/rag_answer", 1)]
     # The push's own verification runs these snippets too; the miniature demo test checks its counts for all four kinds
     for kind, folder, repo, _ in pushes:

@@ -43,7 +43,7 @@ def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
     assert repos["demo/grace-tiny-llama"]["loaded_with"] == "AutoModel, SentenceTransformer"
     assert repos["demo/grace-triplets"]["loaded_with"] == "load_dataset" and repos["demo/rag_answer"]["loaded_with"] == "evaluate.load"
     pushed = json.loads((tmp_path / "demo" / "pushed.json").read_text())
-    assert pushed["grace"]["verified"]["card_snippets_run"] == 2 and pushed["dynamicrag"]["verified"]["card_snippets_run"] == 1
+    assert pushed["grace"]["verified"]["card_snippets_run"] == 3 and pushed["dynamicrag"]["verified"]["card_snippets_run"] == 2
     assert pushed["grace-data"]["verified"]["card_snippets_run"] == 1 and pushed["rag_answer"]["verified"]["card_snippets_run"] == 1
     card = (tmp_path / "demo" / "grace" / "README.md").read_text()
     assert "| LocalLeeSTS | STS | cosine_spearman |" in card and "![training curves](training_curves.png)" in card

@@ -223,7 +223,7 @@ def render_dynamicrag_card(folder: str | os.PathLike, repo_id: str, *, base_mode
                                    metric_type=metric, metric_name=name, metric_value=round(float(rows[0][metric]), 4))
                         for metric, name in (("exact_match", "EM"), ("f1", "F1"), ("selection_recall", "selection recall"))]
     data = ModelCardData(license=license, base_model=base_model, datasets=datasets or None, library_name="transformers",
-                         pipeline_tag="text-generation", model_name=repo_id, eval_results=eval_results,
+                         pipeline_tag="text-ranking", model_name=repo_id, eval_results=eval_results,
                          tags=["dynamicrag", "reranker", "rag", "custom_code", "retrieval-policies"])
     card = _render(ModelCard, data, "dynamicrag.md", repo_id=repo_id, base_model=base_model, datasets=datasets or [],
                    rows=rows, evaluation_data=evaluation_data, questions=len((evaluation or {}).get("predictions", [])),

@@ -19,7 +19,9 @@ from transformers.utils import cached_file
 from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
 from .prompts_dynamicrag import generator_messages, parse_selection, reranker_messages
 
-CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_dynamicrag.py")
+CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_dynamicrag.py", "pipeline_dynamicrag.py")
+PIPELINE_TASK = "dynamicrag-rerank-answer"
+PIPELINE_ENTRY = {"impl": "pipeline_dynamicrag.DynamicRAGPipeline", "pt": ["AutoModelForCausalLM"], "type": "text"}
 
 
 # ---------------------------------------------------------------------------------------------------- placement
@@ -110,10 +112,13 @@ def checkpoint_settings(settings_file, max_position_embeddings: int | None = Non
 
 
 def add_auto_map(model_config) -> None:
-    """Point ``AutoModel`` at this code in a causal LM's config (its own auto_map entries are kept)."""
+    """Point ``AutoModel`` and ``pipeline()`` at this code in a causal LM's config (its own auto_map entries are kept)."""
     auto_map = dict(getattr(model_config, "auto_map", None) or {})
     auto_map["AutoModel"] = "modeling_dynamicrag.DynamicRAGModel"
     model_config.auto_map = auto_map
+    # pipeline(model=repo, trust_remote_code=True): the entry transformers' Pipeline.save_pretrained writes for
+    # PIPELINE_REGISTRY's registration in pipeline_dynamicrag.py (a test keeps the two the same)
+    model_config.custom_pipelines = {PIPELINE_TASK: PIPELINE_ENTRY}
 
 
 def write_repo_files(folder, config: DynamicRAGConfig) -> None:

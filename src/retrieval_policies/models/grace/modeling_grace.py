@@ -22,7 +22,9 @@ from transformers.utils.logging import tqdm
 
 from .configuration_grace import BACKENDS, GRACE_CONFIG_NAME, GraceConfig
 
-CODE_FILES = ("modeling_grace.py", "configuration_grace.py")
+CODE_FILES = ("modeling_grace.py", "configuration_grace.py", "pipeline_grace.py")
+PIPELINE_TASK = "grace-feature-extraction"
+PIPELINE_ENTRY = {"impl": "pipeline_grace.GraceFeatureExtractionPipeline", "pt": ["AutoModelForCausalLM"], "type": "text"}
 _DUMMY_TEXT = "GRACEDUMMYUSERTEXT"
 _UNSET = object()
 
@@ -191,10 +193,13 @@ class RationaleCache:
 
 
 def add_auto_map(model_config) -> None:
-    """Point ``AutoModel`` at this code in a causal LM's config (its own auto_map entries are kept)."""
+    """Point ``AutoModel`` and ``pipeline()`` at this code in a causal LM's config (its own auto_map entries are kept)."""
     auto_map = dict(getattr(model_config, "auto_map", None) or {})
     auto_map["AutoModel"] = "modeling_grace.GraceEmbedder"
     model_config.auto_map = auto_map
+    # pipeline(model=repo, trust_remote_code=True): the entry transformers' Pipeline.save_pretrained writes for
+    # PIPELINE_REGISTRY's registration in pipeline_grace.py (a test keeps the two the same)
+    model_config.custom_pipelines = {PIPELINE_TASK: PIPELINE_ENTRY}
 
 
 def write_repo_files(folder, grace_config: GraceConfig) -> None:
