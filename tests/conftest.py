@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tempfile
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +15,9 @@ import torch
 import transformers
 
 from retrieval_policies.hub import LocalHub
+
+# The recipes log to trackio (report_to: trackio): the suite's runs go to a folder of its own, never to ~/.cache.
+os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="trackio-tests-"))
 
 
 def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaForCausalLM:

@@ -49,6 +49,10 @@ def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
     assert "| LocalLeeSTS | STS | cosine_spearman |" in card and "![training curves](training_curves.png)" in card
     assert f"{DEFAULT_BASE_MODEL}; GRACE on {grace_model}" in summary["model"] and "base_model: tiny-llama" in card
     assert "== demo summary" in out and format_summary(summary) in out
+    logs = summary["training_logs"]  # the recipes' trackio runs, in the demo's own folder, and how to open them
+    assert logs["dir"] == str(tmp_path / "demo" / "trackio") and sorted(logs["runs"]) == [
+        "smollm2-135m-instruct-dynamicrag-dpo", "smollm2-135m-instruct-dynamicrag-sft", "smollm2-135m-instruct-grace-supervised"]
+    assert f"dashboard: TRACKIO_DIR={logs['dir']} trackio show --project retrieval-policies" in out
     _check_dynamicrag_recipe_outputs(tmp_path / "demo")
 
 

@@ -5,6 +5,7 @@ and every checkpoint load as GRACE repos, and training resumes from a checkpoint
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -158,9 +159,17 @@ def test_grpo_recipe_saves_grace_repos_and_resumes(tiny_folder, tmp_path):
                "--model_name_or_path", str(tiny_folder), "--dataset_name", str(data), "--output_dir", str(out),
                "--num_generations", "2", "--per_device_train_batch_size", "4", "--generation_batch_size", "4",
                "--max_completion_length", "6", "--save_steps", "1", "--logging_steps", "1"]
-    first = subprocess.run(command + ["--max_steps", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    trackio_dir = tmp_path / "trackio"
+    env = {**os.environ, "TRACKIO_DIR": str(trackio_dir)}
+    first = subprocess.run(command + ["--max_steps", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert first.returncode == 0, first.stderr[-6000:]
     assert "grace/positive_similarity" in first.stdout + first.stderr  # the reward's terms are logged
+    from retrieval_policies.tracking import PROJECT, logged_runs
+
+    assert logged_runs(trackio_dir, PROJECT) == ["smollm2-135m-instruct-grace-supervised"]  # the config's trackio run
+    metrics = subprocess.run([sys.executable, "-m", "trackio.cli", "list", "metrics", "--project", PROJECT, "--run",
+                              "smollm2-135m-instruct-grace-supervised", "--json"], capture_output=True, text=True, env=env)
+    assert "train/grace/positive_similarity" in json.loads(metrics.stdout)["metrics"]
     for folder in (out, out / "checkpoint-1"):
         loaded = _loads_as_grace(folder)
         assert loaded["class"] == "GraceEmbedder" and loaded["shape"] == [2, 32] and loaded["norms"] == [1.0, 1.0]

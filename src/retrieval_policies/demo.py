@@ -122,7 +122,9 @@ class Demo:
         return log.read_text(errors="replace")
 
     def env(self) -> dict:
-        return {**os.environ, "TQDM_MININTERVAL": "5", "TOKENIZERS_PARALLELISM": "false"}
+        # the recipes log to trackio (report_to: trackio): the demo's runs stay in its own folder
+        return {**os.environ, "TQDM_MININTERVAL": "5", "TOKENIZERS_PARALLELISM": "false",
+                "TRACKIO_DIR": str(self.out / "trackio")}
 
     def stage(self, name: str, done: Path | None, work) -> None:
         """Run ``work()`` unless ``done`` exists and nothing before it was rebuilt (or ``force``); one line per stage."""
@@ -274,10 +276,14 @@ class Demo:
         repos = [{"repo": p["repo"], "kind": p["kind"], "commit": p["commit"][:12], "url": f"{self.hub_url}/{_url_path(p)}",
                   "loaded_with": loaded.get(key, {}).get("client")} for key, p in pushed.items()]
         from .evidence import summary_rows
+        from .tracking import PROJECT, dashboard_command, logged_runs
 
+        logs = self.out / "trackio"
+        training_logs = {"dir": str(logs), "project": PROJECT, "runs": logged_runs(logs),
+                         "dashboard": dashboard_command(logs)}
         return {"model": self.settings.describe(), "output_dir": str(self.out), "seconds": round(seconds, 1),
                 "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
-                "scores": scores, "repos": repos, "evidence": summary_rows()}
+                "scores": scores, "repos": repos, "evidence": summary_rows(), "training_logs": training_logs}
 
 
 def _url_path(pushed: dict) -> str:
@@ -296,6 +302,10 @@ def format_summary(summary: dict) -> str:
     lines += format_evidence(summary.get("evidence", []))
     lines += ["", f"{'repo':<40} {'kind':<8} {'commit':<13} {'loaded back with':<31} url"]
     lines += [f"{r['repo']:<40} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<31} {r['url']}" for r in summary["repos"]]
+    logs = summary.get("training_logs")
+    if logs:
+        lines += ["", f"training logs (trackio, project {logs['project']}): {', '.join(logs['runs']) or 'none'} in {logs['dir']}",
+                  f"  dashboard: {logs['dashboard']}"]
     lines += ["", f"{'stage':<28} {'seconds':>8}  status"]
     lines += [f"{name:<28} {s['seconds']:>8.1f}  {s['status']}" for name, s in summary["stages"].items()]
     return "\n".join(lines)
