@@ -1,6 +1,6 @@
 # The two README commands: `make demo` (the main job) and `make test` (the suite). Each does its own set-up on a
 # fresh machine: a virtual environment in .venv, torch 2.13.0 (CPU) first, the project in editable mode, the
-# packaged SmolLM2 (no deps), WordNet from apt where available, and the converted model cache.
+# packaged SmolLM2 (no deps), WordNet and Chromium (the Spaces' browser tests) from apt where available, and the converted model cache.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
 WORDNET_DIR := /usr/share/wordnet
 
-.PHONY: demo test test-fast setup assets wordnet clean evidence-grace evidence-dynamicrag
+.PHONY: demo test test-fast setup assets wordnet chromium clean evidence-grace evidence-dynamicrag
 
 demo: setup
 	$(BIN)/retrieval-policies demo --output-dir outputs/demo
@@ -26,7 +26,7 @@ evidence-grace: setup
 evidence-dynamicrag: setup
 	$(BIN)/python recipes/dynamicrag/evidence.py
 
-setup: $(VENV)/.installed wordnet assets
+setup: $(VENV)/.installed wordnet chromium assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ wordnet:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null) \
 		|| echo "warning: could not install wordnet-base; WordNet tests will be skipped"; \
 	else echo "warning: WordNet missing and apt-get unavailable (or not root): install wordnet-base to enable it"; fi
+
+# Debian's Chromium and its driver for the Spaces' browser tests (skipped, with the reason, where they are missing).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "warning: could not install chromium; the Spaces' browser tests will be skipped"; \
+	else echo "warning: chromium missing and apt-get unavailable (or not root): the Spaces' browser tests will be skipped"; fi
 
 # Converts the packaged GGUF once (~30 s); later runs find the cache and take a few seconds.
 assets: $(VENV)/.installed

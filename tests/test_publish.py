@@ -147,8 +147,29 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
                                 card_body="test", license="other")
     out = client(PUSH, "dataset", str(data), "demo/pairs").stdout
     assert '{"splits": {"train": 2}, "card_snippets_run": 0}' in out
-    out = client(PUSH, "metric", str(ROOT / "metrics" / "rag_answer"), "demo/rag_answer").stdout
+    metrics = tmp_path / "metrics"  # a copy: a push records its repo id in the folder it pushed (.hub.json)
+    shutil.copytree(ROOT / "metrics" / "rag_answer", metrics / "rag_answer")
+    shutil.copy(ROOT / "metrics" / "metric_widget.py", metrics / "metric_widget.py")
+    out = client(PUSH, "metric", str(metrics / "rag_answer"), "demo/rag_answer").stdout
     assert '"name": "rag_answer"' in out
+    assert json.loads((metrics / "rag_answer" / ".hub.json").read_text())["repo_id"] == "demo/rag_answer"
+    files = client.json("import json; from huggingface_hub import HfApi; "
+                        "print(json.dumps(HfApi().list_repo_files('demo/rag_answer', repo_type='space')))")
+    assert "metric_widget.py" in files and ".hub.json" not in files  # the widget app.py imports travels with it
+
+
+@pytest.mark.slow
+def test_push_a_demo_space_names_its_model_and_runs_its_example_from_the_hub(client, grace_folder, tmp_path):
+    assert "pushed " in client(PUSH, "model", str(grace_folder), "demo/tiny-grace", "--no-verify").stdout
+    space = shutil.copytree(ROOT / "spaces" / "grace", tmp_path / "spaces" / "grace")
+    refused = client(PUSH, "space", str(space), "demo/grace-space", check=False)
+    assert refused.returncode == 2 and "--model" in refused.stderr  # argparse: the model repo is required
+    out = client(PUSH, "space", str(space), "demo/grace-space", "--model", "demo/tiny-grace").stdout
+    verified = json.loads(out.split("verified from the Hub without retrieval-policies: ")[1].splitlines()[0])
+    assert verified == {"app": "app.py", "model": "demo/tiny-grace", "matrix": [3, 4], "rationales": 3, "card_snippets_run": 0}
+    card = client.json("import json; from huggingface_hub import ModelCard, hf_hub_download; "
+                       "print(json.dumps(ModelCard.load('demo/grace-space', repo_type='space').data.to_dict()))")
+    assert card["models"] == ["demo/tiny-grace"] and card["sdk"] == "gradio" and card["app_file"] == "app.py"
 
 
 def _free_port() -> int:

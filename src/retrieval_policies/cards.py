@@ -289,6 +289,33 @@ def render_metric_card(folder: str | os.PathLike, load_name: str | None = None):
     return card
 
 
+SPACE_KINDS = {
+    "grace": ("GRACE embedder", "Texts in; their cosine similarity matrix and the rationale the model wrote about each "
+                                "(the text behind each embedding) out.", "🧭"),
+    "dynamicrag": ("DynamicRAG reranker", "A question and passages in; the passages the model chose to read, in its order "
+                                          "(as many as it judged useful), and the answer it wrote from them out.", "🔎"),
+}
+
+
+def render_space_card(folder: str | os.PathLike, repo_id: str, model: str, kind: str):
+    """README.md of a model's demo Space (``spaces/<kind>``): Gradio metadata naming the model repo (``models``)."""
+    import jinja2
+    import yaml
+    from huggingface_hub import RepoCard
+
+    description, what, emoji = SPACE_KINDS[kind]
+    metadata = {"title": f"{kind} demo", "emoji": emoji, "colorFrom": "indigo", "colorTo": "green", "sdk": "gradio",
+                "sdk_version": "6.31.0", "app_file": "app.py", "pinned": False, "license": "apache-2.0",
+                "models": [model], "tags": [kind, "retrieval-policies"], "short_description": f"Try {model}"}
+    text = (template_dir() / "space.md").read_text(encoding="utf-8")
+    rendered = jinja2.Template(text, keep_trailing_newline=True).render(
+        card_data=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(), title=repo_id,
+        model=model, model_url=f"https://huggingface.co/{model}", kind_description=description, what=what)
+    card = RepoCard(rendered)
+    card.save(Path(folder) / "README.md")
+    return card
+
+
 def _short(value):
     if isinstance(value, float):
         return round(value, 4)

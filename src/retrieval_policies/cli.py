@@ -397,11 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = commands.add_parser("push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)")
     push_kinds = push.add_subparsers(dest="action", required=True)
-    for kind in ("model", "dataset", "metric"):
+    for kind in ("model", "dataset", "metric", "space"):
         from .publish import add_push_arguments
 
-        sub = push_kinds.add_parser(kind, help=f"publish a {kind} folder")
-        add_push_arguments(sub)
+        sub = push_kinds.add_parser(kind, help=f"publish a {kind} folder" if kind != "space" else
+                                    "publish a model's demo Space (spaces/grace or spaces/dynamicrag) with --model REPO")
+        add_push_arguments(sub, space=kind == "space")
         sub.set_defaults(func=lambda args, kind=kind: __import__("retrieval_policies.publish", fromlist=["run_push"]).run_push(kind, args))
 
     demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")

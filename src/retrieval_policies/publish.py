@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 logger = logging.getLogger(__name__)
-KINDS = {"model": "model", "dataset": "dataset", "metric": "space"}
+KINDS = {"model": "model", "dataset": "dataset", "metric": "space", "space": "space"}
 IGNORE = [".git/*", "__pycache__/*", "**/__pycache__/*", "checkpoint-*/*", "*.lock", ".*"]
 
 
@@ -133,7 +133,25 @@ def metric_problems(folder: Path) -> list[str]:
     return problems
 
 
-CHECKS: dict[str, Callable[[Path], list[str]]] = {"model": model_problems, "dataset": dataset_problems, "metric": metric_problems}
+def space_problems(folder: Path) -> list[str]:
+    """A model's demo Space: its app, requirements, a Gradio card naming the model repo, and the repo in
+    space_config.json (what the app loads)."""
+    problems = [f"{name} is missing" for name in ("app.py", "requirements.txt", "space_config.json") if not (folder / name).is_file()]
+    metadata = _card_metadata(folder, problems)
+    if metadata:
+        if metadata.get("sdk") != "gradio":
+            problems.append("card metadata: 'sdk' must be gradio")
+        if not metadata.get("models"):
+            problems.append("card metadata names no model repo ('models')")
+        elif (folder / "space_config.json").is_file():
+            model = json.loads((folder / "space_config.json").read_text()).get("model")
+            if model not in metadata["models"]:
+                problems.append(f"space_config.json's model {model!r} is not among the card's models {metadata['models']}")
+    return problems
+
+
+CHECKS: dict[str, Callable[[Path], list[str]]] = {"model": model_problems, "dataset": dataset_problems, "metric": metric_problems,
+                                                  "space": space_problems}
 
 
 def check_folder(kind: str, folder: str | os.PathLike) -> list[str]:
@@ -193,19 +211,36 @@ def files_to_upload(folder: Path) -> list[tuple[str, int]]:
 
 
 def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision: str | None = None, private: bool = False,
-                dry_run: bool = False, commit_message: str | None = None) -> dict:
+                dry_run: bool = False, commit_message: str | None = None, model: str | None = None) -> dict:
     """Check, then upload everything in one commit. Returns the files and, unless ``dry_run``, the commit and URL.
 
     A metric folder with a ``card.yaml`` is uploaded from a staging copy whose card is rendered for ``repo_id`` (its
     example then loads the Space it is shown on). After the upload the folder records its repo id (``.hub.json``,
     a dot file that no push uploads)."""
     folder = Path(folder)
-    if kind == "metric" and (folder / "card.yaml").is_file():
+    if kind == "space":  # a model's demo Space (spaces/<kind>): staged with the model it shows and its card
+        from .cards import SPACE_KINDS, render_space_card
+
+        if not model:
+            raise IncompleteFolderError(f"{folder}: a demo Space needs the model repo it shows (--model OWNER/NAME)")
+        if folder.name not in SPACE_KINDS:
+            raise IncompleteFolderError(f"{folder}: not a demo Space folder (its name must be one of {sorted(SPACE_KINDS)})")
+        with tempfile.TemporaryDirectory() as staging:
+            staged = Path(staging) / folder.name
+            shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__", "*.png"))
+            (staged / "space_config.json").write_text(json.dumps({"model": model}, indent=2) + "\n")
+            render_space_card(staged, repo_id, model, folder.name)
+            report = _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
+                                   commit_message=commit_message)
+    elif kind == "metric" and (folder / "card.yaml").is_file():
         from .cards import render_metric_card
 
         with tempfile.TemporaryDirectory() as staging:
             staged = Path(staging) / folder.name
             shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__"))
+            widget = folder.parent / "metric_widget.py"  # the Gradio widget the metric's app.py imports
+            if widget.is_file():
+                shutil.copy(widget, staged / widget.name)
             render_metric_card(staged, repo_id)
             report = _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
                                    commit_message=commit_message)
@@ -259,6 +294,16 @@ VERIFY = {
         data = load_dataset(REPO, revision=REVISION)
         result = {"splits": {name: len(split) for name, split in data.items()}}
     """,
+    "space": """
+        import importlib.util
+        from huggingface_hub import snapshot_download
+        folder = snapshot_download(REPO, repo_type="space", revision=REVISION)
+        sys.path.insert(0, folder)
+        spec = importlib.util.spec_from_file_location("space_app", folder + "/app.py")
+        app = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(app)
+        result = {"app": "app.py", **app.check()}
+    """,
     "metric": """
         import evaluate
         metric = evaluate.load(REPO, revision=REVISION)
@@ -296,8 +341,10 @@ def verify_repo(kind: str, repo_id: str, *, revision: str | None = None, env: di
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def add_push_arguments(parser) -> None:
+def add_push_arguments(parser, *, space: bool = False) -> None:
     parser.add_argument("folder", help="the folder to publish")
+    if space:
+        parser.add_argument("--model", required=True, help="the model repo the Space shows (named in its card)")
     parser.add_argument("repo_id", help="owner/name on the Hub (HF_ENDPOINT; the token from HF_TOKEN or the login)")
     parser.add_argument("--revision", help="a branch to commit to (created if needed; default main)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
@@ -309,7 +356,7 @@ def add_push_arguments(parser) -> None:
 def run_push(kind: str, args) -> int:
     try:
         report = push_folder(kind, args.folder, args.repo_id, revision=args.revision, private=args.private,
-                             dry_run=args.dry_run, commit_message=args.commit_message)
+                             dry_run=args.dry_run, commit_message=args.commit_message, model=getattr(args, "model", None))
     except IncompleteFolderError as err:
         print(f"refused: {err}", file=sys.stderr)
         return 2
