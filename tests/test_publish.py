@@ -162,6 +162,7 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
 def test_push_a_demo_space_names_its_model_and_runs_its_example_from_the_hub(client, grace_folder, tmp_path):
     assert "pushed " in client(PUSH, "model", str(grace_folder), "demo/tiny-grace", "--no-verify").stdout
     space = shutil.copytree(ROOT / "spaces" / "grace", tmp_path / "spaces" / "grace")
+    shutil.copy(ROOT / "spaces" / "space_model.py", tmp_path / "spaces" / "space_model.py")
     refused = client(PUSH, "space", str(space), "demo/grace-space", check=False)
     assert refused.returncode == 2 and "--model" in refused.stderr  # argparse: the model repo is required
     out = client(PUSH, "space", str(space), "demo/grace-space", "--model", "demo/tiny-grace").stdout

@@ -3,35 +3,18 @@ out. The model repo is named in space_config.json (written by the push) or by MO
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from transformers import AutoModel
 
 HERE = Path(os.path.abspath(__file__)).parent  # not resolve(): a Hub snapshot links its files to blobs
+sys.path.insert(1, str(HERE.parent))  # a checkout keeps space_model.py one folder up; a Space next to this file
+import space_model  # noqa: E402
+
 EXAMPLE = "A dog barked at the mailman all morning.\nThe postman was barked at by a dog for hours.\nStock prices fell sharply on Monday."
-_loaded = {}
-
-
-def model_repo() -> str:
-    if os.environ.get("MODEL_REPO"):
-        return os.environ["MODEL_REPO"]
-    return json.loads((HERE / "space_config.json").read_text())["model"]
-
-
-def model_name() -> str:
-    """The repo id, or a local folder's name (not the path of the machine serving it)."""
-    repo = model_repo()
-    return Path(repo).name if Path(repo).is_dir() else repo
-
-
-def model():
-    if "model" not in _loaded:
-        _loaded["model"] = AutoModel.from_pretrained(model_repo(), trust_remote_code=True)
-    return _loaded["model"]
 
 
 def embed(text_block: str, max_new_tokens: float = 32):
@@ -39,7 +22,7 @@ def embed(text_block: str, max_new_tokens: float = 32):
     texts = [line.strip() for line in (text_block or "").splitlines() if line.strip()]
     if len(texts) < 2:
         raise gr.Error("Give at least two texts, one per line.")
-    vectors, rationales = model().encode(texts, temperature=0.0, max_new_tokens=int(max_new_tokens), return_rationales=True)
+    vectors, rationales = space_model.model(HERE).encode(texts, temperature=0.0, max_new_tokens=int(max_new_tokens), return_rationales=True)
     names = [f"#{i}" for i in range(1, len(texts) + 1)]
     matrix = pd.DataFrame((vectors @ vectors.T).astype("float64").round(3), columns=names)
     matrix.insert(0, "text", names)
@@ -49,12 +32,12 @@ def embed(text_block: str, max_new_tokens: float = 32):
 def check() -> dict:
     """The example through the app's function (what a push verifies): the matrix's shape and the rationales."""
     matrix, rationales = embed(EXAMPLE, 8)
-    return {"model": model_repo(), "matrix": list(matrix.shape), "rationales": len(rationales.splitlines())}
+    return {"model": space_model.model_repo(HERE), "matrix": list(matrix.shape), "rationales": len(rationales.splitlines())}
 
 
 def build() -> gr.Blocks:
     with gr.Blocks(title="GRACE embedder") as demo:
-        gr.Markdown(f"# GRACE: `{model_name()}`\nThe model writes a rationale about each text; the mean-pooled hidden "
+        gr.Markdown(f"# GRACE: `{space_model.model_name(HERE)}`\nThe model writes a rationale about each text; the mean-pooled hidden "
                     "states of text and rationale are its embedding (arXiv 2510.04506). Greedy decoding.")
         texts = gr.Textbox(label="Texts, one per line", lines=5, value=EXAMPLE, elem_id="texts")
         tokens = gr.Slider(4, 128, value=32, step=1, label="Rationale tokens at most", elem_id="tokens")

@@ -136,7 +136,8 @@ def metric_problems(folder: Path) -> list[str]:
 def space_problems(folder: Path) -> list[str]:
     """A model's demo Space: its app, requirements, a Gradio card naming the model repo, and the repo in
     space_config.json (what the app loads)."""
-    problems = [f"{name} is missing" for name in ("app.py", "requirements.txt", "space_config.json") if not (folder / name).is_file()]
+    problems = [f"{name} is missing" for name in ("app.py", "space_model.py", "requirements.txt", "space_config.json")
+                if not (folder / name).is_file()]
     metadata = _card_metadata(folder, problems)
     if metadata:
         if metadata.get("sdk") != "gradio":
@@ -228,6 +229,9 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
         with tempfile.TemporaryDirectory() as staging:
             staged = Path(staging) / folder.name
             shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__", "*.png"))
+            shared = folder.parent / "space_model.py"  # the model loader the app imports
+            if shared.is_file():
+                shutil.copy(shared, staged / shared.name)
             (staged / "space_config.json").write_text(json.dumps({"model": model}, indent=2) + "\n")
             render_space_card(staged, repo_id, model, folder.name)
             report = _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
