@@ -53,6 +53,10 @@ def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
     assert logs["dir"] == str(tmp_path / "demo" / "trackio") and sorted(logs["runs"]) == [
         "smollm2-135m-instruct-dynamicrag-dpo", "smollm2-135m-instruct-dynamicrag-sft", "smollm2-135m-instruct-grace-supervised"]
     assert f"dashboard: TRACKIO_DIR={logs['dir']} trackio show --project retrieval-policies" in out
+    for published in ("grace", "dynamicrag", "dynamicrag-run/sft", "dynamicrag-run/dpo"):  # no path of this machine
+        for name in ("README.md", "training_settings.json"):
+            path = tmp_path / "demo" / published / name
+            assert not path.is_file() or str(tmp_path) not in path.read_text(), f"{path} names a local path"
     _check_dynamicrag_recipe_outputs(tmp_path / "demo")
 
 
