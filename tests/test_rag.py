@@ -102,14 +102,25 @@ def test_bad_arguments_are_clear(corpus):
         RetrievalPolicyPipeline("bm25", None, [{"id": "a", "text": "x"}, {"id": "b"}])
 
 
-@pytest.mark.slow
 def test_rag_ask_command(tmp_path):
+    """The command end to end with BM25, top-k and a tiny random generator (the pipeline's behaviour with SmolLM2
+    is the tests above)."""
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_llama
+    from retrieval_policies.assets import resolve_model
+    from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, DynamicRAGConfig(answer_max_new_tokens=6)).save_pretrained(
+        tmp_path / "generator")
     data = tmp_path / "corpus.jsonl"
     rows = [{"id": f"p{i}", "title": "Anarchism" if i < 3 else "Alabama", "text": p.text}
             for i, p in enumerate(islice(iter_wikipedia_passages(), 6))]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = subprocess.run([*CLI, "rag", "ask", "--corpus", str(data), "--cache-dir", str(tmp_path / "cache"),
-                             "--top-k", "2", "--json", "What is anarchism?"], capture_output=True, text=True, timeout=900)
+                             "--generator", str(tmp_path / "generator"), "--top-k", "2", "--json", "What is anarchism?"],
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     [answer] = json.loads(result.stdout)
     assert answer["question"] == "What is anarchism?" and len(answer["passages"]) == 2
