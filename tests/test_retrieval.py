@@ -86,8 +86,10 @@ def test_faiss_index_for_large_corpora(minilm, corpus, tmp_path):
 
 
 def test_bad_corpus_row_is_named(minilm):
-    with pytest.raises(ValueError, match="corpus row 1"):
-        DenseRetriever(minilm, [{"id": "a", "text": "x"}, {"text": "no id"}], encoder_id="m")
+    with pytest.raises(ValueError, match="corpus row 1: the dict has no 'text'"):
+        DenseRetriever(minilm, [{"id": "a", "text": "x"}, {"id": "b", "title": "no text"}], encoder_id="m")
+    retriever = DenseRetriever(minilm, [{"id": "a", "text": "x"}, {"text": "no id"}], encoder_id="m")
+    assert [p["id"] for p in retriever.corpus] == ["a", "1"]  # a row without an id is named by its position
 
 
 def test_bm25(corpus):
