@@ -65,3 +65,10 @@ def test_a_real_dynamicrag_model_ranks_every_document_once():
     expected = model.rerank("Who wrote Hamlet?", [{"title": "", "text": d} for d in DOCS], seed=0).indices
     assert sorted(r.doc_id for r in results) == [0, 1, 2, 3]
     assert [r.doc_id for r in results if r.selected] == expected
+
+
+def test_a_saved_repo_loads_by_name_with_its_settings(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, DynamicRAGConfig(max_passages=3)).save_pretrained(tmp_path / "dr")
+    assert DynamicRAGRanker(str(tmp_path / "dr")).model.dynamicrag_config.max_passages == 3  # the repo's settings
+    assert DynamicRAGRanker(str(tmp_path / "dr"), max_passages=7).model.dynamicrag_config.max_passages == 7  # given ones

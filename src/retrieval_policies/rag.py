@@ -122,17 +122,23 @@ def _load_reranker(spec, *, device_map=None, dtype=None):
     return DynamicRAGModel.from_pretrained(resolve_model(spec), device_map=device_map, dtype=dtype)
 
 
-def _load_generator(spec, *, device_map=None, dtype=None):
-    """An answer writer: a DynamicRAG repo, or any chat LLM used through DynamicRAG's generator prompt."""
-    if not isinstance(spec, (str, os.PathLike)):
-        return spec
+def load_dynamicrag(spec, *, device_map=None, dtype=None, **settings):
+    """A DynamicRAG repo or folder as saved, or any chat LLM as an untrained DynamicRAGModel (``settings``: its
+    DynamicRAGConfig fields; given with a DynamicRAG repo they replace the repo's settings)."""
     from .assets import resolve_model
     from .models.dynamicrag import DynamicRAGModel
 
     folder = resolve_model(spec)
-    if (folder / "dynamicrag_config.json").is_file():
+    if (folder / "dynamicrag_config.json").is_file() and not settings:
         return DynamicRAGModel.from_pretrained(folder, device_map=device_map, dtype=dtype)
-    return DynamicRAGModel.from_base(str(folder), device_map=device_map, dtype=dtype)
+    return DynamicRAGModel.from_base(str(folder), device_map=device_map, dtype=dtype, **settings)
+
+
+def _load_generator(spec, *, device_map=None, dtype=None):
+    """An answer writer: a DynamicRAG repo, or any chat LLM used through DynamicRAG's generator prompt."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    return load_dynamicrag(spec, device_map=device_map, dtype=dtype)
 
 
 class RetrievalPolicyPipeline:

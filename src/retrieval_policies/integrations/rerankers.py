@@ -30,14 +30,9 @@ class DynamicRAGRanker(BaseRanker):
         if hasattr(model_name_or_path, "rerank_batch"):
             self.model = model_name_or_path
         else:
-            from ..assets import resolve_model
-            from ..models.dynamicrag import DynamicRAGModel
+            from ..rag import load_dynamicrag
 
-            folder = resolve_model(model_name_or_path)
-            if (folder / "dynamicrag_config.json").is_file() and not settings:
-                self.model = DynamicRAGModel.from_pretrained(folder, device_map=device_map, dtype=dtype)
-            else:
-                self.model = DynamicRAGModel.from_base(str(folder), device_map=device_map, dtype=dtype, **settings)
+            self.model = load_dynamicrag(model_name_or_path, device_map=device_map, dtype=dtype, **settings)
         self.verbose, self.seed = verbose, seed
 
     def __repr__(self) -> str:
