@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from retrieval_policies.hub import make_server
+from retrieval_policies.hub import LocalHub, make_server
 
 
 def raw_request(hub, data: bytes, *, half_close: bool = False, timeout: float = 10, authorized: bool = False) -> bytes:
@@ -104,6 +104,22 @@ def test_bad_chunk_sizes_are_a_400(local_hub, repo):
                "zz\r\nabc\r\n0\r\n\r\n").encode()
     assert status_of(raw_request(local_hub, request)) == 400
     assert snapshot(local_hub) == before
+
+
+@pytest.mark.parametrize("attack", [test_a_commit_body_shorter_than_its_content_length_commits_nothing,
+                                    test_a_chunked_commit_without_its_last_chunk_commits_nothing, test_the_whole_body_commits,
+                                    test_an_unparseable_content_length_cannot_smuggle_a_second_request,
+                                    test_bad_chunk_sizes_are_a_400])
+def test_the_httptools_parser_holds_against_the_framing_attacks(tmp_path, attack):
+    """``hub serve --http httptools`` (the C parser, a named option) frames bodies as h11 does: the same tests pass."""
+    with LocalHub(tmp_path / "hub", authenticated=True, http="httptools") as hub:
+        hub.storage.create_repo("model", "org/target")
+        attack(hub, "org/target")
+
+
+def test_an_unknown_http_parser_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown HTTP protocol 'h2'"):
+        make_server(tmp_path, http="h2")
 
 
 @pytest.mark.parametrize("revision", ["a%0d%0aSet-Cookie:%20pwned=1", "a%0aX-Injected:%201", "%00%07%1b[31m"])
@@ -411,14 +427,15 @@ def test_host_and_origin_must_be_loopback(local_hub, headers, expected):
     assert created == (expected == 200)
 
 
-def test_a_silent_or_trickling_connection_is_closed_after_the_header_timeout(tmp_path):
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_silent_or_trickling_connection_is_closed_after_the_header_timeout(tmp_path, http):
     import threading
     import time
 
     from retrieval_policies.hub.server import HubApp, LocalHubServer
     from retrieval_policies.hub.storage import HubStorage
 
-    server = LocalHubServer(HubApp(HubStorage(tmp_path)), "127.0.0.1", 0, header_timeout=0.5)
+    server = LocalHubServer(HubApp(HubStorage(tmp_path)), "127.0.0.1", 0, header_timeout=0.5, http=http)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     while not server.server.started:
@@ -431,6 +448,9 @@ def test_a_silent_or_trickling_connection_is_closed_after_the_header_timeout(tmp
                 sock.sendall(trickle)
                 assert sock.recv(100) == b""  # closed by the server, not by our 5 s timeout
                 assert time.monotonic() - started < 3
+        with socket.create_connection((host, port), timeout=5) as sock:  # a complete head is answered, not cut
+            sock.sendall(b"GET /api/whoami-v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 ")
     finally:
         server.shutdown()
         thread.join()

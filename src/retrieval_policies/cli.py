@@ -60,7 +60,7 @@ def _hub_serve(args: argparse.Namespace) -> int:
         logging.getLogger("retrieval_policies.hub").setLevel(logging.INFO)
     try:
         server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote, verbose=args.verbose,
-                             token_file=args.token_file)
+                             token_file=args.token_file, http=args.http)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (give it --token-file too)")
     serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.add_argument("--http", choices=["h11", "httptools"], default="h11",
+                       help="uvicorn's HTTP/1.1 parser: h11 (pure Python, default) or httptools (C, faster transfers)")
     serve.add_argument("--token-file", help="'token user read|write' lines (`hub token add`): writes need a write "
                                             "token, private repos need a token; without it nothing is authenticated")
     serve.set_defaults(func=_hub_serve)

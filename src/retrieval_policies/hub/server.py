@@ -229,45 +229,93 @@ class LoopbackGuard:
         return await self.app(scope, receive, send)
 
 
-def _timed_h11_protocol(header_timeout: float):
-    """uvicorn's h11 protocol with a header timeout: a connection whose request head is not complete within
+HTTP_PROTOCOLS = ("h11", "httptools")  # uvicorn's two HTTP/1.1 parsers; h11 is the default
+
+
+class _HeadTimer:
+    """A header timeout for uvicorn's HTTP protocols: a connection whose request head is not complete within
     ``header_timeout`` seconds (a silent or trickling client) is closed. uvicorn's own keep-alive timeout closes
     idle connections between requests; the body timeout is the app's."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class TimedH11Protocol(H11Protocol):
-        _head_timer = None
+    header_timeout: float
+    _head_timer = None
 
-        def _watch_head(self) -> None:
-            waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
-            if waiting and self._head_timer is None:
-                self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
-            elif not waiting and self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 
-        def _head_timed_out(self) -> None:
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._watch_head()
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._waiting_for_head() and not self.transport.is_closing():
+            self.transport.close()
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE or self._head_timer is None:
+    def _waiting_for_head(self) -> bool:
+        raise NotImplementedError
+
+    def connection_lost(self, exc) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+def _timed_protocol(http: str, header_timeout: float):
+    """uvicorn's ``http`` protocol class (``h11``, the pure-Python parser, or ``httptools``, the C one) with the
+    header timeout of :class:`_HeadTimer`."""
+    if http == "h11":
+        import h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        class TimedH11Protocol(_HeadTimer, H11Protocol):
+            def _waiting_for_head(self) -> bool:
+                return self.conn.their_state is h11.IDLE
+
+            def _watch_head(self) -> None:
+                (self._arm_head_timer if self._waiting_for_head() else self._disarm_head_timer)()
+
+            def connection_made(self, transport) -> None:
+                super().connection_made(transport)
                 self._watch_head()
 
-        def connection_lost(self, exc) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            super().connection_lost(exc)
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if not self._waiting_for_head() or self._head_timer is None:
+                    self._watch_head()
 
-    return TimedH11Protocol
+        protocol = TimedH11Protocol
+    elif http == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        class TimedHttpToolsProtocol(_HeadTimer, HttpToolsProtocol):
+            # the head is awaited from the connection's start and again after each response, until its headers end
+            _in_request = False
+
+            def _waiting_for_head(self) -> bool:
+                return not self._in_request
+
+            def connection_made(self, transport) -> None:
+                super().connection_made(transport)
+                self._arm_head_timer()
+
+            def on_headers_complete(self) -> None:
+                self._in_request = True
+                self._disarm_head_timer()
+                super().on_headers_complete()
+
+            def on_response_complete(self) -> None:
+                super().on_response_complete()
+                self._in_request = False
+                if not self.pipeline:
+                    self._arm_head_timer()
+
+        protocol = TimedHttpToolsProtocol
+    else:
+        raise ValueError(f"unknown HTTP protocol {http!r}: use one of {', '.join(HTTP_PROTOCOLS)}")
+    protocol.header_timeout = header_timeout
+    return protocol
 
 
 def raw_parts(request: Request) -> list[str]:
@@ -771,8 +819,11 @@ class LocalHubServer:
     address fails with a clear error."""
 
     def __init__(self, app: HubApp, host: str, port: int, *, access_log: bool = False, loopback_only: bool = True,
-                 header_timeout: float = HEADER_TIMEOUT_S):
+                 header_timeout: float = HEADER_TIMEOUT_S, http: str = "h11"):
+        """``http``: uvicorn's HTTP/1.1 parser, ``h11`` (default) or ``httptools`` (C; see benchmarks/README.md)."""
         import uvicorn
+
+        protocol = _timed_protocol(http, header_timeout)
 
         self.hub_app = app
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -785,7 +836,7 @@ class LocalHubServer:
             raise ValueError(f"cannot bind the local Hub to {host!r} port {port}: {err.strerror or err}") from None
         self.socket.listen(128)
         asgi = LoopbackGuard(app.app) if loopback_only else app.app
-        config = uvicorn.Config(asgi, http=_timed_h11_protocol(header_timeout), lifespan="off", log_level="warning",
+        config = uvicorn.Config(asgi, http=protocol, lifespan="off", log_level="warning",
                                 access_log=access_log, timeout_keep_alive=5, server_header=False)
         self.server = uvicorn.Server(config)
 
@@ -813,7 +864,7 @@ class LocalHubServer:
 
 
 def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False,
-                verbose: bool = False, token_file: str | Path | None = None) -> LocalHubServer:
+                verbose: bool = False, token_file: str | Path | None = None, http: str = "h11") -> LocalHubServer:
     """A server over ``root`` bound to ``host:port`` (port 0 picks a free port); refuses non-loopback hosts by default.
     ``token_file``: ``token user read|write`` lines (``auth.add_token``); without it nothing is authenticated."""
     if not allow_remote and not is_loopback(host):
@@ -821,14 +872,14 @@ def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, all
                          "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it")
     tokens = Tokens(token_file) if token_file is not None else None
     return LocalHubServer(HubApp(HubStorage(root), tokens=tokens), host, port, access_log=verbose,
-                          loopback_only=not allow_remote)
+                          loopback_only=not allow_remote, http=http)
 
 
 class LocalHub:
     """The local Hub running in a background thread: ``with LocalHub(root) as hub: os.environ["HF_ENDPOINT"] = hub.url``."""
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, *, token_file: str | Path | None = None,
-                 authenticated: bool = False):
+                 authenticated: bool = False, http: str = "h11"):
         """``authenticated``: make a token file next to ``root`` with a write token (``.token``) and a read token
         (``.read_token``) for the local user, as the demo and the tests run; ``token_file``: use that one."""
         from .auth import add_token
@@ -838,7 +889,7 @@ class LocalHub:
         if authenticated and token_file is None:
             token_file = self.root.parent / f"{self.root.name}.tokens"
             self.token, self.read_token = add_token(token_file, LOCAL_USER, "write"), add_token(token_file, LOCAL_USER, "read")
-        self._server = make_server(root, host, port, token_file=token_file)
+        self._server = make_server(root, host, port, token_file=token_file, http=http)
         self._thread: threading.Thread | None = None
 
     @property
