@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="outputs/evidence/grace")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--eval-max-new-tokens", type=int, default=64)
+    # 64 texts per generate call: on this CPU decoding runs at 1.4x the tokens/s of batch 8 (benchmarks/grace_encode.py
+    # (c)), and the three evaluations were most of the run's wall time (the committed run used 8: 122 minutes)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--evidence-dir", default=str(evidence.EVIDENCE_DIR), help="where grace.json is written")
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "--offline-sources", "wordnet-definitions", "--max-rows", "1100",
                                           "--validation-share", "0.1", "--output-dir", str(data)])
     decoding = ["--tasks", *TASKS, "--temperature", "0", "--max-new-tokens", str(args.eval_max_new_tokens),
-                "--system-prompt", config["system_prompt"]]
+                "--system-prompt", config["system_prompt"], "--batch-size", str(args.eval_batch_size)]
     evaluate = [sys.executable, "-m", "retrieval_policies.cli", "grace", "evaluate"]
     stage.run("evaluate untrained", out / "eval" / "untrained" / "done",
               [*evaluate, "--model", config["model_name_or_path"], "--name", "local/untrained",
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "truncated_share": [h["grace/length_penalised_share"] for h in history if "grace/length_penalised_share" in h]}
     report = {"before": before, "after": after, "noise": noise, "criteria": criteria, "criteria_met": all(criteria.values()),
               "seeds": list(args.seeds), "command": "make evidence-grace", "config": config,
-              "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens}, "runs": runs}
+              "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens, "batch_size": args.eval_batch_size}, "runs": runs}
     evidence.finish("grace", report, stage, Path(args.evidence_dir))
     return 0
 
