@@ -87,3 +87,23 @@ def test_finish_adds_commit_and_stage_times_and_renders_the_readme(tmp_path, cap
     data = evidence.load("grace", tmp_path)
     assert path == tmp_path / "grace.json" and data["commit"] == evidence.current_commit() and len(data["commit"]) == 40
     assert data["stage_seconds"] == {"one": data["wall_seconds"]} and "| LocalWordNetDefinitionRetrieval |" in capsys.readouterr().out
+
+
+def test_the_demo_summary_labels_its_one_learning_check_and_the_evidence(tmp_path):
+    from retrieval_policies.demo import format_summary
+
+    evidence.write("grace", _grace(), tmp_path)
+    scores = [{"model": "GRACE", "metric": "LocalLeeSTS (mteb main score)", "before": 0.54, "after": 0.53, "demo_result": False},
+              {"model": "DynamicRAG", "metric": "malformed outputs", "before": 1.0, "after": 0.0, "demo_result": True},
+              {"model": "DynamicRAG", "metric": "EM of the best fixed top-k (trained generator)", "before": None, "after": 0.125}]
+    summary = {"model": "m", "seconds": 600.0, "scores": scores, "repos": [], "stages": {},
+               "sizes": {"sft_steps": 20, "sft_batch": 4, "eval_questions": 8, "grace_steps": 3},
+               "evidence": evidence.summary_rows(tmp_path)}
+    lines = format_summary(summary).splitlines()
+    row = lambda metric: next(line for line in lines if metric in line)  # noqa: E731
+    assert row("malformed outputs").endswith("1.0000   0.0000  learning check")
+    assert row("LocalLeeSTS").endswith("smoke test") and row("best fixed top-k").endswith("smoke test")
+    text = "\n".join(lines)
+    assert "DynamicRAG's SFT (20 steps x 4, evaluated on 8 held-out questions)" in text
+    assert "not a result" in text and "latest committed evidence, grace: criteria met" in text
+    assert text.index("latest committed evidence") > text.index("malformed outputs")

@@ -6,7 +6,9 @@ and metrics to a local Hub on a free loopback port → load everything back thro
 clients → print a summary table. Every stage runs the project's own command-line entry points (the recipes, the
 builders, ``retrieval-policies ...``) in a child process, its output in ``logs/<stage>.log``; a stage whose outputs
 exist is reused unless ``force`` (``FORCE=1``). The sizes are :class:`DemoSettings`: minutes on 2 cores, enough
-to exercise every stage, not to show learning (the evidence runs are in ``recipes/README.md``).
+to exercise every stage; the one stage sized to show real learning is DynamicRAG's SFT (the reranker's output
+format: the malformed share before and after). Whether training improves retrieval is the evidence runs' question
+(``recipes/evidence/*.json``, shown in the summary with the command that reproduces them).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class DemoSettings:
     grace_eval_tokens: int = 16
     dynamicrag_articles: int | None = 40
     dynamicrag_passages: int = 5
+    dynamicrag_passage_words: int | None = 40  # passages cut at sentence ends to at most this many words: short prompts
     dynamicrag_max_seq_length: int = 1536  # the SFT/DPO max_length; the builder drops (and counts) longer examples
-    sft_steps: int = 3
+    sft_steps: int = 20  # enough for the reranker's output format (malformed share) at lr 3e-4, the demo's one result
     sft_batch: int = 4
     sample_questions: int = 8
     samples_per_question: int = 4
@@ -57,9 +60,9 @@ class DemoSettings:
     answer_tokens: int = 24
     reward_judge: bool = True
     reward_bertscore: bool = True
-    # per stage: more command-line overrides. A few SFT steps at the recipe's lr give no id lists, hence no DPO pairs:
-    # the demo's SFT takes a high lr and samples at T = 1 so that lists, answers and rewards differ. After 3 SFT steps
-    # few of its 8 questions get a correct answer, so the recipe's require_correct_answer would leave no pairs.
+    # per stage: more command-line overrides. The demo's short SFT takes a high lr (so that its 20 steps teach the id
+    # format) and samples at T = 1 so that lists, answers and rewards differ. Few of its 8 questions get a correct
+    # answer, so the recipe's require_correct_answer would leave no pairs.
     extra_args: dict = field(default_factory=lambda: {"sft": ["--learning_rate", "3e-4"], "sample": ["--temperature", "1.0"],
                                                       "pairs": NO_CORRECTNESS_FILTER})
 
@@ -76,7 +79,8 @@ class DemoSettings:
         writes id lists after 3 SFT steps (SmolLM2), or no DPO pairs come out; GRACE runs on any chat LM, so the test
         gives it a tiny random one."""
         return cls(model=model, grace_model=grace_model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
-                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, dynamicrag_max_seq_length=768,
+                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, dynamicrag_passage_words=None,
+                   dynamicrag_max_seq_length=768,
                    sft_steps=3, sft_batch=2,
                    sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
                    reward_judge=False, reward_bertscore=False,
@@ -147,6 +151,8 @@ class Demo:
                 "--max-length", str(s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
                 "--repo-id", self.repos["dynamicrag-data"], "--tokenizer", s.model,
                 "--max-seq-length", str(s.dynamicrag_max_seq_length)]
+        if s.dynamicrag_passage_words:
+            args += ["--passage-words", str(s.dynamicrag_passage_words)]
         if s.dynamicrag_articles:
             args += ["--max-articles", str(s.dynamicrag_articles)]
         self.run("data", *args)
@@ -269,6 +275,8 @@ class Demo:
         for key, title in (("exact_match", "EM"), ("selection_recall", "selection recall"), ("selection_mean_k", "mean k"),
                            ("selection_malformed_rate", "malformed outputs")):
             scores.append({"model": "DynamicRAG", "metric": title, "before": before[key], "after": after["dynamicrag"][key]})
+        for score in scores:  # the one measure the demo's sizes are chosen to move (DemoSettings.sft_steps)
+            score["demo_result"] = score["metric"] == "malformed outputs"
         best_top_k = max(after[name]["exact_match"] for name in after if name.startswith("top-"))
         scores.append({"model": "DynamicRAG", "metric": "EM of the best fixed top-k (trained generator)", "before": None, "after": best_top_k})
         pushed = json.loads((self.out / "pushed.json").read_text())
@@ -281,7 +289,10 @@ class Demo:
         logs = self.out / "trackio"
         training_logs = {"dir": str(logs), "project": PROJECT, "runs": logged_runs(logs),
                          "dashboard": dashboard_command(logs)}
-        return {"model": self.settings.describe(), "output_dir": str(self.out), "seconds": round(seconds, 1),
+        s = self.settings
+        sizes = {"sft_steps": s.sft_steps, "sft_batch": s.sft_batch, "eval_questions": s.eval_questions,
+                 "grace_steps": s.grace_steps}
+        return {"model": s.describe(), "output_dir": str(self.out), "seconds": round(seconds, 1), "sizes": sizes,
                 "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
                 "scores": scores, "repos": repos, "evidence": summary_rows(), "training_logs": training_logs}
 
@@ -296,9 +307,16 @@ def _fmt(value) -> str:
 
 def format_summary(summary: dict) -> str:
     lines = ["", f"== demo summary ({summary['model']}, {summary['seconds'] / 60:.1f} min)", "",
-             f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}"]
-    lines += [f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}" for s in summary["scores"]]
-    lines += ["", "The demo trains for a few steps: its before/after is a smoke test of the pipeline, not a result."]
+             f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}  what it is"]
+    lines += [f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}  "
+              + ("learning check" if s.get("demo_result") else "smoke test") for s in summary["scores"]]
+    sizes = summary.get("sizes", {})
+    lines += ["", "The demo trains for a few steps. One stage is sized to show learning: DynamicRAG's SFT"
+              + (f" ({sizes['sft_steps']} steps x {sizes['sft_batch']}, evaluated on {sizes['eval_questions']} held-out"
+                 " questions)" if sizes else "")
+              + " is meant to teach the reranker its output format; the malformed share, before -> after, shows whether it did.",
+              "The other rows are a smoke test of the pipeline at noise level, not a result; whether training makes the",
+              "models better is the evidence runs' question, their latest committed results below."]
     lines += format_evidence(summary.get("evidence", []))
     lines += ["", f"{'repo':<40} {'kind':<8} {'commit':<13} {'loaded back with':<31} url"]
     lines += [f"{r['repo']:<40} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<31} {r['url']}" for r in summary["repos"]]
