@@ -4,7 +4,9 @@ resumable, stages reused)
 1. the cloze pool with a weak first stage (BM25 that sees the article title and 2 words of the cloze sentence, chosen
    by a hash of the question id; 10 passages of at most 40 words per question): the order of the passages is worth
    learning (answer in passage 1 for about half of the questions, somewhere in the 10 for three quarters), and
-   nothing in the order uses the answer;
+   nothing in the order uses the answer; behaviour-cloning targets of 0..4 ids (the paper's 0..14 of 40 passages,
+   scaled to 10: targets of up to all 10 ids taught the SFT model to list 8-9 passages for every question, and the
+   generator then answered such long contexts with id lists: run 1 in recipes/README.md);
 2. SFT (behaviour cloning + generator records), then the SFT model on the held-out cloze test questions;
 3. 8 sampled lists per question on 256 questions held out from SFT, the §3 rewards, pairs, DPO;
 4. the DPO model on the same test questions; every row uses the model being evaluated as its own generator;
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage.run("data", data / "README.md",
               [sys.executable, "dataset_builders/dynamicrag_training.py", "--source", "cloze", *FIRST_STAGE,
-               "--max-length", "10", "--per-length-cap", "60", "--tokenizer", MODEL, "--max-seq-length", "1024",
+               "--max-length", "4", "--per-length-cap", "60", "--tokenizer", MODEL, "--max-seq-length", "1024",
                "--output-dir", str(data)])
     stage.run("sft", sft / "dynamicrag_config.json",
               [*launch, "recipes/dynamicrag/sft.py", "--config", str(CONFIGS / "config_evidence_sft.yaml"),
