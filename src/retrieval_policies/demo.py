@@ -49,6 +49,9 @@ class DemoSettings:
     dynamicrag_articles: int | None = 40
     dynamicrag_passages: int = 5
     dynamicrag_passage_words: int | None = 40  # passages cut at sentence ends to at most this many words: short prompts
+    # behaviour-cloning targets of at most this many ids (None: up to every passage). The paper's 0..14 of 40 passages
+    # is about a third; targets of up to every passage teach a list of nearly all of them (recipes/README.md)
+    dynamicrag_target_ids: int | None = 2
     dynamicrag_max_seq_length: int = 1536  # the SFT/DPO max_length; the builder drops (and counts) longer examples
     sft_steps: int = 20  # enough for the reranker's output format (malformed share) at lr 3e-4, the demo's one result
     sft_batch: int = 4
@@ -79,7 +82,7 @@ class DemoSettings:
         writes id lists after 3 SFT steps (SmolLM2), or no DPO pairs come out; GRACE runs on any chat LM, so the test
         gives it a tiny random one."""
         return cls(model=model, grace_model=grace_model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
-                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, dynamicrag_passage_words=None,
+                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, dynamicrag_passage_words=None, dynamicrag_target_ids=None,
                    dynamicrag_max_seq_length=768,
                    sft_steps=3, sft_batch=2,
                    sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
@@ -148,7 +151,7 @@ class Demo:
         self.run("data", "dataset_builders/grace_triplets.py", "--source", "offline", "--backbone", s.grace_backbone,
                  "--max-rows", str(s.grace_rows), "--output-dir", str(self.paths["grace-data"]), "--repo-id", self.repos["grace-data"])
         args = ["dataset_builders/dynamicrag_training.py", "--source", "cloze", "--top-n", str(s.dynamicrag_passages),
-                "--max-length", str(s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
+                "--max-length", str(s.dynamicrag_target_ids or s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
                 "--repo-id", self.repos["dynamicrag-data"], "--tokenizer", s.model,
                 "--max-seq-length", str(s.dynamicrag_max_seq_length)]
         if s.dynamicrag_passage_words:
