@@ -152,6 +152,31 @@ def test_placement_code_is_the_same_in_both_hub_packages():
         assert inspect.getsource(getattr(grace, name)) == inspect.getsource(getattr(dynamicrag, name)), name
 
 
+def test_neutral_generation_config_swaps_the_models_config_and_restores_it_even_on_error():
+    """The Hub packages import only torch, transformers and the standard library minus contextlib (a class, not a
+    generator-based context manager); the backbone's own generation settings are set aside only inside the block."""
+    import ast
+
+    from transformers import GenerationConfig
+
+    from retrieval_policies.models.dynamicrag import modeling_dynamicrag as dynamicrag
+    from retrieval_policies.models.grace import modeling_grace as grace
+
+    for module in (grace, dynamicrag):
+        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(Path(module.__file__).read_text()))
+                    if isinstance(node, ast.Import) for alias in node.names}
+        assert "contextlib" not in imported, module.__name__
+        model = type("M", (), {})()
+        own = model.generation_config = GenerationConfig(repetition_penalty=1.1, top_k=20)
+        with module.neutral_generation_config(model):
+            assert model.generation_config is not own and model.generation_config.to_dict() == GenerationConfig().to_dict()
+        assert model.generation_config is own
+        with pytest.raises(RuntimeError, match="inside"):
+            with module.neutral_generation_config(model):
+                raise RuntimeError("inside")
+        assert model.generation_config is own
+
+
 def test_dynamicrag_placement_and_stop_tokens(tmp_path):
     from transformers import AutoTokenizer
 

@@ -7,7 +7,6 @@ only torch, transformers and the standard library. The weights stay a plain caus
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,18 +79,22 @@ def eos_token_ids(generation_config, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-@contextlib.contextmanager
-def neutral_generation_config(model):
+class neutral_generation_config:  # a context manager: the Hub copy imports only torch and transformers
     """Generate with the method's own settings only. transformers fills every field a ``GenerationConfig`` leaves
     unset from ``model.generation_config``, so a backbone's own ``repetition_penalty``, ``top_k``, ``num_beams``...
     would apply to every output (a Qwen2.5-Instruct checkpoint sets repetition_penalty 1.05-1.1); TRL's rollouts
     use none."""
-    saved = model.generation_config
-    model.generation_config = GenerationConfig()
-    try:
-        yield
-    finally:
-        model.generation_config = saved
+
+    def __init__(self, model):
+        self.model, self.saved = model, None
+
+    def __enter__(self) -> None:
+        self.saved = self.model.generation_config
+        self.model.generation_config = GenerationConfig()
+
+    def __exit__(self, *exc) -> bool:
+        self.model.generation_config = self.saved
+        return False  # an exception inside the block propagates
 
 
 TURN_END_TOKENS = ("<|eot_id|>", "<|eom_id|>")  # Llama-3's turn ends: the released inference stopped at both (§6)
