@@ -37,6 +37,7 @@ def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
     assert ("GRACE", "LocalLeeSTS (mteb main score)") in scores
     for key in (("DynamicRAG", "EM"), ("DynamicRAG", "selection recall"), ("DynamicRAG", "mean k")):
         assert scores[key]["before"] is not None and scores[key]["after"] is not None
+    assert [k for k, s in scores.items() if s.get("demo_result")] == [("DynamicRAG", "malformed outputs")]  # the learning check
     repos = {r["repo"]: r for r in summary["repos"]}
     assert set(repos) == {f"demo/{m}" for m in METRICS} | {"demo/grace-tiny-llama", "demo/dynamicrag-SmolLM2-135M-Instruct",
                                                            "demo/grace-triplets", "demo/dynamicrag-training"}

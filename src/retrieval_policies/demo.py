@@ -277,9 +277,9 @@ class Demo:
         after = json.loads((evals / "dynamicrag-trained.json").read_text())["scores"]
         for key, title in (("exact_match", "EM"), ("selection_recall", "selection recall"), ("selection_mean_k", "mean k"),
                            ("selection_malformed_rate", "malformed outputs")):
-            scores.append({"model": "DynamicRAG", "metric": title, "before": before[key], "after": after["dynamicrag"][key]})
-        for score in scores:  # the one measure the demo's sizes are chosen to move (DemoSettings.sft_steps)
-            score["demo_result"] = score["metric"] == "malformed outputs"
+            # demo_result: the one measure the demo's sizes are chosen to move (DemoSettings.sft_steps)
+            scores.append({"model": "DynamicRAG", "metric": title, "before": before[key], "after": after["dynamicrag"][key],
+                           "demo_result": key == "selection_malformed_rate"})
         best_top_k = max(after[name]["exact_match"] for name in after if name.startswith("top-"))
         scores.append({"model": "DynamicRAG", "metric": "EM of the best fixed top-k (trained generator)", "before": None, "after": best_top_k})
         pushed = json.loads((self.out / "pushed.json").read_text())
