@@ -20,7 +20,7 @@ CARD = """Built by `dataset_builders/dynamicrag_training.py` (retrieval-policies
 
 - `sft`: TRL conversational prompt/completion records: reranker behaviour-cloning targets (for each length L in
   0..{max_length} with |relevant| <= L: the relevant passage ids, shuffled, then L - |relevant| shuffled irrelevant ids;
-  at most {per_length_cap} per length and {total_cap} in total; seed {seed}), generator examples (answer from the
+  at most {per_length_cap} per length and {total_cap} in total; seed {seed}; {deviations}), generator examples (answer from the
   relevant passages), and general instructions when requested. `kind` says which; `length` is the target's
   number of ids (-1 for non-reranker records).
 - `pool`: the questions with their retrieved passages (`ctxs`: id, title, text, score, has_answer, relevant), per
@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-length-cap", type=int, default=2000)
     parser.add_argument("--total-cap", type=int, default=30000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bc-targets", choices=["paper", "relevant"], default="paper",
+                        help="paper: every length L from |relevant| to --max-length; relevant (a named deviation): only "
+                             "L = |relevant|, the relevant ids or None")
+    parser.add_argument("--shuffled-orders", type=int, default=0,
+                        help="n > 0 (a named deviation): show each behaviour-cloning target's passages in n random orders, "
+                             "ids renumbered, so position cannot predict the target (default 0: the retriever's order)")
     parser.add_argument("--general-data", help="mix in general instructions from this Hub dataset (e.g. yahma/alpaca-cleaned)")
     parser.add_argument("--general-count", type=int, default=0)
     parser.add_argument("--dpo-fraction", type=float, default=0.5,
@@ -61,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
         general_data=args.general_data, general_count=args.general_count, max_passages=args.max_passages,
         dpo_fraction=args.dpo_fraction, force_has_answer=args.force_has_answer, tokenizer=args.tokenizer,
-        max_seq_length=args.max_seq_length, **pool_options(args))
+        max_seq_length=args.max_seq_length, bc_targets=args.bc_targets, shuffled_orders=args.shuffled_orders,
+        **pool_options(args))
     settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler",
                                                               "dpo_fraction")}
+    deviations = (["named deviation: only the L = |relevant| target"] if args.bc_targets == "relevant" else [])
+    deviations += ([f"named deviation: each target shown in {args.shuffled_orders} random passage orders, ids renumbered"]
+                   if args.shuffled_orders else [])
+    settings["deviations"] = "; ".join(deviations) or "the paper's targets, in the retriever's order"
     settings["length_rule"] = (f"examples longer than {args.max_seq_length} tokens with the `{args.tokenizer}` tokenizer "
                                "were dropped (counted below)" if args.tokenizer else "not checked against a tokenizer")
     return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG training data",

@@ -105,6 +105,45 @@ def test_behaviour_cloning_caps():
         behaviour_cloning_examples([{"question": "q"}])
 
 
+def _shown_passages(example) -> list[str]:
+    return [line.split("Topic: ")[1] for line in example["prompt"][1]["content"].split("\n") if "Topic: " in line]
+
+
+def test_relevant_only_targets_are_the_relevant_ids_or_none():
+    stats = BCStats()
+    examples = behaviour_cloning_examples(_rows(), seed=3, stats=stats, targets="relevant")
+    by_question = {ex["prompt"][1]["content"].split("\n")[0]: ex for ex in examples}
+    assert set(by_question) == {"Query: q0", "Query: q2", "Query: q1"} and stats.skipped_too_many_relevant == 1
+    assert by_question["Query: q0"]["completion"][0]["content"] == "None" and by_question["Query: q0"]["length"] == 0
+    assert set(parse_selection(by_question["Query: q2"]["completion"][0]["content"], 20).ids) == {4, 9}
+    assert by_question["Query: q1"]["completion"][0]["content"] == "[2]"
+    with pytest.raises(ValueError, match="targets must be one of"):
+        behaviour_cloning_examples(_rows(), targets="oracle")
+
+
+def test_shuffled_orders_renumber_the_target_to_the_passages_shown():
+    examples = behaviour_cloning_examples(_rows(), seed=5, shuffled_orders=3)
+    paper = behaviour_cloning_examples(_rows(), seed=5)
+    assert len(examples) == 3 * len(paper)  # every target, in 3 orders
+    moved = 0
+    for ex in examples:
+        shown = _shown_passages(ex)
+        row = next(r for r in _rows() if f"Query: {r['question']}" == ex["prompt"][1]["content"].split("\n")[0])
+        assert sorted(shown) == sorted(c["title"] for c in row["ctxs"])  # the same passages, reordered
+        ids = parse_selection(ex["completion"][0]["content"], len(shown)).ids
+        relevant_titles = {c["title"] for c in row["ctxs"] if c["has_answer"]}
+        chosen = [shown[i - 1] for i in ids]
+        assert set(chosen[:len(relevant_titles)]) == relevant_titles  # the relevant passages, wherever they now are
+        moved += shown != [c["title"] for c in row["ctxs"]]
+    assert moved > len(examples) - 2  # the order really changes
+    assert ["-order" in ex["id"] for ex in examples] == [True] * len(examples)
+    assert [e["completion"] for e in behaviour_cloning_examples(_rows(), seed=5, shuffled_orders=3)] == \
+        [e["completion"] for e in examples]  # seeded
+    # the caps count every shown order
+    assert Counter(e["length"] for e in behaviour_cloning_examples(_rows(), seed=5, shuffled_orders=3,
+                                                                   per_length_cap=2)).most_common(1)[0][1] == 2
+
+
 def test_generator_examples():
     examples = generator_examples(_rows()[:2])
     assert examples[0]["prompt"][1]["content"].endswith("Retrieved Content: None")

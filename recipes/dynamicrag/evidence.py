@@ -4,14 +4,16 @@ resumable, stages reused)
 1. the cloze pool with a weak first stage (BM25 that sees the article title and 2 words of the cloze sentence, chosen
    by a hash of the question id; 10 passages of at most 40 words per question): the order of the passages is worth
    learning (answer in passage 1 for about half of the questions, somewhere in the 10 for three quarters), and
-   nothing in the order uses the answer; behaviour-cloning targets of 0..4 ids (the paper's 0..14 of 40 passages,
-   scaled to 10: targets of up to all 10 ids taught the SFT model to list 8-9 passages for every question, and the
-   generator then answered such long contexts with id lists: run 1 in recipes/README.md);
-2. SFT (behaviour cloning + generator records), then the SFT model on the held-out cloze test questions;
+   nothing in the order uses the answer. Behaviour cloning with two named deviations (recipes/README.md, run 3):
+   only the L = |relevant| target (the relevant ids, or None), each shown in 2 random passage orders, because
+   the paper's targets over every length, in the retriever's order, taught a 135M model one list for every question
+   (`[1], [3], [4]`: the mode of the lengths, at the likeliest positions; run 2);
+2. SFT (behaviour cloning + generator records); the SFT model's reranker on 64 questions of the pool's validation
+   split (the check used for choices: the test questions are never used for one), then on the held-out test questions;
 3. 8 sampled lists per question on 256 questions held out from SFT, the §3 rewards, pairs, DPO;
 4. the DPO model on the same test questions; every row uses the model being evaluated as its own generator;
 5. `recipes/evidence/dynamicrag.json`: before (SFT) and after (DPO): em, recall, mean_k, malformed, best_topk_em,
-   retriever_recall_same_k, the criteria, the first stage's answer rates.
+   retriever_recall_same_k, the criteria, the first stage's answer rates, the validation check.
 
 Criteria: after SFT the greedy outputs parse (malformed <= 1%) with a variable k (more than one k over the
 questions); after DPO, EM >= the best fixed top-k of the same generator, and the selected passages' recall above
@@ -32,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "dynamicrag" / "SmolLM2-135M-Instruct"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FIRST_STAGE = ["--first-stage", "bm25", "--query-words", "2", "--passage-words", "40", "--top-n", "10", "--max-passages", "10"]
+BEHAVIOUR_CLONING = ["--bc-targets", "relevant", "--shuffled-orders", "2", "--max-length", "4", "--per-length-cap", "2000"]
+VALIDATION_QUESTIONS = 64
 
 
 def scores_of(report: dict) -> dict[str, float]:
@@ -63,21 +67,23 @@ def main(argv: list[str] | None = None) -> int:
 
     stage.run("data", data / "README.md",
               [sys.executable, "dataset_builders/dynamicrag_training.py", "--source", "cloze", *FIRST_STAGE,
-               "--max-length", "4", "--per-length-cap", "60", "--tokenizer", MODEL, "--max-seq-length", "1024",
+               *BEHAVIOUR_CLONING, "--tokenizer", MODEL, "--max-seq-length", "1024",
                "--output-dir", str(data)])
     stage.run("sft", sft / "dynamicrag_config.json",
               [*launch, "recipes/dynamicrag/sft.py", "--config", str(CONFIGS / "config_evidence_sft.yaml"),
                "--dataset_name", str(data), "--output_dir", str(sft)])
 
-    def evaluate(name: str, model: Path) -> dict:
+    def evaluate(name: str, model: Path, split: str = "test", questions: int = args.test_questions,
+                 top_k: tuple[str, ...] = ("1", "2", "3", "5", "10")) -> dict:
         report = out / "eval" / f"{name}.json"
         stage.run(f"evaluate {name}", report,
                   [sys.executable, "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", str(model),
-                   "--data", str(data), "--config", "pool", "--split", "test", "--max-questions", str(args.test_questions),
+                   "--data", str(data), "--config", "pool", "--split", split, "--max-questions", str(questions),
                    "--rerank-max-new-tokens", "48", "--answer-max-new-tokens", "16", "--prompt-profile", "project",
-                   "--temperature", "0", "--top-k", "1", "2", "3", "5", "10", "--output", str(report)])
+                   "--temperature", "0", "--top-k", *top_k, "--output", str(report)])
         return json.loads(report.read_text())
 
+    validation = evaluate("sft-validation", sft, "validation", VALIDATION_QUESTIONS, ("1",))
     sft_report = evaluate("sft", sft)
     trajectories, rewards, pairs = out / "trajectories.jsonl", out / "rewards.jsonl", out / "pairs"
     stage.run("sample", out / "sample.done",
@@ -108,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     first_stage = first_stage_rates(list(load_split(str(data), "pool", "test"))[: args.test_questions])  # the questions evaluated
     report = {"before": before, "after": after, "criteria": criteria, "criteria_met": all(criteria.values()),
               "seeds": [42], "command": "make evidence-dynamicrag", "first_stage": first_stage,
-              "first_stage_options": FIRST_STAGE, "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
+              "first_stage_options": FIRST_STAGE, "behaviour_cloning_options": BEHAVIOUR_CLONING,
+              "validation_check": {"split": "validation", "questions": len(validation["predictions"]),
+                                   "sft": scores_of(validation), "k_distribution": k_distribution(validation)}, "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
               "systems": {"sft": sft_report["scores"], "dpo": dpo_report["scores"]},
               "test_questions": len(sft_report["predictions"]),
               "configs": sorted(p.name for p in CONFIGS.glob("config_evidence_*.yaml"))}

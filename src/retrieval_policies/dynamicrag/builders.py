@@ -114,7 +114,8 @@ def drop_over_length(configs: dict, tokenizer, max_seq_length: int, dropped: Cou
 def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14, per_length_cap: int = 2000,
                            total_cap: int = 30000, seed: int = 42, general_data: str | None = None, general_count: int = 0,
                            max_passages: int | None = None, dpo_fraction: float = 0.5, force_has_answer: bool = False,
-                           tokenizer=None, max_seq_length: int | None = None, **pool_options) -> tuple[dict, dict, Counter, str]:
+                           tokenizer=None, max_seq_length: int | None = None, bc_targets: str = "paper",
+                           shuffled_orders: int = 0, **pool_options) -> tuple[dict, dict, Counter, str]:
     """Configs ``sft`` (reranker BC + generator [+ general] records per split) and ``pool`` (the labelled questions).
 
     Every row keeps its first ``max_passages`` (N; default: the reranker's ``DynamicRAGConfig.max_passages``)
@@ -123,7 +124,8 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
     from SFT for sampling DPO trajectories, as the published pipeline split its data; test questions stay in
     ``pool``/test. With a ``tokenizer`` (the backbone's) and ``max_seq_length`` (the trainer's max_length), examples
     that would not fit are dropped and counted instead of truncated by the trainer. ``has_answer`` labels are refused
-    for FEVER, ELI5 and ASQA rows unless ``force_has_answer``.
+    for FEVER, ELI5 and ASQA rows unless ``force_has_answer``. ``bc_targets`` and ``shuffled_orders``: the named
+    deviations of ``training_examples`` (defaults: the paper's targets, in the retriever's order).
     """
     from ..models.dynamicrag.configuration_dynamicrag import DynamicRAGConfig
 
@@ -149,7 +151,8 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
             continue
         stats = BCStats()
         records = behaviour_cloning_examples(part, max_length=max_length, per_length_cap=per_length_cap,
-                                             total_cap=total_cap, seed=seed, stats=stats)
+                                             total_cap=total_cap, seed=seed, stats=stats, targets=bc_targets,
+                                             shuffled_orders=shuffled_orders)
         records += generator_examples(part)
         if split == "train" and general_data and general_count:
             records += general_instruction_examples(general_data, general_count, seed)

@@ -35,10 +35,26 @@ def _check_row(row: dict, index: int) -> tuple[str, list, list[int]]:
     return row["question"], ctxs, relevant
 
 
+BC_TARGETS = ("paper", "relevant")
+
+
+def _shown(ctxs: list, target: list[int], rng: random.Random) -> tuple[list, list[int]]:
+    """The passages in a random order and the target renumbered to it (1-based ids)."""
+    order = rng.sample(range(len(ctxs)), len(ctxs))  # order[j] = the original index shown at position j + 1
+    position = {original + 1: shown + 1 for shown, original in enumerate(order)}
+    return [ctxs[i] for i in order], [position[i] for i in target]
+
+
 def behaviour_cloning_examples(rows: list[dict], *, max_length: int = 14, per_length_cap: int = 2000,
-                               total_cap: int = 30000, seed: int = 42, stats: BCStats | None = None) -> list[dict]:
+                               total_cap: int = 30000, seed: int = 42, stats: BCStats | None = None,
+                               targets: str = "paper", shuffled_orders: int = 0) -> list[dict]:
     """Reranker BC records from rows with ``question`` and ``ctxs`` (each ctx: title, text, and ``relevant`` or
-    ``has_answer``). Questions are visited in a seeded random order so the caps do not favour the file's head."""
+    ``has_answer``). Questions are visited in a seeded random order so the caps do not favour the file's head.
+    ``targets`` and ``shuffled_orders``: the named deviations in the module docstring (defaults: the paper)."""
+    if targets not in BC_TARGETS:
+        raise ValueError(f"targets must be one of {BC_TARGETS}, got {targets!r}")
+    if shuffled_orders < 0:
+        raise ValueError(f"shuffled_orders must be >= 0, got {shuffled_orders}")
     rng = random.Random(seed)
     stats = stats if stats is not None else BCStats()
     order = list(range(len(rows)))
@@ -51,20 +67,23 @@ def behaviour_cloning_examples(rows: list[dict], *, max_length: int = 14, per_le
             stats.skipped_too_many_relevant += 1
             continue
         irrelevant = [i for i in range(1, len(ctxs) + 1) if i not in set(relevant)]
-        for length in range(len(relevant), min(max_length, len(ctxs)) + 1):
-            if stats.total >= total_cap:
-                return examples
-            if stats.per_length[length] >= per_length_cap:
-                continue
+        longest = len(relevant) if targets == "relevant" else min(max_length, len(ctxs))
+        for length in range(len(relevant), longest + 1):
             target = rng.sample(relevant, len(relevant)) + rng.sample(irrelevant, length - len(relevant))
-            examples.append({
-                "id": f"{rows[index].get('id', index)}-bc{length}",
-                "kind": "reranker",
-                "length": length,
-                "prompt": reranker_messages(question, ctxs),
-                "completion": [{"role": "assistant", "content": format_selection(target)}],
-            })
-            stats.per_length[length] += 1
+            for copy in range(max(shuffled_orders, 1)):
+                if stats.total >= total_cap:
+                    return examples
+                if stats.per_length[length] >= per_length_cap:
+                    break
+                shown, shown_target = _shown(ctxs, target, rng) if shuffled_orders else (ctxs, target)
+                examples.append({
+                    "id": f"{rows[index].get('id', index)}-bc{length}" + (f"-order{copy}" if shuffled_orders else ""),
+                    "kind": "reranker",
+                    "length": length,
+                    "prompt": reranker_messages(question, shown),
+                    "completion": [{"role": "assistant", "content": format_selection(shown_target)}],
+                })
+                stats.per_length[length] += 1
     return examples
 
 
