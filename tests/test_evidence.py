@@ -87,6 +87,25 @@ def test_finish_adds_commit_and_stage_times_and_renders_the_readme(tmp_path, cap
     data = evidence.load("grace", tmp_path)
     assert path == tmp_path / "grace.json" and data["commit"] == evidence.current_commit() and len(data["commit"]) == 40
     assert data["stage_seconds"] == {"one": data["wall_seconds"]} and "| LocalWordNetDefinitionRetrieval |" in capsys.readouterr().out
+    assert data["clean_tree"] is evidence.tree_is_clean() and "stage_commits" not in data
+
+
+def test_the_commit_is_the_one_each_stage_ran_at_not_the_one_checked_out_at_the_end(tmp_path):
+    logs = tmp_path / "logs"
+    first = evidence.Stages(logs, cwd=evidence.PROJECT_ROOT)
+    first.run("train", tmp_path / "train.done", ["python", "-c", "pass"])
+    recorded = json.loads((logs / "stage_commits.json").read_text())
+    assert recorded["train"]["commit"] == evidence.current_commit()
+    recorded["train"] = {"commit": "f" * 40, "clean": True}  # as if trained at an older commit, then resumed
+    (logs / "stage_commits.json").write_text(json.dumps(recorded))
+    resumed = evidence.Stages(logs, cwd=evidence.PROJECT_ROOT)
+    resumed.run("train", tmp_path / "train.done", ["python", "-c", "raise SystemExit(1)"])  # skipped: marker exists
+    report = {k: v for k, v in _grace().items() if k not in ("commit", "wall_seconds")}
+    evidence.finish("grace", report, resumed, tmp_path, readme=None)
+    assert evidence.load("grace", tmp_path)["commit"] == "f" * 40
+    resumed.run("eval", tmp_path / "eval.done", ["python", "-c", "pass"])  # a stage at today's commit: both are named
+    data = json.loads(evidence.finish("grace", report, resumed, tmp_path, readme=None).read_text())
+    assert data["commit"] == evidence.current_commit() and data["stage_commits"]["train"]["commit"] == "f" * 40
 
 
 def test_the_demo_summary_labels_its_one_learning_check_and_the_evidence(tmp_path):

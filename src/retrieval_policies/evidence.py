@@ -2,7 +2,9 @@
 ``make evidence-*`` runs, their schema, and the tables recipes/README.md and the demo show from them.
 
 A file holds ``before`` and ``after`` (metric name → value), ``criteria_met`` (bool), ``criteria`` (name → bool, what
-was checked), ``seeds``, ``command`` (what reproduces it), ``commit`` (the code it ran), ``wall_seconds``, and free
+was checked), ``seeds``, ``command`` (what reproduces it), ``commit`` (the code it ran: the commit its stages ran at,
+with ``stage_commits`` when they differ and ``clean_tree`` false when a stage ran on uncommitted changes),
+``wall_seconds``, and free
 ``notes`` / ``runs`` (every run tried, kept so that a criterion not met shows its diagnosis).
 """
 
@@ -46,6 +48,15 @@ def current_commit(root: Path | None = None) -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def tree_is_clean(root: Path | None = None) -> bool:
+    """No uncommitted change to a tracked file (untracked outputs do not count)."""
+    try:
+        return not subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root or PROJECT_ROOT,
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return False
 
 
 def write(method: str, data: dict, folder: Path = EVIDENCE_DIR) -> Path:
@@ -123,9 +134,15 @@ def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
 
 
 def finish(method: str, report: dict, stages: "Stages", folder: Path = EVIDENCE_DIR, readme: Path | None = README) -> Path:
-    """The end of an evidence run: add the commit and the stages' seconds, write the JSON, re-render ``readme``'s
-    table from it (when the run writes the committed folder), print the table."""
-    report = {**report, "commit": current_commit(stages.cwd), "wall_seconds": stages.total(), "stage_seconds": stages.seconds}
+    """The end of an evidence run: add the commit the stages ran at and their seconds, write the JSON, re-render
+    ``readme``'s table from it (when the run writes the committed folder), print the table."""
+    known = {name: c for name, c in stages.commits.items() if c}
+    distinct = sorted({c["commit"] for c in known.values()})
+    commit = distinct[0] if len(distinct) == 1 else current_commit(stages.cwd)
+    report = {**report, "commit": commit, "clean_tree": all(c["clean"] for c in known.values()),
+              "wall_seconds": stages.total(), "stage_seconds": stages.seconds}
+    if len(distinct) > 1 or len(known) < len(stages.commits):
+        report["stage_commits"] = stages.commits  # stages of a resumed run ran at different (or unrecorded) commits
     path = write(method, report, folder)
     if readme is not None and Path(folder).resolve() == EVIDENCE_DIR.resolve():
         render(readme, folder)
@@ -150,7 +167,9 @@ def summary_rows(folder: Path = EVIDENCE_DIR) -> list[dict]:
 
 class Stages:
     """The stages of an evidence run as logged subprocesses, each skipped when its marker exists (so an interrupted
-    run resumes); the seconds of every stage, earlier runs' included, are kept in ``logs/stage_seconds.json``."""
+    run resumes); the seconds and the commit of every stage, earlier runs' included, are kept in
+    ``logs/stage_seconds.json`` and ``logs/stage_commits.json``, so the evidence names the code that ran, not the
+    code checked out when the run ends."""
 
     def __init__(self, logs: Path, *, cwd: Path | None = None):
         self.logs, self.cwd = Path(logs), cwd or PROJECT_ROOT
@@ -158,17 +177,22 @@ class Stages:
         self.record = self.logs / "stage_seconds.json"
         self.previous = json.loads(self.record.read_text()) if self.record.is_file() else {}
         self.seconds: dict[str, float] = {}
+        self.commit_record = self.logs / "stage_commits.json"
+        self.previous_commits = json.loads(self.commit_record.read_text()) if self.commit_record.is_file() else {}
+        self.commits: dict[str, dict | None] = {}
 
     def run(self, name: str, marker: Path, command: list[str]) -> None:
         import time
 
         if Path(marker).exists():
             self.seconds[name] = self.previous.get(name, 0.0)
+            self.commits[name] = self.previous_commits.get(name)
             print(f"{name}: done already ({marker})", flush=True)
             return
         log = self.logs / f"{name.replace(' ', '-')}.log"
         print(f"{name}: running (log {log})", flush=True)
         started = time.time()
+        self.commits[name] = {"commit": current_commit(self.cwd), "clean": tree_is_clean(self.cwd)}
         with open(log, "w") as sink:
             result = subprocess.run(command, cwd=self.cwd, stdout=sink, stderr=subprocess.STDOUT)
         if result.returncode != 0:
@@ -178,6 +202,8 @@ class Stages:
             Path(marker).write_text("")
         self.seconds[name] = round(time.time() - started, 1)
         self.record.write_text(json.dumps({**self.previous, **self.seconds}, indent=1) + "\n")
+        self.previous_commits[name] = self.commits[name]
+        self.commit_record.write_text(json.dumps(self.previous_commits, indent=1) + "\n")
 
     def total(self) -> float:
         return round(sum(self.seconds.values()), 1)
