@@ -248,3 +248,59 @@ def test_smollm2_grace_repo_loads_three_ways_without_the_project(tmp_path):
     assert (out["grace_class"], out["lm_class"], out["st_dim"]) == ("GraceEmbedder", "LlamaForCausalLM", 576)
     np.testing.assert_allclose(out["encode"], expected, atol=1e-4)
     np.testing.assert_allclose(out["st"], expected, atol=1e-4)
+
+
+def _separately_pooled(embedder, texts, rationales_and_eos):
+    sequences = [embedder.prompt_ids(t) + ids + ([eos] if eos is not None and embedder.grace_config.pool_eos else [])
+                 for t, (ids, eos) in zip(texts, rationales_and_eos)]
+    return embedder.embed_sequences(sequences, [embedder.prefix_length(s) for s in sequences])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generation_keeps_the_hidden_states_so_encode_skips_the_pooling_forward(embedder, monkeypatch, temperature):
+    """The rationale's generation already computed the last hidden layer over prompt + rationale: encode pools those
+    (one extra step for the last generated token) and runs no second forward; the vectors are the pooling
+    forward's. One text stops at an EOS while the others run on, so both endings are pooled from one batch."""
+    texts = TEXTS[:4]
+    settings = dict(max_new_tokens=8, temperature=temperature, top_p=1.0, seed=3)
+    prompts = [embedder.prompt_ids(t) for t in texts]
+    free = embedder.generate_rationales(prompts, texts, **settings)
+    # a token one text writes after a few others, and no other text writes at all, becomes an EOS: that text stops
+    # there, the others go on
+    row, cut = next((r, j) for r, (ids, _) in enumerate(free) for j in range(1, len(ids))
+                    if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r))
+    stop = free[row][0][cut]
+    monkeypatch.setattr(type(embedder), "eos_ids", lambda self: {2, stop})
+    kept: list = []
+    generated = embedder.generate_rationales(prompts, texts, **settings, hidden_out=kept)
+    assert generated[row] == (free[row][0][:cut], stop)
+    assert [g for r, g in enumerate(generated) if r != row] == [g for r, g in enumerate(free) if r != row]
+    assert [len(h) for h in kept] == [len(p) + 8 for p in prompts]  # every prompt token and every generated one
+
+    calls = []
+    original = type(embedder).embed_sequences
+    monkeypatch.setattr(type(embedder), "embed_sequences", lambda self, *a: calls.append(a) or original(self, *a))
+    vectors, rationales = embedder.encode(texts, normalize=False, return_rationales=True, batch_size=4, **settings)
+    assert calls == []  # no pooling forward
+    assert rationales[row] == embedder.tokenizer.decode(free[row][0][:cut], skip_special_tokens=True)
+    expected = _separately_pooled(embedder, texts, generated)
+    np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-5, rtol=1e-4)
+    embedder.grace_config.pool_eos = False
+    try:
+        without_eos = embedder.encode(texts, normalize=False, batch_size=4, **settings)
+        np.testing.assert_allclose(without_eos, _separately_pooled(embedder, texts, generated).numpy(), atol=1e-5, rtol=1e-4)
+    finally:
+        embedder.grace_config.pool_eos = True
+    others = [r for r in range(len(texts)) if r != row]
+    assert not np.allclose(without_eos[row], vectors[row], atol=1e-4)  # only the text that ended at an EOS changes
+    np.testing.assert_allclose(without_eos[others], vectors[others], atol=1e-6)
+
+
+def test_cached_rationales_are_pooled_by_a_forward(embedder, tmp_path, monkeypatch):
+    """A rationale read from the cache has no kept hidden states: it is pooled by the forward, to the same vector."""
+    first = embedder.encode(TEXTS[:2], temperature=0, cache_dir=tmp_path)
+    calls = []
+    original = type(embedder).embed_sequences
+    monkeypatch.setattr(type(embedder), "embed_sequences", lambda self, *a: calls.append(len(a[0])) or original(self, *a))
+    np.testing.assert_allclose(embedder.encode(TEXTS[:2], temperature=0, cache_dir=tmp_path), first, atol=1e-5)
+    assert calls == [2]

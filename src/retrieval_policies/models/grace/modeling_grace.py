@@ -126,6 +126,22 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def _keep_output(captured: list):
+    """A forward hook that keeps a decoder's last hidden layer (after the final norm)."""
+
+    def keep(module, args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    return keep
+
+
+def _is_one_pass(captured: list, rows: int, width: int, steps: int) -> bool:
+    """The hidden states kept during generation: the prefill [rows, width], then [rows, 1] for each generated token
+    (the last one fed by the extra step)."""
+    return (len(captured) == steps + 1 and captured[0].shape[:2] == (rows, width)
+            and all(h.shape[:2] == (rows, 1) for h in captured[1:]))
+
+
 def text_seed(seed: int, text: str) -> int:
     """A per-text seed: a text's sampled rationale does not depend on which other texts share its batch."""
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
@@ -361,23 +377,50 @@ class GraceEmbedder(torch.nn.Module):
 
     @torch.no_grad()
     def generate_rationales(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
-                            temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], int | None]]:
+                            temperature: float, top_p: float, seed: int | None,
+                            hidden_out: list | None = None) -> list[tuple[list[int], int | None]]:
         """Batched generation (left padding, KV cache): per prompt, the rationale ids up to the first EOS and the EOS
-        token that ended it (None when the length limit did; the EOS itself is not in the ids)."""
+        token that ended it (None when the length limit did; the EOS itself is not in the ids).
+
+        ``hidden_out`` (a list): also collect, per prompt, the last hidden layer over prompt + everything generated
+        ([len(prompt) + steps, dim]), the states the generation computed anyway plus one step for the last token, so
+        ``encode`` need not run the pooling forward again. Left empty when they cannot be had (then pool apart).
+        """
         width = max(len(p) for p in prompts)
         pad = self._pad_id()
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         eos = sorted(self.eos_ids())
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad,
+                                  return_dict_in_generate=hidden_out is not None)
         processors = LogitsProcessorList()
         if temperature > 0:
             processors.append(PerRowSampler(self.text_seeds(texts, seed), temperature, top_p))
-        with neutral_generation_config(self.model):
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                         logits_processor=processors)
+        captured: list[torch.Tensor] = []
+        handle = self._decoder().register_forward_hook(_keep_output(captured)) if hidden_out is not None else None
+        try:
+            with neutral_generation_config(self.model):
+                output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                             logits_processor=processors)
+            sequences = output if torch.is_tensor(output) else output.sequences
+            cache = None if torch.is_tensor(output) else getattr(output, "past_key_values", None)
+            steps = sequences.shape[1] - width
+            if hidden_out is not None and cache is not None and steps > 0:
+                # the last token was generated but never fed: one more step gives its hidden state
+                mask = torch.cat([attention, attention.new_ones(len(prompts), steps)], dim=1)
+                kwargs = {"input_ids": sequences[:, -1:], "attention_mask": mask, "past_key_values": cache,
+                          "position_ids": mask.sum(dim=1, keepdim=True) - 1, "use_cache": True}
+                if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+                    kwargs["logits_to_keep"] = 1
+                self.model(**kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if hidden_out is not None and _is_one_pass(captured, len(prompts), width, steps):
+            hidden = torch.cat(captured, dim=1)
+            hidden_out.extend(hidden[row, width - len(p):] for row, p in enumerate(prompts))
         results = []
-        for row in output[:, width:].tolist():
+        for row in sequences[:, width:].tolist():
             cut = next((i for i, tok in enumerate(row) if tok in eos), None)
             results.append((row, None) if cut is None else (row[:cut], row[cut]))
         return results
@@ -399,6 +442,9 @@ class GraceEmbedder(torch.nn.Module):
             pool_mask[row, :p] = 0
         return mean_pool(hidden.float(), pool_mask)
 
+    def _decoder(self) -> torch.nn.Module:
+        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+
     def last_hidden_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The decoder's last hidden layer (after the final norm) from a forward of the **root** module.
 
@@ -407,16 +453,11 @@ class GraceEmbedder(torch.nn.Module):
         decoder, so no other layer is kept, and the LM head computes one position only (``logits_to_keep=1``).
         """
         model = self.model
-        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
         captured = []
-
-        def keep(module, args, output):
-            captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
-
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         if "logits_to_keep" in inspect.signature(model.forward).parameters:
             kwargs["logits_to_keep"] = 1
-        handle = decoder.register_forward_hook(keep)
+        handle = self._decoder().register_forward_hook(_keep_output(captured))
         try:
             model(**kwargs)
         finally:
@@ -565,10 +606,10 @@ class GraceEmbedder(torch.nn.Module):
                     sequences = [prompts[i] for i in batch]
                     if rationale:
                         sequences = [prompts[i] + ids + ([eos] if eos is not None and c.pool_eos else [])
-                                     for i, (ids, eos) in ((i, generated[i]) for i in batch)]
+                                     for i, (ids, eos, _) in ((i, generated[i]) for i in batch)]
                         for i in batch:
                             rationales[i] = self.tokenizer.decode(generated[i][0], skip_special_tokens=True)
-                    vectors = self.embed_sequences(sequences, [self.prefix_length(prompts[i]) for i in batch])
+                    vectors = self._pool(batch, sequences, prompts, generated)
                     if normalize:
                         vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
                     for i, vector in zip(batch, vectors.cpu()):
@@ -584,18 +625,40 @@ class GraceEmbedder(torch.nn.Module):
             return (out[0], rationales[0]) if single else (out, rationales)
         return out[0] if single else out
 
-    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings, backend="hf") -> list[tuple[list[int], int | None]]:
+    def _pool(self, batch, sequences, prompts, generated) -> torch.Tensor:
+        """The batch's vectors: from the hidden states its generation kept where there are any, else one pooling
+        forward over the sequences (prompt-only, cached or vLLM rationales)."""
+        prefix = [self.prefix_length(prompts[i]) for i in batch]
+        kept = [generated[i][2] if i in generated else None for i in batch]
+        todo = [j for j, hidden in enumerate(kept) if hidden is None]
+        pooled = self.embed_sequences([sequences[j] for j in todo], [prefix[j] for j in todo]) if todo else None
+        vectors = [None] * len(batch)
+        for n, j in enumerate(todo):
+            vectors[j] = pooled[n]
+        for j, hidden in enumerate(kept):
+            if hidden is not None:
+                vectors[j] = hidden[prefix[j] : len(sequences[j])].float().mean(dim=0)
+        return torch.stack(vectors)
+
+    def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings, backend="hf") -> list[tuple]:
+        """Per text: (rationale ids, the EOS that ended it or None, the hidden states its generation kept or None)."""
         keys = [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)
         found = [cache.get(k) if cache else None for k in keys]
         missing = [j for j, hit in enumerate(found) if hit is None]
+        hidden = [None] * len(batch)
         if missing:
-            generate = self.generate_rationales if backend == "hf" else self.generate_rationales_vllm
-            fresh = generate([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
-            for j, (ids, eos) in zip(missing, fresh):
+            kept: list = []
+            if backend == "hf":
+                fresh = self.generate_rationales([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing],
+                                                 **settings, hidden_out=kept)
+            else:
+                fresh = self.generate_rationales_vllm([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
+            for n, (j, (ids, eos)) in enumerate(zip(missing, fresh)):
                 found[j] = {"ids": ids, "eos": eos}
+                hidden[j] = kept[n] if len(kept) == len(missing) else None
                 if cache:
                     cache.put(keys[j], {**found[j], "text": self.tokenizer.decode(ids, skip_special_tokens=True)})
-        return [(hit["ids"], hit["eos"]) for hit in found]
+        return [(hit["ids"], hit["eos"], h) for hit, h in zip(found, hidden)]
 
 
 class GraceSentenceTransformerModule(torch.nn.Module):
