@@ -403,14 +403,17 @@ class GraceEmbedder(torch.nn.Module):
                 output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
                                              logits_processor=processors)
             sequences = output if torch.is_tensor(output) else output.sequences
-            cache = None if torch.is_tensor(output) else getattr(output, "past_key_values", None)
+            # transformers 5.x names the returned cache `cache` (earlier: `past_key_values`)
+            cache = None if torch.is_tensor(output) else (getattr(output, "cache", None) or getattr(output, "past_key_values", None))
             steps = sequences.shape[1] - width
             if hidden_out is not None and cache is not None and steps > 0:
                 # the last token was generated but never fed: one more step gives its hidden state
                 mask = torch.cat([attention, attention.new_ones(len(prompts), steps)], dim=1)
-                kwargs = {"input_ids": sequences[:, -1:], "attention_mask": mask, "past_key_values": cache,
-                          "position_ids": mask.sum(dim=1, keepdim=True) - 1, "use_cache": True}
-                if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+                parameters = inspect.signature(self.model.forward).parameters
+                kwargs = {"input_ids": sequences[:, -1:], "attention_mask": mask, "use_cache": True,
+                          "cache" if "cache" in parameters else "past_key_values": cache,
+                          "position_ids": mask.sum(dim=1, keepdim=True) - 1}
+                if "logits_to_keep" in parameters:
                     kwargs["logits_to_keep"] = 1
                 self.model(**kwargs)
         finally:
@@ -540,7 +543,9 @@ class GraceEmbedder(torch.nn.Module):
         """Embed ``texts`` (a string or a list of strings).
 
         rationale=True: generate a rationale per text (batched, sorted by length), then embed prompt ⊕ rationale
-        (⊕ EOS when ``pool_eos`` and one was generated). rationale=False: embed the prompt alone (the fast path,
+        (⊕ EOS when ``pool_eos`` and one was generated), pooling the hidden states the generation computed (the
+        same vectors as a pooling forward, to float rounding, at about half the cost; cached or vLLM rationales are
+        pooled by that forward). rationale=False: embed the prompt alone (the fast path,
         the paper's Base row). ``temperature=0`` is greedy; with a ``seed`` sampled rationales are reproducible.
         ``cache_dir`` keeps generated rationales on disk keyed by model revision, text and generation settings.
         ``backend`` ("hf" or "vllm"; default from ``grace_config.json``) is who writes the rationales: vLLM gets all
