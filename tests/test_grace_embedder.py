@@ -100,6 +100,7 @@ def test_eos_pooling_on_and_off(embedder, monkeypatch):
 def test_the_generated_eos_is_the_one_pooled(embedder, monkeypatch):
     """Qwen-style configs list several EOS ids; the rationale ends at, and pools, the one actually generated."""
     monkeypatch.setattr(embedder.model.generation_config, "eos_token_id", [0, 2])
+    monkeypatch.setattr(embedder, "shared_prefix_decoding", False)  # the model.generate path (faked below)
     prompt = embedder.prompt_ids("Paris")
     monkeypatch.setattr(embedder.model, "generate", lambda input_ids, **kw: torch.cat(
         [input_ids, torch.tensor([[5, 6, 2, 0]] * input_ids.shape[0])], dim=1))
@@ -140,7 +141,7 @@ def test_seeded_sampling_is_reproducible(embedder):
 def test_cache_hit_leaves_generation_uncalled(embedder, tmp_path, monkeypatch):
     first, rationales = embedder.encode(TEXTS, cache_dir=tmp_path, return_rationales=True)
     assert len(list(tmp_path.rglob("*.json"))) == len(set(t.strip() for t in TEXTS))
-    monkeypatch.setattr(embedder.model, "generate", lambda *a, **k: pytest.fail("generate called on a cache hit"))
+    monkeypatch.setattr(embedder, "generate_rationales", lambda *a, **k: pytest.fail("generation ran on a cache hit"))
     cached, cached_rationales = embedder.encode(TEXTS, cache_dir=tmp_path, return_rationales=True)
     np.testing.assert_allclose(cached, first, atol=1e-5)
     assert cached_rationales == rationales
@@ -275,7 +276,9 @@ def test_generation_keeps_the_hidden_states_so_encode_skips_the_pooling_forward(
     generated = embedder.generate_rationales(prompts, texts, **settings, hidden_out=kept)
     assert generated[row] == (free[row][0][:cut], stop)
     assert [g for r, g in enumerate(generated) if r != row] == [g for r, g in enumerate(free) if r != row]
-    assert [len(h) for h in kept] == [len(p) + 8 for p in prompts]  # every prompt token and every generated one
+    # every prompt token and every generated one (the EOS included); a row's states end where the row ended
+    assert [len(h) for h in kept] == [len(p) + len(ids) + (eos is not None) for p, (ids, eos) in zip(prompts, generated)]
+    assert len(kept[row]) < len(prompts[row]) + 8
 
     calls = []
     original = type(embedder).embed_sequences
@@ -304,3 +307,49 @@ def test_cached_rationales_are_pooled_by_a_forward(embedder, tmp_path, monkeypat
     monkeypatch.setattr(type(embedder), "embed_sequences", lambda self, *a: calls.append(len(a[0])) or original(self, *a))
     np.testing.assert_allclose(embedder.encode(TEXTS[:2], temperature=0, cache_dir=tmp_path), first, atol=1e-5)
     assert calls == [2]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prefix_decoding_matches_generate(embedder, monkeypatch, temperature):
+    """The shared-prefix loop writes model.generate's rationales (greedy, and sampled from each text's own seeded
+    stream) and keeps the same hidden states, though the prefix is computed once and ended rows leave the batch."""
+    texts = TEXTS[:4]
+    settings = dict(max_new_tokens=8, temperature=temperature, top_p=0.9, seed=5)
+    prompts = [embedder.prompt_ids(t) for t in texts]
+    free = embedder.generate_rationales(prompts, texts, **settings)
+    row, cut = next((r, j) for r, (ids, _) in enumerate(free) for j in range(1, len(ids))
+                    if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r))
+    monkeypatch.setattr(type(embedder), "eos_ids", lambda self: {2, free[row][0][cut]})
+
+    shapes = []
+    original = type(embedder)._forward_step
+    monkeypatch.setattr(type(embedder), "_forward_step", lambda self, ids, *a: shapes.append(tuple(ids.shape)) or original(self, ids, *a))
+    loop_hidden: list = []
+    looped = embedder.generate_rationales(prompts, texts, **settings, hidden_out=loop_hidden)
+    monkeypatch.setattr(embedder, "shared_prefix_decoding", False)
+    generate_hidden: list = []
+    generated = embedder.generate_rationales(prompts, texts, **settings, hidden_out=generate_hidden)
+
+    assert looped == generated and looped[row] == (free[row][0][:cut], free[row][0][cut])
+    for mine, theirs, (ids, eos), prompt in zip(loop_hidden, generate_hidden, looped, prompts):
+        n = len(prompt) + len(ids) + (eos is not None)
+        torch.testing.assert_close(mine, theirs[:n], atol=1e-5, rtol=1e-4)
+    prefix = embedder.system_prefix_length
+    assert shapes[0] == (1, prefix)  # the system turn, once for the batch
+    assert shapes[1] == (4, max(len(p) for p in prompts) - prefix)  # the rest of each prompt
+    steps = [s[0] for s in shapes[2:]]
+    assert steps[:cut + 1] == [4] * (cut + 1) and steps[cut + 1:] == [3] * (8 - cut - 1)  # the ended row left
+
+
+def test_models_whose_cache_cannot_drop_rows_decode_with_generate(embedder, monkeypatch):
+    """A sliding-window (or quantized, linear-attention) cache goes to model.generate: same rationales."""
+    texts = TEXTS[:3]
+    prompts = [embedder.prompt_ids(t) for t in texts]
+    settings = dict(max_new_tokens=6, temperature=0.0, top_p=1.0, seed=0)
+    expected = embedder.generate_rationales(prompts, texts, **settings)
+    calls = []
+    real = embedder.model.generate
+    monkeypatch.setattr(embedder.model, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("retrieval_policies.models.grace.modeling_grace._can_select_rows", lambda cache: False)
+    assert embedder.generate_rationales(prompts, texts, **settings) == expected
+    assert calls == [1]
