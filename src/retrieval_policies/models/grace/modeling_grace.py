@@ -413,7 +413,8 @@ class GraceEmbedder(torch.nn.Module):
         With ``shared_prefix_decoding`` (the default) the prompts' common prefix (the system turn) is computed once
         and shared by every row, and a row leaves the batch as soon as it has ended; otherwise, or where the model's
         cache cannot select rows, ``model.generate`` decodes every row to the longest one. Same tokens and vectors
-        (to float rounding); the first is 1.3-1.8x faster on CPU (benchmarks/grace_encode.py, part e).
+        (to float rounding); the first measured 1.33x faster on short texts and 1.19x on long passages on a 2-core CPU
+        (benchmarks/grace_encode.py, part e).
         """
         if self.shared_prefix_decoding:
             decoded = self._decode_shared_prefix(prompts, texts, max_new_tokens=max_new_tokens, temperature=temperature,
