@@ -257,6 +257,17 @@ def _separately_pooled(embedder, texts, rationales_and_eos):
     return embedder.embed_sequences(sequences, [embedder.prefix_length(s) for s in sequences])
 
 
+def _one_text_stops_early(embedder, monkeypatch, texts, settings):
+    """A token one text writes after a few others, and no other text writes at all, becomes an EOS: that text stops
+    there, the others go on. Returns the prompts, the free rationales, that text's row and where it stops."""
+    prompts = [embedder.prompt_ids(t) for t in texts]
+    free = embedder.generate_rationales(prompts, texts, **settings)
+    row, cut = next((r, j) for r, (ids, _) in enumerate(free) for j in range(1, len(ids))
+                    if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r))
+    monkeypatch.setattr(type(embedder), "eos_ids", lambda self: {2, free[row][0][cut]})
+    return prompts, free, row, cut
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_generation_keeps_the_hidden_states_so_encode_skips_the_pooling_forward(embedder, monkeypatch, temperature):
     """The rationale's generation already computed the last hidden layer over prompt + rationale: encode pools those
@@ -264,14 +275,8 @@ def test_generation_keeps_the_hidden_states_so_encode_skips_the_pooling_forward(
     forward's. One text stops at an EOS while the others run on, so both endings are pooled from one batch."""
     texts = TEXTS[:4]
     settings = dict(max_new_tokens=8, temperature=temperature, top_p=1.0, seed=3)
-    prompts = [embedder.prompt_ids(t) for t in texts]
-    free = embedder.generate_rationales(prompts, texts, **settings)
-    # a token one text writes after a few others, and no other text writes at all, becomes an EOS: that text stops
-    # there, the others go on
-    row, cut = next((r, j) for r, (ids, _) in enumerate(free) for j in range(1, len(ids))
-                    if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r))
+    prompts, free, row, cut = _one_text_stops_early(embedder, monkeypatch, texts, settings)
     stop = free[row][0][cut]
-    monkeypatch.setattr(type(embedder), "eos_ids", lambda self: {2, stop})
     kept: list = []
     generated = embedder.generate_rationales(prompts, texts, **settings, hidden_out=kept)
     assert generated[row] == (free[row][0][:cut], stop)
@@ -315,11 +320,7 @@ def test_shared_prefix_decoding_matches_generate(embedder, monkeypatch, temperat
     stream) and keeps the same hidden states, though the prefix is computed once and ended rows leave the batch."""
     texts = TEXTS[:4]
     settings = dict(max_new_tokens=8, temperature=temperature, top_p=0.9, seed=5)
-    prompts = [embedder.prompt_ids(t) for t in texts]
-    free = embedder.generate_rationales(prompts, texts, **settings)
-    row, cut = next((r, j) for r, (ids, _) in enumerate(free) for j in range(1, len(ids))
-                    if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r))
-    monkeypatch.setattr(type(embedder), "eos_ids", lambda self: {2, free[row][0][cut]})
+    prompts, free, row, cut = _one_text_stops_early(embedder, monkeypatch, texts, settings)
 
     shapes = []
     original = type(embedder)._forward_step

@@ -190,6 +190,12 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
     return n
 
 
+def _keep_rows(cache, rows: list[int], *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Keep only ``rows`` of the batch: in the cache (in place) and in each per-row tensor (returned)."""
+    cache.batch_select_indices(torch.tensor(rows, dtype=torch.long, device=tensors[0].device))
+    return [t[rows] for t in tensors]
+
+
 def _can_select_rows(cache) -> bool:
     """A cache of plain full-attention layers (transformers' DynamicLayer): rows can be repeated and dropped, and a
     padding gap in the middle of a row changes nothing. Sliding-window, quantized or linear-attention layers count
@@ -490,8 +496,7 @@ class GraceEmbedder(torch.nn.Module):
             if not fed:
                 break
             if len(fed) < len(active):
-                cache.batch_select_indices(torch.tensor(fed, dtype=torch.long, device=device))
-                mask, tokens, next_position = mask[fed], tokens[fed], next_position[fed]
+                mask, tokens, next_position = _keep_rows(cache, fed, mask, tokens, next_position)
                 active_fed = [active[j] for j in fed]
                 going = [fed.index(j) for j in going]
             else:
@@ -505,8 +510,7 @@ class GraceEmbedder(torch.nn.Module):
             if not going:
                 break
             if len(going) < len(active_fed):
-                cache.batch_select_indices(torch.tensor(going, dtype=torch.long, device=device))
-                mask, logits, next_position = mask[going], logits[going], next_position[going]
+                mask, logits, next_position = _keep_rows(cache, going, mask, logits, next_position)
             active = [active_fed[j] for j in going]
         if keep:
             hidden_out.extend(torch.cat(([prefix_hidden[0]] if shared else []) + parts, dim=0) for parts in kept)
