@@ -5,7 +5,12 @@
 (b) the embedding part of the reward, once per unique sequence (G main rollouts + the group's query and negative
     once) vs the published approach (a forward pass per member for its query, its negative and its main rollout: the
     query and negative G times over), on the same sequences (target: >= 3x faster).
-Run alone: .venv/bin/python benchmarks/grace_step.py
+(c) ``--only-rollouts``: one generation batch of the evidence config (4 prompts x G = 4, <= 96 tokens, T = 0.7,
+    top-p 0.95, the evidence system prompt): its rollouts sampled by GraceGRPOTrainer's shared-prefix loop vs TRL's
+    ``model.generate`` on the same prompts and weights, then the reward on them (with the loop's rollouts it pools
+    the hidden states the loop kept; with generate's it runs its embedding forward), alternating, three seeds each
+    (target: rollouts + reward >= 1.3x).
+Run alone: .venv/bin/python benchmarks/grace_step.py [--only-rollouts]
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="prompts (groups) per step")
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-completion-length", type=int, default=32)
+    parser.add_argument("--only-rollouts", action="store_true", help="run part (c) alone")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.only_rollouts:
+        return rollouts()
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -90,6 +98,69 @@ def main() -> None:
         print(f"  {name}: {count} sequences, {timings[name]:.2f} s")
     values = list(timings.values())
     print(f"speed-up of the reward's embeddings: {values[1] / values[0]:.1f}x (target >= 3x)")
+
+
+def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
+    """(c): the two rollout decodings of GraceGRPOTrainer on one generation batch, alternating."""
+    import statistics
+    from pathlib import Path
+
+    import yaml
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from retrieval_policies.grace.grpo import GraceGRPOTrainer
+
+    evidence = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "grace" / "SmolLM2-135M-Instruct"
+                               / "config_evidence.yaml").read_text())
+    model, tokenizer, grace_config = load_grace_policy(DEFAULT_BASE_MODEL)
+    grace_config.system_prompt = evidence["system_prompt"]
+    rows, _ = build_rows(itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0)
+    train = Dataset.from_list(to_grpo_rows(rows["train"][:64], "supervised", grace_config))
+    batch = prompts * group_size
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config)
+    with tempfile.TemporaryDirectory() as out:
+        config = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, report_to="none", max_steps=1, save_strategy="no",
+                            per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=group_size,
+                            max_completion_length=evidence["max_completion_length"], temperature=evidence["temperature"],
+                            top_p=evidence["top_p"], beta=0.0, scale_rewards="none", loss_type="dapo", logging_steps=1)
+        trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
+                                   processing_class=tokenizer, grace_config=grace_config)
+    reward.bind(trainer)
+    batch_rows = [row for row in train.select(range(prompts)) for _ in range(group_size)]
+    prompt_ids, images, fields = trainer._tokenize_prompts([row["prompt"] for row in batch_rows])
+    decodings = ("generate", "shared_prefix")
+    times = {(d, part): [] for d in decodings for part in ("rollouts", "reward")}
+    lengths: dict[str, list[float]] = {d: [] for d in decodings}
+    for repeat in range(repeats + 1):  # the first round warms up
+        for decoding in decodings:
+            trainer.rollout_decoding = decoding
+            torch.manual_seed(repeat)
+            trainer.state.global_step = repeat
+            start = time.perf_counter()
+            completions, _ = trainer._generate_single_turn(prompt_ids, images, fields, group_size)
+            middle = time.perf_counter()
+            if trainer.rollouts_decoded_by != decoding:
+                raise RuntimeError(f"asked for {decoding}, decoded by {trainer.rollouts_decoded_by}")
+            trainer.last_prompt_ids = prompt_ids
+            reward([r["prompt"] for r in batch_rows], [[{"role": "assistant", "content": ""}]] * batch, completions,
+                   row_index=[r["row_index"] for r in batch_rows], query=[r["query"] for r in batch_rows],
+                   negative=[r["negative"] for r in batch_rows])
+            if repeat:
+                times[decoding, "rollouts"].append(middle - start)
+                times[decoding, "reward"].append(time.perf_counter() - middle)
+                lengths[decoding].append(statistics.fmean(len(c) for c in completions))
+    print(f"{prompts} prompts x G={group_size}, <= {evidence['max_completion_length']} tokens, T={evidence['temperature']}, "
+          f"top-p {evidence['top_p']} ({repeats} seeds each, alternating):")
+    mean = {key: statistics.fmean(values) for key, values in times.items()}
+    for decoding in decodings:
+        print(f"  {decoding}: rollouts {mean[decoding, 'rollouts']:.1f} s "
+              f"({', '.join(f'{t:.1f}' for t in times[decoding, 'rollouts'])}), reward {mean[decoding, 'reward']:.1f} s, "
+              f"mean completion {statistics.fmean(lengths[decoding]):.1f} tokens")
+    print(f"speed-up of the rollouts: {mean['generate', 'rollouts'] / mean['shared_prefix', 'rollouts']:.2f}x, "
+          f"of the reward: {mean['generate', 'reward'] / mean['shared_prefix', 'reward']:.2f}x, of both: "
+          f"{(mean['generate', 'rollouts'] + mean['generate', 'reward']) / (mean['shared_prefix', 'rollouts'] + mean['shared_prefix', 'reward']):.2f}x"
+          " (target >= 1.3x)")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,9 @@ def test_reward_generates_once_per_group_and_embeds_each_unique_sequence_once(ti
     finally:
         GraceEmbedder.generate_rationales, GraceEmbedder.embed_sequences = original_generate, original_embed
     assert generated == [4]  # query + negative of each group, in one call, none per member
-    assert sum(embedded) == 5 + 4  # the two identical rollouts of group 0 share one forward
+    # the two identical rollouts of group 0 share one forward; the query / negative rollouts are pooled from the
+    # hidden states their generation kept
+    assert sum(embedded) == 5
     assert len(rewards) == 6 and rewards[3] == -1.0  # 6 tokens without EOS: the length limit was hit
     assert rewards[0] == rewards[1] and all(isinstance(r, float) for r in rewards)
     assert metrics["grace/length_penalised_share"] == pytest.approx(1 / 6)
@@ -263,3 +265,110 @@ def test_lora_export_under_fsdp_or_deepspeed_writes_a_merged_grace_repo(tiny_fol
     loaded = GraceEmbedder.from_pretrained(folder)
     merged = peft_model.merge_and_unload()
     torch.testing.assert_close(loaded.model.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)
+
+
+def _rollout_trainer(folder, tmp_path, **config):
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    model, tokenizer, grace_config = load_grace_policy(str(folder))
+    decoding = config.pop("rollout_decoding", "shared_prefix")
+    args = GRPOConfig(**{"output_dir": str(tmp_path / "out"), "use_cpu": True, "bf16": False, "report_to": "none",
+                         "max_steps": 1, "per_device_train_batch_size": 6, "num_generations": 3,
+                         "max_completion_length": 5, "temperature": 1.0, "top_p": 0.9, "beta": 0.0,
+                         "scale_rewards": "none", "save_strategy": "no", "seed": 11, **config})
+    reward = GraceContrastiveReward("supervised", grace_config=grace_config)
+    trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
+                               train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)),
+                               grace_config=grace_config, rollout_decoding=decoding)
+    members = [row["prompt"] for row in to_grpo_rows(ROWS[:2], "supervised", grace_config) for _ in range(3)]
+    prompt_ids, images, fields = trainer._tokenize_prompts(members)
+    return trainer, (prompt_ids, images, fields, 3)
+
+
+def test_rollouts_come_from_the_shared_prefix_loop_one_seeded_stream_per_row(tiny_folder, tmp_path, monkeypatch):
+    """GRPO's group repeats each prompt G times: every rollout row draws from its own stream (seeded by the run's
+    seed, the step, the call and the row), so the members differ, a row's rollout does not depend on its batch, and
+    a rerun of the same step draws the same rollouts. Completions end with the EOS that ended them, as TRL's do."""
+    trainer, call = _rollout_trainer(tiny_folder, tmp_path)
+    seen = []
+    real = GraceEmbedder.sample_rollouts
+    monkeypatch.setattr(GraceEmbedder, "sample_rollouts", lambda self, prompts, seeds, **kw: seen.append((seeds, kw)) or real(self, prompts, seeds, **kw))
+    completions, logprobs = trainer._generate_single_turn(*call)
+    assert trainer.rollouts_decoded_by == "shared_prefix" and logprobs is None
+    (seeds, settings), = seen
+    assert len(settings.pop("hidden_out")) == 6  # kept for the reward
+    assert settings == {"max_new_tokens": 5, "temperature": 1.0, "top_p": 0.9, "eos_ids": set(trainer.eos_token_ids)}
+    assert len(set(seeds)) == 6
+    assert completions[0] != completions[1] or completions[1] != completions[2]  # a group's members differ
+    for ids in completions:
+        assert 1 <= len(ids) <= 5
+        assert not set(ids[:-1]) & set(trainer.eos_token_ids)
+        assert len(ids) == 5 or ids[-1] in trainer.eos_token_ids
+    prompts = call[0]
+    assert [sequence for sequence, _ in trainer.last_rollout_hidden] == [p + c for p, c in zip(prompts, completions)]
+    assert [h.shape[0] for _, h in trainer.last_rollout_hidden] == [len(p) + len(c) for p, c in zip(prompts, completions)]
+    embedder = GraceEmbedder(trainer.model, trainer.processing_class, trainer.grace_config)
+    for row in (0, 4):  # alone in its batch: the same rollout
+        assert real(embedder, [prompts[row]], [seeds[row]], **settings) == [completions[row]]
+    again, _ = trainer._generate_single_turn(*call)  # a second call within the step: other seeds
+    assert seen[1][0] != seeds
+    rerun, rerun_call = _rollout_trainer(tiny_folder, tmp_path)  # the same step of a new (or resumed) run
+    assert rerun._generate_single_turn(*rerun_call)[0] == completions
+
+
+def test_reward_pools_the_hidden_states_the_rollouts_kept(tiny_folder, tmp_path, monkeypatch):
+    """With the shared-prefix rollouts the reward runs no embedding forward at all (main rollouts: the trainer's
+    kept states; query / negative: their generation's), and its rewards are those of the forward it skips."""
+    trainer, call = _rollout_trainer(tiny_folder, tmp_path)
+    reward = trainer.reward_funcs[0].bind(trainer)
+    rows = [row for row in to_grpo_rows(ROWS[:2], "supervised", trainer.grace_config) for _ in range(3)]
+
+    def rewards():
+        completions, _ = trainer._generate_single_turn(*call)
+        trainer.last_prompt_ids = call[0]
+        return reward([r["prompt"] for r in rows], [[{"role": "assistant", "content": "…"}]] * 6, completions,
+                      row_index=[r["row_index"] for r in rows], query=[r["query"] for r in rows],
+                      negative=[r["negative"] for r in rows])
+
+    real_embed, real_generate = GraceEmbedder.embed_sequences, GraceEmbedder.generate_rationales
+    monkeypatch.setattr(GraceEmbedder, "embed_sequences", lambda *a, **k: pytest.fail("an embedding forward ran"))
+    pooled = rewards()
+    assert trainer.last_rollout_hidden is not None
+    monkeypatch.setattr(GraceEmbedder, "embed_sequences", real_embed)
+    monkeypatch.setattr(GraceEmbedder, "generate_rationales", lambda self, *a, hidden_out=None, **k: real_generate(self, *a, **k))
+    trainer._rollout_calls = (None, 0)  # the same seeds again
+    trainer.last_rollout_hidden = None
+    original = type(trainer)._generate_single_turn
+
+    def without_kept(self, *a, **k):
+        out = original(self, *a, **k)
+        self.last_rollout_hidden = None
+        return out
+
+    monkeypatch.setattr(type(trainer), "_generate_single_turn", without_kept)
+    forwarded = rewards()
+    assert pooled == pytest.approx(forwarded, abs=1e-4)
+
+
+@pytest.mark.parametrize("setting", [{"top_k": 5}, {"repetition_penalty": 1.2}, {"min_p": 0.1},
+                                     {"generation_kwargs": {"no_repeat_ngram_size": 2}}, {"rollout_decoding": "generate"}])
+def test_rollouts_the_loop_cannot_draw_exactly_go_to_trl_generate(tiny_folder, tmp_path, monkeypatch, setting):
+    trainer, call = _rollout_trainer(tiny_folder, tmp_path, **setting)
+    monkeypatch.setattr(GraceEmbedder, "sample_rollouts", lambda *a, **k: pytest.fail("the shared-prefix loop ran"))
+    completions, _ = trainer._generate_single_turn(*call)
+    assert trainer.rollouts_decoded_by == "generate" and len(completions) == 6
+
+
+def test_rollouts_fall_back_to_generate_when_the_cache_cannot_drop_rows(tiny_folder, tmp_path, monkeypatch):
+    import retrieval_policies.models.grace.modeling_grace as modeling
+
+    trainer, call = _rollout_trainer(tiny_folder, tmp_path)
+    monkeypatch.setattr(modeling, "_can_select_rows", lambda cache: False)
+    completions, _ = trainer._generate_single_turn(*call)
+    assert trainer.rollouts_decoded_by == "generate" and len(completions) == 6
+
+
+def test_an_unknown_rollout_decoding_is_refused(tiny_folder, tmp_path):
+    with pytest.raises(ValueError, match="rollout_decoding must be one of"):
+        _rollout_trainer(tiny_folder, tmp_path, rollout_decoding="vllm-ish")

@@ -252,3 +252,21 @@ def test_vllm_length_stop_and_missing_eos(tokenizer):
     finally:
         sys.modules.pop("vllm", None)
     assert out == [([7, 8], tokenizer.eos_token_id), ([7, 8, 9], None), ([7], 2)]
+
+
+def test_per_row_sampler_draws_the_tempered_nucleus_distribution():
+    """Training rollouts are drawn by this sampler (GraceGRPOTrainer's shared-prefix loop), so it must sample what
+    TRL's generate would: softmax(logits / T) renormalised over the smallest top set reaching top_p."""
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]])
+    temperature, top_p, draws = 0.7, 0.9, 6000
+    probs = (logits[0] / temperature).softmax(-1)
+    order = probs.argsort(descending=True)
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep[order[(probs[order].cumsum(0) - probs[order]) < top_p]] = True
+    expected = torch.where(keep, probs, torch.zeros_like(probs))
+    expected = expected / expected.sum()
+    sampler = PerRowSampler([123], temperature=temperature, top_p=top_p)
+    counts = torch.bincount(torch.cat([sampler.draw(logits, [0]) for _ in range(draws)]), minlength=6).float()
+    assert counts[~keep].sum() == 0  # outside the nucleus: never
+    assert keep.sum() >= 3 and (~keep).sum() >= 1  # the test covers both sides of the cut
+    assert torch.allclose(counts / draws, expected, atol=0.02), (counts / draws, expected)

@@ -39,6 +39,9 @@ class GraceScriptArguments:
     truncation: str = "penalty"
     contrastive: str = "group"
     system_prompt: str | None = None  # the rationale instruction (None: the published one); saved in the repo
+    # who samples the rollouts without vLLM: "shared_prefix" (GraceGRPOTrainer's loop: the system turn once per batch,
+    # finished rollouts leave it; same temperature/top-p distribution, per-rollout seeds) or "generate" (TRL's)
+    rollout_decoding: str = "shared_prefix"
     embedding_batch_size: int = 16
     rationales_to_log: int = 2
     num_processes: int | None = None  # the GPU count the batch sizes are set for; checked at launch when given
@@ -77,7 +80,8 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
         embedding_batch_size=script_args.embedding_batch_size, rationales_to_log=script_args.rationales_to_log)
     trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=training_args, train_dataset=train,
                           processing_class=tokenizer, peft_config=get_peft_config(model_args),
-                          callbacks=[grace_repo_callback(grace_config)])
+                          callbacks=[grace_repo_callback(grace_config)], grace_config=grace_config,
+                          rollout_decoding=script_args.rollout_decoding)
     reward.bind(trainer)
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
     folder = export_grace_repo(trainer, tokenizer, grace_config, training_args.output_dir,

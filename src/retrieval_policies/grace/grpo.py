@@ -5,8 +5,9 @@ Per reward call (one generation batch of this process):
 1. extra rollouts from the current weights, once per group, never trained on: the query and the negative at
    T = 0.5 (supervised) or a second view of the sentence at T = 0.5 (unsupervised); each is seeded by its text and the
    step, so every process that holds members of a group draws the same one;
-2. embeddings of prompt ⊕ rollout from the live policy (adapter enabled under LoRA; no grad; eval mode), one forward
-   per **unique** sequence, with the GRACE pooling of ``GraceEmbedder.embed_sequences``;
+2. embeddings of prompt ⊕ rollout from the live policy (adapter enabled under LoRA; no grad; eval mode) with the
+   GRACE pooling of ``GraceEmbedder.embed_sequences``: pooled from the hidden states the rollout's generation kept
+   (the trainer's shared-prefix rollouts, the extra rollouts), else one forward per **unique** sequence;
 3. rewards over the global batch (``rewards.global_rewards``), this process's slice returned.
 Any exception propagates and stops training: a reward is never silently zero.
 """
@@ -22,7 +23,7 @@ import torch
 from trl import GRPOTrainer
 
 from ..models.grace.configuration_grace import GraceConfig
-from ..models.grace.modeling_grace import GraceEmbedder
+from ..models.grace.modeling_grace import GraceEmbedder, text_seed
 from .rewards import RewardWeights, global_rewards
 
 logger = logging.getLogger(__name__)
@@ -42,16 +43,105 @@ def to_grpo_rows(rows: list[dict], mode: str, grace_config: GraceConfig | None =
             for i, row in enumerate(rows)]
 
 
+ROLLOUT_DECODING = ("shared_prefix", "generate")
+
+
+@contextlib.contextmanager
+def unwrapped_policy(trainer):
+    """The policy as TRL unwraps it for generation (same ZeRO-3 gathering and gradient-checkpointing handling), with
+    FSDP1's full parameters summoned as TRL does around ``generate``."""
+    from trl.models import unwrap_model_for_generation
+
+    args, dist = trainer.args, getattr(trainer, "_dist", None)
+    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                     gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
+                                     gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None)) as policy, \
+            (dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else contextlib.nullcontext()):
+        yield policy
+
+
+def policy_embedder(trainer, policy, grace_config: GraceConfig) -> GraceEmbedder:
+    """The live policy as a GraceEmbedder (PEFT: the adapter stays enabled), its prompts rendered with the template
+    variables TRL rendered the main prompts with."""
+    backbone = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    trl_kwargs = getattr(trainer, "chat_template_kwargs", None)
+    config = grace_config if trl_kwargs is None else dataclasses.replace(grace_config, chat_template_kwargs=dict(trl_kwargs))
+    return GraceEmbedder(backbone, trainer.processing_class, config)
+
+
 class GraceGRPOTrainer(GRPOTrainer):
-    """TRL's GRPOTrainer, keeping the prompt ids it generated from for the reward: TRL hands reward functions texts,
-    and re-rendering them could differ from what was generated (TRL's ``chat_template_kwargs``, special tokens)."""
+    """TRL's GRPOTrainer with two hooks. It keeps the prompt ids it generated from for the reward (TRL hands reward
+    functions texts, and re-rendering them could differ from what was generated: TRL's ``chat_template_kwargs``,
+    special tokens). And on the transformers path (no vLLM) it samples the rollouts through the embedder's
+    shared-prefix loop (``rollout_decoding="shared_prefix"``, the default): the system turn is computed once per
+    batch and a finished rollout leaves the batch, where ``model.generate`` decodes every row of the G × prompts batch
+    to the longest; the loop also keeps the last hidden layer over each rollout, which the reward pools instead of a
+    second forward. Same distribution (temperature, top-p; the policy in eval mode), other random numbers: one
+    stream per rollout, seeded by ``args.seed``, the step and the row. Any other sampling setting TRL would apply
+    (top-k, min-p, repetition penalty, ``generation_kwargs``, a cache implementation), images, tools or a cache that
+    cannot drop rows go to TRL's ``model.generate``, as does ``rollout_decoding="generate"``."""
 
     last_prompt_ids: list[list[int]] | None = None
+    # per rollout of the latest batch decoded by the shared-prefix loop: (prompt + completion ids, the last hidden
+    # layer the loop computed over them), which the reward pools instead of running its embedding forward again
+    last_rollout_hidden: list[tuple[list[int], torch.Tensor]] | None = None
+
+    def __init__(self, *args, grace_config: GraceConfig | None = None, rollout_decoding: str = "shared_prefix", **kwargs):
+        if rollout_decoding not in ROLLOUT_DECODING:
+            raise ValueError(f"rollout_decoding must be one of {list(ROLLOUT_DECODING)}, got {rollout_decoding!r}")
+        super().__init__(*args, **kwargs)
+        self.grace_config = grace_config or GraceConfig()
+        self.rollout_decoding = rollout_decoding
+        self.rollouts_decoded_by: str | None = None  # which path decoded the latest rollouts
+        self._rollout_calls = (None, 0)  # (global step, calls within it): the seeds' key
 
     def _generate(self, prompts: list):
         output = super()._generate(prompts)
         self.last_prompt_ids = [list(map(int, ids)) for ids in output[0]]
         return output
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        self.last_rollout_hidden = None
+        if self._rollouts_share_prefix(images, multimodal_fields, has_tool_images):
+            prompts, kept = [list(map(int, p)) for p in prompt_ids], []
+            with unwrapped_policy(self) as policy, torch.no_grad():
+                embedder = policy_embedder(self, policy, self.grace_config)
+                was_training = embedder.model.training
+                embedder.model.eval()  # no dropout: the kept hidden states are the reward's own (eval-mode) ones
+                try:
+                    completion_ids = embedder.sample_rollouts(
+                        prompts, self._rollout_seeds(len(prompts)), max_new_tokens=self.max_completion_length,
+                        temperature=self.temperature, top_p=1.0 if self.top_p is None else self.top_p,
+                        eos_ids=set(self.eos_token_ids), hidden_out=kept)
+                finally:
+                    embedder.model.train(was_training)
+            if completion_ids is not None:
+                self.rollouts_decoded_by = "shared_prefix"
+                if len(kept) == len(prompts):
+                    self.last_rollout_hidden = [(p + c, h) for p, c, h in zip(prompts, completion_ids, kept)]
+                return completion_ids, None
+        self.rollouts_decoded_by = "generate"
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    def _rollouts_share_prefix(self, images, multimodal_fields, has_tool_images) -> bool:
+        """Whether the shared-prefix loop can draw exactly what TRL's generate would: temperature and top-p only."""
+        args = self.args
+        return (self.rollout_decoding == "shared_prefix" and not self.use_vllm
+                and not getattr(self, "use_transformers_continuous_batching", False)
+                and not images and not multimodal_fields and not has_tool_images and not getattr(self, "tools", None)
+                and getattr(self, "environment_factories", None) is None
+                and not getattr(self, "_is_vlm", False) and (self.temperature or 0) > 0
+                and self.top_k in (None, 0) and self.min_p is None and self.repetition_penalty in (None, 1.0)
+                and not args.generation_kwargs and args.cache_implementation is None)
+
+    def _rollout_seeds(self, count: int) -> list[int]:
+        """One seed per rollout row: the run's seed, the step, the call within the step (gradient accumulation),
+        the process and the row, so a resumed run draws what the uninterrupted one would have."""
+        step = int(self.state.global_step)
+        calls = self._rollout_calls[1] + 1 if self._rollout_calls[0] == step else 0
+        self._rollout_calls = (step, calls)
+        process = self.accelerator.process_index
+        return [text_seed(int(self.args.seed), f"rollout {step} {calls} {process} {row}") for row in range(count)]
 
 
 def grace_chat_template_kwargs(grace_config: GraceConfig, user: dict | None) -> dict:
@@ -79,12 +169,8 @@ class GraceContrastiveReward:
         return self
 
     # -------------------------------------------------------------------------------------------------- pieces
-    def _embedder(self, policy, tokenizer) -> GraceEmbedder:
-        backbone = policy.get_base_model() if hasattr(policy, "get_base_model") else policy  # PEFT: adapter stays enabled
-        # the extra rollouts' prompts are rendered with the variables TRL rendered the main prompts with
-        trl_kwargs = getattr(self.trainer, "chat_template_kwargs", None)
-        config = self.grace_config if trl_kwargs is None else dataclasses.replace(self.grace_config, chat_template_kwargs=dict(trl_kwargs))
-        return GraceEmbedder(backbone, tokenizer, config)
+    def _embedder(self, policy) -> GraceEmbedder:
+        return policy_embedder(self.trainer, policy, self.grace_config)
 
     def _sequences(self, embedder: GraceEmbedder, prompt_ids: list[list[int]], rollouts: list[list[int]]) -> list[list[int]]:
         """prompt ⊕ rollout, the EOS kept only when the embedder pools it (GraceConfig.pool_eos)."""
@@ -105,31 +191,33 @@ class GraceContrastiveReward:
                                f"{'none' if prompt_ids is None else len(prompt_ids)} for {count} completions")
         return prompt_ids
 
-    @contextlib.contextmanager
-    def _unwrapped_policy(self):
-        """The policy as TRL unwraps it for generation (same ZeRO-3 gathering and gradient-checkpointing handling),
-        with FSDP1's full parameters summoned as TRL does around ``generate``."""
-        from trl.models import unwrap_model_for_generation
+    def _main_hidden(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[torch.Tensor | None]:
+        """The hidden states the trainer's rollout loop kept, per main rollout, where they are over exactly that
+        prompt + completion (else None: that rollout is embedded by a forward)."""
+        kept = getattr(self.trainer, "last_rollout_hidden", None) or []
+        if len(kept) != len(completion_ids):
+            return [None] * len(completion_ids)
+        return [hidden if sequence == list(prompt) + list(ids) else None
+                for (sequence, hidden), prompt, ids in zip(kept, prompt_ids, completion_ids)]
 
-        trainer, args = self.trainer, self.trainer.args
-        dist = getattr(trainer, "_dist", None)
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
-                                         gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None)) as policy, \
-                (dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else contextlib.nullcontext()):
-            yield policy
-
-    def embed_unique(self, embedder: GraceEmbedder, sequences: list[list[int]]) -> torch.Tensor:
-        """One forward per distinct sequence; rows come back in the order of ``sequences``, unit-norm."""
+    def embed_unique(self, embedder: GraceEmbedder, sequences: list[list[int]],
+                     kept: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """One forward per distinct sequence, none for a sequence whose generation kept its hidden states (``kept``,
+        aligned with ``sequences``); rows come back in the order of ``sequences``, unit-norm."""
         unique = list(dict.fromkeys(tuple(s) for s in sequences))
-        order = sorted(range(len(unique)), key=lambda i: len(unique[i]))  # similar lengths share a batch
         vectors = [None] * len(unique)
+        index = {s: i for i, s in enumerate(unique)}
+        for sequence, hidden in zip(sequences, kept or []):
+            i = index[tuple(sequence)]
+            if hidden is not None and vectors[i] is None:
+                vectors[i] = torch.nn.functional.normalize(embedder.pool_hidden(hidden, list(sequence)), dim=-1)
+        todo = [i for i in range(len(unique)) if vectors[i] is None]
+        order = sorted(todo, key=lambda i: len(unique[i]))  # similar lengths share a batch
         for start in range(0, len(order), self.embedding_batch_size):
             chunk = [unique[i] for i in order[start : start + self.embedding_batch_size]]
             pooled = embedder.embed_sequences([list(s) for s in chunk], [embedder.prefix_length(list(s)) for s in chunk])
             for i, v in zip(order[start : start + self.embedding_batch_size], torch.nn.functional.normalize(pooled, dim=-1)):
                 vectors[i] = v
-        index = {s: i for i, s in enumerate(unique)}
         return torch.stack([vectors[index[tuple(s)]] for s in sequences])
 
     # -------------------------------------------------------------------------------------------------- the call
@@ -145,20 +233,24 @@ class GraceContrastiveReward:
             extra_by_group.setdefault(g, (kwargs["query"][i], kwargs["negative"][i]) if self.mode == "supervised" else (kwargs["text"][i],))
         extra_texts = list(dict.fromkeys(t for texts_of_group in extra_by_group.values() for t in texts_of_group))
         step_seed = self.seed + int(trainer.state.global_step)
-        with self._unwrapped_policy() as policy:
-            embedder = self._embedder(policy, trainer.processing_class)
+        with unwrapped_policy(trainer) as policy:
+            embedder = self._embedder(policy)
             was_training = embedder.model.training
             embedder.model.eval()
             try:
                 started = time.perf_counter()
                 # the query / negative user texts are cut exactly as encode cuts a text (max_text_tokens)
                 prompt_ids = [embedder.prompt_ids(embedder.truncate_text(t)) for t in extra_texts]
+                extra_hidden: list = []
                 generated = embedder.generate_rationales(prompt_ids, extra_texts, max_new_tokens=trainer.args.max_completion_length,
-                                                         temperature=self.extra_temperature, top_p=1.0, seed=step_seed)
+                                                         temperature=self.extra_temperature, top_p=1.0, seed=step_seed,
+                                                         hidden_out=extra_hidden)
                 extra_rollouts = [ids + ([eos] if eos is not None else []) for ids, eos in generated]
                 middle = time.perf_counter()
                 sequences = self._sequences(embedder, list(main_prompt_ids) + prompt_ids, list(completion_ids) + extra_rollouts)
-                vectors = self.embed_unique(embedder, sequences)
+                kept = self._main_hidden(main_prompt_ids, completion_ids) + (
+                    extra_hidden if len(extra_hidden) == len(prompt_ids) else [None] * len(prompt_ids))
+                vectors = self.embed_unique(embedder, sequences, kept)
                 self.timings["extra_rollouts"] += middle - started
                 self.timings["embeddings"] += time.perf_counter() - middle
                 self.timings["calls"] += 1

@@ -423,8 +423,9 @@ class GraceEmbedder(torch.nn.Module):
         (benchmarks/grace_encode.py, part e).
         """
         if self.shared_prefix_decoding:
-            decoded = self._decode_shared_prefix(prompts, texts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                                 top_p=top_p, seed=seed, hidden_out=hidden_out)
+            seeds = self.text_seeds(texts, seed) if temperature > 0 else None
+            decoded = self._decode_shared_prefix(prompts, seeds, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                 top_p=top_p, hidden_out=hidden_out)
             if decoded is not None:
                 return decoded
         return self._generate(prompts, texts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -451,8 +452,23 @@ class GraceEmbedder(torch.nn.Module):
         return output.logits[:, -1], captured[0], cache
 
     @torch.no_grad()
-    def _decode_shared_prefix(self, prompts, texts, *, max_new_tokens, temperature, top_p, seed, hidden_out):
-        """The decoding loop behind ``generate_rationales``; None when the model's cache cannot share or drop rows.
+    def sample_rollouts(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float,
+                        top_p: float, eos_ids: set[int] | None = None, hidden_out: list | None = None) -> list[list[int]] | None:
+        """Training rollouts through the shared-prefix loop: row i samples from its own stream ``seeds[i]`` (so a
+        prompt repeated G times, GRPO's group, gets G different samples) and stops at any of ``eos_ids`` (default:
+        the backbone's); each completion ends with the EOS that ended it. ``hidden_out`` as in
+        ``generate_rationales``. None where the model's cache cannot share or drop rows: the caller decodes with
+        ``model.generate``."""
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: one seed per row")
+        decoded = self._decode_shared_prefix(prompts, seeds if temperature > 0 else None, max_new_tokens=max_new_tokens,
+                                             temperature=temperature, top_p=top_p, hidden_out=hidden_out, eos=eos_ids)
+        return None if decoded is None else [ids + ([eos] if eos is not None else []) for ids, eos in decoded]
+
+    @torch.no_grad()
+    def _decode_shared_prefix(self, prompts, seeds, *, max_new_tokens, temperature, top_p, hidden_out, eos=None):
+        """The decoding loop behind ``generate_rationales`` and ``sample_rollouts`` (``seeds``: one per row when
+        sampling); None when the model's cache cannot share or drop rows.
 
         Layout per row: [shared prefix][left padding][rest of the prompt][generated...], positions counted over real
         tokens only, so every row sees exactly its unpadded sequence. The prefix is one forward of batch 1, repeated
@@ -460,7 +476,7 @@ class GraceEmbedder(torch.nn.Module):
         when kept) and then leaves the batch, cache rows included.
         """
         device, rows = self.device, len(prompts)
-        eos, pad = self.eos_ids(), self._pad_id()
+        eos, pad = set(eos) if eos is not None else self.eos_ids(), self._pad_id()
         shared = shared_prefix_length(prompts)
         cache, prefix_hidden = None, None
         if shared:
@@ -480,7 +496,7 @@ class GraceEmbedder(torch.nn.Module):
             return None
         keep = hidden_out is not None
         kept = [[hidden[r, width - len(rests[r]):]] for r in range(rows)] if keep else None
-        sampler = PerRowSampler(self.text_seeds(texts, seed), temperature, top_p) if temperature > 0 else None
+        sampler = PerRowSampler(seeds, temperature, top_p) if temperature > 0 else None
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))  # prompt index of each row of the batch
         next_position = torch.tensor([len(p) for p in prompts], device=device)
@@ -581,6 +597,13 @@ class GraceEmbedder(torch.nn.Module):
         for row, p in enumerate(prefix_lengths):
             pool_mask[row, :p] = 0
         return mean_pool(hidden.float(), pool_mask)
+
+    def pool_hidden(self, hidden: torch.Tensor, sequence: list[int]) -> torch.Tensor:
+        """``embed_sequences``' vector of ``sequence`` (not normalised) from the last hidden layer a generation kept
+        over it, or over a longer sequence that begins with it: the mean over the sequence minus its system prefix."""
+        if hidden.shape[0] < len(sequence):
+            raise ValueError(f"hidden states over {hidden.shape[0]} tokens cannot pool a sequence of {len(sequence)}")
+        return hidden[self.prefix_length(sequence) : len(sequence)].float().mean(dim=0)
 
     def _decoder(self) -> torch.nn.Module:
         return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
@@ -779,7 +802,7 @@ class GraceEmbedder(torch.nn.Module):
             vectors[j] = pooled[n]
         for j, hidden in enumerate(kept):
             if hidden is not None:
-                vectors[j] = hidden[prefix[j] : len(sequences[j])].float().mean(dim=0)
+                vectors[j] = self.pool_hidden(hidden, sequences[j])
         return torch.stack(vectors)
 
     def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings, backend="hf") -> list[tuple]:
