@@ -60,13 +60,21 @@ def unwrapped_policy(trainer):
         yield policy
 
 
-def policy_embedder(trainer, policy, grace_config: GraceConfig) -> GraceEmbedder:
-    """The live policy as a GraceEmbedder (PEFT: the adapter stays enabled), its prompts rendered with the template
-    variables TRL rendered the main prompts with."""
-    backbone = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-    trl_kwargs = getattr(trainer, "chat_template_kwargs", None)
-    config = grace_config if trl_kwargs is None else dataclasses.replace(grace_config, chat_template_kwargs=dict(trl_kwargs))
-    return GraceEmbedder(backbone, trainer.processing_class, config)
+@contextlib.contextmanager
+def policy_embedder(trainer, grace_config: GraceConfig):
+    """The live policy, unwrapped as for generation, as a GraceEmbedder in eval mode (no dropout; PEFT: the adapter
+    stays enabled), its prompts rendered with the template variables TRL rendered the main prompts with."""
+    with unwrapped_policy(trainer) as policy:
+        backbone = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        trl_kwargs = getattr(trainer, "chat_template_kwargs", None)
+        config = grace_config if trl_kwargs is None else dataclasses.replace(grace_config, chat_template_kwargs=dict(trl_kwargs))
+        embedder = GraceEmbedder(backbone, trainer.processing_class, config)
+        was_training = embedder.model.training
+        embedder.model.eval()
+        try:
+            yield embedder
+        finally:
+            embedder.model.train(was_training)
 
 
 class GraceGRPOTrainer(GRPOTrainer):
@@ -104,17 +112,12 @@ class GraceGRPOTrainer(GRPOTrainer):
         self.last_rollout_hidden = None
         if self._rollouts_share_prefix(images, multimodal_fields, has_tool_images):
             prompts, kept = [list(map(int, p)) for p in prompt_ids], []
-            with unwrapped_policy(self) as policy, torch.no_grad():
-                embedder = policy_embedder(self, policy, self.grace_config)
-                was_training = embedder.model.training
-                embedder.model.eval()  # no dropout: the kept hidden states are the reward's own (eval-mode) ones
-                try:
-                    completion_ids = embedder.sample_rollouts(
-                        prompts, self._rollout_seeds(len(prompts)), max_new_tokens=self.max_completion_length,
-                        temperature=self.temperature, top_p=1.0 if self.top_p is None else self.top_p,
-                        eos_ids=set(self.eos_token_ids), hidden_out=kept)
-                finally:
-                    embedder.model.train(was_training)
+            # eval mode: the kept hidden states are the reward's own (eval-mode) ones
+            with policy_embedder(self, self.grace_config) as embedder, torch.no_grad():
+                completion_ids = embedder.sample_rollouts(
+                    prompts, self._rollout_seeds(len(prompts)), max_new_tokens=self.max_completion_length,
+                    temperature=self.temperature, top_p=1.0 if self.top_p is None else self.top_p,
+                    eos_ids=set(self.eos_token_ids), hidden_out=kept)
             if completion_ids is not None:
                 self.rollouts_decoded_by = "shared_prefix"
                 if len(kept) == len(prompts):
@@ -169,9 +172,6 @@ class GraceContrastiveReward:
         return self
 
     # -------------------------------------------------------------------------------------------------- pieces
-    def _embedder(self, policy) -> GraceEmbedder:
-        return policy_embedder(self.trainer, policy, self.grace_config)
-
     def _sequences(self, embedder: GraceEmbedder, prompt_ids: list[list[int]], rollouts: list[list[int]]) -> list[list[int]]:
         """prompt ⊕ rollout, the EOS kept only when the embedder pools it (GraceConfig.pool_eos)."""
         eos = embedder.eos_ids()
@@ -233,29 +233,23 @@ class GraceContrastiveReward:
             extra_by_group.setdefault(g, (kwargs["query"][i], kwargs["negative"][i]) if self.mode == "supervised" else (kwargs["text"][i],))
         extra_texts = list(dict.fromkeys(t for texts_of_group in extra_by_group.values() for t in texts_of_group))
         step_seed = self.seed + int(trainer.state.global_step)
-        with unwrapped_policy(trainer) as policy:
-            embedder = self._embedder(policy)
-            was_training = embedder.model.training
-            embedder.model.eval()
-            try:
-                started = time.perf_counter()
-                # the query / negative user texts are cut exactly as encode cuts a text (max_text_tokens)
-                prompt_ids = [embedder.prompt_ids(embedder.truncate_text(t)) for t in extra_texts]
-                extra_hidden: list = []
-                generated = embedder.generate_rationales(prompt_ids, extra_texts, max_new_tokens=trainer.args.max_completion_length,
-                                                         temperature=self.extra_temperature, top_p=1.0, seed=step_seed,
-                                                         hidden_out=extra_hidden)
-                extra_rollouts = [ids + ([eos] if eos is not None else []) for ids, eos in generated]
-                middle = time.perf_counter()
-                sequences = self._sequences(embedder, list(main_prompt_ids) + prompt_ids, list(completion_ids) + extra_rollouts)
-                kept = self._main_hidden(main_prompt_ids, completion_ids) + (
-                    extra_hidden if len(extra_hidden) == len(prompt_ids) else [None] * len(prompt_ids))
-                vectors = self.embed_unique(embedder, sequences, kept)
-                self.timings["extra_rollouts"] += middle - started
-                self.timings["embeddings"] += time.perf_counter() - middle
-                self.timings["calls"] += 1
-            finally:
-                embedder.model.train(was_training)
+        with policy_embedder(trainer, self.grace_config) as embedder:
+            started = time.perf_counter()
+            # the query / negative user texts are cut exactly as encode cuts a text (max_text_tokens)
+            prompt_ids = [embedder.prompt_ids(embedder.truncate_text(t)) for t in extra_texts]
+            extra_hidden: list = []
+            generated = embedder.generate_rationales(prompt_ids, extra_texts, max_new_tokens=trainer.args.max_completion_length,
+                                                     temperature=self.extra_temperature, top_p=1.0, seed=step_seed,
+                                                     hidden_out=extra_hidden)
+            extra_rollouts = [ids + ([eos] if eos is not None else []) for ids, eos in generated]
+            middle = time.perf_counter()
+            sequences = self._sequences(embedder, list(main_prompt_ids) + prompt_ids, list(completion_ids) + extra_rollouts)
+            kept = self._main_hidden(main_prompt_ids, completion_ids) + (
+                extra_hidden if len(extra_hidden) == len(prompt_ids) else [None] * len(prompt_ids))
+            vectors = self.embed_unique(embedder, sequences, kept)
+            self.timings["extra_rollouts"] += middle - started
+            self.timings["embeddings"] += time.perf_counter() - middle
+            self.timings["calls"] += 1
             eos_ids = embedder.eos_ids()
         n = len(texts)
         # kept for benchmarks/grace_step.py: what this call embedded, per member and per group
