@@ -10,7 +10,11 @@
     ``model.generate`` on the same prompts and weights, then the reward on them (with the loop's rollouts it pools
     the hidden states the loop kept; with generate's it runs its embedding forward), alternating, three seeds each
     (target: rollouts + reward >= 1.3x).
-Run alone: .venv/bin/python benchmarks/grace_step.py [--only-rollouts]
+(d) ``--only-loss``: the loss's forward and backward over one generation batch of the evidence config (its rollouts
+    and rewards from GraceGRPOTrainer), as TRL's one batch padded to its longest row vs ``micro_batches="by_length"``
+    (4 micro-batches of similar length, each cut to its own longest), alternating, three rounds; the same gradient
+    (target: >= 1.2x).
+Run alone: .venv/bin/python benchmarks/grace_step.py [--only-rollouts | --only-loss]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from transformers import TrainerCallback
 from retrieval_policies.assets import DEFAULT_BASE_MODEL
 from retrieval_policies.grace.data import build_rows, wordnet_triplets
 from retrieval_policies.grace.grpo import GraceContrastiveReward, to_grpo_rows
+from retrieval_policies.grace.rewards import RewardWeights
 from retrieval_policies.grace.training import load_grace_policy
 from retrieval_policies.models.grace import GraceEmbedder
 
@@ -47,10 +52,13 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-completion-length", type=int, default=32)
     parser.add_argument("--only-rollouts", action="store_true", help="run part (c) alone")
+    parser.add_argument("--only-loss", action="store_true", help="run part (d) alone")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.only_rollouts:
         return rollouts()
+    if args.only_loss:
+        return loss_micro_batches()
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -100,9 +108,8 @@ def main() -> None:
     print(f"speed-up of the reward's embeddings: {values[1] / values[0]:.1f}x (target >= 3x)")
 
 
-def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
-    """(c): the two rollout decodings of GraceGRPOTrainer on one generation batch, alternating."""
-    import statistics
+def evidence_trainer(prompts: int, group_size: int, **trainer_kwargs):
+    """(the evidence config, a GraceGRPOTrainer of its sampling settings on SmolLM2 with a bound reward, its rows)"""
     from pathlib import Path
 
     import yaml
@@ -118,15 +125,27 @@ def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
     rows, _ = build_rows(itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0)
     train = Dataset.from_list(to_grpo_rows(rows["train"][:64], "supervised", grace_config))
     batch = prompts * group_size
-    reward = GraceContrastiveReward("supervised", grace_config=grace_config)
+    reward = GraceContrastiveReward("supervised", RewardWeights(truncation=evidence["truncation"], contrastive=evidence["contrastive"]),
+                                    grace_config=grace_config, extra_temperature=evidence["extra_temperature"])
     with tempfile.TemporaryDirectory() as out:
         config = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, report_to="none", max_steps=1, save_strategy="no",
                             per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=group_size,
                             max_completion_length=evidence["max_completion_length"], temperature=evidence["temperature"],
-                            top_p=evidence["top_p"], beta=0.0, scale_rewards="none", loss_type="dapo", logging_steps=1)
+                            top_p=evidence["top_p"], beta=0.0, scale_rewards="none", loss_type="dapo", logging_steps=1,
+                            mask_truncated_completions=evidence["mask_truncated_completions"])
         trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
-                                   processing_class=tokenizer, grace_config=grace_config)
+                                   processing_class=tokenizer, grace_config=grace_config, **trainer_kwargs)
     reward.bind(trainer)
+    return evidence, trainer, train
+
+
+def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
+    """(c): the two rollout decodings of GraceGRPOTrainer on one generation batch, alternating."""
+    import statistics
+
+    evidence, trainer, train = evidence_trainer(prompts, group_size)
+    reward = trainer.reward_funcs[0]
+    batch = prompts * group_size
     batch_rows = [row for row in train.select(range(prompts)) for _ in range(group_size)]
     prompt_ids, images, fields = trainer._tokenize_prompts([row["prompt"] for row in batch_rows])
     decodings = ("generate", "shared_prefix")
@@ -161,6 +180,51 @@ def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
           f"of the reward: {mean['generate', 'reward'] / mean['shared_prefix', 'reward']:.2f}x, of both: "
           f"{(mean['generate', 'rollouts'] + mean['generate', 'reward']) / (mean['shared_prefix', 'rollouts'] + mean['shared_prefix', 'reward']):.2f}x"
           " (target >= 1.3x)")
+
+
+def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int = 4, repeats: int = 3) -> None:
+    """(d): the loss's forward and backward over one generation batch, whole vs length-sorted micro-batches."""
+    import statistics
+
+    from retrieval_policies.training import length_sorted_micro_batches
+
+    evidence, trainer, train = evidence_trainer(prompts, group_size)
+    model = trainer.model
+    model.train()
+    for batch_index in range(2):  # two generation batches: other prompts, other rollout lengths
+        rows = [row for row in train.select(range(batch_index * prompts, (batch_index + 1) * prompts)) for _ in range(group_size)]
+        trainer.state.global_step = batch_index
+        generation = trainer._generate_and_score_completions(rows)
+        whole = [generation]
+        parts = length_sorted_micro_batches(generation, micro_batches)
+
+        def positions(batches):
+            return sum(b["prompt_ids"].numel() + b["completion_ids"].numel() for b in batches)
+
+        real = int(generation["prompt_mask"].sum() + generation["completion_mask"].sum())
+        lengths = generation["completion_mask"].sum(dim=1).tolist()
+        print(f"batch {batch_index}: {len(lengths)} rollouts of {min(lengths)}-{max(lengths)} tokens (mean "
+              f"{statistics.fmean(lengths):.1f}); positions computed: whole {positions(whole)}, by length "
+              f"{positions(parts)}, real {real}")
+        times: dict[str, list[float]] = {"whole": [], "by_length": []}
+        gradients = {}
+        for repeat in range(repeats + 1):  # the first round warms up
+            for name, batches in (("whole", whole), ("by_length", parts)):
+                trainer.current_gradient_accumulation_steps = len(batches)
+                trainer.args.steps_per_generation = len(batches)
+                model.zero_grad(set_to_none=True)
+                start = time.perf_counter()
+                for inputs in batches:
+                    trainer._compute_loss(model, inputs).backward()
+                if repeat:
+                    times[name].append(time.perf_counter() - start)
+                gradients[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        difference = float((gradients["whole"] - gradients["by_length"]).abs().max())
+        mean = {name: statistics.fmean(values) for name, values in times.items()}
+        print(f"  forward + backward: whole {mean['whole']:.1f} s ({', '.join(f'{t:.1f}' for t in times['whole'])}), "
+              f"by length {mean['by_length']:.1f} s ({', '.join(f'{t:.1f}' for t in times['by_length'])}): "
+              f"{mean['whole'] / mean['by_length']:.2f}x (target >= 1.2x); gradients differ by at most {difference:.1e} "
+              f"(largest {float(gradients['whole'].abs().max()):.1e})")
 
 
 if __name__ == "__main__":

@@ -273,6 +273,7 @@ def _rollout_trainer(folder, tmp_path, **config):
 
     model, tokenizer, grace_config = load_grace_policy(str(folder))
     decoding = config.pop("rollout_decoding", "shared_prefix")
+    micro_batches = config.pop("micro_batches", "shuffled")
     args = GRPOConfig(**{"output_dir": str(tmp_path / "out"), "use_cpu": True, "bf16": False, "report_to": "none",
                          "max_steps": 1, "per_device_train_batch_size": 6, "num_generations": 3,
                          "max_completion_length": 5, "temperature": 1.0, "top_p": 0.9, "beta": 0.0,
@@ -280,7 +281,7 @@ def _rollout_trainer(folder, tmp_path, **config):
     reward = GraceContrastiveReward("supervised", grace_config=grace_config)
     trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
                                train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)),
-                               grace_config=grace_config, rollout_decoding=decoding)
+                               grace_config=grace_config, rollout_decoding=decoding, micro_batches=micro_batches)
     members = [row["prompt"] for row in to_grpo_rows(ROWS[:2], "supervised", grace_config) for _ in range(3)]
     prompt_ids, images, fields = trainer._tokenize_prompts(members)
     return trainer, (prompt_ids, images, fields, 3)
@@ -372,3 +373,97 @@ def test_rollouts_fall_back_to_generate_when_the_cache_cannot_drop_rows(tiny_fol
 def test_an_unknown_rollout_decoding_is_refused(tiny_folder, tmp_path):
     with pytest.raises(ValueError, match="rollout_decoding must be one of"):
         _rollout_trainer(tiny_folder, tmp_path, rollout_decoding="vllm-ish")
+
+
+def _generation_batch():
+    """Six rows as TRL hands them over: prompts left-padded to 5, completions right-padded to 6; row 3's completion
+    is masked out whole (a truncated rollout under mask_truncated_completions)."""
+    prompt_lengths, completion_lengths = [3, 5, 2, 4, 3, 1], [6, 1, 2, 0, 4, 3]
+    prompt_mask = torch.tensor([[0] * (5 - n) + [1] * n for n in prompt_lengths])
+    completion_mask = torch.tensor([[1] * n + [0] * (6 - n) for n in completion_lengths])
+    return {"prompt_ids": torch.arange(30).reshape(6, 5), "prompt_mask": prompt_mask,
+            "completion_ids": torch.arange(100, 136).reshape(6, 6), "completion_mask": completion_mask,
+            "old_per_token_logps": torch.randn(6, 6), "advantages": torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+            "num_items_in_batch": torch.tensor(16)}
+
+
+def test_length_sorted_micro_batches_group_rows_of_similar_length_and_cut_each_to_its_longest():
+    from retrieval_policies.training import length_sorted_micro_batches
+
+    batch = _generation_batch()
+    parts = length_sorted_micro_batches(batch, 3)
+    # by completion length (6, 1, 2, 0, 4, 3), then prompt length: rows 3, 1 | 2, 5 | 4, 0 (advantages x 10 - 1)
+    rows = [[int(r) for r in (part["advantages"] * 10).round()] for part in parts]
+    assert rows == [[4, 2], [3, 6], [5, 1]]
+    for part, members in zip(parts, rows):
+        index = [m - 1 for m in members]
+        prompt = max(int(batch["prompt_mask"][i].sum()) for i in index)
+        completion = max(1, max(int(batch["completion_mask"][i].sum()) for i in index))
+        assert part["prompt_ids"].tolist() == batch["prompt_ids"][index, 5 - prompt:].tolist()
+        assert part["prompt_mask"].tolist() == batch["prompt_mask"][index, 5 - prompt:].tolist()
+        for key in ("completion_ids", "completion_mask", "old_per_token_logps"):
+            assert part[key].tolist() == batch[key][index, :completion].tolist()
+        assert part["num_items_in_batch"] is batch["num_items_in_batch"]
+    assert [p["completion_ids"].shape[1] for p in parts] == [1, 3, 6]  # row 3 (masked out) pads nothing
+    assert [p["prompt_ids"].shape[1] for p in parts] == [5, 2, 3]
+    assert sum(int(p["completion_mask"].sum()) for p in parts) == int(batch["completion_mask"].sum())
+    masked = {**batch, "completion_mask": torch.zeros(6, 6, dtype=torch.long)}
+    assert all(p["completion_ids"].shape[1] == 1 for p in length_sorted_micro_batches(masked, 2))  # never 0 columns
+
+
+def test_length_sorted_micro_batches_refuse_what_they_cannot_split_or_trim():
+    from retrieval_policies.training import length_sorted_micro_batches
+
+    with pytest.raises(ValueError, match="6 rows does not split into 4"):
+        length_sorted_micro_batches(_generation_batch(), 4)
+    with pytest.raises(ValueError, match=r"\['pixel_values'\]"):
+        length_sorted_micro_batches({**_generation_batch(), "pixel_values": torch.zeros(6, 3, 2)}, 2)
+
+
+# completions of very different lengths (the tiny random model would write every one to the limit): two end at an EOS,
+# the others are cut at max_completion_length 5
+_COMPLETIONS = [[11, 12, 13, 14, 15], [16, "eos"], [17, 18, 19, 20, 21], [22, 23, "eos"], [24, 25, 26, 27, 28], [29, 30, 31, 32, 33]]
+
+
+@pytest.mark.parametrize("mask_truncated", [False, True])
+def test_length_sorted_micro_batches_give_the_gradient_of_the_whole_batch(tiny_folder, tmp_path, monkeypatch, mask_truncated):
+    """One GRPO step (SGD at lr 1, so the update is the gradient) from the same weights, rollouts and rewards: the
+    generation batch of 6 as one padded batch, and as 3 length-sorted micro-batches cut to their own longest row."""
+    seen = []
+    real = GraceGRPOTrainer._compute_loss
+    monkeypatch.setattr(GraceGRPOTrainer, "_compute_loss", lambda self, model, inputs: seen.append(
+        (inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1])) or real(self, model, inputs))
+
+    def fixed_rollouts(self, prompt_ids, *args, **kwargs):
+        eos = self.eos_token_ids[0]
+        return [[eos if t == "eos" else t for t in c] for c in _COMPLETIONS[: len(prompt_ids)]], None
+
+    monkeypatch.setattr(GraceGRPOTrainer, "_generate_single_turn", fixed_rollouts)
+    updates = {}
+    for name, config in {"whole": {}, "by_length": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3,
+                                                    "generation_batch_size": 6, "micro_batches": "by_length"}}.items():
+        config = {"optim": "sgd", "learning_rate": 1.0, "lr_scheduler_type": "constant", "max_grad_norm": 0.0,
+                  "loss_type": "dapo", "mask_truncated_completions": mask_truncated, **config}
+        trainer, _ = _rollout_trainer(tiny_folder, tmp_path / name, **config)
+        trainer.reward_funcs[0].bind(trainer)
+        before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        trainer.train()
+        updates[name] = {k: before[k] - v.detach() for k, v in trainer.model.named_parameters()}
+    whole, by_length = seen[0], seen[1:]
+    assert len(by_length) == 3 and all(p <= whole[0] and c <= whole[1] for p, c in by_length)
+    assert sorted(c for _, c in by_length)[0] < whole[1]  # some micro-batch is narrower than the padded batch
+    assert max(float(u.abs().max()) for u in updates["whole"].values()) > 1e-4  # a real gradient
+    for key, update in updates["whole"].items():
+        torch.testing.assert_close(updates["by_length"][key], update, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("setting", [{"per_device_train_batch_size": 2, "generation_batch_size": 6},  # 3 steps a batch
+                                     {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3,
+                                      "generation_batch_size": 6, "loss_type": "grpo"},  # a per-sequence mean
+                                     {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3,
+                                      "generation_batch_size": 6, "num_iterations": 2}])
+def test_length_sorted_micro_batches_are_refused_where_they_would_change_the_gradient(tiny_folder, tmp_path, setting):
+    with pytest.raises(ValueError, match='micro_batches="by_length" needs each generation batch to be one optimizer step'):
+        _rollout_trainer(tiny_folder, tmp_path, micro_batches="by_length", **{"loss_type": "dapo", **setting})
+    with pytest.raises(ValueError, match="micro_batches must be one of"):
+        _rollout_trainer(tiny_folder, tmp_path, micro_batches="sorted")

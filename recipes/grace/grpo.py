@@ -42,6 +42,10 @@ class GraceScriptArguments:
     # who samples the rollouts without vLLM: "shared_prefix" (GraceGRPOTrainer's loop: the system turn once per batch,
     # finished rollouts leave it; same temperature/top-p distribution, per-rollout seeds) or "generate" (TRL's)
     rollout_decoding: str = "shared_prefix"
+    # how the loss sees a generation batch: "shuffled" (TRL's split, each micro-batch padded to the batch's longest) or
+    # "by_length" (rows of similar length together, each micro-batch cut to its own longest: the same gradient, less
+    # padding; needs gradient_accumulation_steps == steps_per_generation, num_iterations 1 and a dapo-style loss)
+    micro_batches: str = "shuffled"
     embedding_batch_size: int = 16
     rationales_to_log: int = 2
     num_processes: int | None = None  # the GPU count the batch sizes are set for; checked at launch when given
@@ -81,7 +85,7 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
     trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=training_args, train_dataset=train,
                           processing_class=tokenizer, peft_config=get_peft_config(model_args),
                           callbacks=[grace_repo_callback(grace_config)], grace_config=grace_config,
-                          rollout_decoding=script_args.rollout_decoding)
+                          rollout_decoding=script_args.rollout_decoding, micro_batches=script_args.micro_batches)
     reward.bind(trainer)
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
     folder = export_grace_repo(trainer, tokenizer, grace_config, training_args.output_dir,

@@ -161,3 +161,55 @@ def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_m
             (folder / "training_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     trainer.accelerator.wait_for_everyone()
     return folder
+
+
+# GRPO generation-batch keys aligned with the completion tokens (trimmed with them). Besides these and prompt_ids /
+# prompt_mask a batch holds per-row tensors and scalars; anything else of two or more dimensions is refused.
+_COMPLETION_KEYS = ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps",
+                    "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask")
+
+
+def length_sorted_micro_batches(batch: dict, chunks: int) -> list[dict]:
+    """Split a GRPO generation batch into ``chunks`` micro-batches of rows of similar length, each cut to its own
+    longest prompt and completion (TRL pads every row to the generation batch's longest, then shuffles and splits).
+
+    Only for a generation batch that is one optimizer step (``steps_per_generation == gradient_accumulation_steps``,
+    ``num_iterations == 1``) with a loss normalised over the whole batch (``dapo``/``cispo``: TRL divides by the
+    batch's token count): there the gradient is the sum over the micro-batches, so neither their order nor the
+    padding they drop changes it. Left padding trimmed from a prompt shifts a row's positions uniformly, which
+    rotary attention does not see. A completion is kept to at least one column (``logits_to_keep=0`` means all).
+    """
+    prompt_mask, completion_mask = batch["prompt_mask"], batch["completion_mask"]
+    rows = prompt_mask.shape[0]
+    if rows % chunks:
+        raise ValueError(f"a generation batch of {rows} rows does not split into {chunks} equal micro-batches")
+    unknown = sorted(k for k, v in batch.items() if torch.is_tensor(v) and v.ndim >= 2
+                     and k not in _COMPLETION_KEYS and k not in ("prompt_ids", "prompt_mask"))
+    if unknown:
+        raise ValueError(f"length-sorted micro-batches cannot trim the generation batch's {unknown}: "
+                         "use TRL's shuffled split for this batch")
+    # by completion length, then prompt length: a group's G rows share their prompt, their completions vary most
+    lengths = completion_mask.sum(dim=1) * (prompt_mask.shape[1] + 1) + prompt_mask.sum(dim=1)
+    order = torch.argsort(lengths, stable=True)
+    size, micro_batches = rows // chunks, []
+    for start in range(0, rows, size):
+        take = order[start : start + size]
+        part = {}
+        for key, value in batch.items():
+            if torch.is_tensor(value) and value.ndim >= 1:
+                part[key] = value[take.to(value.device)]
+            elif isinstance(value, list):
+                part[key] = [value[i] for i in take.tolist()]
+            else:
+                part[key] = value
+        used = part["prompt_mask"].any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else part["prompt_mask"].shape[1] - 1
+        part["prompt_ids"], part["prompt_mask"] = part["prompt_ids"][:, first:], part["prompt_mask"][:, first:]
+        used = part["completion_mask"].any(dim=0).nonzero()
+        width = int(used[-1]) + 1 if len(used) else 1
+        for key in _COMPLETION_KEYS:
+            value = part.get(key)
+            if torch.is_tensor(value) and value.ndim >= 2:
+                part[key] = value[:, :width]
+        micro_batches.append(part)
+    return micro_batches
