@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--eval-max-new-tokens", type=int, default=64)
     # 64 texts per generate call: on this CPU decoding runs at 1.4x the tokens/s of batch 8 (benchmarks/grace_encode.py
-    # (c)), and the three evaluations were most of the run's wall time (the committed run used 8: 122 minutes)
+    # (c)), and the three evaluations were most of the run's wall time (a run at batch 8, at 022a6f5, took 122 minutes)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--evidence-dir", default=str(evidence.EVIDENCE_DIR), help="where grace.json is written")
     args = parser.parse_args(argv)
