@@ -19,7 +19,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from retrieval_policies.dynamicrag.training import export_repo, load_policy, prepare_reference, repo_callback
 from retrieval_policies.dynamicrag.training_examples import refuse_over_length
-from retrieval_policies.training import checkpoint_to_resume, load_split, torch_dtype
+from retrieval_policies.training import checkpoint_to_resume, compact_fused_lm_head, load_split, torch_dtype
 
 
 @dataclass
@@ -36,6 +36,7 @@ ARGUMENTS = (DPOScriptArguments, DPOConfig, ModelConfig)  # what TrlParser reads
 
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    compact_fused_lm_head()  # the loss reads ~20 completion tokens of ~650: project only those, on CPU too
     model, tokenizer, settings = load_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype))
     train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
                        limit=script_args.max_train_samples, kinds=script_args.kinds,

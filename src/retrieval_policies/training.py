@@ -163,6 +163,33 @@ def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_m
     return folder
 
 
+def compact_fused_lm_head() -> None:
+    """Make TRL's fused LM head score only the labelled positions on CPU too: the same loss and gradients, less work.
+
+    TRL 1.16's ``add_fused_lm_head`` projects through the vocabulary only the positions whose next token has a label on
+    CUDA and XPU, and every position elsewhere, to keep tile shapes fixed for compiled backends (Neuron). On eager CPU
+    that runs the LM head, its backward recomputation and the log-softmax statistics over every prompt token: for the
+    DynamicRAG reranker's ~650-token prompts with ~20-token completions, most of a step's LM-head work is for positions
+    the loss ignores (benchmarks/sft_step.py). Compiled and XLA devices keep TRL's choice. Idempotent; refuses with
+    the TRL version if the seam it replaces is gone.
+    """
+    import trl
+    from trl.trainer import utils as trl_utils
+
+    decide = getattr(trl_utils, "_use_triton", None)  # what add_fused_lm_head asks to choose compact scoring
+    if decide is None:
+        raise RuntimeError(f"trl {trl.__version__} has no trl.trainer.utils._use_triton: compact_fused_lm_head needs "
+                           "updating for this TRL version")
+    if getattr(decide, "compact_on_cpu", False):
+        return
+
+    def compact_scoring(device: torch.device) -> bool:
+        return device.type == "cpu" or decide(device)
+
+    compact_scoring.compact_on_cpu = True
+    trl_utils._use_triton = compact_scoring
+
+
 # GRPO generation-batch keys aligned with the completion tokens (trimmed with them). Besides these and prompt_ids /
 # prompt_mask a batch holds per-row tensors and scalars; anything else of two or more dimensions is refused.
 _COMPLETION_KEYS = ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps",
