@@ -11,7 +11,7 @@ folder (and each full fine-tune checkpoint) is a DynamicRAG repo; a LoRA adapter
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
@@ -26,6 +26,7 @@ class SFTScriptArguments:
     dataset_config: str = "sft"
     dataset_train_split: str = "train"
     dataset_test_split: str | None = "validation"
+    kinds: list[str] = field(default_factory=lambda: ["reranker", "generator"])  # the records' `kind` column
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_passages: int | None = None  # recorded in the repo's DynamicRAG settings (passages shown per reranker call)
@@ -42,11 +43,13 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         settings.max_passages = script_args.max_passages
     columns = ["prompt", "completion"]
     train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
-                       limit=script_args.max_train_samples, columns=columns)
+                       limit=script_args.max_train_samples, kinds=script_args.kinds, columns=columns)
+    if len(train) == 0:
+        raise ValueError(f"{script_args.dataset_name}: no SFT records of kinds {script_args.kinds} to train on")
     evaluation = None
     if script_args.dataset_test_split and training_args.eval_strategy != "no":
         evaluation = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_test_split,
-                                limit=script_args.max_eval_samples, columns=columns)
+                                limit=script_args.max_eval_samples, kinds=script_args.kinds, columns=columns)
     refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (sft/train)")
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
                          processing_class=tokenizer, peft_config=get_peft_config(model_args),
