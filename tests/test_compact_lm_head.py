@@ -12,7 +12,8 @@ from retrieval_policies.training import compact_fused_lm_head
 
 @pytest.fixture
 def restore_trl(monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # put TRL's own choice back after the test
+    # start from TRL's own choice (a recipe's main run in-process may have patched it already); restored afterwards
+    monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "trl_choice", trl_utils._use_triton))
 
 
 def _fused_model():

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 from trl import TrlParser
+from trl.trainer import utils as trl_utils
 
 from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -57,6 +58,7 @@ def run(sft, monkeypatch, policy, data, tmp_path, *extra):
         raise Captured
 
     monkeypatch.setattr(sft, "SFTTrainer", trainer)
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # main() patches it: undone after the test
     args = TrlParser(sft.ARGUMENTS).parse_args_and_config(
         ["--model_name_or_path", str(policy), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
          "--use_cpu", "true", "--report_to", "none", "--max_length", "64", *extra])

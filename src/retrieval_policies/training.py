@@ -187,6 +187,7 @@ def compact_fused_lm_head() -> None:
         return device.type == "cpu" or decide(device)
 
     compact_scoring.compact_on_cpu = True
+    compact_scoring.trl_choice = decide  # TRL's own decision, for whoever needs it back (tests)
     trl_utils._use_triton = compact_scoring
 
 
