@@ -20,6 +20,18 @@ from retrieval_policies.hub import LocalHub
 os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="trackio-tests-"))
 
 
+def load_recipe(method: str, stage: str):
+    """A recipe's entry script (recipes/<method>/<stage>.py) as a module, without running its ``__main__``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{method}_{stage}",
+                                                  Path(__file__).resolve().parents[1] / "recipes" / method / f"{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the recipe is executed
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaForCausalLM:
     """A random 32-wide Llama over SmolLM2's tokenizer (seed 0): the real chat template and tokens, seconds to run.
     For mechanics only; tests of a language model's behaviour use the real SmolLM2."""

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 from trl import TrlParser
 from trl.trainer import utils as trl_utils
 
-from conftest import tiny_llama
+from conftest import load_recipe, tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-
-SFT_SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "dynamicrag" / "sft.py"
 
 
 class Captured(Exception):
@@ -24,11 +18,7 @@ class Captured(Exception):
 
 @pytest.fixture(scope="module")
 def sft():
-    spec = importlib.util.spec_from_file_location("dynamicrag_sft_recipe", SFT_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("dynamicrag", "sft")
 
 
 @pytest.fixture(scope="module")
@@ -77,5 +67,5 @@ def test_kinds_selects_the_records_trained_on(sft, monkeypatch, policy, tmp_path
 
 
 def test_kinds_with_no_records_is_refused_by_name(sft, monkeypatch, policy, tmp_path):
-    with pytest.raises(ValueError, match=r"no SFT records of kinds \['judge'\]"):
+    with pytest.raises(ValueError, match=r"sft\.parquet \(sft/train\): no rows of kinds \['judge'\] \(kinds there: \['generator', 'reranker'\]\)"):
         run(sft, monkeypatch, policy, records(tmp_path), tmp_path, "--kinds", "judge")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
+from conftest import load_recipe
+
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 
 
@@ -24,24 +26,13 @@ def test_accelerate_configs(name, kind, precision, zero_stage):
 RECIPES = CONFIGS.parent
 
 
-def _recipe(method: str, stage: str):
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{method}_{stage}", RECIPES / method / f"{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the recipe is executed
-    spec.loader.exec_module(module)
-    return module
-
-
 RECIPE_CONFIGS = sorted(RECIPES.glob("*/*/config_*.yaml"))
 
 
 def _stage_of(path):
     """The entry script a config is for: config_<stage>.yaml, except GRACE's one stage (config_<mode>.yaml)."""
     method = path.parents[1].name
-    return _recipe(method, "grpo" if method == "grace" else path.stem.removeprefix("config_").removeprefix("evidence_"))  # config_evidence_<stage>.yaml
+    return load_recipe(method, "grpo" if method == "grace" else path.stem.removeprefix("config_").removeprefix("evidence_"))  # config_evidence_<stage>.yaml
 
 
 @pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=lambda p: str(p.relative_to(RECIPES)))

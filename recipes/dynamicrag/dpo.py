@@ -41,8 +41,6 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
                        limit=script_args.max_train_samples, kinds=script_args.kinds,
                        columns=["prompt", "chosen", "rejected"])
-    if len(train) == 0:
-        raise ValueError(f"{script_args.dataset_name}: no preference pairs of kinds {script_args.kinds} to train on")
     refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (pairs)")
     peft_config = get_peft_config(model_args)
     if peft_config is None:

@@ -44,8 +44,6 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     columns = ["prompt", "completion"]
     train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
                        limit=script_args.max_train_samples, kinds=script_args.kinds, columns=columns)
-    if len(train) == 0:
-        raise ValueError(f"{script_args.dataset_name}: no SFT records of kinds {script_args.kinds} to train on")
     evaluation = None
     if script_args.dataset_test_split and training_args.eval_strategy != "no":
         evaluation = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_test_split,

@@ -86,7 +86,10 @@ def load_split(dataset_name: str, config: str, split: str, *, limit: int | None 
     if missing:
         raise ValueError(f"{dataset_name} ({config}/{split}) has no column {missing}; columns: {dataset.column_names}")
     if kinds:
+        present = sorted(set(dataset["kind"])) if "kind" in dataset.column_names else []
         dataset = dataset.filter(lambda row: row["kind"] in kinds)
+        if len(dataset) == 0:
+            raise ValueError(f"{dataset_name} ({config}/{split}): no rows of kinds {kinds} (kinds there: {present})")
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset.select_columns(columns)
@@ -180,14 +183,13 @@ def compact_fused_lm_head() -> None:
     if decide is None:
         raise RuntimeError(f"trl {trl.__version__} has no trl.trainer.utils._use_triton: compact_fused_lm_head needs "
                            "updating for this TRL version")
-    if getattr(decide, "compact_on_cpu", False):
+    if hasattr(decide, "trl_choice"):  # already patched
         return
 
     def compact_scoring(device: torch.device) -> bool:
         return device.type == "cpu" or decide(device)
 
-    compact_scoring.compact_on_cpu = True
-    compact_scoring.trl_choice = decide  # TRL's own decision, for whoever needs it back (tests)
+    compact_scoring.trl_choice = decide  # TRL's own decision: marks the patch, and gives it back to whoever needs it
     trl_utils._use_triton = compact_scoring
 
 
