@@ -1,6 +1,6 @@
 """The demo end to end at miniature size (SmolLM2 for DynamicRAG, a tiny random Llama for GRACE, a step or two per
-stage): every stage runs, the summary has before/after scores and one verified repo per model, dataset and metric; a
-re-run reuses what was built, and rebuilding a stage rebuilds the stages after it. It is also the DynamicRAG recipes'
+stage): every stage runs, the summary has before/after scores and one verified repo per model, dataset and metric
+(reusing what was built, and rebuilding the stages after a rebuilt one, is test_stage_reuse_and_rebuild_order's). It is also the DynamicRAG recipes'
 end-to-end test (SFT -> sample -> rewards -> pairs -> DPO through the recipe scripts, each stage's model loading
 through ``AutoModel`` without the project, the DPO reference being the SFT model)."""
 

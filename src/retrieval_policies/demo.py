@@ -80,9 +80,10 @@ class DemoSettings:
     def miniature(cls, model: str, grace_model: str | None = None) -> "DemoSettings":
         """A few examples and steps per stage (the CI test of the whole demo). DynamicRAG needs a model that already
         writes id lists after 3 SFT steps (SmolLM2), or no DPO pairs come out; GRACE runs on any chat LM, so the test
-        gives it a tiny random one."""
+        gives it a tiny random one. Six articles cut into the demo's 40-word passages give the few questions each stage
+        reads (8 sampled, 2 evaluated) with short prompts: the test took ~7 min on 12 articles of whole passages."""
         return cls(model=model, grace_model=grace_model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
-                   grace_eval_tokens=4, dynamicrag_articles=12, dynamicrag_passages=4, dynamicrag_passage_words=None, dynamicrag_target_ids=None,
+                   grace_eval_tokens=4, dynamicrag_articles=6, dynamicrag_passages=4, dynamicrag_target_ids=None,
                    dynamicrag_max_seq_length=768,
                    sft_steps=3, sft_batch=2,
                    sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
