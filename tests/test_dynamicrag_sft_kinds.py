@@ -69,3 +69,10 @@ def test_kinds_selects_the_records_trained_on(sft, monkeypatch, policy, tmp_path
 def test_kinds_with_no_records_is_refused_by_name(sft, monkeypatch, policy, tmp_path):
     with pytest.raises(ValueError, match=r"sft\.parquet \(sft/train\): no rows of kinds \['judge'\] \(kinds there: \['generator', 'reranker'\]\)"):
         run(sft, monkeypatch, policy, records(tmp_path), tmp_path, "--kinds", "judge")
+
+
+def test_kinds_on_records_without_a_kind_column_is_refused_by_name(sft, monkeypatch, policy, tmp_path):
+    data = records(tmp_path)
+    pd.read_parquet(data).drop(columns="kind").to_parquet(data)
+    with pytest.raises(ValueError, match=r"sft\.parquet \(sft/train\) has no column \['kind'\]"):
+        run(sft, monkeypatch, policy, data, tmp_path, "--kinds", "reranker")

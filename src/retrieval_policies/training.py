@@ -82,14 +82,14 @@ def load_split(dataset_name: str, config: str, split: str, *, limit: int | None 
     from .dataset_io import load_split as load_dataset_split
 
     dataset = load_dataset_split(dataset_name, config, split)
-    missing = sorted(set(columns) - set(dataset.column_names))
+    missing = sorted((set(columns) | ({"kind"} if kinds else set())) - set(dataset.column_names))
     if missing:
         raise ValueError(f"{dataset_name} ({config}/{split}) has no column {missing}; columns: {dataset.column_names}")
     if kinds:
-        present = sorted(set(dataset["kind"])) if "kind" in dataset.column_names else []
-        dataset = dataset.filter(lambda row: row["kind"] in kinds)
-        if len(dataset) == 0:
-            raise ValueError(f"{dataset_name} ({config}/{split}): no rows of kinds {kinds} (kinds there: {present})")
+        selected = dataset.filter(lambda row: row["kind"] in kinds)
+        if len(selected) == 0:  # the kinds there are read only to name them in the error
+            raise ValueError(f"{dataset_name} ({config}/{split}): no rows of kinds {kinds} (kinds there: {sorted(set(dataset['kind']))})")
+        dataset = selected
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset.select_columns(columns)
