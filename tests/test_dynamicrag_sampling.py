@@ -111,7 +111,8 @@ def test_samples_choosing_the_same_list_share_one_greedy_answer(tmp_path):
 
 
 def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
-    """GPU path: vLLM replaces generate_texts only; a stand-in vllm module checks the request and the mapping."""
+    """vLLM replaces generate_texts only; a stand-in vllm module checks the request and the mapping (on a CPU the
+    engine gets a sized KV cache; tests/test_vllm_engine.py samples with the real engine)."""
     import sys
     import types
     from types import SimpleNamespace
@@ -139,7 +140,7 @@ def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
     DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=7, answer_max_new_tokens=5).save(folder)
     model = VLLMDynamicRAG(str(folder), gpu_memory_utilization=0.5)
     # vLLM's own sampling defaults, not the checkpoint's generation_config.json
-    assert model.llm.kwargs == {"gpu_memory_utilization": 0.5, "generation_config": "vllm"}
+    assert model.llm.kwargs == {"gpu_memory_utilization": 0.5, "generation_config": "vllm", "kv_cache_memory_bytes": 2 * 1024**3}
     assert model.dynamicrag_config.max_passages == 4
     sample_trajectories(model, ROWS[:2], tmp_path / "t.jsonl", num_samples=3, temperature=0.4, batch_size=2,
                         show_progress_bar=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -21,7 +22,6 @@ from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 from retrieval_policies.models.grace import modeling_grace
 from retrieval_policies.models.grace.modeling_grace import PerRowSampler, placement
 
-FAKES = Path(__file__).resolve().parent / "fakes"
 TEXTS = ["A dog barked all night long at the moon.", "Paris", "Puppies are young dogs; they bark and play a lot."]
 DATED_TEMPLATE = (  # the date logic of Llama 3.x templates: today's date unless date_string is given
     "{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
@@ -170,17 +170,6 @@ def test_pooling_runs_the_root_module_without_a_cache(tokenizer, arch):
 
 
 # ---------------------------------------------------------------------------------------------------- vLLM
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    sys.modules.pop("vllm", None)
-    import vllm
-
-    vllm.CALLS.clear()
-    yield vllm
-    sys.modules.pop("vllm", None)
-
-
 def test_vllm_backend_is_the_hf_backend_when_greedy(folder, fake_vllm):
     embedder = GraceEmbedder.from_pretrained(folder)
     hf, hf_rationales = embedder.encode(TEXTS, return_rationales=True, temperature=0)
@@ -190,7 +179,9 @@ def test_vllm_backend_is_the_hf_backend_when_greedy(folder, fake_vllm):
     (name, options), (call, request) = fake_vllm.CALLS[:2]
     assert (name, call) == ("LLM", "generate")
     assert options["model"] == str(folder) and options["generation_config"] == "vllm" and options["dtype"] == "float32"
-    assert options["max_model_len"] >= embedder.grace_config.max_text_tokens + embedder.grace_config.max_new_tokens
+    c = embedder.grace_config  # the repo's budgets, capped by the model's own context (vLLM refuses more)
+    budget = embedder.prefix_length(embedder.prompt_ids("x")) + c.max_text_tokens + c.max_new_tokens + 64
+    assert options["max_model_len"] == min(budget, embedder.model.config.max_position_embeddings)
     assert len(request["prompts"]) == len(TEXTS)  # one chunk, one request per text
     assert {p.max_tokens for p in request["params"]} == {6} and request["params"][0].stop_token_ids == sorted(embedder.eos_ids())
 
@@ -230,28 +221,73 @@ def test_vllm_missing_is_a_clear_error(folder, monkeypatch):
         embedder.encode(TEXTS[:1], backend="tgi")
 
 
-def test_vllm_length_stop_and_missing_eos(tokenizer):
-    """A completion vLLM stopped at an EOS it left out of the ids still counts as ended; one at the limit does not."""
+def test_vllm_length_stop_and_missing_eos(tokenizer, monkeypatch):
+    """A completion vLLM stopped at an EOS it left out of the ids still counts as ended; one at the budget does not;
+    one the engine's context cut short of the budget is refused, never pooled or cached (issue 36, defect 2)."""
+    from types import SimpleNamespace as NS
 
     class Engine:
+        model_config = NS(max_model_len=64)
+
+        def __init__(self, outputs):
+            self.outputs = outputs
+
         def generate(self, prompts, sampling_params, use_tqdm):
-            from types import SimpleNamespace as NS
-            return [NS(outputs=[NS(token_ids=[7, 8], finish_reason="stop", stop_reason=None)]),
-                    NS(outputs=[NS(token_ids=[7, 8, 9], finish_reason="length", stop_reason=None)]),
-                    NS(outputs=[NS(token_ids=[7, 2, 9], finish_reason="stop", stop_reason=2)])]
+            return self.outputs
 
     embedder = GraceEmbedder(tiny(tokenizer), tokenizer, GraceConfig())
-    embedder._vllm = Engine()
-    sys.modules.setdefault("vllm", None)
-    import types
-    fake = types.ModuleType("vllm")
-    fake.SamplingParams = lambda **kw: kw
-    sys.modules["vllm"] = fake
-    try:
-        out = embedder.generate_rationales_vllm([[1], [1], [1]], ["a", "b", "c"], max_new_tokens=3, temperature=0, top_p=1, seed=0)
-    finally:
-        sys.modules.pop("vllm", None)
+    monkeypatch.setitem(sys.modules, "vllm", NS(SamplingParams=lambda **kw: kw))
+    embedder.set_vllm_engine(Engine([NS(outputs=[NS(token_ids=[7, 8], finish_reason="stop", stop_reason=None)]),
+                                     NS(outputs=[NS(token_ids=[7, 8, 9], finish_reason="length", stop_reason=None)]),
+                                     NS(outputs=[NS(token_ids=[7, 2, 9], finish_reason="stop", stop_reason=2)])]))
+    out = embedder.generate_rationales_vllm([[1], [1], [1]], ["a", "b", "c"], max_new_tokens=3, temperature=0, top_p=1, seed=0)
     assert out == [([7, 8], tokenizer.eos_token_id), ([7, 8, 9], None), ([7], 2)]
+    embedder.set_vllm_engine(Engine([NS(outputs=[NS(token_ids=[7, 8], finish_reason="length", stop_reason=None)])]))
+    with pytest.raises(RuntimeError, match="cut a rationale at 2 of 3 new tokens"):
+        embedder.generate_rationales_vllm([[1]], ["a"], max_new_tokens=3, temperature=0, top_p=1, seed=0)
+    with pytest.raises(ValueError, match="holds 64 tokens of context but this call needs 65"):  # a given engine is not rebuilt
+        embedder.generate_rationales_vllm([[1] * 5], ["a"], max_new_tokens=60, temperature=0, top_p=1, seed=0)
+
+
+def test_vllm_context_fits_the_largest_budget_asked(folder, fake_vllm):
+    """The engine is sized for the call's prompt + max_new_tokens, and rebuilt larger when a later call asks for more
+    than the repo's budget (vLLM would stop the rationale at max_model_len; issue 36, defect 2)."""
+    embedder = GraceEmbedder.from_pretrained(folder)
+    embedder.grace_config.max_text_tokens = 32  # a repo budget well under the model's 512 positions
+    embedder.encode(TEXTS[:1], temperature=0, backend="vllm")
+    first = fake_vllm.CALLS[0][1]["max_model_len"]
+    assert first < 200
+    embedder.encode(TEXTS[:1], temperature=0, backend="vllm", max_new_tokens=200)
+    rebuilt = [options for name, options in fake_vllm.CALLS if name == "LLM"]
+    assert len(rebuilt) == 2 and rebuilt[1]["max_model_len"] == 200 + len(embedder.prompt_ids(TEXTS[0]))
+    assert fake_vllm.CALLS[-1][1]["params"][0].max_tokens == 200
+    with pytest.raises(ValueError, match="but the model holds 512: ask for fewer new tokens"):
+        embedder.encode(TEXTS[:1], temperature=0, backend="vllm", max_new_tokens=600)
+
+
+def test_vllm_engine_follows_the_model_device(folder, fake_vllm, monkeypatch):
+    """vLLM has no device option: the engine is started with the embedder's GPU alone visible (cuda:1 -> GPU 1, or
+    the second of CUDA_VISIBLE_DEVICES), and the environment is restored afterwards (issue 36, defect 3)."""
+    from retrieval_policies.models.grace.modeling_grace import vllm_placement
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    with vllm_placement("cuda:1", {}) as options:
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "6" and options == {}
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,6"
+    with pytest.raises(ValueError, match="cuda:2 is not among CUDA_VISIBLE_DEVICES=4,6"):
+        vllm_placement("cuda:2").__enter__()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with vllm_placement("cuda:3", {}):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    with vllm_placement("cuda", {"tensor_parallel_size": 2}):  # vLLM spreads over the visible GPUs itself
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    cpu = {}
+    with vllm_placement("cpu", cpu):
+        assert cpu["kv_cache_memory_bytes"] == 2 * 1024**3  # not a share of the machine's RAM
+    embedder = GraceEmbedder.from_pretrained(folder)
+    embedder.encode(TEXTS[:1], temperature=0, backend="vllm")
+    assert fake_vllm.CALLS[0][1]["CUDA_VISIBLE_DEVICES"] is None and "gpu_memory_utilization" not in fake_vllm.CALLS[0][1]
 
 
 def test_per_row_sampler_draws_the_tempered_nucleus_distribution():

@@ -105,6 +105,21 @@ def _placement(args: argparse.Namespace) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _vllm_kwargs(args: argparse.Namespace) -> dict:
+    """--vllm-kwargs: a JSON object of vllm.LLM options (e.g. {"enforce_eager": true, "max_num_seqs": 64})."""
+    import json
+
+    if not args.vllm_kwargs:
+        return {}
+    try:
+        options = json.loads(args.vllm_kwargs)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--vllm-kwargs is not JSON ({err.msg} at character {err.pos}): {args.vllm_kwargs!r}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--vllm-kwargs must be a JSON object of vllm.LLM options, got {args.vllm_kwargs!r}")
+    return options
+
+
 def _grace_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.run import evaluate_model, format_table
 
@@ -138,6 +153,7 @@ def _grace_encode(args: argparse.Namespace) -> int:
 
     embedder = GraceEmbedder.from_pretrained(resolve_model(args.model), **_placement(args))
     try:
+        embedder.vllm_kwargs = _vllm_kwargs(args)
         manifest = encode_corpus(embedder, args.data, args.output, model_name=args.model, config=args.config,
                                  split=args.split, column=args.column, id_column=args.id_column,
                                  batch_size=args.batch_size, shard_size=args.shard_size, backend=args.backend,
@@ -162,8 +178,12 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
     if args.backend == "vllm":
         from .dynamicrag.vllm_backend import VLLMDynamicRAG
 
-        options = {k: v for k, v in {"dtype": args.dtype}.items() if v is not None}
-        model = VLLMDynamicRAG(str(resolve_model(args.model)), **options)
+        try:
+            options = {**{k: v for k, v in {"dtype": args.dtype}.items() if v is not None}, **_vllm_kwargs(args)}
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        model = VLLMDynamicRAG(str(resolve_model(args.model)), device=_placement(args).get("device_map"), **options)
     else:
         model = DynamicRAGModel.from_pretrained(resolve_model(args.model), **_placement(args))
     if args.prompt_profile:
@@ -343,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--id-column", default="id", help="the id column (default id; the row number when absent)")
     encode.add_argument("--output", required=True, help="folder for the shards and manifest.json (rerun to resume)")
     encode.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
+    encode.add_argument("--vllm-kwargs", help='vllm.LLM options as JSON, with --backend vllm (e.g. \'{"enforce_eager": true}\')')
     encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default: picked for the device: 32 on a CPU, what the GPU memory fits)")
     encode.add_argument("--shard-size", type=int, default=10_000, help="rows per Parquet shard (default 10000)")
     encode.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)")
@@ -370,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
     dr_eval.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="who generates (rerank and answer)")
+    dr_eval.add_argument("--vllm-kwargs", help='vllm.LLM options as JSON, with --backend vllm (e.g. \'{"enforce_eager": true}\')')
     dr_eval.add_argument("--tournament", action="store_true", help="rerank the whole pool in windows of N (default: "
                                                                     "the first N passages in one call, as published)")
     dr_eval.add_argument("--max-passages", type=int, help="N, the passages the reranker sees (default from the repo)")

@@ -50,7 +50,7 @@ class RewardSettings:
     bertscore_dtype: str | None = None
     judge_device_map: str | None = None
     judge_dtype: str | None = None
-    # "vllm": the judge generates with vLLM on a GPU (judge_vllm_* are vllm.LLM's options)
+    # "vllm": the judge generates with vLLM (judge_vllm_* are vllm.LLM's options; judge_device_map places it too)
     judge_backend: str = "hf"
     judge_vllm_gpu_memory_utilization: float = 0.9
     judge_vllm_max_model_length: int | None = 4096
@@ -236,7 +236,8 @@ def make_answer_judge(settings: RewardSettings):
             options["max_model_len"] = settings.judge_vllm_max_model_length
         if settings.judge_dtype:
             options["dtype"] = settings.judge_dtype
-        return VLLMAnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, **options)
+        return VLLMAnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens,
+                               device_map=settings.judge_device_map, **options)
     return AnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, batch_size=settings.batch_size,
                        device_map=settings.judge_device_map, dtype=settings.judge_dtype)
 

