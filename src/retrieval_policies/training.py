@@ -3,6 +3,7 @@ its method (the causal LM plus the method's settings and code)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -23,6 +24,24 @@ def torch_dtype(name: str | None):
     return getattr(torch, name)
 
 
+@contextlib.contextmanager
+def whole_model_loading():
+    """Load a model whole inside, even while a DeepSpeed ZeRO-3 config is alive (TrainingArguments made one).
+
+    transformers otherwise loads under ``deepspeed.zero.Init``: the parameters come out partitioned and empty (so a
+    LoRA ``merge_and_unload`` fails on their shapes), and its broadcasts wait for every rank (so a load on the main
+    process alone, as the merged export's, hangs). Inside, ``is_deepspeed_zero3_enabled()`` is False; the config is
+    put back after."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
 def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32, attn_implementation: str | None = None):
     """(folder, causal LM, tokenizer) for a recipe: a base chat model, a method repo or a LoRA adapter folder (merged
     into its base, so a reference built from the result is this very model). The tokenizer must have a chat
@@ -37,7 +56,8 @@ def load_chat_lm(name_or_path: str, *, method: str, dtype=torch.float32, attn_im
         from peft import AutoPeftModelForCausalLM
 
         logger.info("%s is a LoRA adapter: merging it into its base model", folder)
-        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra).merge_and_unload()
+        with whole_model_loading():  # merged whole on every rank; the trainer partitions the result under ZeRO-3
+            model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -126,7 +146,8 @@ def _merge_saved_adapter(folder: Path, tokenizer, wrap: Callable) -> None:
         if path.name.startswith(("adapter_", "README")) and path.is_file():
             shutil.move(str(path), adapter / path.name)
     logger.info("merging the LoRA adapter in %s into its base model", adapter)
-    merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype="auto").merge_and_unload()
+    with whole_model_loading():  # the main process alone: never under zero.Init, whose broadcasts need every rank
+        merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter), dtype="auto").merge_and_unload()
     wrap(merged, tokenizer).save_pretrained(folder)
 
 
