@@ -66,6 +66,19 @@ def unwrapped_policy(trainer):
         yield policy
 
 
+def forwards_are_collective(trainer) -> bool:
+    """Whether each forward of the policy all-gathers parameters across ranks (FSDP, or ZeRO-3 unless TRL gathers
+    the weights for generation): then decoding and embedding must run the same number of forwards on every rank."""
+    accelerator, args = trainer.accelerator, trainer.args
+    if accelerator.num_processes == 1:
+        return False
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return True
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    zero3 = plugin is not None and getattr(plugin, "zero_stage", None) == 3
+    return zero3 and not getattr(args, "ds3_gather_for_generation", True)
+
+
 @contextlib.contextmanager
 def policy_embedder(trainer, grace_config: GraceConfig):
     """The live policy, unwrapped as for generation, as a GraceEmbedder in eval mode (no dropout; PEFT: the adapter
@@ -75,6 +88,7 @@ def policy_embedder(trainer, grace_config: GraceConfig):
         trl_kwargs = getattr(trainer, "chat_template_kwargs", None)
         config = grace_config if trl_kwargs is None else dataclasses.replace(grace_config, chat_template_kwargs=dict(trl_kwargs))
         embedder = GraceEmbedder(backbone, trainer.processing_class, config)
+        embedder.synced_ranks = forwards_are_collective(trainer)
         was_training = embedder.model.training
         embedder.model.eval()
         try:
@@ -246,10 +260,19 @@ class GraceContrastiveReward:
                 vectors[i] = torch.nn.functional.normalize(embedder.pool_hidden(hidden, list(sequence)), dim=-1)
         todo = [i for i in range(len(unique)) if vectors[i] is None]
         order = sorted(todo, key=lambda i: len(unique[i]))  # similar lengths share a batch
-        for start in range(0, len(order), self.embedding_batch_size):
-            chunk = [unique[i] for i in order[start : start + self.embedding_batch_size]]
+        starts = list(range(0, len(order), self.embedding_batch_size))
+        forwards = len(starts)
+        if embedder.synced():  # every rank runs as many forwards as the rank with the most chunks (idle ones after)
+            count = torch.tensor([forwards], device=embedder.device)
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+            forwards = int(count.item())
+        for n in range(forwards):
+            if n >= len(starts):
+                embedder.idle_forward()
+                continue
+            chunk = [unique[i] for i in order[starts[n] : starts[n] + self.embedding_batch_size]]
             pooled = embedder.embed_sequences([list(s) for s in chunk], [embedder.prefix_length(list(s)) for s in chunk])
-            for i, v in zip(order[start : start + self.embedding_batch_size], torch.nn.functional.normalize(pooled, dim=-1)):
+            for i, v in zip(order[starts[n] : starts[n] + self.embedding_batch_size], torch.nn.functional.normalize(pooled, dim=-1)):
                 vectors[i] = v
         return torch.stack([vectors[index[tuple(s)]] for s in sequences])
 

@@ -74,11 +74,25 @@ def placement(device_map=None, dtype=None) -> tuple:
         device_map = "cuda"
     on_cpu = device_map is None or _places_on_cpu(device_map) or (device_map == "auto" and not cuda)
     if dtype is None:
-        if on_cpu:
-            dtype = torch.float32
+        if on_cpu:  # fp32 even where bf16 is fast: the same command gives the same vectors on every CPU
+            dtype = torch.float32  # (benchmarks/cpu_bf16.py measures what bf16 would give and change)
         else:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif on_cpu and dtype == torch.bfloat16 and not cpu_has_fast_bf16():
+        import warnings
+
+        warnings.warn("bfloat16 on a CPU without AVX512-BF16 or AMX runs its matmuls ~50x slower than float32: "
+                      "use float32 here", stacklevel=3)
     return device_map, dtype
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, read from /proc/cpuinfo; else False)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_placed(auto_class, path, *, device_map=None, dtype=None, attn_implementation=None, **kwargs):
@@ -356,6 +370,9 @@ class GraceEmbedder(torch.nn.Module):
         self._vllm = None
         # decode with the shared-prefix loop (False: model.generate; see generate_rationales)
         self.shared_prefix_decoding = True
+        # set where every forward is a collective (FSDP, ZeRO-3 without gathering; GraceGRPOTrainer sets it): the ranks
+        # decode in step until all are done, as generate's synced_gpus does, instead of a data-dependent count each
+        self.synced_ranks = False
         if tokenizer.chat_template is None:
             raise ValueError("GRACE needs a chat model: the tokenizer has no chat template")
         c = self.grace_config
@@ -465,6 +482,26 @@ class GraceEmbedder(torch.nn.Module):
     def eos_ids(self) -> set[int]:
         return set(eos_token_ids(self.model.generation_config, self.tokenizer))
 
+    def _ranks_still_decoding(self, decoding: bool) -> bool:
+        """Whether this rank or, with ``synced_ranks``, any rank still decodes (one all-reduce per step)."""
+        dist = torch.distributed
+        if not self.synced_ranks or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+            return decoding
+        flag = torch.tensor([1 if decoding else 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def synced(self) -> bool:
+        dist = torch.distributed
+        return self.synced_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    @torch.no_grad()
+    def idle_forward(self) -> None:
+        """One forward of the root module over one token, its result unused: keeps a rank whose own work is done in
+        step with ranks whose forwards still all-gather parameters (FSDP, ZeRO-3)."""
+        one = torch.ones(1, 1, dtype=torch.long, device=self.device)
+        self._forward_step(one * self._pad_id(), one, one * 0, None)
+
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else min(self.eos_ids())
@@ -569,7 +606,11 @@ class GraceEmbedder(torch.nn.Module):
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))  # prompt index of each row of the batch
         next_position = torch.tensor([len(p) for p in prompts], device=device)
-        while active:
+        # one forward per step on every rank while any rank decodes (synced_ranks), else while this one does
+        while self._ranks_still_decoding(bool(active)):
+            if not active:
+                self.idle_forward()
+                continue
             tokens = sampler.draw(logits, active) if sampler else logits.argmax(dim=-1)
             done = []
             for j, (r, token) in enumerate(zip(active, tokens.tolist())):
@@ -579,7 +620,10 @@ class GraceEmbedder(torch.nn.Module):
             going = [j for j, d in enumerate(done) if not d]
             fed = list(range(len(active))) if keep else going
             if not fed:
-                break
+                active = []
+                if self.synced():  # the step's forward, as the other ranks run theirs
+                    self.idle_forward()
+                continue
             if len(fed) < len(active):
                 mask, tokens, next_position = _keep_rows(cache, fed, mask, tokens, next_position)
                 active_fed = [active[j] for j in fed]
@@ -593,7 +637,8 @@ class GraceEmbedder(torch.nn.Module):
                 for j, r in enumerate(active_fed):
                     kept[r].append(hidden[j])
             if not going:
-                break
+                active = []
+                continue
             if len(going) < len(active_fed):
                 mask, logits, next_position = _keep_rows(cache, going, mask, logits, next_position)
             active = [active_fed[j] for j in going]
@@ -623,7 +668,7 @@ class GraceEmbedder(torch.nn.Module):
         try:
             with neutral_generation_config(self.model):
                 output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                             logits_processor=processors)
+                                             logits_processor=processors, synced_gpus=self.synced())
             sequences = output if torch.is_tensor(output) else output.sequences
             # transformers 5.x names the returned cache `cache` (earlier: `past_key_values`)
             cache = None if torch.is_tensor(output) else (getattr(output, "cache", None) or getattr(output, "past_key_values", None))
