@@ -107,7 +107,8 @@ def check_grpo_step(folder: Path, device: str, report: dict, out: Path) -> None:
     reward.bind(trainer)
     devices = []
     original = reward.embed_unique
-    reward.embed_unique = lambda embedder, sequences: devices.append(str(embedder.device)) or original(embedder, sequences)
+    # whatever the reward passes on (embedder, sequences and, since the shared-prefix rollouts, the kept hidden states)
+    reward.embed_unique = lambda embedder, *rest: devices.append(str(embedder.device)) or original(embedder, *rest)
     started = time.perf_counter()
     trainer.train()
     logged = trainer.state.log_history[0]
