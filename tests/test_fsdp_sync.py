@@ -18,7 +18,7 @@ from conftest import smollm2_folder
 
 pytestmark = pytest.mark.slow
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import copy, datetime, json, sys
     import torch, torch.distributed as dist, transformers
     from torch.distributed.fsdp import fully_shard
@@ -56,22 +56,40 @@ WORKER = textwrap.dedent('''
                       "lengths": [len(ids) for ids, _ in out],
                       "vector_difference": float((vectors - expected_vectors).abs().max())}), flush=True)
     dist.destroy_process_group()
-''')
+""")
 
 
 def _launch(tmp_path: Path, mode: str, timeout_s: int) -> subprocess.CompletedProcess:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(smollm2_folder()), mode, str(timeout_s)], capture_output=True, text=True,
-                          timeout=timeout_s + 240, cwd=tmp_path, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(smollm2_folder()),
+            mode,
+            str(timeout_s),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 240,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
 def test_ranks_with_different_work_stay_in_step_under_fsdp2(tmp_path):
     result = _launch(tmp_path, "synced", 120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    reports = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    reports = sorted(
+        (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
+    )
     assert [r["rank"] for r in reports] == [0, 1]
     assert all(r["same"] and r["same_sampled"] and r["vector_difference"] < 1e-5 for r in reports), reports
     assert reports[0]["lengths"] == [2] and max(reports[1]["lengths"]) > 2  # the ranks really did differ

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 def _run(script: str, tmp_path: Path, *args: str) -> dict:
     report = tmp_path / "report.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--device", "cpu", *args, "--output",
-                             str(report)], capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--device", "cpu", *args, "--output", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return json.loads(report.read_text())
 

@@ -9,7 +9,6 @@ import subprocess
 import os
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,3 +305,14 @@ def test_per_row_sampler_draws_the_tempered_nucleus_distribution():
     assert counts[~keep].sum() == 0  # outside the nucleus: never
     assert keep.sum() >= 3 and (~keep).sum() >= 1  # the test covers both sides of the cut
     assert torch.allclose(counts / draws, expected, atol=0.02), (counts / draws, expected)
+
+
+def test_the_cpu_default_stays_fp32_and_slow_bf16_is_warned(monkeypatch):
+    """dtype on a CPU: fp32 by default even where bf16 is fast (benchmarks/results/cpu_bf16.json); bf16 asked for on
+    a CPU without AVX512-BF16 or AMX is warned about (~50x slower matmuls)."""
+
+    monkeypatch.setattr(modeling_grace, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without AVX512-BF16 or AMX"):
+        assert modeling_grace.placement("cpu", "bfloat16") == ("cpu", torch.bfloat16)
+    monkeypatch.setattr(modeling_grace, "cpu_has_fast_bf16", lambda: True)
+    assert modeling_grace.placement("cpu", None) == ("cpu", torch.float32)

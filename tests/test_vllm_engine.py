@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,19 +23,44 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (make test inst
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-TEXTS = ["The cat sat on the mat while the rain fell.", "Photosynthesis turns light into chemical energy.",
-         "A bank can be the side of a river or a place for money.", "Jazz grew out of blues and ragtime in New Orleans.",
-         "The treaty ended the war in 1648.", "Binary search halves the interval each step."]
-ROWS = [{"id": f"q{i}", "question": q, "answers": [a], "ctxs": [
-    {"id": f"{i}-{j}", "title": t, "text": x, "has_answer": a in x} for j, (t, x) in enumerate(passages)]}
-    for i, (q, a, passages) in enumerate([
-        ("What is the capital of France?", "Paris", [("Rome", "Rome is the capital of Italy."),
-                                                      ("Paris", "Paris is the capital of France."),
-                                                      ("Oslo", "Oslo is the capital of Norway.")]),
-        ("Who wrote Hamlet?", "Shakespeare", [("Hamlet", "Hamlet is a tragedy written by William Shakespeare."),
-                                              ("Goethe", "Goethe wrote Faust."),
-                                              ("Cervantes", "Cervantes wrote Don Quixote.")]),
-    ])]
+TEXTS = [
+    "The cat sat on the mat while the rain fell.",
+    "Photosynthesis turns light into chemical energy.",
+    "A bank can be the side of a river or a place for money.",
+    "Jazz grew out of blues and ragtime in New Orleans.",
+    "The treaty ended the war in 1648.",
+    "Binary search halves the interval each step.",
+]
+ROWS = [
+    {
+        "id": f"q{i}",
+        "question": q,
+        "answers": [a],
+        "ctxs": [{"id": f"{i}-{j}", "title": t, "text": x, "has_answer": a in x} for j, (t, x) in enumerate(passages)],
+    }
+    for i, (q, a, passages) in enumerate(
+        [
+            (
+                "What is the capital of France?",
+                "Paris",
+                [
+                    ("Rome", "Rome is the capital of Italy."),
+                    ("Paris", "Paris is the capital of France."),
+                    ("Oslo", "Oslo is the capital of Norway."),
+                ],
+            ),
+            (
+                "Who wrote Hamlet?",
+                "Shakespeare",
+                [
+                    ("Hamlet", "Hamlet is a tragedy written by William Shakespeare."),
+                    ("Goethe", "Goethe wrote Faust."),
+                    ("Cervantes", "Cervantes wrote Don Quixote."),
+                ],
+            ),
+        ]
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +68,14 @@ def engine():
     """The module's one engine: eager (no graph compilation), a 2,048-token context, a 1 GiB KV cache."""
     from retrieval_policies.models.grace.modeling_grace import shutdown_vllm, vllm_placement
 
-    options = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "seed": 0,
-               "generation_config": "vllm", "kv_cache_memory_bytes": 1024**3}
+    options = {
+        "dtype": "float32",
+        "enforce_eager": True,
+        "max_model_len": 2048,
+        "seed": 0,
+        "generation_config": "vllm",
+        "kv_cache_memory_bytes": 1024**3,
+    }
     with vllm_placement("cpu", options):
         llm = vllm.LLM(model=str(smollm2_folder()), **options)
     yield llm
@@ -111,10 +141,18 @@ def test_grace_encode_greedy_equals_the_hf_backend(embedder, engine):
 
 
 def test_grace_sampled_rationales_depend_on_the_text_not_the_batch(embedder):
-    alone = embedder.encode(TEXTS[:1], temperature=0.8, seed=3, max_new_tokens=24, backend="vllm", return_rationales=True)[1]
-    batched = embedder.encode(TEXTS, temperature=0.8, seed=3, max_new_tokens=24, backend="vllm", return_rationales=True)[1]
-    again = embedder.encode(TEXTS, temperature=0.8, seed=3, max_new_tokens=24, backend="vllm", return_rationales=True)[1]
-    other = embedder.encode(TEXTS, temperature=0.8, seed=4, max_new_tokens=24, backend="vllm", return_rationales=True)[1]
+    alone = embedder.encode(
+        TEXTS[:1], temperature=0.8, seed=3, max_new_tokens=24, backend="vllm", return_rationales=True
+    )[1]
+    batched = embedder.encode(
+        TEXTS, temperature=0.8, seed=3, max_new_tokens=24, backend="vllm", return_rationales=True
+    )[1]
+    again = embedder.encode(TEXTS, temperature=0.8, seed=3, max_new_tokens=24, backend="vllm", return_rationales=True)[
+        1
+    ]
+    other = embedder.encode(TEXTS, temperature=0.8, seed=4, max_new_tokens=24, backend="vllm", return_rationales=True)[
+        1
+    ]
     assert batched[0] == alone[0] and batched == again and batched != other
 
 
@@ -133,8 +171,9 @@ def test_grace_rationale_cache_is_keyed_by_backend(embedder, engine, monkeypatch
 def test_the_engine_cuts_at_its_context_and_the_embedder_refuses_to(embedder, engine):
     """Real vLLM stops a request at max_model_len (finish "length", fewer tokens than asked): the behaviour behind
     issue 36's defect 2. The embedder never lets it happen: a given engine too small for a call is refused."""
-    out = engine.generate([{"prompt_token_ids": [28] * 2000}], vllm.SamplingParams(max_tokens=100, ignore_eos=True),
-                          use_tqdm=False)[0].outputs[0]
+    out = engine.generate(
+        [{"prompt_token_ids": [28] * 2000}], vllm.SamplingParams(max_tokens=100, ignore_eos=True), use_tqdm=False
+    )[0].outputs[0]
     assert out.finish_reason == "length" and len(out.token_ids) < 100
     with pytest.raises(ValueError, match="holds 2048 tokens of context but this call needs"):
         embedder.encode(TEXTS[:1], temperature=0, max_new_tokens=2040, backend="vllm")
@@ -151,12 +190,15 @@ def test_dynamicrag_generation_and_evaluation_equal_the_hf_path(engine, tmp_path
     assert fast.eos_ids() == hf.eos_ids()
     for model in (hf, fast):
         model.dynamicrag_config.rerank_max_new_tokens, model.dynamicrag_config.answer_max_new_tokens = 24, 16
-    conversations = [[{"role": "user", "content": "Name three rivers of Europe."}],
-                     [{"role": "user", "content": "Say hello in French, then stop."}]]
+    conversations = [
+        [{"role": "user", "content": "Name three rivers of Europe."}],
+        [{"role": "user", "content": "Say hello in French, then stop."}],
+    ]
     assert fast.generate_texts(conversations, max_new_tokens=32) == hf.generate_texts(conversations, max_new_tokens=32)
     # greedy with several samples: vLLM refuses n > 1 when greedy; the backend asks once and repeats
     assert fast.generate_texts(conversations[:1], max_new_tokens=8, num_samples=3) == hf.generate_texts(
-        conversations[:1], max_new_tokens=8, num_samples=3)
+        conversations[:1], max_new_tokens=8, num_samples=3
+    )
     write_dataset_folder(tmp_path / "eval", {"mini": {"test": ROWS}}, pretty_name="mini", card_body="x", license="mit")
     rows = load_eval_rows(str(tmp_path / "eval"), config="mini")
     reports = [evaluate_dynamicrag(m, rows, top_ks=(1,), batch_size=2, show_progress_bar=False) for m in (hf, fast)]
@@ -170,12 +212,41 @@ def test_dynamicrag_evaluate_command_with_the_vllm_backend(engine_made_here, tmp
     from retrieval_policies.dataset_io import write_dataset_folder
 
     write_dataset_folder(tmp_path / "eval", {"mini": {"test": ROWS}}, pretty_name="mini", card_body="x", license="mit")
-    common = ["dynamicrag", "evaluate", "--model", str(smollm2_folder()), "--data", str(tmp_path / "eval"), "--config",
-              "mini", "--top-k", "1", "--rerank-max-new-tokens", "24", "--answer-max-new-tokens", "16", "--device", "cpu",
-              "--dtype", "float32"]
+    common = [
+        "dynamicrag",
+        "evaluate",
+        "--model",
+        str(smollm2_folder()),
+        "--data",
+        str(tmp_path / "eval"),
+        "--config",
+        "mini",
+        "--top-k",
+        "1",
+        "--rerank-max-new-tokens",
+        "24",
+        "--answer-max-new-tokens",
+        "16",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     assert main([*common, "--output", str(tmp_path / "hf.json")]) == 0
-    assert main([*common, "--backend", "vllm", "--vllm-kwargs", '{"enforce_eager": true}', "--output",
-                 str(tmp_path / "vllm.json")]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--backend",
+                "vllm",
+                "--vllm-kwargs",
+                '{"enforce_eager": true}',
+                "--output",
+                str(tmp_path / "vllm.json"),
+            ]
+        )
+        == 0
+    )
     [made] = engine_made_here
     assert made["enforce_eager"] is True and made["dtype"] == "float32" and made["kv_cache_memory_bytes"] == 2 * 1024**3
     hf, fast = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("hf", "vllm"))
@@ -191,10 +262,19 @@ def test_sampling_with_use_vllm_is_seeded_and_diverse(engine_made_here, tmp_path
     write_dataset_folder(tmp_path / "data", {"pool": {"train": ROWS}}, pretty_name="mini", card_body="x", license="mit")
     outputs = []
     for run in ("a", "b"):
-        args = sample.SamplingArguments(model_name_or_path=str(smollm2_folder()), dataset_name=str(tmp_path / "data"),
-                                        output_file=str(tmp_path / f"{run}.jsonl"), num_samples=4, temperature=0.9,
-                                        batch_size=2, rerank_max_new_tokens=16, answer_max_new_tokens=12, use_vllm=True,
-                                        vllm_dtype="float32", device_map="cpu")
+        args = sample.SamplingArguments(
+            model_name_or_path=str(smollm2_folder()),
+            dataset_name=str(tmp_path / "data"),
+            output_file=str(tmp_path / f"{run}.jsonl"),
+            num_samples=4,
+            temperature=0.9,
+            batch_size=2,
+            rerank_max_new_tokens=16,
+            answer_max_new_tokens=12,
+            use_vllm=True,
+            vllm_dtype="float32",
+            device_map="cpu",
+        )
         sample.main(args)
         outputs.append([json.loads(line) for line in (tmp_path / f"{run}.jsonl").read_text().splitlines()])
     assert outputs[0] == outputs[1]  # per-batch seeds: the same lists and answers again
@@ -207,8 +287,11 @@ def test_the_vllm_judge_replies_as_the_hf_judge(engine):
     from retrieval_policies.dynamicrag.rewards import AnswerJudge
     from retrieval_policies.dynamicrag.vllm_backend import VLLMAnswerJudge
 
-    triples = [("What is the capital of France?", "Paris", "Paris"), ("Who wrote Hamlet?", "Shakespeare", "Goethe"),
-               ("What is 2 + 2?", "4", "The answer is four.")]
+    triples = [
+        ("What is the capital of France?", "Paris", "Paris"),
+        ("Who wrote Hamlet?", "Shakespeare", "Goethe"),
+        ("What is 2 + 2?", "4", "The answer is four."),
+    ]
     hf = AnswerJudge(str(smollm2_folder()), max_new_tokens=8, batch_size=3, device_map="cpu", dtype="float32")
     assert VLLMAnswerJudge(str(smollm2_folder()), max_new_tokens=8, llm=engine).replies(triples) == hf.replies(triples)
 
@@ -220,13 +303,42 @@ def test_grace_encode_command_with_vllm_resumes_after_kill(tmp_path):
 
     data = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"id": [f"t{i}" for i in range(len(TEXTS))], "text": TEXTS}), data)
-    cli = [sys.executable, "-m", "retrieval_policies.cli", "--quiet", "grace", "encode", "--model", str(smollm2_folder()),
-           "--data", str(data), "--shard-size", "2", "--batch-size", "2", "--temperature", "0", "--max-new-tokens", "24",
-           "--device", "cpu", "--dtype", "float32", "--no-progress"]
-    vllm_cli = [*cli, "--backend", "vllm", "--vllm-kwargs", '{"enforce_eager": true, "kv_cache_memory_bytes": 536870912}']
+    cli = [
+        sys.executable,
+        "-m",
+        "retrieval_policies.cli",
+        "--quiet",
+        "grace",
+        "encode",
+        "--model",
+        str(smollm2_folder()),
+        "--data",
+        str(data),
+        "--shard-size",
+        "2",
+        "--batch-size",
+        "2",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "24",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--no-progress",
+    ]
+    vllm_cli = [
+        *cli,
+        "--backend",
+        "vllm",
+        "--vllm-kwargs",
+        '{"enforce_eager": true, "kv_cache_memory_bytes": 536870912}',
+    ]
     cut = tmp_path / "cut"
-    process = subprocess.Popen([*vllm_cli, "--output", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [*vllm_cli, "--output", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 400
     while not list(cut.glob("shard-*.parquet")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)

@@ -60,7 +60,9 @@ def test_a_plain_load_under_a_live_zero3_config_goes_through_zero_init(adapter, 
 def test_load_chat_lm_merges_an_adapter_whole_under_zero3(adapter, zero3):
     folder, merged, _ = adapter
     _, model, _ = load_chat_lm(str(folder), method="test")
-    torch.testing.assert_close(model.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(
+        model.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight
+    )
     assert hf_deepspeed.is_deepspeed_zero3_enabled()  # the config is back for the trainer
 
 
@@ -84,6 +86,8 @@ def test_the_merged_export_under_deepspeed_loads_whole_on_the_main_process(adapt
     assert (out / "lora_adapter" / "adapter_config.json").is_file() and not (out / "adapter_config.json").exists()
     hf_deepspeed.unset_hf_deepspeed_config()
     loaded = DynamicRAGModel.from_pretrained(out, device_map="cpu", dtype="float32")
-    torch.testing.assert_close(loaded.model.model.layers[0].self_attn.q_proj.weight,
-                               lora.merge_and_unload().model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(
+        loaded.model.model.layers[0].self_attn.q_proj.weight,
+        lora.merge_and_unload().model.layers[0].self_attn.q_proj.weight,
+    )
     assert json.loads((out / "config.json").read_text())["auto_map"]
