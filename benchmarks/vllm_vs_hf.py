@@ -125,28 +125,12 @@ def main() -> None:
     # (b) GRACE encode
     for name, (n, tokens, batch_size) in {"grace_demo_eval": (64, 16, 8), "grace_evidence_eval": (128, 64, 64)}.items():
         texts = passages(n, 60)
-        (hf, hf_r), slow = timed(
-            lambda: embedder.encode(
-                texts,
-                temperature=0,
-                max_new_tokens=tokens,
-                batch_size=batch_size,
-                return_rationales=True,
-                backend="hf",
-                show_progress_bar=False,
-            )
-        )
-        (vl, vl_r), fast = timed(
-            lambda: embedder.encode(
-                texts,
-                temperature=0,
-                max_new_tokens=tokens,
-                batch_size=batch_size,
-                return_rationales=True,
-                backend="vllm",
-                show_progress_bar=False,
-            )
-        )
+        def encode(backend: str):
+            return embedder.encode(texts, temperature=0, max_new_tokens=tokens, batch_size=batch_size,
+                                   return_rationales=True, backend=backend, show_progress_bar=False)
+
+        (hf, hf_r), slow = timed(lambda: encode("hf"))
+        (vl, vl_r), fast = timed(lambda: encode("vllm"))
         report[name] = {
             "texts": n,
             "max_new_tokens": tokens,

@@ -56,6 +56,29 @@ def fake_vllm(monkeypatch):
     return module
 
 
+def torchrun_two(script: Path, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``script`` in 2 processes under torchrun (gloo on this CPU), one thread each, its output captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=script.parent, env=env)
+
+
+def kill_after_shards(command: list[str], folder: Path, shards: int, *, timeout: int = 300, cwd=None) -> list[str]:
+    """Start a ``grace encode`` command, SIGKILL its whole process group (engine processes too) once ``folder``
+    holds ``shards`` finished shards, and return their names."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                               start_new_session=True)
+    deadline = time.time() + timeout
+    while len(list(folder.glob("shard-*.parquet"))) < shards and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return sorted(p.name for p in folder.glob("shard-*.parquet"))
+
+
 def smollm2_folder() -> Path:
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 

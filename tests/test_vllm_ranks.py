@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
+from conftest import tiny_llama, torchrun_two
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 
 pytestmark = pytest.mark.slow
@@ -42,34 +40,14 @@ def test_each_rank_places_its_engines_on_its_own_gpu(tmp_path):
     tokenizer.save_pretrained(tmp_path / "m")
     (tmp_path / "worker.py").write_text(WORKER)
     fakes = Path(__file__).resolve().parent / "fakes"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(fakes), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(tmp_path / "worker.py"),
-            str(tmp_path / "m"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=env,
-    )
+    env = {"PYTHONPATH": os.pathsep.join([str(fakes), os.environ.get("PYTHONPATH", "")]), "CUDA_VISIBLE_DEVICES": ""}
+    result = torchrun_two(tmp_path / "worker.py", str(tmp_path / "m"), env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     reports = sorted(
         (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
     )
+    # each engine saw its own card alone; the rank's environment is as it was ("": none set) afterwards
     assert reports == [
-        {"rank": 0, "visible": ["0", "1"], "after": None},
-        {"rank": 1, "visible": ["1", "0"], "after": None},
+        {"rank": 0, "visible": ["0", "1"], "after": ""},
+        {"rank": 1, "visible": ["1", "0"], "after": ""},
     ]
