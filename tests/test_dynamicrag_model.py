@@ -148,7 +148,8 @@ def test_placement_code_is_the_same_in_both_hub_packages():
     from retrieval_policies.models.dynamicrag import modeling_dynamicrag as dynamicrag
     from retrieval_policies.models.grace import modeling_grace as grace
 
-    for name in ("_torch_dtype", "_places_on_cpu", "placement", "load_placed", "eos_token_ids", "neutral_generation_config"):
+    for name in ("_torch_dtype", "_places_on_cpu", "placement", "cpu_has_fast_bf16", "load_placed", "eos_token_ids",
+                 "neutral_generation_config"):
         assert inspect.getsource(getattr(grace, name)) == inspect.getsource(getattr(dynamicrag, name)), name
 
 

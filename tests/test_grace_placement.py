@@ -316,3 +316,12 @@ def test_the_cpu_default_stays_fp32_and_slow_bf16_is_warned(monkeypatch):
         assert modeling_grace.placement("cpu", "bfloat16") == ("cpu", torch.bfloat16)
     monkeypatch.setattr(modeling_grace, "cpu_has_fast_bf16", lambda: True)
     assert modeling_grace.placement("cpu", None) == ("cpu", torch.float32)
+
+
+def test_vllm_loads_the_tokenizer_at_the_weights_revision(folder, fake_vllm):
+    """A Hub revision pins the weights and the tokenizer alike (vLLM takes them apart: revision, tokenizer_revision)."""
+    embedder = GraceEmbedder.from_pretrained(folder)
+    embedder.revision = "0123abcd"
+    embedder.encode(TEXTS[:1], temperature=0, backend="vllm")
+    options = fake_vllm.CALLS[0][1]
+    assert options["revision"] == options["tokenizer_revision"] == "0123abcd"

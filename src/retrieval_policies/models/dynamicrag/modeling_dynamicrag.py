@@ -51,11 +51,25 @@ def placement(device_map=None, dtype=None) -> tuple:
         device_map = "cuda"
     on_cpu = device_map is None or _places_on_cpu(device_map) or (device_map == "auto" and not cuda)
     if dtype is None:
-        if on_cpu:
-            dtype = torch.float32
+        if on_cpu:  # fp32 even where bf16 is fast: the same command gives the same vectors on every CPU
+            dtype = torch.float32  # (benchmarks/cpu_bf16.py measures what bf16 would give and change)
         else:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif on_cpu and dtype == torch.bfloat16 and not cpu_has_fast_bf16():
+        import warnings
+
+        warnings.warn("bfloat16 on a CPU without AVX512-BF16 or AMX runs its matmuls ~50x slower than float32: "
+                      "use float32 here", stacklevel=3)
     return device_map, dtype
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, read from /proc/cpuinfo; else False)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_placed(auto_class, path, *, device_map=None, dtype=None, attn_implementation=None, **kwargs):
