@@ -25,7 +25,9 @@ def main() -> None:
     spec = OFFLINE_MODELS[DEFAULT_BASE_MODEL]
     gguf = spec.gguf_path()
     folder = resolve_model(DEFAULT_BASE_MODEL, offline=True)
-    from_gguf = timed(lambda: AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32))
+    from_gguf = timed(
+        lambda: AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    )
     cached = min(timed(lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)) for _ in range(3))
     print(f"load from packaged GGUF: {from_gguf:.2f} s")
     print(f"load from fp32 cache:    {cached:.2f} s")

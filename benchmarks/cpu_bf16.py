@@ -20,11 +20,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "cpu_bf16.json"
 def main() -> None:
     import numpy as np
     import torch
+    from vllm_vs_hf import passages, timed
 
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
     from retrieval_policies.models.grace import GraceEmbedder
     from retrieval_policies.models.grace.modeling_grace import cpu_has_fast_bf16
-    from vllm_vs_hf import passages, timed
 
     folder = str(resolve_model(DEFAULT_BASE_MODEL, offline=True))
     report = {

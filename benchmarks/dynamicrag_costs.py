@@ -32,43 +32,73 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    passages = [{"title": p.title, "text": p.text} for p in islice(iter_wikipedia_passages(), args.questions * args.passages)]
-    rows = [{"id": f"q{i}", "question": f"What does the passage say about {passages[i * args.passages]['title']}?",
-             "answers": ["x"], "ctxs": passages[i * args.passages : (i + 1) * args.passages]} for i in range(args.questions)]
-    model = DynamicRAGModel.from_base(DEFAULT_BASE_MODEL, max_passages=args.passages, rerank_max_new_tokens=24,
-                                      answer_max_new_tokens=24)
+    passages = [
+        {"title": p.title, "text": p.text} for p in islice(iter_wikipedia_passages(), args.questions * args.passages)
+    ]
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": f"What does the passage say about {passages[i * args.passages]['title']}?",
+            "answers": ["x"],
+            "ctxs": passages[i * args.passages : (i + 1) * args.passages],
+        }
+        for i in range(args.questions)
+    ]
+    model = DynamicRAGModel.from_base(
+        DEFAULT_BASE_MODEL, max_passages=args.passages, rerank_max_new_tokens=24, answer_max_new_tokens=24
+    )
     model.generate_texts([reranker_messages("warm up", passages[:2])], max_new_tokens=2)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        sample_trajectories(model, rows, Path(tmp) / "batched.jsonl", num_samples=args.samples, batch_size=args.questions,
-                            show_progress_bar=False)
+        sample_trajectories(
+            model,
+            rows,
+            Path(tmp) / "batched.jsonl",
+            num_samples=args.samples,
+            batch_size=args.questions,
+            show_progress_bar=False,
+        )
         batched = time.perf_counter() - start
         start = time.perf_counter()
         for row in rows:  # the baseline: one question, one trajectory at a time
             for s in range(args.samples):
-                sample_trajectories(model, [{**row, "id": f"{row['id']}-{s}"}], Path(tmp) / "loop.jsonl", num_samples=1,
-                                    batch_size=1, show_progress_bar=False)
+                sample_trajectories(
+                    model,
+                    [{**row, "id": f"{row['id']}-{s}"}],
+                    Path(tmp) / "loop.jsonl",
+                    num_samples=1,
+                    batch_size=1,
+                    show_progress_bar=False,
+                )
         loop = time.perf_counter() - start
-    print(f"(a) sampling {args.questions} questions x {args.samples} trajectories: batched {batched:.1f} s, "
-          f"one at a time {loop:.1f} s -> {loop / batched:.1f}x faster (target >= 3x)")
+    print(
+        f"(a) sampling {args.questions} questions x {args.samples} trajectories: batched {batched:.1f} s, "
+        f"one at a time {loop:.1f} s -> {loop / batched:.1f}x faster (target >= 3x)"
+    )
 
     query, pool = rows[0]["question"], rows[0]["ctxs"]
     tokenizer = model.tokenizer
-    rerank_prompt = tokenizer.apply_chat_template(reranker_messages(query, pool), add_generation_prompt=True, tokenize=False)
+    rerank_prompt = tokenizer.apply_chat_template(
+        reranker_messages(query, pool), add_generation_prompt=True, tokenize=False
+    )
     start = time.perf_counter()
     output = model.generate_texts([reranker_messages(query, pool)], max_new_tokens=24)[0]
     t_dynamic = time.perf_counter() - start
-    tokens_dynamic = len(tokenizer(rerank_prompt, add_special_tokens=False)["input_ids"]) + len(tokenizer(output)["input_ids"])
+    tokens_dynamic = len(tokenizer(rerank_prompt, add_special_tokens=False)["input_ids"]) + len(
+        tokenizer(output)["input_ids"]
+    )
     judge = LLMJudge(model.model, tokenizer, batch_size=args.passages)
     pairs = [(query, p["text"]) for p in pool]
     start = time.perf_counter()
     judge.scores(pairs)
     t_pointwise = time.perf_counter() - start
     tokens_pointwise = sum(len(tokenizer(judge.prompt(q, p), add_special_tokens=False)["input_ids"]) for q, p in pairs)
-    print(f"(b) rerank one query over {len(pool)} passages: DynamicRAG {tokens_dynamic} tokens, {t_dynamic:.2f} s | "
-          f"pointwise {tokens_pointwise} tokens, {t_pointwise:.2f} s -> tokens ratio {tokens_pointwise / tokens_dynamic:.2f}x, "
-          f"time ratio {t_pointwise / t_dynamic:.2f}x")
+    print(
+        f"(b) rerank one query over {len(pool)} passages: DynamicRAG {tokens_dynamic} tokens, {t_dynamic:.2f} s | "
+        f"pointwise {tokens_pointwise} tokens, {t_pointwise:.2f} s -> tokens ratio {tokens_pointwise / tokens_dynamic:.2f}x, "
+        f"time ratio {t_pointwise / t_dynamic:.2f}x"
+    )
 
 
 if __name__ == "__main__":

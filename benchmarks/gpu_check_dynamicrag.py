@@ -37,7 +37,9 @@ PASSAGES = 6
 
 def recipe(stage: str):
     """recipes/dynamicrag/<stage>.py as a module (its ``main`` and argument dataclasses)."""
-    spec = importlib.util.spec_from_file_location(f"dynamicrag_{stage}", ROOT / "recipes" / "dynamicrag" / f"{stage}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"dynamicrag_{stage}", ROOT / "recipes" / "dynamicrag" / f"{stage}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -49,11 +51,20 @@ def synthetic_rows() -> list[dict]:
     rows = []
     for i in range(48):
         where = (i * 5) % PASSAGES
-        ctxs = [{"id": f"{i}-{j}", "title": f"City {i}" if j == where else f"Filler {j}",
-                 "text": f"name{i} lives in city{i}." if j == where else f"The river {j} is long and wide near town {j + i}."}
-                for j in range(PASSAGES)]
+        ctxs = [
+            {
+                "id": f"{i}-{j}",
+                "title": f"City {i}" if j == where else f"Filler {j}",
+                "text": f"name{i} lives in city{i}."
+                if j == where
+                else f"The river {j} is long and wide near town {j + i}.",
+            }
+            for j in range(PASSAGES)
+        ]
         split = "train" if i < 24 else "dpo" if i < 40 else "test"
-        rows.append({"id": f"q{i}", "question": f"Who lives in city{i}?", "answers": [f"name{i}"], "ctxs": ctxs, "split": split})
+        rows.append(
+            {"id": f"q{i}", "question": f"Who lives in city{i}?", "answers": [f"name{i}"], "ctxs": ctxs, "split": split}
+        )
     return rows
 
 
@@ -65,14 +76,27 @@ def build_data(folder: Path) -> None:
     rows = label_relevance(clean_rows(synthetic_rows(), strict=True)[0], "has_answer")
     pool = {split: [r for r in rows if r["split"] == split] for split in ("train", "dpo", "test")}
     sft = behaviour_cloning_examples(pool["train"], max_length=3, seed=0) + generator_examples(pool["train"])
-    write_dataset_folder(folder, {"sft": {"train": sft}, "pool": pool}, pretty_name="gpu check", card_body="synthetic",
-                         license="mit", default_config="sft")
+    write_dataset_folder(
+        folder,
+        {"sft": {"train": sft}, "pool": pool},
+        pretty_name="gpu check",
+        card_body="synthetic",
+        license="mit",
+        default_config="sft",
+    )
 
 
 def build_bert(folder: Path, tokenizer) -> None:
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     transformers.BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -93,7 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--output", help="also write the report as JSON here")
-    parser.add_argument("--teach-steps", type=int, default=300, help="untimed SFT steps that teach the tiny model the format")
+    parser.add_argument(
+        "--teach-steps", type=int, default=300, help="untimed SFT steps that teach the tiny model the format"
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: run with --device cpu to test the script itself")
@@ -106,8 +132,11 @@ def main() -> None:
     gpu = args.device == "cuda"
     dtype = "bfloat16" if gpu else "float32"
     placed = {} if gpu else {"device_map": "cpu"}  # on the GPU nothing is given: the default must be CUDA + bf16
-    report = {"torch": torch.__version__, "transformers": transformers.__version__,
-              "gpu": torch.cuda.get_device_name(0) if gpu else "none"}
+    report = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "gpu": torch.cuda.get_device_name(0) if gpu else "none",
+    }
     stages = Stages()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,21 +147,48 @@ def main() -> None:
         tokenizer.save_pretrained(base)
         build_bert(bert, tokenizer)
         build_data(data)
-        common = dict(use_cpu=not gpu, bf16=gpu, report_to="none", save_strategy="no", logging_steps=1, max_steps=2,
-                      per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-4, max_length=1024, seed=0)
+        common = dict(
+            use_cpu=not gpu,
+            bf16=gpu,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            max_steps=2,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=1,
+            learning_rate=1e-4,
+            max_length=1024,
+            seed=0,
+        )
 
         sft = recipe("sft")
         # A random model's samples are never id lists, so every answer would be the same and no pair would come out:
         # the tiny model first learns the format (untimed), then the timed stage is the recipe's 2 SFT steps from it.
-        stages.run("teach the format (not part of the check)", lambda: sft.main(
-            sft.SFTScriptArguments(dataset_name=str(data), dataset_test_split=None, max_passages=PASSAGES),
-            SFTConfig(output_dir=str(tmp / "taught"), completion_only_loss=True,
-                      **{**common, "max_steps": args.teach_steps, "learning_rate": 3e-3, "per_device_train_batch_size": 8}),
-            ModelConfig(model_name_or_path=str(base), dtype=dtype)))
-        stages.run("sft", lambda: sft.main(
-            sft.SFTScriptArguments(dataset_name=str(data), dataset_test_split=None, max_passages=PASSAGES),
-            SFTConfig(output_dir=str(tmp / "sft"), completion_only_loss=True, **common),
-            ModelConfig(model_name_or_path=str(tmp / "taught"), dtype=dtype)))
+        stages.run(
+            "teach the format (not part of the check)",
+            lambda: sft.main(
+                sft.SFTScriptArguments(dataset_name=str(data), dataset_test_split=None, max_passages=PASSAGES),
+                SFTConfig(
+                    output_dir=str(tmp / "taught"),
+                    completion_only_loss=True,
+                    **{
+                        **common,
+                        "max_steps": args.teach_steps,
+                        "learning_rate": 3e-3,
+                        "per_device_train_batch_size": 8,
+                    },
+                ),
+                ModelConfig(model_name_or_path=str(base), dtype=dtype),
+            ),
+        )
+        stages.run(
+            "sft",
+            lambda: sft.main(
+                sft.SFTScriptArguments(dataset_name=str(data), dataset_test_split=None, max_passages=PASSAGES),
+                SFTConfig(output_dir=str(tmp / "sft"), completion_only_loss=True, **common),
+                ModelConfig(model_name_or_path=str(tmp / "taught"), dtype=dtype),
+            ),
+        )
         loaded = DynamicRAGModel.from_pretrained(tmp / "sft", **placed)
         report["sft_model"] = {"device": str(loaded.device), "dtype": str(loaded.model.dtype)}
         if gpu:
@@ -140,35 +196,92 @@ def main() -> None:
         del loaded
 
         sample = recipe("sample")
-        stages.run("sample", lambda: sample.main(sample.SamplingArguments(
-            model_name_or_path=str(tmp / "sft"), dataset_name=str(data), dataset_split="dpo", output_file=str(tmp / "traj.jsonl"),
-            num_samples=4, batch_size=8, temperature=1.0, rerank_max_new_tokens=16, answer_max_new_tokens=8, device_map=None if gpu else "cpu")))
+        stages.run(
+            "sample",
+            lambda: sample.main(
+                sample.SamplingArguments(
+                    model_name_or_path=str(tmp / "sft"),
+                    dataset_name=str(data),
+                    dataset_split="dpo",
+                    output_file=str(tmp / "traj.jsonl"),
+                    num_samples=4,
+                    batch_size=8,
+                    temperature=1.0,
+                    rerank_max_new_tokens=16,
+                    answer_max_new_tokens=8,
+                    device_map=None if gpu else "cpu",
+                )
+            ),
+        )
 
-        reward_settings = dict(bertscore_model=str(bert), judge_model=str(tmp / "sft"), judge_max_new_tokens=4, batch_size=32,
-                               **({} if gpu else {"bertscore_device_map": "cpu", "judge_device_map": "cpu"}))
+        reward_settings = dict(
+            bertscore_model=str(bert),
+            judge_model=str(tmp / "sft"),
+            judge_max_new_tokens=4,
+            batch_size=32,
+            **({} if gpu else {"bertscore_device_map": "cpu", "judge_device_map": "cpu"}),
+        )
         probe = AnswerRewarder(RewardSettings(**reward_settings))
-        report["reward_models"] = {"bertscore": str(probe.bert_scorer.model.device), "judge": str(probe.judge.model.device),
-                                   "judge_dtype": str(probe.judge.model.dtype)}
+        report["reward_models"] = {
+            "bertscore": str(probe.bert_scorer.model.device),
+            "judge": str(probe.judge.model.device),
+            "judge_dtype": str(probe.judge.model.dtype),
+        }
         if gpu:
-            assert all(d.startswith("cuda") for d in list(report["reward_models"].values())[:2]), report["reward_models"]
+            assert all(d.startswith("cuda") for d in list(report["reward_models"].values())[:2]), report[
+                "reward_models"
+            ]
         del probe
         rewards = recipe("rewards")
-        stages.run("rewards", lambda: rewards.main(rewards.RewardArguments(
-            trajectories_file=str(tmp / "traj.jsonl"), output_file=str(tmp / "rewards.jsonl"), **reward_settings)))
+        stages.run(
+            "rewards",
+            lambda: rewards.main(
+                rewards.RewardArguments(
+                    trajectories_file=str(tmp / "traj.jsonl"), output_file=str(tmp / "rewards.jsonl"), **reward_settings
+                )
+            ),
+        )
 
         pairs = recipe("pairs")
-        stages.run("pairs", lambda: pairs.main(pairs.PairArguments(rewards_file=str(tmp / "rewards.jsonl"),
-                                                                   output_dir=str(tmp / "pairs"), generator_questions=4)))
+        stages.run(
+            "pairs",
+            lambda: pairs.main(
+                pairs.PairArguments(
+                    rewards_file=str(tmp / "rewards.jsonl"), output_dir=str(tmp / "pairs"), generator_questions=4
+                )
+            ),
+        )
 
         dpo = recipe("dpo")
-        stages.run("dpo", lambda: dpo.main(
-            dpo.DPOScriptArguments(dataset_name=str(tmp / "pairs")),
-            DPOConfig(output_dir=str(tmp / "dpo"), beta=0.1, loss_type=["sigmoid"], **common),
-            ModelConfig(model_name_or_path=str(tmp / "sft"), dtype=dtype)))
+        stages.run(
+            "dpo",
+            lambda: dpo.main(
+                dpo.DPOScriptArguments(dataset_name=str(tmp / "pairs")),
+                DPOConfig(output_dir=str(tmp / "dpo"), beta=0.1, loss_type=["sigmoid"], **common),
+                ModelConfig(model_name_or_path=str(tmp / "sft"), dtype=dtype),
+            ),
+        )
 
-        evaluation = ["--quiet", "dynamicrag", "evaluate", "--model", str(tmp / "dpo"), "--data", str(data), "--config", "pool",
-                      "--split", "test", "--rerank-max-new-tokens", "16", "--answer-max-new-tokens", "8",
-                      "--output", str(tmp / "eval.json"), *([] if gpu else ["--device", "cpu"])]
+        evaluation = [
+            "--quiet",
+            "dynamicrag",
+            "evaluate",
+            "--model",
+            str(tmp / "dpo"),
+            "--data",
+            str(data),
+            "--config",
+            "pool",
+            "--split",
+            "test",
+            "--rerank-max-new-tokens",
+            "16",
+            "--answer-max-new-tokens",
+            "8",
+            "--output",
+            str(tmp / "eval.json"),
+            *([] if gpu else ["--device", "cpu"]),
+        ]
         stages.run("evaluate", lambda: cli.main(evaluation))
         scores = json.loads((tmp / "eval.json").read_text())["scores"]["dynamicrag"]
         report["evaluate"] = {k: scores[k] for k in ("exact_match", "selection_mean_k", "selection_malformed_rate")}

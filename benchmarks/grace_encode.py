@@ -40,12 +40,19 @@ def bare_generate_and_forward(grace: GraceEmbedder, texts: list[str], batch_size
     tokenizer.padding_side = "left"
     tokens = 0
     for start in range(0, len(texts), batch_size):
-        prompts = [tokenizer.apply_chat_template([{"role": "system", "content": grace.grace_config.system_prompt},
-                                                  {"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
-                   for t in texts[start : start + batch_size]]
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "system", "content": grace.grace_config.system_prompt}, {"role": "user", "content": t}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for t in texts[start : start + batch_size]
+        ]
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
             mask = (out != tokenizer.pad_token_id).long()
             hidden = model(input_ids=out, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
             (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
@@ -75,19 +82,27 @@ def main() -> None:
     grace.encode(texts[:2], batch_size=2)
     _, t_grace = timed(lambda: grace.encode(texts, batch_size=args.batch_size, show_progress_bar=False))
     floor_tokens, t_floor = timed(lambda: bare_generate_and_forward(grace, texts, args.batch_size, args.max_new_tokens))
-    print(f"(a) GRACE rationale mode: {n / t_grace:6.2f} texts/s | bare generate+forward: {n / t_floor:6.2f} texts/s, "
-          f"{floor_tokens / t_floor:7.1f} tokens/s")
-    print(f"    overhead of GRACE over the floor: {t_grace / t_floor - 1:+.1%} (target <= +10%; GRACE pools the states its"
-          " generation kept, the floor runs a second forward)")
+    print(
+        f"(a) GRACE rationale mode: {n / t_grace:6.2f} texts/s | bare generate+forward: {n / t_floor:6.2f} texts/s, "
+        f"{floor_tokens / t_floor:7.1f} tokens/s"
+    )
+    print(
+        f"    overhead of GRACE over the floor: {t_grace / t_floor - 1:+.1%} (target <= +10%; GRACE pools the states its"
+        " generation kept, the floor runs a second forward)"
+    )
 
     # (b) the fast path against sentence-transformers mean pooling on the same backbone.
     folder = str(resolve_model(DEFAULT_BASE_MODEL))
     transformer = models.Transformer(folder)
-    st = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")], device="cpu")
+    st = SentenceTransformer(
+        modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")], device="cpu"
+    )
     st.encode(texts[:2])
     _, t_fast = timed(lambda: grace.encode(texts, rationale=False, batch_size=args.batch_size, show_progress_bar=False))
     _, t_st = timed(lambda: st.encode(texts, batch_size=args.batch_size))
-    print(f"(b) GRACE rationale=False: {n / t_fast:6.2f} texts/s | sentence-transformers mean pooling: {n / t_st:6.2f} texts/s")
+    print(
+        f"(b) GRACE rationale=False: {n / t_fast:6.2f} texts/s | sentence-transformers mean pooling: {n / t_st:6.2f} texts/s"
+    )
     print(f"    throughput ratio GRACE/ST: {t_st / t_fast:.2f}x (target >= 0.9x)")
 
     if not args.skip_batches:
@@ -110,14 +125,19 @@ def decoding_loop(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64
         runs = {}
         for loop in (True, False):
             grace.shared_prefix_decoding = loop
-            runs[loop] = timed(lambda: grace.encode(texts, batch_size=size, show_progress_bar=False,
-                                                    return_rationales=True, **settings))
+            runs[loop] = timed(
+                lambda: grace.encode(
+                    texts, batch_size=size, show_progress_bar=False, return_rationales=True, **settings
+                )
+            )
         grace.shared_prefix_decoding = True
         ((fast, fast_rationales), t_fast), ((slow, slow_rationales), t_slow) = runs[True], runs[False]
         same = sum(a == b for a, b in zip(fast_rationales, slow_rationales)) / len(texts)
-        print(f"(e) {size} {name}, batch {size}, {max_new_tokens} new tokens: shared-prefix loop {t_fast:.1f} s | "
-              f"model.generate {t_slow:.1f} s: {t_slow / t_fast:.2f}x (target >= 1.3x on the lemmas); "
-              f"equal rationales {same:.0%}, max vector difference {abs(fast - slow).max():.1e}")
+        print(
+            f"(e) {size} {name}, batch {size}, {max_new_tokens} new tokens: shared-prefix loop {t_fast:.1f} s | "
+            f"model.generate {t_slow:.1f} s: {t_slow / t_fast:.2f}x (target >= 1.3x on the lemmas); "
+            f"equal rationales {same:.0%}, max vector difference {abs(fast - slow).max():.1e}"
+        )
 
 
 def pooling_pass(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64) -> None:
@@ -129,15 +149,20 @@ def pooling_pass(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64)
     def two_pass():
         prompts = [grace.prompt_ids(t) for t in passages]
         out = grace.generate_rationales(prompts, passages, **settings)
-        sequences = [p + ids + ([eos] if eos is not None and grace.grace_config.pool_eos else []) for p, (ids, eos) in zip(prompts, out)]
+        sequences = [
+            p + ids + ([eos] if eos is not None and grace.grace_config.pool_eos else [])
+            for p, (ids, eos) in zip(prompts, out)
+        ]
         vectors = grace.embed_sequences(sequences, [grace.prefix_length(p) for p in prompts])
         return torch.nn.functional.normalize(vectors, dim=-1).numpy()
 
     kept, t_kept = timed(lambda: grace.encode(passages, batch_size=size, show_progress_bar=False, **settings))
     apart, t_apart = timed(two_pass)
-    print(f"(d) {size} passages, batch {size}, {max_new_tokens} new tokens: pooling the generation's hidden states "
-          f"{t_kept:.1f} s | generate + pooling forward {t_apart:.1f} s: {t_apart / t_kept:.2f}x (target >= 1.5x); "
-          f"max vector difference {abs(kept - apart).max():.1e}")
+    print(
+        f"(d) {size} passages, batch {size}, {max_new_tokens} new tokens: pooling the generation's hidden states "
+        f"{t_kept:.1f} s | generate + pooling forward {t_apart:.1f} s: {t_apart / t_kept:.2f}x (target >= 1.5x); "
+        f"max vector difference {abs(kept - apart).max():.1e}"
+    )
 
 
 def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
@@ -148,7 +173,7 @@ def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
     while time.perf_counter() - start < seconds:
         a @ b
         done += 1
-    return 2 * size ** 3 * done / (time.perf_counter() - start)
+    return 2 * size**3 * done / (time.perf_counter() - start)
 
 
 def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> None:
@@ -159,15 +184,22 @@ def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> None:
     parameters = sum(p.numel() for p in grace.model.parameters() if p.dim() > 1)
     roofline = flops / (2 * parameters)
     passages = [p.text[:400] for _, p in zip(range(64), iter_wikipedia_passages())]
-    print(f"(c) fp32 matmul: {flops / 1e9:.1f} GFLOP/s -> roofline {roofline:.0f} generated tokens/s "
-          f"({parameters / 1e6:.0f}M matrix parameters)")
+    print(
+        f"(c) fp32 matmul: {flops / 1e9:.1f} GFLOP/s -> roofline {roofline:.0f} generated tokens/s "
+        f"({parameters / 1e6:.0f}M matrix parameters)"
+    )
     for size in (8, 32, 64):
         prompts = [grace.prompt_ids(t) for t in passages[:size]]
         grace.generate_rationales(prompts[:2], passages[:2], max_new_tokens=4, temperature=0, top_p=1.0, seed=0)
-        out, seconds = timed(lambda: grace.generate_rationales(prompts, passages[:size], max_new_tokens=max_new_tokens,
-                                                               temperature=0, top_p=1.0, seed=0))
+        out, seconds = timed(
+            lambda: grace.generate_rationales(
+                prompts, passages[:size], max_new_tokens=max_new_tokens, temperature=0, top_p=1.0, seed=0
+            )
+        )
         tokens = sum(len(ids) + (eos is not None) for ids, eos in out)
-        print(f"    batch {size:3d}: {tokens / seconds:7.1f} generated tokens/s = {tokens / seconds / roofline:.2f} of the roofline")
+        print(
+            f"    batch {size:3d}: {tokens / seconds:7.1f} generated tokens/s = {tokens / seconds / roofline:.2f} of the roofline"
+        )
     print(f"    grace encode picks batch size {pick_batch_size(grace)} on {grace.device}")
 
 

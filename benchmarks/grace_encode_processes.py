@@ -42,21 +42,61 @@ def main() -> None:
         tmp = Path(tmp)
         passages = list(iter_wikipedia_passages())[: args.limit]
         data = tmp / "passages.jsonl"
-        data.write_text("".join(json.dumps({"id": p.id, "text": p.text}) + "\n"
-                                for p in passages))
-        common = ["grace", "encode", "--model", args.model, "--data", str(data), "--batch-size", str(args.batch_size),
-                  "--shard-size", "256", "--no-progress", "--device", "cpu", "--dtype", "float32"]
-        common += ["--temperature", "0", "--max-new-tokens", str(args.max_new_tokens)] if args.rationale else ["--no-rationale"]
-        one = run([sys.executable, "-m", "retrieval_policies.cli", "--quiet", *common, "--output", str(tmp / "one")], threads=2)
-        two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                   "retrieval_policies.cli", "--quiet", *common, "--output", str(tmp / "two")], threads=1)
+        data.write_text("".join(json.dumps({"id": p.id, "text": p.text}) + "\n" for p in passages))
+        common = [
+            "grace",
+            "encode",
+            "--model",
+            args.model,
+            "--data",
+            str(data),
+            "--batch-size",
+            str(args.batch_size),
+            "--shard-size",
+            "256",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+        ]
+        common += (
+            ["--temperature", "0", "--max-new-tokens", str(args.max_new_tokens)]
+            if args.rationale
+            else ["--no-rationale"]
+        )
+        one = run(
+            [sys.executable, "-m", "retrieval_policies.cli", "--quiet", *common, "--output", str(tmp / "one")],
+            threads=2,
+        )
+        two = run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "retrieval_policies.cli",
+                "--quiet",
+                *common,
+                "--output",
+                str(tmp / "two"),
+            ],
+            threads=1,
+        )
         a, b = load_encoded(tmp / "one")[1], load_encoded(tmp / "two")[1]
         n = len(passages)
-        print(f"grace encode, {n} Wikipedia passages, {'rationales of <= %d tokens' % args.max_new_tokens if args.rationale else 'prompt only'}, "
-              f"batch {args.batch_size}")
+        print(
+            f"grace encode, {n} Wikipedia passages, {f'rationales of <= {args.max_new_tokens} tokens' if args.rationale else 'prompt only'}, "
+            f"batch {args.batch_size}"
+        )
         print(f"  1 process  x 2 threads: {n / one:6.2f} texts/s ({one:.0f} s, model loading included)")
         print(f"  2 processes x 1 thread: {n / two:6.2f} texts/s ({two:.0f} s, model loading included)")
-        print(f"  ratio 2x1 / 1x2: {one / two:.2f}x; max |difference| between the two outputs: {np.abs(a - b).max():.2e}")
+        print(
+            f"  ratio 2x1 / 1x2: {one / two:.2f}x; max |difference| between the two outputs: {np.abs(a - b).max():.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -65,25 +65,48 @@ def main() -> None:
     from retrieval_policies.grace.grpo import GraceGRPOTrainer
 
     model, tokenizer, grace_config = load_grace_policy(DEFAULT_BASE_MODEL)
-    rows, _ = build_rows(itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0)
+    rows, _ = build_rows(
+        itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0
+    )
     train = Dataset.from_list(to_grpo_rows(rows["train"][:64], "supervised", grace_config))
     batch = args.prompts * args.group_size
     reward = GraceContrastiveReward("supervised", grace_config=grace_config)
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as out:
-        config = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, report_to="none", max_steps=3, save_strategy="no",
-                            per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=args.group_size,
-                            max_completion_length=args.max_completion_length, beta=0.0, scale_rewards="none",
-                            loss_type="dapo", learning_rate=1e-6, logging_steps=1)
-        trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
-                                   processing_class=tokenizer, callbacks=[timer])
+        config = GRPOConfig(
+            output_dir=out,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            max_steps=3,
+            save_strategy="no",
+            per_device_train_batch_size=batch,
+            generation_batch_size=batch,
+            num_generations=args.group_size,
+            max_completion_length=args.max_completion_length,
+            beta=0.0,
+            scale_rewards="none",
+            loss_type="dapo",
+            learning_rate=1e-6,
+            logging_steps=1,
+        )
+        trainer = GraceGRPOTrainer(
+            model=model,
+            reward_funcs=[reward],
+            args=config,
+            train_dataset=train,
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
         reward.bind(trainer)
         trainer.train()
     calls = reward.timings["calls"]
     step = sum(timer.steps[1:]) / len(timer.steps[1:])  # the first step warms up
     embed = reward.timings["embeddings"] / calls
     whole = (reward.timings["embeddings"] + reward.timings["extra_rollouts"]) / calls
-    print(f"GRPO step ({args.prompts} prompts x G={args.group_size}, <= {args.max_completion_length} tokens): {step:.2f} s")
+    print(
+        f"GRPO step ({args.prompts} prompts x G={args.group_size}, <= {args.max_completion_length} tokens): {step:.2f} s"
+    )
     print(f"  reward embeddings: {embed:.2f} s = {embed / step:.1%} of the step (target <= 15%)")
     print(f"  whole reward (extra rollouts + embeddings): {whole:.2f} s = {whole / step:.1%} of the step")
 
@@ -91,13 +114,19 @@ def main() -> None:
     embedder = GraceEmbedder(model.eval(), tokenizer, grace_config)
     last = reward.last_call
     ours = last["main"] + list(last["extra"].values())
-    per_member = [[last["extra"][last["extra_of_group"][g][0]], last["extra"][last["extra_of_group"][g][1]], main]
-                  for main, g in zip(last["main"], last["groups"])]
+    per_member = [
+        [last["extra"][last["extra_of_group"][g][0]], last["extra"][last["extra_of_group"][g][1]], main]
+        for main, g in zip(last["main"], last["groups"])
+    ]
     reward.embed_unique(embedder, ours[:2])  # warm-up
     timings = {}
-    for name, run in (("once per unique sequence", lambda: reward.embed_unique(embedder, ours)),
-                      ("published (per member: query, negative, main)",
-                       lambda: [embedder.embed_sequences(s, [embedder.prefix_length(x) for x in s]) for s in per_member])):
+    for name, run in (
+        ("once per unique sequence", lambda: reward.embed_unique(embedder, ours)),
+        (
+            "published (per member: query, negative, main)",
+            lambda: [embedder.embed_sequences(s, [embedder.prefix_length(x) for x in s]) for s in per_member],
+        ),
+    ):
         start = time.perf_counter()
         with torch.no_grad():
             run()
@@ -118,23 +147,53 @@ def evidence_trainer(prompts: int, group_size: int, **trainer_kwargs):
 
     from retrieval_policies.grace.grpo import GraceGRPOTrainer
 
-    evidence = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "grace" / "SmolLM2-135M-Instruct"
-                               / "config_evidence.yaml").read_text())
+    evidence = yaml.safe_load(
+        (
+            Path(__file__).resolve().parents[1] / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_evidence.yaml"
+        ).read_text()
+    )
     model, tokenizer, grace_config = load_grace_policy(DEFAULT_BASE_MODEL)
     grace_config.system_prompt = evidence["system_prompt"]
-    rows, _ = build_rows(itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0)
+    rows, _ = build_rows(
+        itertools.islice(wordnet_triplets(), 200), mode="supervised", tokenizer=tokenizer, validation_share=0
+    )
     train = Dataset.from_list(to_grpo_rows(rows["train"][:64], "supervised", grace_config))
     batch = prompts * group_size
-    reward = GraceContrastiveReward("supervised", RewardWeights(truncation=evidence["truncation"], contrastive=evidence["contrastive"]),
-                                    grace_config=grace_config, extra_temperature=evidence["extra_temperature"])
+    reward = GraceContrastiveReward(
+        "supervised",
+        RewardWeights(truncation=evidence["truncation"], contrastive=evidence["contrastive"]),
+        grace_config=grace_config,
+        extra_temperature=evidence["extra_temperature"],
+    )
     with tempfile.TemporaryDirectory() as out:
-        config = GRPOConfig(output_dir=out, use_cpu=True, bf16=False, report_to="none", max_steps=1, save_strategy="no",
-                            per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=group_size,
-                            max_completion_length=evidence["max_completion_length"], temperature=evidence["temperature"],
-                            top_p=evidence["top_p"], beta=0.0, scale_rewards="none", loss_type="dapo", logging_steps=1,
-                            mask_truncated_completions=evidence["mask_truncated_completions"])
-        trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=train,
-                                   processing_class=tokenizer, grace_config=grace_config, **trainer_kwargs)
+        config = GRPOConfig(
+            output_dir=out,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            max_steps=1,
+            save_strategy="no",
+            per_device_train_batch_size=batch,
+            generation_batch_size=batch,
+            num_generations=group_size,
+            max_completion_length=evidence["max_completion_length"],
+            temperature=evidence["temperature"],
+            top_p=evidence["top_p"],
+            beta=0.0,
+            scale_rewards="none",
+            loss_type="dapo",
+            logging_steps=1,
+            mask_truncated_completions=evidence["mask_truncated_completions"],
+        )
+        trainer = GraceGRPOTrainer(
+            model=model,
+            reward_funcs=[reward],
+            args=config,
+            train_dataset=train,
+            processing_class=tokenizer,
+            grace_config=grace_config,
+            **trainer_kwargs,
+        )
     reward.bind(trainer)
     return evidence, trainer, train
 
@@ -162,24 +221,35 @@ def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
             if trainer.rollouts_decoded_by != decoding:
                 raise RuntimeError(f"asked for {decoding}, decoded by {trainer.rollouts_decoded_by}")
             trainer.last_prompt_ids = prompt_ids
-            reward([r["prompt"] for r in batch_rows], [[{"role": "assistant", "content": ""}]] * batch, completions,
-                   row_index=[r["row_index"] for r in batch_rows], query=[r["query"] for r in batch_rows],
-                   negative=[r["negative"] for r in batch_rows])
+            reward(
+                [r["prompt"] for r in batch_rows],
+                [[{"role": "assistant", "content": ""}]] * batch,
+                completions,
+                row_index=[r["row_index"] for r in batch_rows],
+                query=[r["query"] for r in batch_rows],
+                negative=[r["negative"] for r in batch_rows],
+            )
             if repeat:
                 times[decoding, "rollouts"].append(middle - start)
                 times[decoding, "reward"].append(time.perf_counter() - middle)
                 lengths[decoding].append(statistics.fmean(len(c) for c in completions))
-    print(f"{prompts} prompts x G={group_size}, <= {evidence['max_completion_length']} tokens, T={evidence['temperature']}, "
-          f"top-p {evidence['top_p']} ({repeats} seeds each, alternating):")
+    print(
+        f"{prompts} prompts x G={group_size}, <= {evidence['max_completion_length']} tokens, T={evidence['temperature']}, "
+        f"top-p {evidence['top_p']} ({repeats} seeds each, alternating):"
+    )
     mean = {key: statistics.fmean(values) for key, values in times.items()}
     for decoding in decodings:
-        print(f"  {decoding}: rollouts {mean[decoding, 'rollouts']:.1f} s "
-              f"({', '.join(f'{t:.1f}' for t in times[decoding, 'rollouts'])}), reward {mean[decoding, 'reward']:.1f} s, "
-              f"mean completion {statistics.fmean(lengths[decoding]):.1f} tokens")
-    print(f"speed-up of the rollouts: {mean['generate', 'rollouts'] / mean['shared_prefix', 'rollouts']:.2f}x, "
-          f"of the reward: {mean['generate', 'reward'] / mean['shared_prefix', 'reward']:.2f}x, of both: "
-          f"{(mean['generate', 'rollouts'] + mean['generate', 'reward']) / (mean['shared_prefix', 'rollouts'] + mean['shared_prefix', 'reward']):.2f}x"
-          " (target >= 1.3x)")
+        print(
+            f"  {decoding}: rollouts {mean[decoding, 'rollouts']:.1f} s "
+            f"({', '.join(f'{t:.1f}' for t in times[decoding, 'rollouts'])}), reward {mean[decoding, 'reward']:.1f} s, "
+            f"mean completion {statistics.fmean(lengths[decoding]):.1f} tokens"
+        )
+    print(
+        f"speed-up of the rollouts: {mean['generate', 'rollouts'] / mean['shared_prefix', 'rollouts']:.2f}x, "
+        f"of the reward: {mean['generate', 'reward'] / mean['shared_prefix', 'reward']:.2f}x, of both: "
+        f"{(mean['generate', 'rollouts'] + mean['generate', 'reward']) / (mean['shared_prefix', 'rollouts'] + mean['shared_prefix', 'reward']):.2f}x"
+        " (target >= 1.3x)"
+    )
 
 
 def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int = 4, repeats: int = 3) -> None:
@@ -192,7 +262,11 @@ def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int
     model = trainer.model
     model.train()
     for batch_index in range(2):  # two generation batches: other prompts, other rollout lengths
-        rows = [row for row in train.select(range(batch_index * prompts, (batch_index + 1) * prompts)) for _ in range(group_size)]
+        rows = [
+            row
+            for row in train.select(range(batch_index * prompts, (batch_index + 1) * prompts))
+            for _ in range(group_size)
+        ]
         trainer.state.global_step = batch_index
         generation = trainer._generate_and_score_completions(rows)
         whole = [generation]
@@ -203,9 +277,11 @@ def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int
 
         real = int(generation["prompt_mask"].sum() + generation["completion_mask"].sum())
         lengths = generation["completion_mask"].sum(dim=1).tolist()
-        print(f"batch {batch_index}: {len(lengths)} rollouts of {min(lengths)}-{max(lengths)} tokens (mean "
-              f"{statistics.fmean(lengths):.1f}); positions computed: whole {positions(whole)}, by length "
-              f"{positions(parts)}, real {real}")
+        print(
+            f"batch {batch_index}: {len(lengths)} rollouts of {min(lengths)}-{max(lengths)} tokens (mean "
+            f"{statistics.fmean(lengths):.1f}); positions computed: whole {positions(whole)}, by length "
+            f"{positions(parts)}, real {real}"
+        )
         times: dict[str, list[float]] = {"whole": [], "by_length": []}
         gradients = {}
         for repeat in range(repeats + 1):  # the first round warms up
@@ -221,10 +297,12 @@ def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int
                 gradients[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         difference = float((gradients["whole"] - gradients["by_length"]).abs().max())
         mean = {name: statistics.fmean(values) for name, values in times.items()}
-        print(f"  forward + backward: whole {mean['whole']:.1f} s ({', '.join(f'{t:.1f}' for t in times['whole'])}), "
-              f"by length {mean['by_length']:.1f} s ({', '.join(f'{t:.1f}' for t in times['by_length'])}): "
-              f"{mean['whole'] / mean['by_length']:.2f}x (target >= 1.2x); gradients differ by at most {difference:.1e} "
-              f"(largest {float(gradients['whole'].abs().max()):.1e})")
+        print(
+            f"  forward + backward: whole {mean['whole']:.1f} s ({', '.join(f'{t:.1f}' for t in times['whole'])}), "
+            f"by length {mean['by_length']:.1f} s ({', '.join(f'{t:.1f}' for t in times['by_length'])}): "
+            f"{mean['whole'] / mean['by_length']:.2f}x (target >= 1.2x); gradients differ by at most {difference:.1e} "
+            f"(largest {float(gradients['whole'].abs().max()):.1e})"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_baseline(rev: str, folder: Path) -> Path:
     """The http.server implementation at ``rev``, written to a file in ``folder``."""
-    source = subprocess.run(["git", "show", f"{rev}:src/retrieval_policies/hub/server.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{rev}:src/retrieval_policies/hub/server.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = folder / "_baseline_server.py"
     path.write_text(source)
     return path
@@ -78,8 +83,13 @@ class Served:
     with its URL and a request helper."""
 
     def __init__(self, kind: str, root: Path, baseline_file: Path):
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(root), str(baseline_file)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, str(root), str(baseline_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         started = json.loads(self.process.stdout.readline())
         self.url, self.token = started["url"], started["token"]
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
@@ -107,11 +117,22 @@ class Served:
 
 def measure(served: Served, big: Path, oid: str, size: int, commits: int) -> dict:
     conn = served.connection()
-    served.call(conn, "POST", "/api/repos/create", json.dumps({"name": "bench", "organization": "org", "type": "model"}),
-                {"Content-Type": "application/json"})
-    batch = json.loads(served.call(conn, "POST", "/org/bench.git/info/lfs/objects/batch",
-                                   json.dumps({"operation": "upload", "objects": [{"oid": oid, "size": size}]}),
-                                   {"Content-Type": "application/json"}))
+    served.call(
+        conn,
+        "POST",
+        "/api/repos/create",
+        json.dumps({"name": "bench", "organization": "org", "type": "model"}),
+        {"Content-Type": "application/json"},
+    )
+    batch = json.loads(
+        served.call(
+            conn,
+            "POST",
+            "/org/bench.git/info/lfs/objects/batch",
+            json.dumps({"operation": "upload", "objects": [{"oid": oid, "size": size}]}),
+            {"Content-Type": "application/json"},
+        )
+    )
     href = batch["objects"][0]["actions"]["upload"]["href"]
     started = time.perf_counter()
     with open(big, "rb") as f:
@@ -119,8 +140,13 @@ def measure(served: Served, big: Path, oid: str, size: int, commits: int) -> dic
     upload = size / (time.perf_counter() - started) / 1e6
     header = {"key": "header", "value": {"summary": "big", "description": ""}}
     lfs = {"key": "lfsFile", "value": {"path": "big.bin", "algo": "sha256", "oid": oid}}
-    served.call(conn, "POST", "/api/models/org/bench/commit/main", "\n".join(map(json.dumps, (header, lfs))),
-                {"Content-Type": "application/x-ndjson"})
+    served.call(
+        conn,
+        "POST",
+        "/api/models/org/bench/commit/main",
+        "\n".join(map(json.dumps, (header, lfs))),
+        {"Content-Type": "application/x-ndjson"},
+    )
     started = time.perf_counter()
     conn.request("GET", "/org/bench/resolve/main/big.bin", headers=served.headers())
     response, received = conn.getresponse(), 0
@@ -130,11 +156,21 @@ def measure(served: Served, big: Path, oid: str, size: int, commits: int) -> dic
     download = size / (time.perf_counter() - started) / 1e6
     started = time.perf_counter()
     for i in range(commits):
-        line = {"key": "file", "value": {"path": f"small/{i}.txt", "encoding": "base64",
-                                         "content": base64.b64encode(f"commit {i}".encode()).decode()}}
-        served.call(conn, "POST", "/api/models/org/bench/commit/main",
-                    "\n".join(map(json.dumps, ({"key": "header", "value": {"summary": f"c{i}"}}, line))),
-                    {"Content-Type": "application/x-ndjson"})
+        line = {
+            "key": "file",
+            "value": {
+                "path": f"small/{i}.txt",
+                "encoding": "base64",
+                "content": base64.b64encode(f"commit {i}".encode()).decode(),
+            },
+        }
+        served.call(
+            conn,
+            "POST",
+            "/api/models/org/bench/commit/main",
+            "\n".join(map(json.dumps, ({"key": "header", "value": {"summary": f"c{i}"}}, line))),
+            {"Content-Type": "application/x-ndjson"},
+        )
     per_second = commits / (time.perf_counter() - started)
     conn.close()
     return {"upload_MBps": upload, "download_MBps": download, "commits_per_s": per_second}
@@ -165,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commits", type=int, default=200, help="small commits timed (default 200)")
     parser.add_argument("--baseline-rev", default="8b6517f", help="a commit with the http.server implementation")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each server, alternating; the best is kept")
-    parser.add_argument("--http", nargs="+", default=["h11", "httptools"], choices=["h11", "httptools"],
-                        help="the new server's HTTP parsers to measure (default both)")
+    parser.add_argument(
+        "--http",
+        nargs="+",
+        default=["h11", "httptools"],
+        choices=["h11", "httptools"],
+        help="the new server's HTTP parsers to measure (default both)",
+    )
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "ROOT", "BASELINE_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -192,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     served.stop()
     best = {kind: {k: max(r[k] for r in runs) for k in runs[0]} for kind, runs in results.items()}
-    print(f"{'measure':<16} {'http.server':>12} " + " ".join(f"{kind:>10} {'/old':>6} {'/disk':>6}" for kind in args.http)
-          + f" {'disk copy':>10}")
+    print(
+        f"{'measure':<16} {'http.server':>12} "
+        + " ".join(f"{kind:>10} {'/old':>6} {'/disk':>6}" for kind in args.http)
+        + f" {'disk copy':>10}"
+    )
     worst = {kind: 1.0 for kind in args.http}
     for key in best["old"]:
         disk = best["disk"].get(key)
@@ -201,10 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.http:
             ratio = best[kind][key] / best["old"][key]
             worst[kind] = min(worst[kind], ratio)
-            cells.append(f"{best[kind][key]:>10.1f} {ratio:>6.2f} " + (f"{best[kind][key] / disk:>6.2f}" if disk else f"{'':>6}"))
+            cells.append(
+                f"{best[kind][key]:>10.1f} {ratio:>6.2f} " + (f"{best[kind][key] / disk:>6.2f}" if disk else f"{'':>6}")
+            )
         print(f"{key:<16} {best['old'][key]:>12.1f} " + " ".join(cells) + (f" {disk:>10.1f}" if disk else ""))
-    print(f"{args.mb} MB LFS file, {args.commits} small commits, best of {args.repeats}; target new/old >= 0.90: "
-          + "; ".join(f"{kind} {'met' if worst[kind] >= 0.9 else 'NOT met'} (worst {worst[kind]:.2f})" for kind in args.http))
+    print(
+        f"{args.mb} MB LFS file, {args.commits} small commits, best of {args.repeats}; target new/old >= 0.90: "
+        + "; ".join(
+            f"{kind} {'met' if worst[kind] >= 0.9 else 'NOT met'} (worst {worst[kind]:.2f})" for kind in args.http
+        )
+    )
     return 0
 
 

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def worker(mode: str, data: str, steps: int, output_dir: str) -> None:
     import runpy
 
+    import trl
     from transformers import TrainerCallback
 
     import retrieval_policies.training as training
-    import trl
 
     if mode == "full":
         training.compact_fused_lm_head = lambda: None  # sft.py imports the name: TRL's own choice stays
@@ -54,9 +54,23 @@ def worker(mode: str, data: str, steps: int, output_dir: str) -> None:
         init(self, *args, **kwargs)
 
     trl.SFTTrainer.__init__ = timed_init
-    sys.argv = ["sft.py", "--config", str(ROOT / "recipes/dynamicrag/SmolLM2-135M-Instruct/config_evidence_sft.yaml"),
-                "--dataset_name", data, "--output_dir", output_dir, "--max_steps", str(steps), "--report_to", "none",
-                "--logging_steps", "1", "--save_strategy", "no"]
+    sys.argv = [
+        "sft.py",
+        "--config",
+        str(ROOT / "recipes/dynamicrag/SmolLM2-135M-Instruct/config_evidence_sft.yaml"),
+        "--dataset_name",
+        data,
+        "--output_dir",
+        output_dir,
+        "--max_steps",
+        str(steps),
+        "--report_to",
+        "none",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+    ]
     runpy.run_path(str(ROOT / "recipes/dynamicrag/sft.py"), run_name="__main__")
     print("RESULT " + json.dumps({"mode": mode, "seconds": seconds, "losses": losses}), flush=True)
 
@@ -65,9 +79,24 @@ def build_data(folder: Path) -> None:
     spec = importlib.util.spec_from_file_location("evidence", ROOT / "recipes/dynamicrag/evidence.py")
     evidence = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evidence)
-    subprocess.run([sys.executable, str(ROOT / "dataset_builders/dynamicrag_training.py"), "--source", "cloze",
-                    *evidence.FIRST_STAGE, *evidence.BEHAVIOUR_CLONING, "--tokenizer", evidence.MODEL,
-                    "--max-seq-length", "1024", "--output-dir", str(folder)], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "dataset_builders/dynamicrag_training.py"),
+            "--source",
+            "cloze",
+            *evidence.FIRST_STAGE,
+            *evidence.BEHAVIOUR_CLONING,
+            "--tokenizer",
+            evidence.MODEL,
+            "--max-seq-length",
+            "1024",
+            "--output-dir",
+            str(folder),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
 
 
 def main() -> None:
@@ -87,22 +116,44 @@ def main() -> None:
         results = {"full": [], "compact": []}
         for round_ in range(args.rounds):
             for mode in ("full", "compact"):
-                out = subprocess.run([sys.executable, __file__, "--worker", mode, "--data", data, "--steps",
-                                      str(args.steps), "--output-dir", str(Path(tmp) / f"{mode}-{round_}")],
-                                     cwd=ROOT, capture_output=True, text=True)
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        mode,
+                        "--data",
+                        data,
+                        "--steps",
+                        str(args.steps),
+                        "--output-dir",
+                        str(Path(tmp) / f"{mode}-{round_}"),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                )
+                line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if out.returncode or line is None:
                     sys.exit(f"{mode} worker failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
-                result = json.loads(line[len("RESULT "):])
+                result = json.loads(line[len("RESULT ") :])
                 results[mode].append(result)
-                print(f"round {round_ + 1} {mode:7s}: steps 2..{args.steps} "
-                      f"{', '.join(f'{s:.1f}' for s in result['seconds'][1:])} s; losses "
-                      f"{', '.join(f'{l:.4f}' for l in result['losses'])}", flush=True)
+                print(
+                    f"round {round_ + 1} {mode:7s}: steps 2..{args.steps} "
+                    f"{', '.join(f'{s:.1f}' for s in result['seconds'][1:])} s; losses "
+                    f"{', '.join(f'{loss:.4f}' for loss in result['losses'])}",
+                    flush=True,
+                )
     mean = {m: statistics.mean(s for r in rs for s in r["seconds"][1:]) for m, rs in results.items()}
-    same = all(abs(a - b) <= 1e-3 for f, c in zip(results["full"], results["compact"])
-               for a, b in zip(f["losses"], c["losses"]))
-    print(f"SFT step (batch of 4, evidence data): every position {mean['full']:.1f} s, labelled positions only "
-          f"{mean['compact']:.1f} s: {mean['full'] / mean['compact']:.2f}x; logged losses equal: {same}")
+    same = all(
+        abs(a - b) <= 1e-3
+        for f, c in zip(results["full"], results["compact"])
+        for a, b in zip(f["losses"], c["losses"])
+    )
+    print(
+        f"SFT step (batch of 4, evidence data): every position {mean['full']:.1f} s, labelled positions only "
+        f"{mean['compact']:.1f} s: {mean['full'] / mean['compact']:.2f}x; logged losses equal: {same}"
+    )
 
 
 if __name__ == "__main__":

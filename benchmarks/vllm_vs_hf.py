@@ -125,9 +125,17 @@ def main() -> None:
     # (b) GRACE encode
     for name, (n, tokens, batch_size) in {"grace_demo_eval": (64, 16, 8), "grace_evidence_eval": (128, 64, 64)}.items():
         texts = passages(n, 60)
+
         def encode(backend: str):
-            return embedder.encode(texts, temperature=0, max_new_tokens=tokens, batch_size=batch_size,
-                                   return_rationales=True, backend=backend, show_progress_bar=False)
+            return embedder.encode(
+                texts,
+                temperature=0,
+                max_new_tokens=tokens,
+                batch_size=batch_size,
+                return_rationales=True,
+                backend=backend,
+                show_progress_bar=False,
+            )
 
         (hf, hf_r), slow = timed(lambda: encode("hf"))
         (vl, vl_r), fast = timed(lambda: encode("vllm"))

@@ -32,10 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_eval_dataset(
-        source=args.source, hub_dataset=args.hub_dataset, sets=args.sets, max_rows=args.max_rows, strict=args.strict,
-        **pool_options(args))
-    return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG evaluation data",
-                  tags=["dynamicrag", "retrieval-augmented-generation", "evaluation"])
+        source=args.source,
+        hub_dataset=args.hub_dataset,
+        sets=args.sets,
+        max_rows=args.max_rows,
+        strict=args.strict,
+        **pool_options(args),
+    )
+    return finish(
+        args,
+        configs,
+        counts,
+        dropped,
+        source,
+        card=CARD,
+        pretty_name="DynamicRAG evaluation data",
+        tags=["dynamicrag", "retrieval-augmented-generation", "evaluation"],
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

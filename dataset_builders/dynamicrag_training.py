@@ -38,23 +38,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-dataset", default=TRAINING_POOL)
     parser.add_argument("--hub-split", default="train")
     parser.add_argument("--labeler", default="has_answer", help="has_answer, llm:<model> or monot5[:<name>]")
-    parser.add_argument("--max-passages", type=int, help="N: passages per question kept (default: the reranker's max_passages)")
+    parser.add_argument(
+        "--max-passages", type=int, help="N: passages per question kept (default: the reranker's max_passages)"
+    )
     parser.add_argument("--max-length", type=int, default=14)
     parser.add_argument("--per-length-cap", type=int, default=2000)
     parser.add_argument("--total-cap", type=int, default=30000)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--bc-targets", choices=["paper", "relevant"], default="paper",
-                        help="paper: every length L from |relevant| to --max-length; relevant (a named deviation): only "
-                             "L = |relevant|, the relevant ids or None")
-    parser.add_argument("--shuffled-orders", type=int, default=0,
-                        help="n > 0 (a named deviation): show each behaviour-cloning target's passages in n random orders, "
-                             "ids renumbered, so position cannot predict the target (default 0: the retriever's order)")
-    parser.add_argument("--general-data", help="mix in general instructions from this Hub dataset (e.g. yahma/alpaca-cleaned)")
+    parser.add_argument(
+        "--bc-targets",
+        choices=["paper", "relevant"],
+        default="paper",
+        help="paper: every length L from |relevant| to --max-length; relevant (a named deviation): only "
+        "L = |relevant|, the relevant ids or None",
+    )
+    parser.add_argument(
+        "--shuffled-orders",
+        type=int,
+        default=0,
+        help="n > 0 (a named deviation): show each behaviour-cloning target's passages in n random orders, "
+        "ids renumbered, so position cannot predict the target (default 0: the retriever's order)",
+    )
+    parser.add_argument(
+        "--general-data", help="mix in general instructions from this Hub dataset (e.g. yahma/alpaca-cleaned)"
+    )
     parser.add_argument("--general-count", type=int, default=0)
-    parser.add_argument("--dpo-fraction", type=float, default=0.5,
-                        help="share of the training questions held out from SFT as pool/dpo (default 0.5)")
-    parser.add_argument("--force-has-answer", action="store_true",
-                        help="keep has_answer relevance labels for FEVER/ELI5/ASQA rows (refused by default)")
+    parser.add_argument(
+        "--dpo-fraction",
+        type=float,
+        default=0.5,
+        help="share of the training questions held out from SFT as pool/dpo (default 0.5)",
+    )
+    parser.add_argument(
+        "--force-has-answer",
+        action="store_true",
+        help="keep has_answer relevance labels for FEVER/ELI5/ASQA rows (refused by default)",
+    )
     parser.add_argument("--tokenizer", help="the backbone's tokenizer: drop (and count) examples over --max-seq-length")
     parser.add_argument("--max-seq-length", type=int, help="the SFT/DPO config's max_length (with --tokenizer)")
     args = parser.parse_args(argv)
@@ -62,23 +81,58 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tokenizer and --max-seq-length go together")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_training_dataset(
-        source=args.source, hub_dataset=args.hub_dataset, hub_split=args.hub_split, max_rows=args.max_rows,
-        strict=args.strict, labeler=args.labeler,
-        max_length=args.max_length, per_length_cap=args.per_length_cap, total_cap=args.total_cap, seed=args.seed,
-        general_data=args.general_data, general_count=args.general_count, max_passages=args.max_passages,
-        dpo_fraction=args.dpo_fraction, force_has_answer=args.force_has_answer, tokenizer=args.tokenizer,
-        max_seq_length=args.max_seq_length, bc_targets=args.bc_targets, shuffled_orders=args.shuffled_orders,
-        **pool_options(args))
-    settings = {k: v for k, v in vars(args).items() if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler",
-                                                              "dpo_fraction")}
-    deviations = (["named deviation: only the L = |relevant| target"] if args.bc_targets == "relevant" else [])
-    deviations += ([f"named deviation: each target shown in {args.shuffled_orders} random passage orders, ids renumbered"]
-                   if args.shuffled_orders else [])
+        source=args.source,
+        hub_dataset=args.hub_dataset,
+        hub_split=args.hub_split,
+        max_rows=args.max_rows,
+        strict=args.strict,
+        labeler=args.labeler,
+        max_length=args.max_length,
+        per_length_cap=args.per_length_cap,
+        total_cap=args.total_cap,
+        seed=args.seed,
+        general_data=args.general_data,
+        general_count=args.general_count,
+        max_passages=args.max_passages,
+        dpo_fraction=args.dpo_fraction,
+        force_has_answer=args.force_has_answer,
+        tokenizer=args.tokenizer,
+        max_seq_length=args.max_seq_length,
+        bc_targets=args.bc_targets,
+        shuffled_orders=args.shuffled_orders,
+        **pool_options(args),
+    )
+    settings = {
+        k: v
+        for k, v in vars(args).items()
+        if k in ("max_length", "per_length_cap", "total_cap", "seed", "labeler", "dpo_fraction")
+    }
+    deviations = ["named deviation: only the L = |relevant| target"] if args.bc_targets == "relevant" else []
+    deviations += (
+        [f"named deviation: each target shown in {args.shuffled_orders} random passage orders, ids renumbered"]
+        if args.shuffled_orders
+        else []
+    )
     settings["deviations"] = "; ".join(deviations) or "the paper's targets, in the retriever's order"
-    settings["length_rule"] = (f"examples longer than {args.max_seq_length} tokens with the `{args.tokenizer}` tokenizer "
-                               "were dropped (counted below)" if args.tokenizer else "not checked against a tokenizer")
-    return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="DynamicRAG training data",
-                  tags=["dynamicrag", "reranking", "retrieval-augmented-generation"], default_config="sft", **settings)
+    settings["length_rule"] = (
+        f"examples longer than {args.max_seq_length} tokens with the `{args.tokenizer}` tokenizer "
+        "were dropped (counted below)"
+        if args.tokenizer
+        else "not checked against a tokenizer"
+    )
+    return finish(
+        args,
+        configs,
+        counts,
+        dropped,
+        source,
+        card=CARD,
+        pretty_name="DynamicRAG training data",
+        tags=["dynamicrag", "reranking", "retrieval-augmented-generation"],
+        default_config="sft",
+        **settings,
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Build GRACE unsupervised training sentences.
 
-    python dataset_builders/grace_sentences.py --output-dir outputs/data/grace-sentences   # SimCSE wiki1m, else offline
+python dataset_builders/grace_sentences.py --output-dir outputs/data/grace-sentences   # SimCSE wiki1m, else offline
 """
 
 from __future__ import annotations
@@ -38,13 +38,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs, counts, dropped, source = build_grace_dataset(
-        mode="unsupervised", source=args.source, backbone=args.backbone, hub_dataset=args.hub_dataset,
-        hub_config=args.hub_config, hub_split=args.hub_split, columns={"text": args.text_column}, max_rows=args.max_rows,
-        max_prompt_tokens=args.max_prompt_tokens, strict=args.strict, validation_share=args.validation_share, seed=args.seed)
-    return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="GRACE unsupervised sentences",
-                  tags=["grace", "embeddings", "unsupervised"], license="cc-by-sa-3.0" if source.startswith("wikipedia") else "other",
-                  backbone=args.backbone, max_prompt_tokens=args.max_prompt_tokens,
-                  validation_share=args.validation_share, seed=args.seed)
+        mode="unsupervised",
+        source=args.source,
+        backbone=args.backbone,
+        hub_dataset=args.hub_dataset,
+        hub_config=args.hub_config,
+        hub_split=args.hub_split,
+        columns={"text": args.text_column},
+        max_rows=args.max_rows,
+        max_prompt_tokens=args.max_prompt_tokens,
+        strict=args.strict,
+        validation_share=args.validation_share,
+        seed=args.seed,
+    )
+    return finish(
+        args,
+        configs,
+        counts,
+        dropped,
+        source,
+        card=CARD,
+        pretty_name="GRACE unsupervised sentences",
+        tags=["grace", "embeddings", "unsupervised"],
+        license="cc-by-sa-3.0" if source.startswith("wikipedia") else "other",
+        backbone=args.backbone,
+        max_prompt_tokens=args.max_prompt_tokens,
+        validation_share=args.validation_share,
+        seed=args.seed,
+    )
 
 
 if __name__ == "__main__":

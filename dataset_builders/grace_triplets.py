@@ -36,26 +36,53 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_arguments(parser, "outputs/data/grace-triplets")
     parser.add_argument("--source", choices=["auto", "hub", "offline"], default="auto")
-    parser.add_argument("--hub-dataset", default="sentence-transformers/all-nli", help="any Hub dataset with the three roles")
+    parser.add_argument(
+        "--hub-dataset", default="sentence-transformers/all-nli", help="any Hub dataset with the three roles"
+    )
     parser.add_argument("--hub-config", default="triplet")
     parser.add_argument("--hub-split", default="train")
     parser.add_argument("--query-column", default="anchor")
     parser.add_argument("--positive-column", default="positive")
     parser.add_argument("--negative-column", default="negative")
-    parser.add_argument("--offline-sources", default="wordnet,wikipedia", help="comma-separated: wordnet, wordnet-definitions, wikipedia")
+    parser.add_argument(
+        "--offline-sources",
+        default="wordnet,wikipedia",
+        help="comma-separated: wordnet, wordnet-definitions, wikipedia",
+    )
     add_grace_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     columns = {"query": args.query_column, "positive": args.positive_column, "negative": args.negative_column}
     configs, counts, dropped, source = build_grace_dataset(
-        mode="supervised", source=args.source, backbone=args.backbone, hub_dataset=args.hub_dataset,
-        hub_config=args.hub_config, hub_split=args.hub_split, columns=columns,
-        offline=tuple(s for s in args.offline_sources.split(",") if s), max_rows=args.max_rows,
-        max_prompt_tokens=args.max_prompt_tokens, strict=args.strict, validation_share=args.validation_share, seed=args.seed)
-    return finish(args, configs, counts, dropped, source, card=CARD, pretty_name="GRACE supervised triplets",
-                  tags=["grace", "embeddings", "contrastive", "triplets"], license="other",
-                  backbone=args.backbone, max_prompt_tokens=args.max_prompt_tokens,
-                  validation_share=args.validation_share, seed=args.seed)
+        mode="supervised",
+        source=args.source,
+        backbone=args.backbone,
+        hub_dataset=args.hub_dataset,
+        hub_config=args.hub_config,
+        hub_split=args.hub_split,
+        columns=columns,
+        offline=tuple(s for s in args.offline_sources.split(",") if s),
+        max_rows=args.max_rows,
+        max_prompt_tokens=args.max_prompt_tokens,
+        strict=args.strict,
+        validation_share=args.validation_share,
+        seed=args.seed,
+    )
+    return finish(
+        args,
+        configs,
+        counts,
+        dropped,
+        source,
+        card=CARD,
+        pretty_name="GRACE supervised triplets",
+        tags=["grace", "embeddings", "contrastive", "triplets"],
+        license="other",
+        backbone=args.backbone,
+        max_prompt_tokens=args.max_prompt_tokens,
+        validation_share=args.validation_share,
+        seed=args.seed,
+    )
 
 
 if __name__ == "__main__":

@@ -31,20 +31,27 @@ def build(metric, folder: str | Path) -> gr.Blocks:
             try:
                 parsed = json.loads(value or "{}")
             except json.JSONDecodeError as err:
-                raise gr.Error(f"{name}: not JSON ({err.msg}); give a JSON list, e.g. [\"an answer\"]") from None
+                raise gr.Error(f'{name}: not JSON ({err.msg}); give a JSON list, e.g. ["an answer"]') from None
             if name == "other arguments":
                 if not isinstance(parsed, dict):
-                    raise gr.Error("other arguments: give a JSON object, e.g. {\"k_values\": [1, 5]}")
+                    raise gr.Error('other arguments: give a JSON object, e.g. {"k_values": [1, 5]}')
                 kwargs.update(parsed)
             else:
                 kwargs[name] = parsed
         return json.dumps(metric.compute(**kwargs), indent=2, sort_keys=True)
 
     with gr.Blocks(title=f"Metric: {metric.name}") as demo:
-        gr.Markdown(f"# Metric: {metric.name}\n{metric.info.description}\n\nEach input is a JSON list, one entry per example.")
-        fields = [gr.Textbox(label=name, value=json.dumps(example.get(name, [])), elem_id=f"input-{name}") for name in features]
+        gr.Markdown(
+            f"# Metric: {metric.name}\n{metric.info.description}\n\nEach input is a JSON list, one entry per example."
+        )
+        fields = [
+            gr.Textbox(label=name, value=json.dumps(example.get(name, [])), elem_id=f"input-{name}")
+            for name in features
+        ]
         others = {k: v for k, v in example.items() if k not in features}  # compute's keyword arguments (k_values, ...)
-        fields.append(gr.Textbox(label="other arguments (JSON object)", value=json.dumps(others), elem_id="input-options"))
+        fields.append(
+            gr.Textbox(label="other arguments (JSON object)", value=json.dumps(others), elem_id="input-options")
+        )
         run = gr.Button("Compute", variant="primary", elem_id="run")
         result = gr.Textbox(label=metric.name, lines=8, elem_id="result")
         run.click(compute, fields, result)

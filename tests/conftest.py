@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -24,8 +24,9 @@ def load_recipe(method: str, stage: str):
     """A recipe's entry script (recipes/<method>/<stage>.py) as a module, without running its ``__main__``."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"recipe_{method}_{stage}",
-                                                  Path(__file__).resolve().parents[1] / "recipes" / method / f"{stage}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"recipe_{method}_{stage}", Path(__file__).resolve().parents[1] / "recipes" / method / f"{stage}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the recipe is executed
     spec.loader.exec_module(module)
@@ -36,8 +37,16 @@ def tiny_llama(tokenizer, *, layers: int = 1, **config) -> transformers.LlamaFor
     """A random 32-wide Llama over SmolLM2's tokenizer (seed 0): the real chat template and tokens, seconds to run.
     For mechanics only; tests of a language model's behaviour use the real SmolLM2."""
     torch.manual_seed(0)
-    settings = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                    num_attention_heads=4, num_key_value_heads=2, eos_token_id=2, pad_token_id=2)
+    settings = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**settings, **config}))
 
 
@@ -59,7 +68,16 @@ def fake_vllm(monkeypatch):
 def torchrun_two(script: Path, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``script`` in 2 processes under torchrun (gloo on this CPU), one thread each, its output captured."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=script.parent, env=env)
 
 
@@ -69,8 +87,9 @@ def kill_after_shards(command: list[str], folder: Path, shards: int, *, timeout:
     import signal
     import time
 
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+    )
     deadline = time.time() + timeout
     while len(list(folder.glob("shard-*.parquet"))) < shards and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -103,10 +122,18 @@ class ClientRunner:
 
     def __call__(self, code: str, *args: str, home: str = "writer", check: bool = True, timeout: int = 600):
         env = self.hub.client_env(self.workdir / f"hf_home_{home}")
-        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=self.workdir,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), *args],
+            env=env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            pytest.fail(f"client process failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+            pytest.fail(
+                f"client process failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+            )
         return result
 
     def json(self, code: str, *args: str, **kwargs):

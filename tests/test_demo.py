@@ -14,45 +14,70 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_llama
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.demo import METRICS, Demo, DemoSettings, format_summary
 
 
 @pytest.mark.slow
 def test_miniature_demo_end_to_end_then_reuse(tmp_path, capsys):
-    tokenizer, grace_model = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True)), tmp_path / "tiny-llama"
+    tokenizer, grace_model = (
+        AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True)),
+        tmp_path / "tiny-llama",
+    )
     tiny_llama(tokenizer, layers=2).save_pretrained(grace_model)
     tokenizer.save_pretrained(grace_model)
     settings = DemoSettings.miniature(DEFAULT_BASE_MODEL, grace_model=str(grace_model))
     summary = Demo(tmp_path / "demo", settings).main()
     out = capsys.readouterr().out
 
-    assert [s["status"] for s in summary["stages"].values()][:4] == ["grace-triplets, dynamicrag-training", f"{settings.grace_steps} GRPO steps",
-                                                                       summary["stages"]["train DynamicRAG (SFT→DPO)"]["status"], "GRACE and DynamicRAG, trained and untrained"]
+    assert [s["status"] for s in summary["stages"].values()][:4] == [
+        "grace-triplets, dynamicrag-training",
+        f"{settings.grace_steps} GRPO steps",
+        summary["stages"]["train DynamicRAG (SFT→DPO)"]["status"],
+        "GRACE and DynamicRAG, trained and untrained",
+    ]
     scores = {(s["model"], s["metric"]): s for s in summary["scores"]}
     assert ("GRACE", "LocalLeeSTS (mteb main score)") in scores
     for key in (("DynamicRAG", "EM"), ("DynamicRAG", "selection recall"), ("DynamicRAG", "mean k")):
         assert scores[key]["before"] is not None and scores[key]["after"] is not None
-    assert [k for k, s in scores.items() if s.get("demo_result")] == [("DynamicRAG", "malformed outputs")]  # the learning check
+    assert [k for k, s in scores.items() if s.get("demo_result")] == [
+        ("DynamicRAG", "malformed outputs")
+    ]  # the learning check
     repos = {r["repo"]: r for r in summary["repos"]}
-    assert set(repos) == {f"demo/{m}" for m in METRICS} | {"demo/grace-tiny-llama", "demo/dynamicrag-SmolLM2-135M-Instruct",
-                                                           "demo/grace-triplets", "demo/dynamicrag-training"}
+    assert set(repos) == {f"demo/{m}" for m in METRICS} | {
+        "demo/grace-tiny-llama",
+        "demo/dynamicrag-SmolLM2-135M-Instruct",
+        "demo/grace-triplets",
+        "demo/dynamicrag-training",
+    }
     assert repos["demo/grace-tiny-llama"]["loaded_with"] == "AutoModel, SentenceTransformer"
-    assert repos["demo/grace-triplets"]["loaded_with"] == "load_dataset" and repos["demo/rag_answer"]["loaded_with"] == "evaluate.load"
+    assert (
+        repos["demo/grace-triplets"]["loaded_with"] == "load_dataset"
+        and repos["demo/rag_answer"]["loaded_with"] == "evaluate.load"
+    )
     pushed = json.loads((tmp_path / "demo" / "pushed.json").read_text())
-    assert pushed["grace"]["verified"]["card_snippets_run"] == 3 and pushed["dynamicrag"]["verified"]["card_snippets_run"] == 2
-    assert pushed["grace-data"]["verified"]["card_snippets_run"] == 1 and pushed["rag_answer"]["verified"]["card_snippets_run"] == 1
+    assert (
+        pushed["grace"]["verified"]["card_snippets_run"] == 3
+        and pushed["dynamicrag"]["verified"]["card_snippets_run"] == 2
+    )
+    assert (
+        pushed["grace-data"]["verified"]["card_snippets_run"] == 1
+        and pushed["rag_answer"]["verified"]["card_snippets_run"] == 1
+    )
     card = (tmp_path / "demo" / "grace" / "README.md").read_text()
     assert "| LocalLeeSTS | STS | cosine_spearman |" in card and "![training curves](training_curves.png)" in card
     assert f"{DEFAULT_BASE_MODEL}; GRACE on {grace_model}" in summary["model"] and "base_model: tiny-llama" in card
     assert "== demo summary" in out and format_summary(summary) in out
     logs = summary["training_logs"]  # the recipes' trackio runs, in the demo's own folder, and how to open them
     assert logs["dir"] == str(tmp_path / "demo" / "trackio") and sorted(logs["runs"]) == [
-        "smollm2-135m-instruct-dynamicrag-dpo", "smollm2-135m-instruct-dynamicrag-sft", "smollm2-135m-instruct-grace-supervised"]
+        "smollm2-135m-instruct-dynamicrag-dpo",
+        "smollm2-135m-instruct-dynamicrag-sft",
+        "smollm2-135m-instruct-grace-supervised",
+    ]
     assert f"dashboard: TRACKIO_DIR={logs['dir']} trackio show --project retrieval-policies" in out
     for published in ("grace", "dynamicrag", "dynamicrag-run/sft", "dynamicrag-run/dpo"):  # no path of this machine
         for name in ("README.md", "training_settings.json"):
@@ -65,7 +90,9 @@ def _check_dynamicrag_recipe_outputs(demo: Path) -> None:
     """What the DynamicRAG stages left behind: the renormalised reward weights, the reward configuration in the pairs'
     card, a method repo from every training stage, and DPO weights that moved away from the SFT reference."""
     run = demo / "dynamicrag-run"
-    assert "'length': 0.333" in (demo / "logs" / "dynamicrag-rewards.log").read_text()  # three enabled terms, renormalised
+    assert (
+        "'length': 0.333" in (demo / "logs" / "dynamicrag-rewards.log").read_text()
+    )  # three enabled terms, renormalised
     rewarded = [json.loads(line) for line in (run / "rewards.jsonl").read_text().splitlines()]
     assert len(rewarded) == DemoSettings.miniature(DEFAULT_BASE_MODEL).sample_questions
     assert all("reward" in t for r in rewarded for t in r["trajectories"])
@@ -89,10 +116,11 @@ def _load_without_project(folder: Path) -> dict:
         print(json.dumps({"class": type(model).__name__, "max_passages": model.dynamicrag_config.max_passages,
                           "indices": result.indices}))
     """)
-    result = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300, cwd=folder.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300, cwd=folder.parent
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
 
 
 def test_stage_reuse_and_rebuild_order(tmp_path, capsys):

@@ -39,7 +39,14 @@ class ScriptedModel:
         for pool in pools:
             indices = [i for i, p in enumerate(pool) if "answer is" in p["text"]]
             answer = self.answer_batch([""], [[pool[i] for i in indices]])[0]
-            out.append({"indices": indices, "answer": answer, "malformed": 0, "raw": [format_selection([i + 1 for i in indices])]})
+            out.append(
+                {
+                    "indices": indices,
+                    "answer": answer,
+                    "malformed": 0,
+                    "raw": [format_selection([i + 1 for i in indices])],
+                }
+            )
         return out
 
     def answer_batch(self, queries, passage_lists, task=None, ids=None):
@@ -49,7 +56,9 @@ class ScriptedModel:
 
 
 def test_scores_against_fixed_top_k(tmp_path):
-    write_dataset_folder(tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit")
+    write_dataset_folder(
+        tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit"
+    )
     rows = load_eval_rows(str(tmp_path / "eval"), config="mini")
     model = ScriptedModel()
     report = evaluate_dynamicrag(model, rows, top_ks=(1, 3))
@@ -63,11 +72,15 @@ def test_scores_against_fixed_top_k(tmp_path):
     assert scores["top-1"]["exact_match"] == pytest.approx(1 / 3)  # only "Rome" is at rank 1
     # same-k: the retriever's top-k at the k DynamicRAG chose for each question (1 here), so it equals top-1
     assert scores["same-k"]["selection_mean_k"] == scores["dynamicrag"]["selection_mean_k"]
-    assert scores["same-k"]["exact_match"] == pytest.approx(1 / 3) and scores["same-k"]["selection_recall"] == pytest.approx(1 / 3)
+    assert scores["same-k"]["exact_match"] == pytest.approx(1 / 3) and scores["same-k"][
+        "selection_recall"
+    ] == pytest.approx(1 / 3)
     assert report["predictions"][2]["same-k"] == {"answer": "unknown", "selected": [0]}
     assert scores["top-3"]["exact_match"] == pytest.approx(2 / 3) and scores["top-3"]["selection_mean_k"] == 3.0
     assert scores["all"]["exact_match"] == 1.0 and scores["all"]["selection_recall"] == 1.0
-    assert scores["dynamicrag"]["selection_malformed_rate"] == 0.0 and scores["top-1"]["selection_malformed_rate"] is None
+    assert (
+        scores["dynamicrag"]["selection_malformed_rate"] == 0.0 and scores["top-1"]["selection_malformed_rate"] is None
+    )
     assert report["predictions"][0]["dynamicrag"] == {"answer": "Paris", "selected": [2]}
     table = format_scores(scores)
     assert table.splitlines()[0].split()[:3] == ["system", "EM", "F1"] and "top-3" in table
@@ -87,11 +100,37 @@ def test_reranker_sees_the_first_n_passages_and_the_task_reaches_its_answers():
 
 @pytest.mark.slow
 def test_dynamicrag_evaluate_command(tmp_path):
-    write_dataset_folder(tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit")
-    result = subprocess.run([sys.executable, "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model",
-                             "HuggingFaceTB/SmolLM2-135M-Instruct", "--data", str(tmp_path / "eval"), "--config", "mini",
-                             "--top-k", "1", "--max-questions", "2", "--rerank-max-new-tokens", "16",
-                             "--answer-max-new-tokens", "16", "--output", str(tmp_path / "report.json")], capture_output=True, text=True, timeout=900)
+    write_dataset_folder(
+        tmp_path / "eval", {"mini": {"test": _rows()}}, pretty_name="mini", card_body="x", license="mit"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrieval_policies.cli",
+            "dynamicrag",
+            "evaluate",
+            "--model",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "--data",
+            str(tmp_path / "eval"),
+            "--config",
+            "mini",
+            "--top-k",
+            "1",
+            "--max-questions",
+            "2",
+            "--rerank-max-new-tokens",
+            "16",
+            "--answer-max-new-tokens",
+            "16",
+            "--output",
+            str(tmp_path / "report.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 questions from" in result.stdout and "malformed reranker outputs:" in result.stdout
     # a folder without dynamicrag_config.json runs as a released checkpoint: published prompts, T = 0.4 (seeded)
@@ -106,19 +145,47 @@ def test_dynamicrag_evaluate_command(tmp_path):
 def _set_rows(texts_and_golds):
     rows = []
     for q, (text, golds, extra) in enumerate(texts_and_golds):
-        ctxs = [{"id": "0", "title": "t", "text": text, "has_answer": True}, {"id": "1", "title": "t", "text": "filler", "has_answer": False}]
+        ctxs = [
+            {"id": "0", "title": "t", "text": text, "has_answer": True},
+            {"id": "1", "title": "t", "text": "filler", "has_answer": False},
+        ]
         rows.append({"id": f"q{q}", "question": f"claim {q}", "answers": golds, "ctxs": ctxs, **extra})
     return clean_rows(rows)[0]
 
 
-@pytest.mark.parametrize("eval_set, rows, task, metric, value, column", [
-    ("fever", [("The answer is SUPPORTS.", ["SUPPORTS"], {}), ("The answer is REFUTES.", ["SUPPORTS"], {})],
-     "fever", "label_accuracy", 0.5, "accuracy"),
-    ("asqa", [("The answer is Paris.", ["Paris was the long answer and Lyon too"],
-               {"qa_pairs": [{"question": "a", "short_answers": ["Paris"]}, {"question": "b", "short_answers": ["Lyon"]}]})],
-     "short", "str_em", 0.5, "str-EM"),
-    ("eli5", [("The answer is Paris.", ["Paris"], {})], "long", "rougeL", 1.0, "ROUGE-L"),
-])
+@pytest.mark.parametrize(
+    "eval_set, rows, task, metric, value, column",
+    [
+        (
+            "fever",
+            [("The answer is SUPPORTS.", ["SUPPORTS"], {}), ("The answer is REFUTES.", ["SUPPORTS"], {})],
+            "fever",
+            "label_accuracy",
+            0.5,
+            "accuracy",
+        ),
+        (
+            "asqa",
+            [
+                (
+                    "The answer is Paris.",
+                    ["Paris was the long answer and Lyon too"],
+                    {
+                        "qa_pairs": [
+                            {"question": "a", "short_answers": ["Paris"]},
+                            {"question": "b", "short_answers": ["Lyon"]},
+                        ]
+                    },
+                )
+            ],
+            "short",
+            "str_em",
+            0.5,
+            "str-EM",
+        ),
+        ("eli5", [("The answer is Paris.", ["Paris"], {})], "long", "rougeL", 1.0, "ROUGE-L"),
+    ],
+)
 def test_evaluation_per_set(eval_set, rows, task, metric, value, column):
     rows = _set_rows(rows)
     model = ScriptedModel()

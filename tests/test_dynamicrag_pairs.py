@@ -10,8 +10,13 @@ CTXS = [{"title": f"T{i}", "text": f"passage {i}"} for i in range(1, 5)]
 
 
 def _record(rid, trajectories, answers=("Paris",)):
-    return {"id": rid, "question": f"question {rid}", "answers": list(answers), "ctxs": CTXS,
-            "trajectories": [{"ids": ids, "answer": answer, "reward": reward} for ids, answer, reward in trajectories]}
+    return {
+        "id": rid,
+        "question": f"question {rid}",
+        "answers": list(answers),
+        "ctxs": CTXS,
+        "trajectories": [{"ids": ids, "answer": answer, "reward": reward} for ids, answer, reward in trajectories],
+    }
 
 
 def test_reranker_pairs_take_the_best_and_worst_lists():
@@ -33,8 +38,12 @@ def test_questions_without_signal_are_dropped_and_counted():
         _record("none-vs-list", [([], "Paris", 0.9), ([1], "Rome", 0.2)]),
     ]
     pairs, counts = preference_pairs(records, generator_questions=0)
-    assert counts == {"dropped: identical answers": 1, "dropped: all rewards equal": 1, "dropped: equal lists": 1,
-                      "reranker pairs": 1}
+    assert counts == {
+        "dropped: identical answers": 1,
+        "dropped: all rewards equal": 1,
+        "dropped: equal lists": 1,
+        "reranker pairs": 1,
+    }
     assert pairs[0]["chosen"][0]["content"] == "None" and pairs[0]["rejected"][0]["content"] == "[1]"
 
 
@@ -48,7 +57,9 @@ def test_the_first_qualifying_questions_give_generator_pairs_only():
     pairs, counts = preference_pairs(records, generator_questions=2)
     assert [p["id"] for p in pairs] == ["g1-gen", "g2-gen", "r1-rerank"]
     g1, g2 = pairs[0], pairs[1]
-    assert g1["chosen"][0]["content"] == "Paris" and g1["rejected"][0]["content"] == "Rome"  # first answer differing from gold
+    assert (
+        g1["chosen"][0]["content"] == "Paris" and g1["rejected"][0]["content"] == "Rome"
+    )  # first answer differing from gold
     assert g2["rejected"][0]["content"] == "Nice"  # "paris" equals the gold after normalising
     assert "Content: passage 3" in g1["prompt"][1]["content"] and "passage 1" not in g1["prompt"][1]["content"]
     assert counts["generator pairs"] == 2 and counts["reranker pairs"] == 1

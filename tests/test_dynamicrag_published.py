@@ -24,11 +24,20 @@ LLAMA3_TEMPLATE = (
     "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
-SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>"]
+SPECIAL = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+]
 
-PASSAGES = [{"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
-            {"title": "Macbeth", "text": "Macbeth is a play."},
-            {"title": "Othello", "text": "Othello was written around 1603."}]
+PASSAGES = [
+    {"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+    {"title": "Macbeth", "text": "Macbeth is a play."},
+    {"title": "Othello", "text": "Othello was written around 1603."},
+]
 
 RERANKER_PROMPT = """<|begin_of_text|><|start_header_id|>system<|end_header_id|>
 
@@ -67,7 +76,10 @@ GENERATOR_SYSTEM = """You are an intelligent assistant that uses retrieved knowl
        - A structured, clear response tailored to the query.
     Always prioritize clarity and reliability."""
 
-GENERATOR_PROMPT = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + GENERATOR_SYSTEM + """<|eot_id|><|start_header_id|>user<|end_header_id|>
+GENERATOR_PROMPT = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    + GENERATOR_SYSTEM
+    + """<|eot_id|><|start_header_id|>user<|end_header_id|>
 
 Please answer the question with a short phrase.
 
@@ -79,7 +91,8 @@ Content: Othello was written around 1603.
 1. Title: Hamlet.
 Content: Hamlet is a tragedy by William Shakespeare.<|eot_id|><|start_header_id|>assistant<|end_header_id|>
 
-""")
+"""
+)
 
 
 def llama3_tokenizer() -> transformers.PreTrainedTokenizerFast:
@@ -88,8 +101,9 @@ def llama3_tokenizer() -> transformers.PreTrainedTokenizerFast:
     backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",
-                                                     eos_token="<|eot_id|>", pad_token="<|end_of_text|>")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|end_of_text|>"
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL[2:4] + SPECIAL[5:]})
     tokenizer.chat_template = LLAMA3_TEMPLATE
     return tokenizer
@@ -99,9 +113,17 @@ def released_checkpoint(folder, *, context: int) -> None:
     """A folder as an authors' checkpoint looks: a Llama causal LM, its tokenizer, no dynamicrag_config.json."""
     tokenizer = llama3_tokenizer()
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
-                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = transformers.LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|end_of_text|>")  # as Llama-3's lists it
     model.save_pretrained(folder)
@@ -146,13 +168,19 @@ def test_published_profile_renders_the_released_format_byte_for_byte(tmp_path, m
 
 def test_published_remember_lines_and_empty_selection():
     fever = generator_messages("Paris is in France.", [], task="fever", profile="published")[1]["content"]
-    assert fever == ("Please answer the question with \u201cSUPPORTS\u201d, \u201cREFUTES\u201d or \u201cNEI\u201d based on what "
-                     "you know.\n\nQuery: Paris is in France.\n\nRetrieved Content: None")
+    assert fever == (
+        "Please answer the question with \u201cSUPPORTS\u201d, \u201cREFUTES\u201d or \u201cNEI\u201d based on what "
+        "you know.\n\nQuery: Paris is in France.\n\nRetrieved Content: None"
+    )
     eli5 = generator_messages("Why is the sky blue?", [], task="long", profile="published")[1]["content"]
     assert eli5.startswith("Please answer the question with a paragraph.\n\nQuery: ")
-    project = generator_messages("Who wrote Hamlet?", PASSAGES[:1])[1]["content"]  # the project's own format is unchanged
-    assert project == ("Please answer the question with a short phrase.\nQuery: Who wrote Hamlet?\n\nRetrieved Content:\n"
-                       "1. Topic: Hamlet\nContent: Hamlet is a tragedy by William Shakespeare.")
+    project = generator_messages("Who wrote Hamlet?", PASSAGES[:1])[1][
+        "content"
+    ]  # the project's own format is unchanged
+    assert project == (
+        "Please answer the question with a short phrase.\nQuery: Who wrote Hamlet?\n\nRetrieved Content:\n"
+        "1. Topic: Hamlet\nContent: Hamlet is a tragedy by William Shakespeare."
+    )
     with pytest.raises(ValueError, match="unknown prompt profile"):
         reranker_messages("q", PASSAGES, "paper")
 

@@ -7,8 +7,17 @@ import json
 
 import pytest
 
-from retrieval_policies.dynamicrag.rewards import (AnswerRewarder, BertScorer, RewardSettings, combine, exact_match,
-                                                   length_term, parse_judge_score, reward_file, rouge_l)
+from retrieval_policies.dynamicrag.rewards import (
+    AnswerRewarder,
+    BertScorer,
+    RewardSettings,
+    combine,
+    exact_match,
+    length_term,
+    parse_judge_score,
+    reward_file,
+    rouge_l,
+)
 
 
 class FixedBertScore:
@@ -32,8 +41,15 @@ class ScriptedJudge:
 
 
 def _record(answers, trajectories, rid="q1"):
-    return {"id": rid, "question": "What is the capital of France?", "answers": answers, "ctxs": [],
-            "trajectories": [{"ids": ids, "answer": answer, "output": "", "malformed": False} for ids, answer in trajectories]}
+    return {
+        "id": rid,
+        "question": "What is the capital of France?",
+        "answers": answers,
+        "ctxs": [],
+        "trajectories": [
+            {"ids": ids, "answer": answer, "output": "", "malformed": False} for ids, answer in trajectories
+        ],
+    }
 
 
 def test_exact_match_is_bidirectional_containment_after_lowercasing():
@@ -50,16 +66,35 @@ def test_rouge_l_and_length_terms():
     assert [length_term(k) for k in (0, 1, 3)] == [1.0, 0.5, 0.25]
 
 
-@pytest.mark.parametrize("reply,score", [("85", 85), ("Score: 90/100", 90), ("100.", 100), ("87.6", None), ("0", 0),
-                                         ("Score (0-100): 75", 75), ("Score (0 to 100): 60", 60), ("0-100: 40", 40),
-                                         ("150", None), ("1000", None), ("-5", None), ("I cannot judge", None), ("", None)])
+@pytest.mark.parametrize(
+    "reply,score",
+    [
+        ("85", 85),
+        ("Score: 90/100", 90),
+        ("100.", 100),
+        ("87.6", None),
+        ("0", 0),
+        ("Score (0-100): 75", 75),
+        ("Score (0 to 100): 60", 60),
+        ("0-100: 40", 40),
+        ("150", None),
+        ("1000", None),
+        ("-5", None),
+        ("I cannot judge", None),
+        ("", None),
+    ],
+)
 def test_judge_reply_parsing(reply, score):
     assert parse_judge_score(reply) == score
 
 
 def test_weights_are_renormalised_over_enabled_terms():
-    assert RewardSettings().weights() == pytest.approx({t: 0.2 for t in ("em", "rougel", "bertscore", "length", "judge")})
-    assert RewardSettings(judge_model=None).weights() == pytest.approx({t: 0.25 for t in ("em", "rougel", "bertscore", "length")})
+    assert RewardSettings().weights() == pytest.approx(
+        {t: 0.2 for t in ("em", "rougel", "bertscore", "length", "judge")}
+    )
+    assert RewardSettings(judge_model=None).weights() == pytest.approx(
+        {t: 0.25 for t in ("em", "rougel", "bertscore", "length")}
+    )
     no_model_terms = RewardSettings(weight_bertscore=0, judge_model=None, weight_em=0.4)
     assert no_model_terms.weights() == pytest.approx({"em": 0.5, "rougel": 0.25, "length": 0.25})
     assert no_model_terms.record()["enabled_terms"] == ["em", "rougel", "length"]
@@ -109,7 +144,9 @@ def test_reward_file_records_its_configuration_and_resumes(tmp_path):
     assert counts["trajectories"] == 6
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["q0", "q1", "q2"]
-    assert lines[0]["reward_config"]["normalised_weights"] == pytest.approx({"em": 1 / 3, "rougel": 1 / 3, "length": 1 / 3})
+    assert lines[0]["reward_config"]["normalised_weights"] == pytest.approx(
+        {"em": 1 / 3, "rougel": 1 / 3, "length": 1 / 3}
+    )
     assert lines[0]["reward_config"]["judge_model"] is None
     # An interrupted run left a torn line: a re-run keeps the finished questions and scores only the rest.
     out.write_text("\n".join(out.read_text().splitlines()[:2]) + '\n{"id": "q2", "tra')
@@ -128,8 +165,10 @@ def test_reward_file_names_a_bad_line(tmp_path):
 
 def test_bertscore_with_a_local_encoder():
     scorer = BertScorer("sentence-transformers/all-MiniLM-L6-v2")
-    same, related, unrelated = scorer.f1(["the capital of France is Paris"] * 3,
-                                         ["the capital of France is Paris", "Paris is France's capital", "bananas are yellow"])
+    same, related, unrelated = scorer.f1(
+        ["the capital of France is Paris"] * 3,
+        ["the capital of France is Paris", "Paris is France's capital", "bananas are yellow"],
+    )
     assert same == pytest.approx(1.0, abs=1e-5)
     assert 1.0 > related > unrelated
     assert scorer.f1([""], ["Paris"]) == [0.0]
@@ -137,9 +176,9 @@ def test_bertscore_with_a_local_encoder():
 
 def _tiny_judge(folder):
     """A tiny random Llama over SmolLM2's tokenizer saved as a judge folder; returns the tokenizer."""
+    from conftest import tiny_llama
     from transformers import AutoTokenizer
 
-    from conftest import tiny_llama
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
@@ -176,7 +215,9 @@ def test_reward_models_and_labellers_take_their_own_placement(tmp_path):
 
     scorer = BertScorer("sentence-transformers/all-MiniLM-L6-v2", device_map="cpu", dtype="bfloat16")
     assert scorer.model.dtype == torch.bfloat16
-    assert scorer.f1(["the capital of France is Paris"], ["the capital of France is Paris"])[0] == pytest.approx(1.0, abs=1e-2)
+    assert scorer.f1(["the capital of France is Paris"], ["the capital of France is Paris"])[0] == pytest.approx(
+        1.0, abs=1e-2
+    )
     from conftest import tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
@@ -205,8 +246,12 @@ def test_a_failed_judgement_drops_the_judge_term_for_the_whole_question():
 def test_bertscore_layer_and_baseline_rescaling_as_bert_score_does():
     candidates, references = ["the capital of France is Paris"] * 2, ["Paris is France's capital", "bananas are yellow"]
     last = BertScorer("sentence-transformers/all-MiniLM-L6-v2").f1(candidates, references)
-    assert BertScorer("sentence-transformers/all-MiniLM-L6-v2", num_layers=6).f1(candidates, references) == pytest.approx(last)
-    assert BertScorer("sentence-transformers/all-MiniLM-L6-v2", num_layers=2).f1(candidates, references) != pytest.approx(last)
+    assert BertScorer("sentence-transformers/all-MiniLM-L6-v2", num_layers=6).f1(
+        candidates, references
+    ) == pytest.approx(last)
+    assert BertScorer("sentence-transformers/all-MiniLM-L6-v2", num_layers=2).f1(
+        candidates, references
+    ) != pytest.approx(last)
     rescaled = BertScorer("sentence-transformers/all-MiniLM-L6-v2", baseline_f1=0.5).f1(candidates, references)
     assert rescaled == pytest.approx([(f - 0.5) / 0.5 for f in last])
     with pytest.raises(ValueError, match="bertscore_baseline_f1"):
@@ -225,8 +270,13 @@ def test_the_judge_on_vllm_gets_the_configured_options(tmp_path, monkeypatch, re
     tokenizer = _tiny_judge(tmp_path / "judge")
     triples = [("q1", "Paris", "Paris"), ("q2", "Rome", "It is Rome")]
     monkeypatch.setitem(sys.modules, "vllm", None)
-    settings = RewardSettings(weight_bertscore=0, judge_model=str(tmp_path / "judge"), judge_backend="vllm",
-                              judge_max_new_tokens=4, judge_vllm_max_model_length=512)
+    settings = RewardSettings(
+        weight_bertscore=0,
+        judge_model=str(tmp_path / "judge"),
+        judge_backend="vllm",
+        judge_max_new_tokens=4,
+        judge_vllm_max_model_length=512,
+    )
     with pytest.raises(ImportError, match=r'pip install -e "\.\[vllm\]"'):
         AnswerRewarder(settings)
     vllm = request.getfixturevalue("fake_vllm")

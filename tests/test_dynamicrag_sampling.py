@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 
+from conftest import tiny_llama
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dynamicrag.sampling import completed_ids, sample_trajectories
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 
-ROWS = [{"id": f"q{i}", "question": f"Question number {i}?", "answers": [f"a{i}"],
-         "ctxs": [{"title": f"t{j}", "text": f"passage {j} about {i}", "has_answer": j == i, "relevant": j == i} for j in range(5)]}
-        for i in range(5)]
+ROWS = [
+    {
+        "id": f"q{i}",
+        "question": f"Question number {i}?",
+        "answers": [f"a{i}"],
+        "ctxs": [
+            {"title": f"t{j}", "text": f"passage {j} about {i}", "has_answer": j == i, "relevant": j == i}
+            for j in range(5)
+        ],
+    }
+    for i in range(5)
+]
 
 
 def _model():
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    model = DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer,
-                            DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=6, answer_max_new_tokens=4))
+    model = DynamicRAGModel(
+        tiny_llama(tokenizer).eval(),
+        tokenizer,
+        DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=6, answer_max_new_tokens=4),
+    )
     calls = []
     original = model.generate_texts
     model.generate_texts = lambda conversations, **kw: calls.append(len(conversations)) or original(conversations, **kw)
@@ -28,12 +40,16 @@ def _model():
 
 def test_sampling_is_batched_and_complete(tmp_path):
     model, calls = _model()
-    counts = sample_trajectories(model, ROWS[:3], tmp_path / "t.jsonl", num_samples=3, batch_size=2, show_progress_bar=False)
+    counts = sample_trajectories(
+        model, ROWS[:3], tmp_path / "t.jsonl", num_samples=3, batch_size=2, show_progress_bar=False
+    )
     # per batch: one sampling call (2 prompts x 3 samples), then one call answering every distinct selection at once
     assert calls[0::2] == [2, 1] and len(calls) == 4
     lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     distinct = [{tuple(t["ids"]) for t in line["trajectories"]} for line in lines]
-    assert calls[1::2] == [len(distinct[0]) + len(distinct[1]), len(distinct[2])] and counts["answer_calls"] == sum(calls[1::2])
+    assert calls[1::2] == [len(distinct[0]) + len(distinct[1]), len(distinct[2])] and counts["answer_calls"] == sum(
+        calls[1::2]
+    )
     assert [line["id"] for line in lines] == ["q0", "q1", "q2"]
     for line in lines:
         assert len(line["trajectories"]) == 3 and len(line["ctxs"]) == 4  # only the passages the model was shown
@@ -76,10 +92,16 @@ def test_sample_recipe_script(tmp_path):
     write_dataset_folder(tmp_path / "data", {"pool": {"train": ROWS}}, pretty_name="pool", card_body="x", license="mit")
     script = Path(__file__).resolve().parents[1] / "recipes" / "dynamicrag" / "sample.py"
     config = tmp_path / "config_sample.yaml"
-    config.write_text(f"model_name_or_path: {tmp_path / 'sft'}\ndataset_name: {tmp_path / 'data'}\n"
-                      f"output_file: {tmp_path / 'out.jsonl'}\nnum_samples: 2\nrerank_max_new_tokens: 4\n")
-    result = subprocess.run([sys.executable, str(script), "--config", str(config), "--max_questions", "3",
-                             "--answer_max_new_tokens", "4"], capture_output=True, text=True, timeout=300)
+    config.write_text(
+        f"model_name_or_path: {tmp_path / 'sft'}\ndataset_name: {tmp_path / 'data'}\n"
+        f"output_file: {tmp_path / 'out.jsonl'}\nnum_samples: 2\nrerank_max_new_tokens: 4\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), "--config", str(config), "--max_questions", "3", "--answer_max_new_tokens", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(len(json.loads(line)["trajectories"]) == 2 for line in lines)
@@ -90,7 +112,9 @@ def test_shared_prefill_matches_separate_prompts():
     model, _ = _model()
     from retrieval_policies.models.dynamicrag import reranker_messages
 
-    conversations = [reranker_messages(r["question"], r["ctxs"][: 2 + i]) for i, r in enumerate(ROWS[:3])]  # different lengths
+    conversations = [
+        reranker_messages(r["question"], r["ctxs"][: 2 + i]) for i, r in enumerate(ROWS[:3])
+    ]  # different lengths
     separate = model.generate_texts([c for c in conversations for _ in range(3)], max_new_tokens=6)
     shared = model.generate_texts(conversations, max_new_tokens=6, num_samples=3)
     assert shared == separate
@@ -101,8 +125,10 @@ def test_samples_choosing_the_same_list_share_one_greedy_answer(tmp_path):
     scripted = iter(["[1], [2]", "[2]", "[1], [2]", "None"])
     original = model.generate_texts
     model.generate_texts = lambda conversations, **kw: (
-        [next(scripted) for _ in range(len(conversations) * kw["num_samples"])] if kw.get("num_samples", 1) > 1
-            else original(conversations, **kw))  # the answer call, counted by _model's wrapper
+        [next(scripted) for _ in range(len(conversations) * kw["num_samples"])]
+        if kw.get("num_samples", 1) > 1
+        else original(conversations, **kw)
+    )  # the answer call, counted by _model's wrapper
     sample_trajectories(model, ROWS[:1], tmp_path / "t.jsonl", num_samples=4, batch_size=1, show_progress_bar=False)
     assert calls == [3]  # [1],[2] / [2] / None
     trajectories = json.loads((tmp_path / "t.jsonl").read_text())["trajectories"]
@@ -129,8 +155,10 @@ def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
 
         def chat(self, conversations, params, use_tqdm=False):
             requests.append((len(conversations), params.kwargs))
-            return [SimpleNamespace(outputs=[SimpleNamespace(text=f"[{k + 1}]") for k in range(params.kwargs["n"])])
-                    for _ in conversations]
+            return [
+                SimpleNamespace(outputs=[SimpleNamespace(text=f"[{k + 1}]") for k in range(params.kwargs["n"])])
+                for _ in conversations
+            ]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
@@ -140,10 +168,15 @@ def test_vllm_backend_samples_through_the_same_code(tmp_path, monkeypatch):
     DynamicRAGConfig(max_passages=4, rerank_max_new_tokens=7, answer_max_new_tokens=5).save(folder)
     model = VLLMDynamicRAG(str(folder), gpu_memory_utilization=0.5)
     # vLLM's own sampling defaults, not the checkpoint's generation_config.json
-    assert model.llm.kwargs == {"gpu_memory_utilization": 0.5, "generation_config": "vllm", "kv_cache_memory_bytes": 2 * 1024**3}
+    assert model.llm.kwargs == {
+        "gpu_memory_utilization": 0.5,
+        "generation_config": "vllm",
+        "kv_cache_memory_bytes": 2 * 1024**3,
+    }
     assert model.dynamicrag_config.max_passages == 4
-    sample_trajectories(model, ROWS[:2], tmp_path / "t.jsonl", num_samples=3, temperature=0.4, batch_size=2,
-                        show_progress_bar=False)
+    sample_trajectories(
+        model, ROWS[:2], tmp_path / "t.jsonl", num_samples=3, temperature=0.4, batch_size=2, show_progress_bar=False
+    )
     (n_prompts, sampling), (n_answers, greedy) = requests
     assert n_prompts == 2 and sampling["n"] == 3 and sampling["temperature"] == 0.4 and sampling["max_tokens"] == 7
     assert sampling["stop_token_ids"] == model.eos_ids()  # the tokenizer's EOS (no generation_config.json here)
@@ -164,7 +197,10 @@ def test_answers_use_each_questions_own_instruction(tmp_path):
     sample_trajectories(model, rows, tmp_path / "t.jsonl", num_samples=2, batch_size=3, show_progress_bar=False)
     answer_prompts = [c[-1]["content"] for c in seen if c[0]["content"].startswith("You are a helpful assistant")]
     firsts = {p.split("\nQuery: ")[1].split("\n")[0]: p.split("\n")[0] for p in answer_prompts}
-    assert firsts == {"Question number 0?": TASK_INSTRUCTIONS["fever"], "Question number 1?": TASK_INSTRUCTIONS["long"],
-                      "Question number 2?": TASK_INSTRUCTIONS["short"]}
+    assert firsts == {
+        "Question number 0?": TASK_INSTRUCTIONS["fever"],
+        "Question number 1?": TASK_INSTRUCTIONS["long"],
+        "Question number 2?": TASK_INSTRUCTIONS["short"],
+    }
     records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [r["task"] for r in records] == ["fever", "long", "short"]  # the pairs stage reads it from here

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from conftest import load_recipe, tiny_llama
 from transformers import AutoTokenizer
 from trl import TrlParser
 from trl.trainer import utils as trl_utils
 
-from conftest import load_recipe, tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 
 
@@ -31,10 +33,16 @@ def policy(tmp_path_factory):
 
 
 def records(tmp_path) -> Path:
-    rows = [{"id": f"q{i}", "kind": kind, "length": 1,
-             "prompt": [{"role": "user", "content": f"{kind} prompt {i}"}],
-             "completion": [{"role": "assistant", "content": "[1]" if kind == "reranker" else f"answer {i}"}]}
-            for i, kind in enumerate(["reranker", "generator", "reranker", "generator", "generator"])]
+    rows = [
+        {
+            "id": f"q{i}",
+            "kind": kind,
+            "length": 1,
+            "prompt": [{"role": "user", "content": f"{kind} prompt {i}"}],
+            "completion": [{"role": "assistant", "content": "[1]" if kind == "reranker" else f"answer {i}"}],
+        }
+        for i, kind in enumerate(["reranker", "generator", "reranker", "generator", "generator"])
+    ]
     path = tmp_path / "sft.parquet"
     pd.DataFrame(rows).to_parquet(path)
     return path
@@ -50,8 +58,22 @@ def run(sft, monkeypatch, policy, data, tmp_path, *extra):
     monkeypatch.setattr(sft, "SFTTrainer", trainer)
     monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # main() patches it: undone after the test
     args = TrlParser(sft.ARGUMENTS).parse_args_and_config(
-        ["--model_name_or_path", str(policy), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
-         "--use_cpu", "true", "--report_to", "none", "--max_length", "64", *extra])
+        [
+            "--model_name_or_path",
+            str(policy),
+            "--dataset_name",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+            "--max_length",
+            "64",
+            *extra,
+        ]
+    )
     with pytest.raises(Captured):
         sft.main(*args)
     return seen["train_dataset"]
@@ -67,7 +89,10 @@ def test_kinds_selects_the_records_trained_on(sft, monkeypatch, policy, tmp_path
 
 
 def test_kinds_with_no_records_is_refused_by_name(sft, monkeypatch, policy, tmp_path):
-    with pytest.raises(ValueError, match=r"sft\.parquet \(sft/train\): no rows of kinds \['judge'\] \(kinds there: \['generator', 'reranker'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"sft\.parquet \(sft/train\): no rows of kinds \['judge'\] \(kinds there: \['generator', 'reranker'\]\)",
+    ):
         run(sft, monkeypatch, policy, records(tmp_path), tmp_path, "--kinds", "judge")
 
 

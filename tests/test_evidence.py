@@ -11,9 +11,16 @@ from retrieval_policies.demo import format_evidence
 
 
 def _grace() -> dict:
-    return {"before": {"LocalWordNetDefinitionRetrieval": 0.357}, "after": {"LocalWordNetDefinitionRetrieval": 0.371},
-            "criteria_met": True, "criteria": {"held-out task above untrained": True}, "seeds": [1, 2],
-            "command": "make evidence-grace", "commit": "0123456789abcdef", "wall_seconds": 4200.0}
+    return {
+        "before": {"LocalWordNetDefinitionRetrieval": 0.357},
+        "after": {"LocalWordNetDefinitionRetrieval": 0.371},
+        "criteria_met": True,
+        "criteria": {"held-out task above untrained": True},
+        "seeds": [1, 2],
+        "command": "make evidence-grace",
+        "commit": "0123456789abcdef",
+        "wall_seconds": 4200.0,
+    }
 
 
 def test_evidence_round_trip_and_table(tmp_path):
@@ -26,12 +33,15 @@ def test_evidence_round_trip_and_table(tmp_path):
     assert evidence.load("dynamicrag", tmp_path) is None
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("commit"), "missing field 'commit'"),
-    (lambda d: d.update(criteria_met="yes"), "field 'criteria_met' must be bool"),
-    (lambda d: d["after"].update(LocalLeeSTS="high"), r"after\['LocalLeeSTS'\] must be a number"),
-    (lambda d: d.update(seeds=3), "field 'seeds' must be list"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("commit"), "missing field 'commit'"),
+        (lambda d: d.update(criteria_met="yes"), "field 'criteria_met' must be bool"),
+        (lambda d: d["after"].update(LocalLeeSTS="high"), r"after\['LocalLeeSTS'\] must be a number"),
+        (lambda d: d.update(seeds=3), "field 'seeds' must be list"),
+    ],
+)
 def test_a_bad_evidence_file_names_its_field(tmp_path, change, message):
     data = _grace()
     change(data)
@@ -68,7 +78,9 @@ def test_readme_tables_are_rendered_from_the_json(tmp_path):
     assert evidence.render(readme, tmp_path) == ["grace"]  # dynamicrag: no JSON, no markers
     assert evidence.rendered_block(readme, "grace") == evidence.table(_grace())
     assert readme.read_text().endswith(f"{end}\n\nafter\n") and "stale" not in readme.read_text()
-    assert evidence.render(readme, tmp_path) == ["grace"] and evidence.rendered_block(readme, "grace") == evidence.table(_grace())
+    assert evidence.render(readme, tmp_path) == ["grace"] and evidence.rendered_block(
+        readme, "grace"
+    ) == evidence.table(_grace())
 
 
 def test_the_committed_evidence_matches_the_readme():
@@ -86,7 +98,10 @@ def test_finish_adds_commit_and_stage_times_and_renders_the_readme(tmp_path, cap
     path = evidence.finish("grace", report, stages, tmp_path, readme=None)
     data = evidence.load("grace", tmp_path)
     assert path == tmp_path / "grace.json" and data["commit"] == evidence.current_commit() and len(data["commit"]) == 40
-    assert data["stage_seconds"] == {"one": data["wall_seconds"]} and "| LocalWordNetDefinitionRetrieval |" in capsys.readouterr().out
+    assert (
+        data["stage_seconds"] == {"one": data["wall_seconds"]}
+        and "| LocalWordNetDefinitionRetrieval |" in capsys.readouterr().out
+    )
     assert data["clean_tree"] is evidence.tree_is_clean() and "stage_commits" not in data
 
 
@@ -112,12 +127,31 @@ def test_the_demo_summary_labels_its_one_learning_check_and_the_evidence(tmp_pat
     from retrieval_policies.demo import format_summary
 
     evidence.write("grace", _grace(), tmp_path)
-    scores = [{"model": "GRACE", "metric": "LocalLeeSTS (mteb main score)", "before": 0.54, "after": 0.53, "demo_result": False},
-              {"model": "DynamicRAG", "metric": "malformed outputs", "before": 1.0, "after": 0.0, "demo_result": True},
-              {"model": "DynamicRAG", "metric": "EM of the best fixed top-k (trained generator)", "before": None, "after": 0.125}]
-    summary = {"model": "m", "seconds": 600.0, "scores": scores, "repos": [], "stages": {},
-               "sizes": {"sft_steps": 20, "sft_batch": 4, "eval_questions": 8, "grace_steps": 3},
-               "evidence": evidence.summary_rows(tmp_path)}
+    scores = [
+        {
+            "model": "GRACE",
+            "metric": "LocalLeeSTS (mteb main score)",
+            "before": 0.54,
+            "after": 0.53,
+            "demo_result": False,
+        },
+        {"model": "DynamicRAG", "metric": "malformed outputs", "before": 1.0, "after": 0.0, "demo_result": True},
+        {
+            "model": "DynamicRAG",
+            "metric": "EM of the best fixed top-k (trained generator)",
+            "before": None,
+            "after": 0.125,
+        },
+    ]
+    summary = {
+        "model": "m",
+        "seconds": 600.0,
+        "scores": scores,
+        "repos": [],
+        "stages": {},
+        "sizes": {"sft_steps": 20, "sft_batch": 4, "eval_questions": 8, "grace_steps": 3},
+        "evidence": evidence.summary_rows(tmp_path),
+    }
     lines = format_summary(summary).splitlines()
     row = lambda metric: next(line for line in lines if metric in line)  # noqa: E731
     assert row("malformed outputs").endswith("1.0000   0.0000  learning check")

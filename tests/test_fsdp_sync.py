@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import smollm2_folder, torchrun_two
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,14 @@ from transformers import AutoTokenizer
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.corpora import WordNet
 from retrieval_policies.evaluation.local_tasks import heldout_ids, heldout_texts, normalize_text
-from retrieval_policies.grace.data import (BadRowError, build_rows, wikipedia_sentences, wikipedia_triplets,
-                                           wordnet_definition_triplets, wordnet_triplets)
+from retrieval_policies.grace.data import (
+    BadRowError,
+    build_rows,
+    wikipedia_sentences,
+    wikipedia_triplets,
+    wordnet_definition_triplets,
+    wordnet_triplets,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +47,9 @@ def test_wordnet_definition_triplets_pair_a_definition_with_its_words_and_anothe
         sense, other = (wordnet.synset(i) for i in row["_keys"]["wordnet_synsets"])
         assert row["query"] == sense.definition and row["positive"] == ", ".join(sense.lemmas)
         assert row["negative"] == ", ".join(other.lemmas) != row["positive"]
-        assert {w.lower() for w in sense.lemmas} & {w.lower() for w in other.lemmas}  # another sense of one of its words
+        assert {w.lower() for w in sense.lemmas} & {
+            w.lower() for w in other.lemmas
+        }  # another sense of one of its words
     assert len({r["_keys"]["wordnet_synsets"][0][-1] for r in rows}) >= 3  # shuffled: several parts of speech
     assert rows == list(itertools.islice(wordnet_definition_triplets(), 50))  # seeded
     assert rows != list(itertools.islice(wordnet_definition_triplets(seed=7), 50))
@@ -49,7 +57,10 @@ def test_wordnet_definition_triplets_pair_a_definition_with_its_words_and_anothe
 
 def test_wikipedia_triplets_use_a_section_and_another_section_of_the_same_article():
     for row in itertools.islice(wikipedia_triplets(), 50):
-        (section, other_section), (passage, other) = row["_keys"]["wikipedia_sections"], row["_keys"]["wikipedia_passages"]
+        (section, other_section), (passage, other) = (
+            row["_keys"]["wikipedia_sections"],
+            row["_keys"]["wikipedia_passages"],
+        )
         assert section != other_section and section.split("/")[0] == other_section.split("/")[0]
         assert passage.split("_")[0] == other.split("_")[0]  # same article
         assert row["query"].endswith(": " + section.split("/", 1)[1])
@@ -66,7 +77,12 @@ def test_heldout_items_are_never_kept(tokenizer):
     synset = sorted(ids["wordnet_synsets"])[0]
     heldout_passage_text = next(t for t in sorted(texts) if len(t.split()) > 30)
     rows = [
-        {"query": "q1", "positive": "p1", "negative": "n1", "_keys": {"wordnet_synsets": ("x", synset)}},  # negative's synset
+        {
+            "query": "q1",
+            "positive": "p1",
+            "negative": "n1",
+            "_keys": {"wordnet_synsets": ("x", synset)},
+        },  # negative's synset
         {"query": "q2", "positive": heldout_passage_text.upper(), "negative": "n2"},  # an eval text (case-insensitive)
         {"query": "q3", "positive": "p3", "negative": "n3", "_keys": {"wordnet_synsets": ("y", "z")}},
     ]
@@ -75,19 +91,30 @@ def test_heldout_items_are_never_kept(tokenizer):
 
 
 def test_bad_rows_are_dropped_and_counted_or_fail_under_strict(tokenizer):
-    rows = [{"query": "q", "positive": "p", "negative": "n"}, {"query": "q", "positive": "p"},
-            {"query": "  ", "positive": "p", "negative": "n"}, {"query": "q", "positive": 7, "negative": "n"},
-            {"query": "q", "positive": "p", "negative": "n"}]
+    rows = [
+        {"query": "q", "positive": "p", "negative": "n"},
+        {"query": "q", "positive": "p"},
+        {"query": "  ", "positive": "p", "negative": "n"},
+        {"query": "q", "positive": 7, "negative": "n"},
+        {"query": "q", "positive": "p", "negative": "n"},
+    ]
     splits, dropped = build_rows(rows, mode="supervised", tokenizer=tokenizer, validation_share=0)
     assert len(splits["train"]) == 1
-    assert dropped == {"missing 'negative'": 1, "empty 'query'": 1, "'positive' is int, not a string": 1, "duplicate": 1}
+    assert dropped == {
+        "missing 'negative'": 1,
+        "empty 'query'": 1,
+        "'positive' is int, not a string": 1,
+        "duplicate": 1,
+    }
     with pytest.raises(BadRowError, match=r"row 2: missing 'negative'"):
         build_rows(rows, mode="supervised", tokenizer=tokenizer, strict=True)
 
 
 def test_long_main_prompts_are_dropped_with_the_backbones_tokenizer(tokenizer):
     rows = [{"text": "short sentence here"}, {"text": " ".join(["word"] * 200)}]
-    splits, dropped = build_rows(rows, mode="unsupervised", tokenizer=tokenizer, max_prompt_tokens=100, validation_share=0)
+    splits, dropped = build_rows(
+        rows, mode="unsupervised", tokenizer=tokenizer, max_prompt_tokens=100, validation_share=0
+    )
     assert [r["text"] for r in splits["train"]] == ["short sentence here"]
     assert dropped == {"main prompt (text) longer than 100 tokens": 1}
 
@@ -103,8 +130,22 @@ def test_split_is_seeded(tokenizer):
 @pytest.mark.slow
 def test_triplet_builder_offline_end_to_end(tmp_path):
     out = tmp_path / "triplets"
-    result = subprocess.run([sys.executable, str(ROOT / "dataset_builders" / "grace_triplets.py"), "--source", "offline",
-                             "--max-rows", "300", "--output-dir", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "dataset_builders" / "grace_triplets.py"),
+            "--source",
+            "offline",
+            "--max-rows",
+            "300",
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "kept    triplets/train" in result.stdout and "dropped held out for evaluation" in result.stdout
     from datasets import load_dataset

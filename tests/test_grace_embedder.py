@@ -17,7 +17,13 @@ from retrieval_policies import GraceEmbedder
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.grace import GRACE_SYSTEM_PROMPT, GraceConfig, mean_pool, system_prefix_ids
 
-TEXTS = ["A dog barked all night long at the moon.", "Paris", "", "Puppies are young dogs; they bark and play a lot.", "x y"]
+TEXTS = [
+    "A dog barked all night long at the moon.",
+    "Paris",
+    "",
+    "Puppies are young dogs; they bark and play a lot.",
+    "x y",
+]
 LLAMA3_STYLE_TEMPLATE = (
     "{{ '<|begin_of_text|>' }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
@@ -31,8 +37,18 @@ def tokenizer():
 
 def tiny_model(arch: str, vocab: int):
     torch.manual_seed(0)
-    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=512, eos_token_id=2, pad_token_id=2, bos_token_id=1)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=2,
+        pad_token_id=2,
+        bos_token_id=1,
+    )
     if arch == "llama":
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(**common)).eval()
     return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common)).eval()
@@ -40,7 +56,9 @@ def tiny_model(arch: str, vocab: int):
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def embedder(request, tokenizer):
-    return GraceEmbedder(tiny_model(request.param, len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=8), revision="test-rev")
+    return GraceEmbedder(
+        tiny_model(request.param, len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=8), revision="test-rev"
+    )
 
 
 def test_system_prefix_of_two_chat_templates(tokenizer):
@@ -49,7 +67,10 @@ def test_system_prefix_of_two_chat_templates(tokenizer):
     llama3 = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
     llama3.chat_template = LLAMA3_STYLE_TEMPLATE
     prefix = llama3.decode(system_prefix_ids(llama3, GRACE_SYSTEM_PROMPT))
-    assert prefix == f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{GRACE_SYSTEM_PROMPT}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert (
+        prefix
+        == f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{GRACE_SYSTEM_PROMPT}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    )
     for tok, exact in ((tokenizer, True), (llama3, False)):
         embedder = GraceEmbedder(tiny_model("llama", len(tokenizer)), tok)
         for text in TEXTS:
@@ -57,7 +78,11 @@ def test_system_prefix_of_two_chat_templates(tokenizer):
             n = embedder.prefix_length(ids)
             # Inside a real prompt the prefix is found; where BPE merges the template's last whitespace with the
             # user text (a foreign template here), the merged token is pooled rather than dropped.
-            assert n == embedder.system_prefix_length if exact else embedder.system_prefix_length - 1 <= n <= embedder.system_prefix_length
+            assert (
+                n == embedder.system_prefix_length
+                if exact
+                else embedder.system_prefix_length - 1 <= n <= embedder.system_prefix_length
+            )
             assert text in tok.decode(ids[n:]) and (not text or text not in tok.decode(ids[:n]))
 
 
@@ -83,7 +108,9 @@ def test_eos_pooling_on_and_off(embedder, monkeypatch):
     text = "Paris is the capital of France."
     rationale = embedder.tokenizer("<think>a city</think> It is a capital.", add_special_tokens=False)["input_ids"]
     eos = max(embedder.eos_ids())  # the EOS that was generated is the one pooled
-    monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: [(rationale, eos) for _ in prompts])
+    monkeypatch.setattr(
+        embedder, "generate_rationales", lambda prompts, texts, **kw: [(rationale, eos) for _ in prompts]
+    )
     ids, p = embedder.prompt_ids(text), embedder.system_prefix_length
     with_eos = embedder.embed_sequences([ids + rationale + [eos]], [p])[0]
     without = embedder.embed_sequences([ids + rationale], [p])[0]
@@ -102,9 +129,14 @@ def test_the_generated_eos_is_the_one_pooled(embedder, monkeypatch):
     monkeypatch.setattr(embedder.model.generation_config, "eos_token_id", [0, 2])
     monkeypatch.setattr(embedder, "shared_prefix_decoding", False)  # the model.generate path (faked below)
     prompt = embedder.prompt_ids("Paris")
-    monkeypatch.setattr(embedder.model, "generate", lambda input_ids, **kw: torch.cat(
-        [input_ids, torch.tensor([[5, 6, 2, 0]] * input_ids.shape[0])], dim=1))
-    assert embedder.generate_rationales([prompt], ["Paris"], max_new_tokens=4, temperature=0.0, top_p=1.0, seed=0) == [([5, 6], 2)]
+    monkeypatch.setattr(
+        embedder.model,
+        "generate",
+        lambda input_ids, **kw: torch.cat([input_ids, torch.tensor([[5, 6, 2, 0]] * input_ids.shape[0])], dim=1),
+    )
+    assert embedder.generate_rationales([prompt], ["Paris"], max_new_tokens=4, temperature=0.0, top_p=1.0, seed=0) == [
+        ([5, 6], 2)
+    ]
     expected = embedder.embed_sequences([prompt + [5, 6, 2]], [embedder.system_prefix_length])[0]
     np.testing.assert_allclose(embedder.encode("Paris", normalize=False), expected.numpy(), atol=1e-5)
 
@@ -121,7 +153,11 @@ def test_order_is_preserved_with_unsorted_lengths(embedder, rationale):
 def test_duplicates_are_generated_once(embedder, monkeypatch):
     calls = []
     original = embedder.generate_rationales
-    monkeypatch.setattr(embedder, "generate_rationales", lambda prompts, texts, **kw: calls.append(list(texts)) or original(prompts, texts, **kw))
+    monkeypatch.setattr(
+        embedder,
+        "generate_rationales",
+        lambda prompts, texts, **kw: calls.append(list(texts)) or original(prompts, texts, **kw),
+    )
     out, rationales = embedder.encode(["b", "a", "b", " a ", "c"], batch_size=8, return_rationales=True)
     assert sorted(sum(calls, [])) == ["a", "b", "c"]
     np.testing.assert_array_equal(out[0], out[2])
@@ -195,17 +231,28 @@ def _load_three_ways(path_or_repo: str, env=None, cwd=None, st_batch_size: int =
             "st": st.encode(texts, batch_size=int(sys.argv[3])).tolist(), "st_dim": st.get_embedding_dimension(),
         }))
     """)
-    result = subprocess.run([sys.executable, "-c", code, path_or_repo, json.dumps(TEXTS), str(st_batch_size)], capture_output=True, text=True,
-                            timeout=600, env=env, cwd=cwd)
+    result = subprocess.run(
+        [sys.executable, "-c", code, path_or_repo, json.dumps(TEXTS), str(st_batch_size)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("arch, expected_lm", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
 def test_saved_folder_loads_three_ways_without_the_project(arch, expected_lm, tokenizer, tmp_path):
-    embedder = GraceEmbedder(tiny_model(arch, len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=6, temperature=0.0))
+    embedder = GraceEmbedder(
+        tiny_model(arch, len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=6, temperature=0.0)
+    )
     embedder.save_pretrained(tmp_path / "grace")
-    assert json.loads((tmp_path / "grace" / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_grace.GraceEmbedder"
+    assert (
+        json.loads((tmp_path / "grace" / "config.json").read_text())["auto_map"]["AutoModel"]
+        == "modeling_grace.GraceEmbedder"
+    )
     expected = embedder.encode(TEXTS)
     out = _load_three_ways(str(tmp_path / "grace"), cwd=tmp_path)
     assert (out["grace_class"], out["lm_class"], out["st_dim"]) == ("GraceEmbedder", expected_lm, 32)
@@ -214,14 +261,19 @@ def test_saved_folder_loads_three_ways_without_the_project(arch, expected_lm, to
 
 
 def test_repo_loads_three_ways_from_the_hub(client, tokenizer, tmp_path):
-    embedder = GraceEmbedder(tiny_model("llama", len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=6, temperature=0.0))
+    embedder = GraceEmbedder(
+        tiny_model("llama", len(tokenizer)), tokenizer, GraceConfig(max_new_tokens=6, temperature=0.0)
+    )
     embedder.save_pretrained(tmp_path / "grace")
-    client("""
+    client(
+        """
         import sys
         from huggingface_hub import HfApi
         HfApi().create_repo("org/tiny-grace")
         HfApi().upload_folder(repo_id="org/tiny-grace", folder_path=sys.argv[1])
-    """, str(tmp_path / "grace"))
+    """,
+        str(tmp_path / "grace"),
+    )
     env = client.hub.client_env(tmp_path / "hf_home_reader")
     out = _load_three_ways("org/tiny-grace", env=env, cwd=tmp_path)
     expected = embedder.encode(TEXTS)
@@ -234,8 +286,10 @@ def test_smollm2_embeddings_reflect_meaning():
     grace = GraceEmbedder.from_base(DEFAULT_BASE_MODEL, max_new_tokens=32, temperature=0.0)
     assert grace.system_prefix_length == 40 and grace.embedding_dim == 576
     for rationale in (False, True):
-        dog, puppy, paris = grace.encode(["A dog barked all night.", "Puppies are young dogs that bark.",
-                                          "The capital of France is Paris."], rationale=rationale)
+        dog, puppy, paris = grace.encode(
+            ["A dog barked all night.", "Puppies are young dogs that bark.", "The capital of France is Paris."],
+            rationale=rationale,
+        )
         assert dog @ puppy > dog @ paris
 
 
@@ -252,8 +306,10 @@ def test_smollm2_grace_repo_loads_three_ways_without_the_project(tmp_path):
 
 
 def _separately_pooled(embedder, texts, rationales_and_eos):
-    sequences = [embedder.prompt_ids(t) + ids + ([eos] if eos is not None and embedder.grace_config.pool_eos else [])
-                 for t, (ids, eos) in zip(texts, rationales_and_eos)]
+    sequences = [
+        embedder.prompt_ids(t) + ids + ([eos] if eos is not None and embedder.grace_config.pool_eos else [])
+        for t, (ids, eos) in zip(texts, rationales_and_eos)
+    ]
     return embedder.embed_sequences(sequences, [embedder.prefix_length(s) for s in sequences])
 
 
@@ -262,8 +318,12 @@ def _one_text_stops_early(embedder, monkeypatch, texts, settings):
     there, the others go on. Returns the prompts, the free rationales, that text's row and where it stops."""
     prompts = [embedder.prompt_ids(t) for t in texts]
     free = embedder.generate_rationales(prompts, texts, **settings)
-    row, cut = next((r, j) for r, (ids, _) in enumerate(free) for j in range(1, len(ids))
-                    if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r))
+    row, cut = next(
+        (r, j)
+        for r, (ids, _) in enumerate(free)
+        for j in range(1, len(ids))
+        if ids[j] not in ids[:j] and all(ids[j] not in other for o, (other, _) in enumerate(free) if o != r)
+    )
     monkeypatch.setattr(type(embedder), "eos_ids", lambda self: {2, free[row][0][cut]})
     return prompts, free, row, cut
 
@@ -282,7 +342,9 @@ def test_generation_keeps_the_hidden_states_so_encode_skips_the_pooling_forward(
     assert generated[row] == (free[row][0][:cut], stop)
     assert [g for r, g in enumerate(generated) if r != row] == [g for r, g in enumerate(free) if r != row]
     # every prompt token and every generated one (the EOS included); a row's states end where the row ended
-    assert [len(h) for h in kept] == [len(p) + len(ids) + (eos is not None) for p, (ids, eos) in zip(prompts, generated)]
+    assert [len(h) for h in kept] == [
+        len(p) + len(ids) + (eos is not None) for p, (ids, eos) in zip(prompts, generated)
+    ]
     assert len(kept[row]) < len(prompts[row]) + 8
 
     calls = []
@@ -296,7 +358,9 @@ def test_generation_keeps_the_hidden_states_so_encode_skips_the_pooling_forward(
     embedder.grace_config.pool_eos = False
     try:
         without_eos = embedder.encode(texts, normalize=False, batch_size=4, **settings)
-        np.testing.assert_allclose(without_eos, _separately_pooled(embedder, texts, generated).numpy(), atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(
+            without_eos, _separately_pooled(embedder, texts, generated).numpy(), atol=1e-5, rtol=1e-4
+        )
     finally:
         embedder.grace_config.pool_eos = True
     others = [r for r in range(len(texts)) if r != row]
@@ -309,7 +373,9 @@ def test_cached_rationales_are_pooled_by_a_forward(embedder, tmp_path, monkeypat
     first = embedder.encode(TEXTS[:2], temperature=0, cache_dir=tmp_path)
     calls = []
     original = type(embedder).embed_sequences
-    monkeypatch.setattr(type(embedder), "embed_sequences", lambda self, *a: calls.append(len(a[0])) or original(self, *a))
+    monkeypatch.setattr(
+        type(embedder), "embed_sequences", lambda self, *a: calls.append(len(a[0])) or original(self, *a)
+    )
     np.testing.assert_allclose(embedder.encode(TEXTS[:2], temperature=0, cache_dir=tmp_path), first, atol=1e-5)
     assert calls == [2]
 
@@ -324,7 +390,11 @@ def test_shared_prefix_decoding_matches_generate(embedder, monkeypatch, temperat
 
     shapes = []
     original = type(embedder)._forward_step
-    monkeypatch.setattr(type(embedder), "_forward_step", lambda self, ids, *a: shapes.append(tuple(ids.shape)) or original(self, ids, *a))
+    monkeypatch.setattr(
+        type(embedder),
+        "_forward_step",
+        lambda self, ids, *a: shapes.append(tuple(ids.shape)) or original(self, ids, *a),
+    )
     loop_hidden: list = []
     looped = embedder.generate_rationales(prompts, texts, **settings, hidden_out=loop_hidden)
     monkeypatch.setattr(embedder, "shared_prefix_decoding", False)
@@ -339,7 +409,7 @@ def test_shared_prefix_decoding_matches_generate(embedder, monkeypatch, temperat
     assert shapes[0] == (1, prefix)  # the system turn, once for the batch
     assert shapes[1] == (4, max(len(p) for p in prompts) - prefix)  # the rest of each prompt
     steps = [s[0] for s in shapes[2:]]
-    assert steps[:cut + 1] == [4] * (cut + 1) and steps[cut + 1:] == [3] * (8 - cut - 1)  # the ended row left
+    assert steps[: cut + 1] == [4] * (cut + 1) and steps[cut + 1 :] == [3] * (8 - cut - 1)  # the ended row left
 
 
 def test_models_whose_cache_cannot_drop_rows_decode_with_generate(embedder, monkeypatch):

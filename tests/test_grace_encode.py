@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import transformers
+from conftest import kill_after_shards
 from transformers import AutoTokenizer
 
-from conftest import kill_after_shards
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.grace.corpus import load_encoded
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
@@ -30,12 +30,22 @@ CLI = [sys.executable, "-m", "retrieval_policies.cli", "--quiet"]
 def model_folder(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                      eos_token_id=2, pad_token_id=2, bos_token_id=1)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=2,
+        pad_token_id=2,
+        bos_token_id=1,
+    )
     folder = tmp_path_factory.mktemp("grace")
-    GraceEmbedder(transformers.LlamaForCausalLM(config).eval(), tokenizer,
-                  GraceConfig(max_new_tokens=6, temperature=1.0, seed=7)).save_pretrained(folder)
+    GraceEmbedder(
+        transformers.LlamaForCausalLM(config).eval(), tokenizer, GraceConfig(max_new_tokens=6, temperature=1.0, seed=7)
+    ).save_pretrained(folder)
     return folder
 
 
@@ -61,13 +71,30 @@ def whole(model_folder, corpus_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompt_only(model_folder, corpus_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("prompt_only") / "encoded"
-    subprocess.run(_encode(model_folder, corpus_file[0], out, "--no-rationale"), check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        _encode(model_folder, corpus_file[0], out, "--no-rationale"), check=True, capture_output=True, timeout=600
+    )
     return out
 
 
 def _encode(model, data, out, *extra, **popen):
-    return [*CLI, "grace", "encode", "--model", str(model), "--data", str(data), "--output", str(out),
-            "--shard-size", "10", "--batch-size", "4", "--no-progress", *extra]
+    return [
+        *CLI,
+        "grace",
+        "encode",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--shard-size",
+        "10",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _read(folder):
@@ -108,8 +135,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_output(model_folder, corpus_f
 
 def test_other_settings_are_refused_not_mixed(model_folder, corpus_file, prompt_only):
     before = {p.name: p.stat().st_mtime_ns for p in prompt_only.iterdir()}
-    again = subprocess.run(_encode(model_folder, corpus_file[0], prompt_only, "--temperature", "0", "--backend", "vllm"),
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        _encode(model_folder, corpus_file[0], prompt_only, "--temperature", "0", "--backend", "vllm"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 2 and "other settings (backend, rationale, temperature differ)" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in prompt_only.iterdir()} == before  # nothing written was touched
 
@@ -119,7 +150,6 @@ def test_bad_column_names_the_row(model_folder, tmp_path):
     data.write_text(json.dumps({"id": "a", "text": "fine"}) + "\n" + json.dumps({"id": "b", "body": "no text"}) + "\n")
     result = subprocess.run(_encode(model_folder, data, tmp_path / "o"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "bad.jsonl: row 1, column 'text' is NoneType, not a string" in result.stderr
-
 
 
 def test_the_readers_records_encode_like_the_same_rows_from_a_file(model_folder, corpus_file, prompt_only, tmp_path):
@@ -132,24 +162,59 @@ def test_the_readers_records_encode_like_the_same_rows_from_a_file(model_folder,
     records = [WikiPassage(r["id"], "a", "T", "s", r["text"]) for r in rows]
     embedder = GraceEmbedder.from_pretrained(model_folder)
     slice_ = (0, 1, lambda: None)
-    manifest = encode_corpus(embedder, records, tmp_path / "mem", model_name=str(model_folder), rationale=False,
-                             batch_size=4, shard_size=10, show_progress_bar=False, slice_=slice_)
+    manifest = encode_corpus(
+        embedder,
+        records,
+        tmp_path / "mem",
+        model_name=str(model_folder),
+        rationale=False,
+        batch_size=4,
+        shard_size=10,
+        show_progress_bar=False,
+        slice_=slice_,
+    )
     assert manifest["rows"] == 45 and manifest["settings"]["data"].startswith("in-memory corpus ")
     passages, vectors, _ = load_encoded(tmp_path / "mem")
     from_file, file_vectors, _ = load_encoded(prompt_only)
     assert [p["id"] for p in passages] == [p["id"] for p in from_file]
     np.testing.assert_allclose(vectors, file_vectors, atol=1e-5)
-    again = encode_corpus(embedder, records, tmp_path / "mem", model_name=str(model_folder), rationale=False,
-                          batch_size=4, shard_size=10, show_progress_bar=False, slice_=slice_)
+    again = encode_corpus(
+        embedder,
+        records,
+        tmp_path / "mem",
+        model_name=str(model_folder),
+        rationale=False,
+        batch_size=4,
+        shard_size=10,
+        show_progress_bar=False,
+        slice_=slice_,
+    )
     assert again["encoded_now"] == 0
+
 
 def test_two_processes_under_accelerate_launch(model_folder, corpus_file, prompt_only, tmp_path):
     path, rows = corpus_file
     single = prompt_only
     double = tmp_path / "double"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-               "-m", "retrieval_policies.cli", *_encode(model_folder, path, double, "--no-rationale")[3:]]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "retrieval_policies.cli",
+        *_encode(model_folder, path, double, "--no-rationale")[3:],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -182,8 +247,12 @@ def test_benchmark_presets_resolve_through_mteb_offline():
     from retrieval_policies.evaluation.benchmarks import ABLATION_16, PAPER_56, resolve_benchmark
 
     paper = resolve_benchmark("grace-paper-56")
-    assert len(paper) == 56 and {t.metadata.name for t in paper} == {t.metadata.name for t in mteb.get_benchmark("MTEB(eng, v1)").tasks}
-    assert [t.metadata.name for t in resolve_benchmark("grace-ablation-16")] == list(ABLATION_16) and set(ABLATION_16) <= set(PAPER_56)
+    assert len(paper) == 56 and {t.metadata.name for t in paper} == {
+        t.metadata.name for t in mteb.get_benchmark("MTEB(eng, v1)").tasks
+    }
+    assert [t.metadata.name for t in resolve_benchmark("grace-ablation-16")] == list(ABLATION_16) and set(
+        ABLATION_16
+    ) <= set(PAPER_56)
     assert len(resolve_benchmark("MTEB(eng, v2)")) > 0
     with pytest.raises(ValueError, match="unknown benchmark 'MTEB\\(eng, v9\\)'.*grace-paper-56"):
         resolve_benchmark("MTEB(eng, v9)")
@@ -196,12 +265,16 @@ def test_batch_size_is_picked_for_the_device(model_folder, monkeypatch):
 
     embedder = GraceEmbedder.from_pretrained(model_folder)
     assert pick_batch_size(embedder) == CPU_BATCH_SIZE
-    gpu = SimpleNamespace(device=torch.device("cuda", 0), grace_config=embedder.grace_config, model=embedder.model,
-                          system_prefix_length=embedder.system_prefix_length)
+    gpu = SimpleNamespace(
+        device=torch.device("cuda", 0),
+        grace_config=embedder.grace_config,
+        model=embedder.model,
+        system_prefix_length=embedder.system_prefix_length,
+    )
     c = embedder.grace_config
     width = gpu.system_prefix_length + c.max_text_tokens + c.max_new_tokens
     per_text = (2 * 2 * 2 * 8 + 4 * 32) * 4 * width  # layers x kv heads x head dim (K and V) + activations, fp32
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (per_text * 100 * 2, 0))
     assert pick_batch_size(gpu) == 64  # 100 fit in half the free memory: the power of two below
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 ** 15, 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10**15, 0))
     assert pick_batch_size(gpu) == 512

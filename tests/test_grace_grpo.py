@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import tiny_llama
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dataset_io import write_dataset_folder
 from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, to_grpo_rows
@@ -25,10 +25,16 @@ from retrieval_policies.grace.training import load_grace_policy
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = [{"query": "a young dog", "positive": "Puppies are young dogs that bark and play.", "negative": "Cats purr when content."},
-        {"query": "capital of France", "positive": "Paris is the capital of France.", "negative": "Berlin is in Germany."},
-        {"query": "boiling water", "positive": "Water boils at 100 degrees Celsius.", "negative": "Ice is frozen water."},
-        {"query": "the red planet", "positive": "Mars is called the red planet.", "negative": "Venus is very hot."}]
+ROWS = [
+    {
+        "query": "a young dog",
+        "positive": "Puppies are young dogs that bark and play.",
+        "negative": "Cats purr when content.",
+    },
+    {"query": "capital of France", "positive": "Paris is the capital of France.", "negative": "Berlin is in Germany."},
+    {"query": "boiling water", "positive": "Water boils at 100 degrees Celsius.", "negative": "Ice is frozen water."},
+    {"query": "the red planet", "positive": "Mars is called the red planet.", "negative": "Venus is very hot."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +47,37 @@ def tiny_folder(tmp_path_factory):
 
 
 def _fake_trainer(model, tokenizer, step=0):
-    return SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True), state=SimpleNamespace(global_step=step),
-                           args=SimpleNamespace(max_completion_length=6, logging_steps=1), processing_class=tokenizer)
+    return SimpleNamespace(
+        model_wrapped=model,
+        accelerator=Accelerator(cpu=True),
+        state=SimpleNamespace(global_step=step),
+        args=SimpleNamespace(max_completion_length=6, logging_steps=1),
+        processing_class=tokenizer,
+    )
 
 
 def _prompt_ids(tokenizer, prompt, **template_kwargs) -> list[int]:
     """What TRL's GRPOTrainer tokenizes a conversational prompt to (apply_chat_template with the generation header)."""
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                         **template_kwargs)["input_ids"]
+    return tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=True, **template_kwargs
+    )["input_ids"]
 
 
 def _call(reward, rows, completion_ids, metrics):
     members = [row for row in rows for _ in range(len(completion_ids) // len(rows))]
     tokenizer = reward.trainer.processing_class
-    reward.trainer.last_prompt_ids = [_prompt_ids(tokenizer, r["prompt"], **reward.grace_config.chat_template_kwargs)
-                                      for r in members]
-    return reward([r["prompt"] for r in members], [[{"role": "assistant", "content": "…"}]] * len(members), completion_ids,
-                  row_index=[r["row_index"] for r in members], query=[r["query"] for r in members],
-                  negative=[r["negative"] for r in members], log_metric=lambda name, value: metrics.setdefault(name, value))
+    reward.trainer.last_prompt_ids = [
+        _prompt_ids(tokenizer, r["prompt"], **reward.grace_config.chat_template_kwargs) for r in members
+    ]
+    return reward(
+        [r["prompt"] for r in members],
+        [[{"role": "assistant", "content": "…"}]] * len(members),
+        completion_ids,
+        row_index=[r["row_index"] for r in members],
+        query=[r["query"] for r in members],
+        negative=[r["negative"] for r in members],
+        log_metric=lambda name, value: metrics.setdefault(name, value),
+    )
 
 
 def test_reward_generates_once_per_group_and_embeds_each_unique_sequence_once(tiny_folder):
@@ -66,7 +85,9 @@ def test_reward_generates_once_per_group_and_embeds_each_unique_sequence_once(ti
     reward = GraceContrastiveReward("supervised", grace_config=grace_config).bind(_fake_trainer(model, tokenizer))
     generated, embedded = [], []
     original_generate, original_embed = GraceEmbedder.generate_rationales, GraceEmbedder.embed_sequences
-    GraceEmbedder.generate_rationales = lambda self, prompts, *a, **k: generated.append(len(prompts)) or original_generate(self, prompts, *a, **k)
+    GraceEmbedder.generate_rationales = lambda self, prompts, *a, **k: (
+        generated.append(len(prompts)) or original_generate(self, prompts, *a, **k)
+    )
     GraceEmbedder.embed_sequences = lambda self, seqs, *a: embedded.append(len(seqs)) or original_embed(self, seqs, *a)
     try:
         metrics = {}
@@ -82,14 +103,23 @@ def test_reward_generates_once_per_group_and_embeds_each_unique_sequence_once(ti
     assert rewards[0] == rewards[1] and all(isinstance(r, float) for r in rewards)
     assert metrics["grace/length_penalised_share"] == pytest.approx(1 / 6)
     assert metrics["grace/rationale_tokens"] == pytest.approx(sum(map(len, completions)) / 6)
-    assert {"grace/reward", "grace/positive_similarity", "grace/negative_similarity", "grace/consistency", "grace/cross"} <= set(metrics)
+    assert {
+        "grace/reward",
+        "grace/positive_similarity",
+        "grace/negative_similarity",
+        "grace/consistency",
+        "grace/cross",
+    } <= set(metrics)
 
 
 def test_reward_embeddings_are_the_embedders_own(tiny_folder):
     model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
     embedder = GraceEmbedder(model, tokenizer, grace_config)
     reward = GraceContrastiveReward("supervised", grace_config=grace_config, embedding_batch_size=2)
-    sequences = [embedder.prompt_ids(text) + [20 + i, 2] for i, text in enumerate(["short", "a much longer text than that", "short"])]
+    sequences = [
+        embedder.prompt_ids(text) + [20 + i, 2]
+        for i, text in enumerate(["short", "a much longer text than that", "short"])
+    ]
     batched = reward.embed_unique(embedder, sequences)
     for row, sequence in zip(batched, sequences):
         alone = embedder.embed_sequences([sequence], [embedder.prefix_length(sequence)])[0]
@@ -100,8 +130,12 @@ def test_extra_rollouts_are_seeded_by_text_and_step(tiny_folder):
     model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
     rows = to_grpo_rows(ROWS[:2], "supervised", grace_config)
     completions = [[10, 2], [11, 2], [12, 2], [13, 2]]
-    first = _call(GraceContrastiveReward("supervised").bind(_fake_trainer(model, tokenizer, step=5)), rows, completions, {})
-    again = _call(GraceContrastiveReward("supervised").bind(_fake_trainer(model, tokenizer, step=5)), rows, completions, {})
+    first = _call(
+        GraceContrastiveReward("supervised").bind(_fake_trainer(model, tokenizer, step=5)), rows, completions, {}
+    )
+    again = _call(
+        GraceContrastiveReward("supervised").bind(_fake_trainer(model, tokenizer, step=5)), rows, completions, {}
+    )
     assert first == again
 
 
@@ -112,7 +146,7 @@ def test_an_unbound_reward_refuses():
 
 def test_a_failing_reward_stops_training(tiny_folder, tmp_path, monkeypatch):
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
     reward = GraceContrastiveReward("supervised", grace_config=grace_config)
@@ -121,11 +155,27 @@ def test_a_failing_reward_stops_training(tiny_folder, tmp_path, monkeypatch):
         raise RuntimeError("embedding exploded")
 
     monkeypatch.setattr(reward, "embed_unique", broken)
-    args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", max_steps=1,
-                      per_device_train_batch_size=4, num_generations=2, max_completion_length=4, beta=0.0, scale_rewards="none",
-                      logging_steps=1, save_strategy="no")
-    trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
-                          train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)))
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=4,
+        beta=0.0,
+        scale_rewards="none",
+        logging_steps=1,
+        save_strategy="no",
+    )
+    trainer = GraceGRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)),
+    )
     reward.bind(trainer)
     with pytest.raises(RuntimeError, match="embedding exploded"):
         trainer.train()
@@ -146,7 +196,9 @@ LOAD = "import sys; sys.modules['retrieval_policies'] = None\n" + textwrap.deden
 
 
 def _loads_as_grace(folder: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", LOAD, str(folder)], capture_output=True, text=True, timeout=300, cwd=folder.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD, str(folder)], capture_output=True, text=True, timeout=300, cwd=folder.parent
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -154,23 +206,61 @@ def _loads_as_grace(folder: Path) -> dict:
 @pytest.mark.slow
 def test_grpo_recipe_saves_grace_repos_and_resumes(tiny_folder, tmp_path):
     rows = [{"id": str(i), **row, "source": "test"} for i, row in enumerate(ROWS)]
-    data = write_dataset_folder(tmp_path / "data", {"triplets": {"train": rows}}, pretty_name="t", card_body="t", license="other")
+    data = write_dataset_folder(
+        tmp_path / "data", {"triplets": {"train": rows}}, pretty_name="t", card_body="t", license="other"
+    )
     out = tmp_path / "out"
-    command = [sys.executable, str(ROOT / "recipes" / "grace" / "grpo.py"),
-               "--config", str(ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"),
-               "--model_name_or_path", str(tiny_folder), "--dataset_name", str(data), "--output_dir", str(out),
-               "--num_generations", "2", "--per_device_train_batch_size", "4", "--generation_batch_size", "4",
-               "--max_completion_length", "6", "--save_steps", "1", "--logging_steps", "1"]
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / "grace" / "grpo.py"),
+        "--config",
+        str(ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"),
+        "--model_name_or_path",
+        str(tiny_folder),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--num_generations",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--generation_batch_size",
+        "4",
+        "--max_completion_length",
+        "6",
+        "--save_steps",
+        "1",
+        "--logging_steps",
+        "1",
+    ]
     trackio_dir = tmp_path / "trackio"
     env = {**os.environ, "TRACKIO_DIR": str(trackio_dir)}
-    first = subprocess.run(command + ["--max_steps", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    first = subprocess.run(
+        command + ["--max_steps", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
+    )
     assert first.returncode == 0, first.stderr[-6000:]
     assert "grace/positive_similarity" in first.stdout + first.stderr  # the reward's terms are logged
     from retrieval_policies.tracking import PROJECT, logged_runs
 
     assert logged_runs(trackio_dir, PROJECT) == ["smollm2-135m-instruct-grace-supervised"]  # the config's trackio run
-    metrics = subprocess.run([sys.executable, "-m", "trackio.cli", "list", "metrics", "--project", PROJECT, "--run",
-                              "smollm2-135m-instruct-grace-supervised", "--json"], capture_output=True, text=True, env=env)
+    metrics = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trackio.cli",
+            "list",
+            "metrics",
+            "--project",
+            PROJECT,
+            "--run",
+            "smollm2-135m-instruct-grace-supervised",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert "train/grace/positive_similarity" in json.loads(metrics.stdout)["metrics"]
     for folder in (out, out / "checkpoint-1"):
         loaded = _loads_as_grace(folder)
@@ -188,21 +278,57 @@ def test_grpo_recipe_saves_grace_repos_and_resumes(tiny_folder, tmp_path):
 @pytest.mark.slow
 def test_grpo_recipe_with_lora_merges_the_adapter_into_a_grace_repo(tiny_folder, tmp_path):
     rows = [{"id": str(i), **row, "source": "test"} for i, row in enumerate(ROWS)]
-    data = write_dataset_folder(tmp_path / "data", {"triplets": {"train": rows}}, pretty_name="t", card_body="t", license="other")
+    data = write_dataset_folder(
+        tmp_path / "data", {"triplets": {"train": rows}}, pretty_name="t", card_body="t", license="other"
+    )
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "grace" / "grpo.py"),
-                             "--config", str(ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"),
-                             "--model_name_or_path", str(tiny_folder), "--dataset_name", str(data), "--output_dir", str(out),
-                             "--num_generations", "2", "--per_device_train_batch_size", "4", "--generation_batch_size", "4",
-                             "--max_completion_length", "6", "--max_steps", "1", "--save_strategy", "no",
-                             "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "grace" / "grpo.py"),
+            "--config",
+            str(ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"),
+            "--model_name_or_path",
+            str(tiny_folder),
+            "--dataset_name",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--num_generations",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--generation_batch_size",
+            "4",
+            "--max_completion_length",
+            "6",
+            "--max_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "4",
+            "--lora_alpha",
+            "8",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-6000:]
     assert not (out / "adapter_config.json").exists()  # merged: the repo is a plain causal LM again
     assert _loads_as_grace(out)["class"] == "GraceEmbedder"
 
 
-def test_reward_embeds_the_prompt_ids_trl_generated_from_and_truncates_extra_texts_like_encode(tiny_folder, monkeypatch):
+def test_reward_embeds_the_prompt_ids_trl_generated_from_and_truncates_extra_texts_like_encode(
+    tiny_folder, monkeypatch
+):
     import trl.models
 
     model, tokenizer, grace_config = load_grace_policy(str(tiny_folder))
@@ -213,17 +339,25 @@ def test_reward_embeds_the_prompt_ids_trl_generated_from_and_truncates_extra_tex
     trainer.args.gradient_checkpointing_kwargs = {"use_reentrant": False}
     unwrapped = []
     real_unwrap = trl.models.unwrap_model_for_generation
-    monkeypatch.setattr(trl.models, "unwrap_model_for_generation",
-                        lambda *a, **k: unwrapped.append(k) or real_unwrap(*a, **k))
+    monkeypatch.setattr(
+        trl.models, "unwrap_model_for_generation", lambda *a, **k: unwrapped.append(k) or real_unwrap(*a, **k)
+    )
     reward = GraceContrastiveReward("supervised", grace_config=grace_config).bind(trainer)
     rows = to_grpo_rows(ROWS[:2], "supervised", grace_config)
     members = [row for row in rows for _ in range(2)]
     trainer.last_prompt_ids = [[1, 5, 6, 7, i] for i in range(4)]  # not what re-rendering the texts would give
-    reward([r["prompt"] for r in members], [[{"role": "assistant", "content": "…"}]] * 4, [[10, 2], [11, 2], [12, 2], [13, 2]],
-           row_index=[r["row_index"] for r in members], query=[r["query"] for r in members],
-           negative=[r["negative"] for r in members])
+    reward(
+        [r["prompt"] for r in members],
+        [[{"role": "assistant", "content": "…"}]] * 4,
+        [[10, 2], [11, 2], [12, 2], [13, 2]],
+        row_index=[r["row_index"] for r in members],
+        query=[r["query"] for r in members],
+        negative=[r["negative"] for r in members],
+    )
     assert reward.last_call["main"] == [[1, 5, 6, 7, i, 10 + i, 2] for i in range(4)]
-    embedder = GraceEmbedder(model, tokenizer, GraceConfig(max_text_tokens=4, chat_template_kwargs=trainer.chat_template_kwargs))
+    embedder = GraceEmbedder(
+        model, tokenizer, GraceConfig(max_text_tokens=4, chat_template_kwargs=trainer.chat_template_kwargs)
+    )
     query = ROWS[0]["query"]
     extra = reward.last_call["extra"][query]
     expected_prompt = embedder.prompt_ids(embedder.truncate_text(query))
@@ -264,7 +398,9 @@ def test_lora_export_under_fsdp_or_deepspeed_writes_a_merged_grace_repo(tiny_fol
     assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_grace.GraceEmbedder"
     loaded = GraceEmbedder.from_pretrained(folder)
     merged = peft_model.merge_and_unload()
-    torch.testing.assert_close(loaded.model.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(
+        loaded.model.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight
+    )
 
 
 def _rollout_trainer(folder, tmp_path, **config):
@@ -274,14 +410,36 @@ def _rollout_trainer(folder, tmp_path, **config):
     model, tokenizer, grace_config = load_grace_policy(str(folder))
     decoding = config.pop("rollout_decoding", "shared_prefix")
     micro_batches = config.pop("micro_batches", "shuffled")
-    args = GRPOConfig(**{"output_dir": str(tmp_path / "out"), "use_cpu": True, "bf16": False, "report_to": "none",
-                         "max_steps": 1, "per_device_train_batch_size": 6, "num_generations": 3,
-                         "max_completion_length": 5, "temperature": 1.0, "top_p": 0.9, "beta": 0.0,
-                         "scale_rewards": "none", "save_strategy": "no", "seed": 11, **config})
+    args = GRPOConfig(
+        **{
+            "output_dir": str(tmp_path / "out"),
+            "use_cpu": True,
+            "bf16": False,
+            "report_to": "none",
+            "max_steps": 1,
+            "per_device_train_batch_size": 6,
+            "num_generations": 3,
+            "max_completion_length": 5,
+            "temperature": 1.0,
+            "top_p": 0.9,
+            "beta": 0.0,
+            "scale_rewards": "none",
+            "save_strategy": "no",
+            "seed": 11,
+            **config,
+        }
+    )
     reward = GraceContrastiveReward("supervised", grace_config=grace_config)
-    trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tokenizer,
-                               train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)),
-                               grace_config=grace_config, rollout_decoding=decoding, micro_batches=micro_batches)
+    trainer = GraceGRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(to_grpo_rows(ROWS, "supervised", grace_config)),
+        grace_config=grace_config,
+        rollout_decoding=decoding,
+        micro_batches=micro_batches,
+    )
     members = [row["prompt"] for row in to_grpo_rows(ROWS[:2], "supervised", grace_config) for _ in range(3)]
     prompt_ids, images, fields = trainer._tokenize_prompts(members)
     return trainer, (prompt_ids, images, fields, 3)
@@ -294,10 +452,14 @@ def test_rollouts_come_from_the_shared_prefix_loop_one_seeded_stream_per_row(tin
     trainer, call = _rollout_trainer(tiny_folder, tmp_path)
     seen = []
     real = GraceEmbedder.sample_rollouts
-    monkeypatch.setattr(GraceEmbedder, "sample_rollouts", lambda self, prompts, seeds, **kw: seen.append((seeds, kw)) or real(self, prompts, seeds, **kw))
+    monkeypatch.setattr(
+        GraceEmbedder,
+        "sample_rollouts",
+        lambda self, prompts, seeds, **kw: seen.append((seeds, kw)) or real(self, prompts, seeds, **kw),
+    )
     completions, logprobs = trainer._generate_single_turn(*call)
     assert trainer.rollouts_decoded_by == "shared_prefix" and logprobs is None
-    (seeds, settings), = seen
+    ((seeds, settings),) = seen
     assert len(settings.pop("hidden_out")) == 6  # kept for the reward
     assert settings == {"max_new_tokens": 5, "temperature": 1.0, "top_p": 0.9, "eos_ids": set(trainer.eos_token_ids)}
     assert len(set(seeds)) == 6
@@ -308,7 +470,9 @@ def test_rollouts_come_from_the_shared_prefix_loop_one_seeded_stream_per_row(tin
         assert len(ids) == 5 or ids[-1] in trainer.eos_token_ids
     prompts = call[0]
     assert [sequence for sequence, _ in trainer.last_rollout_hidden] == [p + c for p, c in zip(prompts, completions)]
-    assert [h.shape[0] for _, h in trainer.last_rollout_hidden] == [len(p) + len(c) for p, c in zip(prompts, completions)]
+    assert [h.shape[0] for _, h in trainer.last_rollout_hidden] == [
+        len(p) + len(c) for p, c in zip(prompts, completions)
+    ]
     embedder = GraceEmbedder(trainer.model, trainer.processing_class, trainer.grace_config)
     for row in (0, 4):  # alone in its batch: the same rollout
         assert real(embedder, [prompts[row]], [seeds[row]], **settings) == [completions[row]]
@@ -328,16 +492,23 @@ def test_reward_pools_the_hidden_states_the_rollouts_kept(tiny_folder, tmp_path,
     def rewards():
         completions, _ = trainer._generate_single_turn(*call)
         trainer.last_prompt_ids = call[0]
-        return reward([r["prompt"] for r in rows], [[{"role": "assistant", "content": "…"}]] * 6, completions,
-                      row_index=[r["row_index"] for r in rows], query=[r["query"] for r in rows],
-                      negative=[r["negative"] for r in rows])
+        return reward(
+            [r["prompt"] for r in rows],
+            [[{"role": "assistant", "content": "…"}]] * 6,
+            completions,
+            row_index=[r["row_index"] for r in rows],
+            query=[r["query"] for r in rows],
+            negative=[r["negative"] for r in rows],
+        )
 
     real_embed, real_generate = GraceEmbedder.embed_sequences, GraceEmbedder.generate_rationales
     monkeypatch.setattr(GraceEmbedder, "embed_sequences", lambda *a, **k: pytest.fail("an embedding forward ran"))
     pooled = rewards()
     assert trainer.last_rollout_hidden is not None
     monkeypatch.setattr(GraceEmbedder, "embed_sequences", real_embed)
-    monkeypatch.setattr(GraceEmbedder, "generate_rationales", lambda self, *a, hidden_out=None, **k: real_generate(self, *a, **k))
+    monkeypatch.setattr(
+        GraceEmbedder, "generate_rationales", lambda self, *a, hidden_out=None, **k: real_generate(self, *a, **k)
+    )
     trainer._rollout_calls = (None, 0)  # the same seeds again
     trainer.last_rollout_hidden = None
     original = type(trainer)._generate_single_turn
@@ -352,8 +523,16 @@ def test_reward_pools_the_hidden_states_the_rollouts_kept(tiny_folder, tmp_path,
     assert pooled == pytest.approx(forwarded, abs=1e-4)
 
 
-@pytest.mark.parametrize("setting", [{"top_k": 5}, {"repetition_penalty": 1.2}, {"min_p": 0.1},
-                                     {"generation_kwargs": {"no_repeat_ngram_size": 2}}, {"rollout_decoding": "generate"}])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"top_k": 5},
+        {"repetition_penalty": 1.2},
+        {"min_p": 0.1},
+        {"generation_kwargs": {"no_repeat_ngram_size": 2}},
+        {"rollout_decoding": "generate"},
+    ],
+)
 def test_rollouts_the_loop_cannot_draw_exactly_go_to_trl_generate(tiny_folder, tmp_path, monkeypatch, setting):
     trainer, call = _rollout_trainer(tiny_folder, tmp_path, **setting)
     monkeypatch.setattr(GraceEmbedder, "sample_rollouts", lambda *a, **k: pytest.fail("the shared-prefix loop ran"))
@@ -381,10 +560,15 @@ def _generation_batch():
     prompt_lengths, completion_lengths = [3, 5, 2, 4, 3, 1], [6, 1, 2, 0, 4, 3]
     prompt_mask = torch.tensor([[0] * (5 - n) + [1] * n for n in prompt_lengths])
     completion_mask = torch.tensor([[1] * n + [0] * (6 - n) for n in completion_lengths])
-    return {"prompt_ids": torch.arange(30).reshape(6, 5), "prompt_mask": prompt_mask,
-            "completion_ids": torch.arange(100, 136).reshape(6, 6), "completion_mask": completion_mask,
-            "old_per_token_logps": torch.randn(6, 6), "advantages": torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
-            "num_items_in_batch": torch.tensor(16)}
+    return {
+        "prompt_ids": torch.arange(30).reshape(6, 5),
+        "prompt_mask": prompt_mask,
+        "completion_ids": torch.arange(100, 136).reshape(6, 6),
+        "completion_mask": completion_mask,
+        "old_per_token_logps": torch.randn(6, 6),
+        "advantages": torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+        "num_items_in_batch": torch.tensor(16),
+    }
 
 
 def test_length_sorted_micro_batches_group_rows_of_similar_length_and_cut_each_to_its_longest():
@@ -399,8 +583,8 @@ def test_length_sorted_micro_batches_group_rows_of_similar_length_and_cut_each_t
         index = [m - 1 for m in members]
         prompt = max(int(batch["prompt_mask"][i].sum()) for i in index)
         completion = max(1, max(int(batch["completion_mask"][i].sum()) for i in index))
-        assert part["prompt_ids"].tolist() == batch["prompt_ids"][index, 5 - prompt:].tolist()
-        assert part["prompt_mask"].tolist() == batch["prompt_mask"][index, 5 - prompt:].tolist()
+        assert part["prompt_ids"].tolist() == batch["prompt_ids"][index, 5 - prompt :].tolist()
+        assert part["prompt_mask"].tolist() == batch["prompt_mask"][index, 5 - prompt :].tolist()
         for key in ("completion_ids", "completion_mask", "old_per_token_logps"):
             assert part[key].tolist() == batch[key][index, :completion].tolist()
         assert part["num_items_in_batch"] is batch["num_items_in_batch"]
@@ -422,17 +606,31 @@ def test_length_sorted_micro_batches_refuse_what_they_cannot_split_or_trim():
 
 # completions of very different lengths (the tiny random model would write every one to the limit): two end at an EOS,
 # the others are cut at max_completion_length 5
-_COMPLETIONS = [[11, 12, 13, 14, 15], [16, "eos"], [17, 18, 19, 20, 21], [22, 23, "eos"], [24, 25, 26, 27, 28], [29, 30, 31, 32, 33]]
+_COMPLETIONS = [
+    [11, 12, 13, 14, 15],
+    [16, "eos"],
+    [17, 18, 19, 20, 21],
+    [22, 23, "eos"],
+    [24, 25, 26, 27, 28],
+    [29, 30, 31, 32, 33],
+]
 
 
 @pytest.mark.parametrize("mask_truncated", [False, True])
-def test_length_sorted_micro_batches_give_the_gradient_of_the_whole_batch(tiny_folder, tmp_path, monkeypatch, mask_truncated):
+def test_length_sorted_micro_batches_give_the_gradient_of_the_whole_batch(
+    tiny_folder, tmp_path, monkeypatch, mask_truncated
+):
     """One GRPO step (SGD at lr 1, so the update is the gradient) from the same weights, rollouts and rewards: the
     generation batch of 6 as one padded batch, and as 3 length-sorted micro-batches cut to their own longest row."""
     seen = []
     real = GraceGRPOTrainer._compute_loss
-    monkeypatch.setattr(GraceGRPOTrainer, "_compute_loss", lambda self, model, inputs: seen.append(
-        (inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1])) or real(self, model, inputs))
+    monkeypatch.setattr(
+        GraceGRPOTrainer,
+        "_compute_loss",
+        lambda self, model, inputs: (
+            seen.append((inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1])) or real(self, model, inputs)
+        ),
+    )
 
     def fixed_rollouts(self, prompt_ids, *args, **kwargs):
         eos = self.eos_token_ids[0]
@@ -440,10 +638,24 @@ def test_length_sorted_micro_batches_give_the_gradient_of_the_whole_batch(tiny_f
 
     monkeypatch.setattr(GraceGRPOTrainer, "_generate_single_turn", fixed_rollouts)
     updates = {}
-    for name, config in {"whole": {}, "by_length": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3,
-                                                    "generation_batch_size": 6, "micro_batches": "by_length"}}.items():
-        config = {"optim": "sgd", "learning_rate": 1.0, "lr_scheduler_type": "constant", "max_grad_norm": 0.0,
-                  "loss_type": "dapo", "mask_truncated_completions": mask_truncated, **config}
+    for name, config in {
+        "whole": {},
+        "by_length": {
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 3,
+            "generation_batch_size": 6,
+            "micro_batches": "by_length",
+        },
+    }.items():
+        config = {
+            "optim": "sgd",
+            "learning_rate": 1.0,
+            "lr_scheduler_type": "constant",
+            "max_grad_norm": 0.0,
+            "loss_type": "dapo",
+            "mask_truncated_completions": mask_truncated,
+            **config,
+        }
         trainer, _ = _rollout_trainer(tiny_folder, tmp_path / name, **config)
         trainer.reward_funcs[0].bind(trainer)
         before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
@@ -457,13 +669,28 @@ def test_length_sorted_micro_batches_give_the_gradient_of_the_whole_batch(tiny_f
         torch.testing.assert_close(updates["by_length"][key], update, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("setting", [{"per_device_train_batch_size": 2, "generation_batch_size": 6},  # 3 steps a batch
-                                     {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3,
-                                      "generation_batch_size": 6, "loss_type": "grpo"},  # a per-sequence mean
-                                     {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3,
-                                      "generation_batch_size": 6, "num_iterations": 2}])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"per_device_train_batch_size": 2, "generation_batch_size": 6},  # 3 steps a batch
+        {
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 3,
+            "generation_batch_size": 6,
+            "loss_type": "grpo",
+        },  # a per-sequence mean
+        {
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 3,
+            "generation_batch_size": 6,
+            "num_iterations": 2,
+        },
+    ],
+)
 def test_length_sorted_micro_batches_are_refused_where_they_would_change_the_gradient(tiny_folder, tmp_path, setting):
-    with pytest.raises(ValueError, match='micro_batches="by_length" needs each generation batch to be one optimizer step'):
+    with pytest.raises(
+        ValueError, match='micro_batches="by_length" needs each generation batch to be one optimizer step'
+    ):
         _rollout_trainer(tiny_folder, tmp_path, micro_batches="by_length", **{"loss_type": "dapo", **setting})
     with pytest.raises(ValueError, match="micro_batches must be one of"):
         _rollout_trainer(tiny_folder, tmp_path, micro_batches="sorted")

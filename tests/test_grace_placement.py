@@ -5,8 +5,8 @@ through the root module, and the vLLM backend against a fake of exactly the vLLM
 from __future__ import annotations
 
 import json
-import subprocess
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -17,8 +17,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
-from retrieval_policies.models.grace import modeling_grace
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder, modeling_grace
 from retrieval_policies.models.grace.modeling_grace import PerRowSampler, placement
 
 TEXTS = ["A dog barked all night long at the moon.", "Paris", "Puppies are young dogs; they bark and play a lot."]
@@ -38,8 +37,19 @@ def tokenizer():
 
 def tiny(tokenizer, arch="llama", **extra):
     torch.manual_seed(0)
-    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=512, eos_token_id=2, pad_token_id=2, bos_token_id=1, **extra)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=2,
+        pad_token_id=2,
+        bos_token_id=1,
+        **extra,
+    )
     if arch == "llama":
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(**common)).eval()
     return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common)).eval()
@@ -82,7 +92,9 @@ def test_from_pretrained_honours_dtype_device_map_and_attention(folder):
 
 
 def test_from_base_honours_dtype(folder):
-    embedder = GraceEmbedder.from_base(str(folder), resolver=str, dtype=torch.bfloat16, device_map="cpu", max_new_tokens=4)
+    embedder = GraceEmbedder.from_base(
+        str(folder), resolver=str, dtype=torch.bfloat16, device_map="cpu", max_new_tokens=4
+    )
     assert embedder.model.dtype == torch.bfloat16 and embedder.grace_config.max_new_tokens == 4
 
 
@@ -102,8 +114,13 @@ def test_auto_model_and_sentence_transformers_routes_honour_placement(folder):
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"auto": "torch.bfloat16", "auto_device": "cpu", "st": "torch.bfloat16", "st_device": "cpu",
-                      "plain": "torch.float32"}
+    assert result == {
+        "auto": "torch.bfloat16",
+        "auto_device": "cpu",
+        "st": "torch.bfloat16",
+        "st_device": "cpu",
+        "plain": "torch.float32",
+    }
 
 
 def test_sampler_draws_its_noise_where_the_logits_are(monkeypatch):
@@ -121,7 +138,9 @@ def test_sampler_draws_its_noise_where_the_logits_are(monkeypatch):
 # ---------------------------------------------------------------------------------------------------- generation settings
 def test_backbone_generation_settings_do_not_leak_into_rationales(tokenizer):
     # tied embeddings: the random model's greedy choice repeats its input, so a repetition penalty changes it
-    plain = GraceEmbedder(tiny(tokenizer, tie_word_embeddings=True), tokenizer, GraceConfig(max_new_tokens=12, temperature=0.0))
+    plain = GraceEmbedder(
+        tiny(tokenizer, tie_word_embeddings=True), tokenizer, GraceConfig(max_new_tokens=12, temperature=0.0)
+    )
     leaky_model = tiny(tokenizer, tie_word_embeddings=True)
     leaky_model.generation_config.repetition_penalty = 100.0  # what a checkpoint's generation_config.json can set
     leaky_model.generation_config.no_repeat_ngram_size = 1
@@ -140,12 +159,18 @@ def test_the_chat_template_date_is_pinned_and_keys_the_cache(tokenizer, tmp_path
     embedder = GraceEmbedder(model, dated, GraceConfig(max_new_tokens=4, temperature=0.0), revision="r")
     rendered = dated.decode(embedder.prompt_ids("hello"))
     assert "Today Date: 26 Jul 2024" in rendered
-    other_day = GraceEmbedder(model, dated, GraceConfig(max_new_tokens=4, temperature=0.0,
-                                                        chat_template_kwargs={"date_string": "01 Dec 2026"}), revision="r")
+    other_day = GraceEmbedder(
+        model,
+        dated,
+        GraceConfig(max_new_tokens=4, temperature=0.0, chat_template_kwargs={"date_string": "01 Dec 2026"}),
+        revision="r",
+    )
     assert other_day.prefix_hash != embedder.prefix_hash
     embedder.encode(["hello"], cache_dir=tmp_path)
     calls = []
-    monkeypatch.setattr(GraceEmbedder, "generate_rationales", lambda self, p, *a, **k: calls.append(len(p)) or [([5], 2)] * len(p))
+    monkeypatch.setattr(
+        GraceEmbedder, "generate_rationales", lambda self, p, *a, **k: calls.append(len(p)) or [([5], 2)] * len(p)
+    )
     other_day.encode(["hello"], cache_dir=tmp_path)
     assert calls == [1]  # another rendered system prefix never reads the first one's rationale
     embedder.encode(["hello"], cache_dir=tmp_path)
@@ -165,7 +190,7 @@ def test_pooling_runs_the_root_module_without_a_cache(tokenizer, arch):
     for row, sequence in zip(pooled, sequences):
         with torch.no_grad():
             hidden = model.model(input_ids=torch.tensor([sequence])).last_hidden_state[0]
-        torch.testing.assert_close(row, hidden[embedder.prefix_length(sequence):].mean(0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(row, hidden[embedder.prefix_length(sequence) :].mean(0), atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- vLLM
@@ -182,7 +207,9 @@ def test_vllm_backend_is_the_hf_backend_when_greedy(folder, fake_vllm):
     budget = embedder.prefix_length(embedder.prompt_ids("x")) + c.max_text_tokens + c.max_new_tokens + 64
     assert options["max_model_len"] == min(budget, embedder.model.config.max_position_embeddings)
     assert len(request["prompts"]) == len(TEXTS)  # one chunk, one request per text
-    assert {p.max_tokens for p in request["params"]} == {6} and request["params"][0].stop_token_ids == sorted(embedder.eos_ids())
+    assert {p.max_tokens for p in request["params"]} == {6} and request["params"][0].stop_token_ids == sorted(
+        embedder.eos_ids()
+    )
 
 
 def test_vllm_rationales_are_cached_apart_from_hf_ones(folder, fake_vllm, tmp_path):
@@ -236,15 +263,25 @@ def test_vllm_length_stop_and_missing_eos(tokenizer, monkeypatch):
 
     embedder = GraceEmbedder(tiny(tokenizer), tokenizer, GraceConfig())
     monkeypatch.setitem(sys.modules, "vllm", NS(SamplingParams=lambda **kw: kw))
-    embedder.set_vllm_engine(Engine([NS(outputs=[NS(token_ids=[7, 8], finish_reason="stop", stop_reason=None)]),
-                                     NS(outputs=[NS(token_ids=[7, 8, 9], finish_reason="length", stop_reason=None)]),
-                                     NS(outputs=[NS(token_ids=[7, 2, 9], finish_reason="stop", stop_reason=2)])]))
-    out = embedder.generate_rationales_vllm([[1], [1], [1]], ["a", "b", "c"], max_new_tokens=3, temperature=0, top_p=1, seed=0)
+    embedder.set_vllm_engine(
+        Engine(
+            [
+                NS(outputs=[NS(token_ids=[7, 8], finish_reason="stop", stop_reason=None)]),
+                NS(outputs=[NS(token_ids=[7, 8, 9], finish_reason="length", stop_reason=None)]),
+                NS(outputs=[NS(token_ids=[7, 2, 9], finish_reason="stop", stop_reason=2)]),
+            ]
+        )
+    )
+    out = embedder.generate_rationales_vllm(
+        [[1], [1], [1]], ["a", "b", "c"], max_new_tokens=3, temperature=0, top_p=1, seed=0
+    )
     assert out == [([7, 8], tokenizer.eos_token_id), ([7, 8, 9], None), ([7], 2)]
     embedder.set_vllm_engine(Engine([NS(outputs=[NS(token_ids=[7, 8], finish_reason="length", stop_reason=None)])]))
     with pytest.raises(RuntimeError, match="cut a rationale at 2 of 3 new tokens"):
         embedder.generate_rationales_vllm([[1]], ["a"], max_new_tokens=3, temperature=0, top_p=1, seed=0)
-    with pytest.raises(ValueError, match="holds 64 tokens of context but this call needs 65"):  # a given engine is not rebuilt
+    with pytest.raises(
+        ValueError, match="holds 64 tokens of context but this call needs 65"
+    ):  # a given engine is not rebuilt
         embedder.generate_rationales_vllm([[1] * 5], ["a"], max_new_tokens=60, temperature=0, top_p=1, seed=0)
 
 
@@ -286,7 +323,9 @@ def test_vllm_engine_follows_the_model_device(folder, fake_vllm, monkeypatch):
         assert cpu["kv_cache_memory_bytes"] == 2 * 1024**3  # not a share of the machine's RAM
     embedder = GraceEmbedder.from_pretrained(folder)
     embedder.encode(TEXTS[:1], temperature=0, backend="vllm")
-    assert fake_vllm.CALLS[0][1]["CUDA_VISIBLE_DEVICES"] is None and "gpu_memory_utilization" not in fake_vllm.CALLS[0][1]
+    assert (
+        fake_vllm.CALLS[0][1]["CUDA_VISIBLE_DEVICES"] is None and "gpu_memory_utilization" not in fake_vllm.CALLS[0][1]
+    )
 
 
 def test_per_row_sampler_draws_the_tempered_nucleus_distribution():

@@ -14,7 +14,8 @@ def test_upload_folder_with_lfs_file_and_download(client, local_hub, tmp_path):
     big = os.urandom(11 * 1024 * 1024)  # over the 10 MiB LFS threshold, and binary
     (folder / "weights" / "big.bin").write_bytes(big)
     (folder / "config.json").write_text('{"hidden": 4}')
-    out = client.json("""
+    out = client.json(
+        """
         import json, sys
         from huggingface_hub import HfApi, hf_hub_download
         api = HfApi()
@@ -24,7 +25,9 @@ def test_upload_folder_with_lfs_file_and_download(client, local_hub, tmp_path):
         siblings = {s.rfilename: s for s in api.model_info("org/lfs-model", files_metadata=True).siblings}
         print(json.dumps({"url": str(url), "commit": info.oid, "path": path,
                           "lfs_sha": siblings["weights/big.bin"].lfs.sha256, "cfg_lfs": siblings["config.json"].lfs is not None}))
-    """, str(folder))
+    """,
+        str(folder),
+    )
     assert out["url"] == f"{local_hub.url}/org/lfs-model"
     with open(out["path"], "rb") as f:
         assert f.read() == big
@@ -71,7 +74,7 @@ def test_snapshot_download_of_an_older_revision_by_sha(client):
     assert out["distinct"]
 
 
-TINY_MODELING = '''
+TINY_MODELING = """
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -97,14 +100,15 @@ class TinyEchoModel(PreTrainedModel):
 
     def describe(self):
         return f"tiny echo of width {self.config.width}"
-'''
+"""
 
 
 def test_automodel_with_trust_remote_code_from_the_hub(client, tmp_path):
     code_dir = tmp_path / "tiny_code"
     code_dir.mkdir()
     (code_dir / "modeling_tiny_echo.py").write_text(TINY_MODELING)
-    pushed = client.json("""
+    pushed = client.json(
+        """
         import json, sys, tempfile, torch
         sys.path.insert(0, sys.argv[1])
         from modeling_tiny_echo import TinyEchoConfig, TinyEchoModel
@@ -118,15 +122,20 @@ def test_automodel_with_trust_remote_code_from_the_hub(client, tmp_path):
         HfApi().create_repo("org/tiny-echo")
         HfApi().upload_folder(repo_id="org/tiny-echo", folder_path=out)
         print(json.dumps({"y": model(torch.ones(1, 4)).tolist()}))
-    """, str(code_dir))
+    """,
+        str(code_dir),
+    )
     # A new process with an empty cache, where the model's module is not importable: it must come from the repo.
-    loaded = client.json("""
+    loaded = client.json(
+        """
         import json, torch
         from transformers import AutoModel
         model = AutoModel.from_pretrained("org/tiny-echo", trust_remote_code=True)
         print(json.dumps({"class": type(model).__name__, "describe": model.describe(),
                           "y": model(torch.ones(1, 4)).tolist()}))
-    """, home="reader")
+    """,
+        home="reader",
+    )
     assert loaded["class"] == "TinyEchoModel"
     assert loaded["describe"] == "tiny echo of width 4"
     assert loaded["y"][0] == pytest.approx(pushed["y"][0])
@@ -143,13 +152,19 @@ def test_dataset_push_to_hub_and_load_dataset(client):
         print(json.dumps({}))
     """)
     assert rows == {}
-    loaded = client.json("""
+    loaded = client.json(
+        """
         import json
         from datasets import load_dataset
         ds = load_dataset("org/tiny-ds")
         print(json.dumps({split: ds[split].to_dict() for split in sorted(ds)}))
-    """, home="reader")
-    assert loaded == {"test": {"query": ["t1"], "label": [0]}, "train": {"query": ["q1", "q2", "q3"], "label": [1, 0, 1]}}
+    """,
+        home="reader",
+    )
+    assert loaded == {
+        "test": {"query": ["t1"], "label": [0]},
+        "train": {"query": ["q1", "q2", "q3"], "label": [1, 0, 1]},
+    }
 
 
 METRIC_SOURCE = '''
@@ -176,18 +191,26 @@ def test_evaluate_load_metric_from_a_space(client, tmp_path):
     space.mkdir()
     (space / "exact_fraction.py").write_text(METRIC_SOURCE)
     (space / "requirements.txt").write_text("evaluate\n")
-    (space / "README.md").write_text("---\ntitle: exact_fraction\nsdk: gradio\ntags:\n- evaluate\n- metric\n---\n# exact_fraction\n")
-    client("""
+    (space / "README.md").write_text(
+        "---\ntitle: exact_fraction\nsdk: gradio\ntags:\n- evaluate\n- metric\n---\n# exact_fraction\n"
+    )
+    client(
+        """
         import sys
         from huggingface_hub import HfApi
         HfApi().create_repo("org/exact_fraction", repo_type="space", space_sdk="gradio")
         HfApi().upload_folder(repo_id="org/exact_fraction", repo_type="space", folder_path=sys.argv[1])
-    """, str(space))
-    out = client.json("""
+    """,
+        str(space),
+    )
+    out = client.json(
+        """
         import json, evaluate
         metric = evaluate.load("org/exact_fraction")
         print(json.dumps(metric.compute(predictions=["a", "b", "c", "d"], references=["a", "x", "c", "d"])))
-    """, home="reader")
+    """,
+        home="reader",
+    )
     assert out == {"exact_fraction": 0.75}
 
 
@@ -212,8 +235,13 @@ def test_client_errors_for_missing_repo_file_and_revision(client):
         caught["exists"] = [HfApi().repo_exists("org/exists"), HfApi().repo_exists("org/does-not-exist")]
         print(json.dumps(caught))
     """)
-    assert out == {"repo": "RepositoryNotFoundError", "repo_info": "RepositoryNotFoundError",
-                   "file": "RemoteEntryNotFoundError", "revision": "RevisionNotFoundError", "exists": [True, False]}
+    assert out == {
+        "repo": "RepositoryNotFoundError",
+        "repo_info": "RepositoryNotFoundError",
+        "file": "RemoteEntryNotFoundError",
+        "revision": "RevisionNotFoundError",
+        "exists": [True, False],
+    }
 
 
 def test_branches_and_deletes(client):

@@ -42,12 +42,19 @@ def status_of(answer: bytes) -> int | None:
 def snapshot(hub) -> dict:
     """Every file under the storage root except temporary ones, with its bytes."""
     root = hub.storage.root
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and "tmp" not in p.parts}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "tmp" not in p.parts
+    }
 
 
 def commit_body(*files: tuple[str, bytes]) -> bytes:
     lines = [{"key": "header", "value": {"summary": "attack", "description": ""}}]
-    lines += [{"key": "file", "value": {"path": p, "encoding": "base64", "content": base64.b64encode(c).decode()}} for p, c in files]
+    lines += [
+        {"key": "file", "value": {"path": p, "encoding": "base64", "content": base64.b64encode(c).decode()}}
+        for p, c in files
+    ]
     return b"\n".join(json.dumps(line).encode() for line in lines)
 
 
@@ -61,8 +68,10 @@ def test_a_commit_body_shorter_than_its_content_length_commits_nothing(local_hub
     before = snapshot(local_hub)
     body = commit_body(("a.txt", b"first"), ("b.txt", b"second"))
     cut = body[: len(body) // 2 + 40]  # the header and the first file arrive whole
-    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + cut
+    request = (
+        f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + cut
     answer = raw_request(local_hub, request, half_close=True)
     assert status_of(answer) in (None, 400)  # the client is gone: an answer, if it is sent at all, is a 400
     assert snapshot(local_hub) == before
@@ -71,8 +80,15 @@ def test_a_commit_body_shorter_than_its_content_length_commits_nothing(local_hub
 def test_a_chunked_commit_without_its_last_chunk_commits_nothing(local_hub, repo):
     before = snapshot(local_hub)
     body = commit_body(("a.txt", b"first"))
-    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
-               "Transfer-Encoding: chunked\r\n\r\n").encode() + f"{len(body):x}\r\n".encode() + body + b"\r\n"  # no 0-chunk
+    request = (
+        (
+            f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n"
+    )  # no 0-chunk
     answer = raw_request(local_hub, request, half_close=True)
     assert status_of(answer) in (None, 400)
     assert snapshot(local_hub) == before
@@ -81,8 +97,10 @@ def test_a_chunked_commit_without_its_last_chunk_commits_nothing(local_hub, repo
 def test_the_whole_body_commits(local_hub, repo):
     """The control for the two tests above: the same request sent whole lands."""
     body = commit_body(("a.txt", b"first"))
-    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
-               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    request = (
+        f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
     assert status_of(raw_request(local_hub, request)) == 200
     repo_obj = local_hub.storage.get_repo("model", repo)
     assert "a.txt" in local_hub.storage.resolve(repo_obj, "main").files
@@ -90,26 +108,38 @@ def test_the_whole_body_commits(local_hub, repo):
 
 def test_an_unparseable_content_length_cannot_smuggle_a_second_request(local_hub, repo):
     before = snapshot(local_hub)
-    smuggled = b'DELETE /api/repos/delete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 41\r\n\r\n' \
-               b'{"name": "target", "organization": "org"}'
+    smuggled = (
+        b"DELETE /api/repos/delete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 41\r\n\r\n"
+        b'{"name": "target", "organization": "org"}'
+    )
     for length in (b"abc", b"12, 13", b"-5", b"0x10"):
-        request = b"POST /api/validate-yaml HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length + b"\r\n\r\n" + smuggled
+        request = (
+            b"POST /api/validate-yaml HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length + b"\r\n\r\n" + smuggled
+        )
         assert status_of(raw_request(local_hub, request)) == 400, length
     assert snapshot(local_hub) == before and local_hub.storage.get_repo("model", repo)
 
 
 def test_bad_chunk_sizes_are_a_400(local_hub, repo):
     before = snapshot(local_hub)
-    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-               "zz\r\nabc\r\n0\r\n\r\n").encode()
+    request = (
+        f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "zz\r\nabc\r\n0\r\n\r\n"
+    ).encode()
     assert status_of(raw_request(local_hub, request)) == 400
     assert snapshot(local_hub) == before
 
 
-@pytest.mark.parametrize("attack", [test_a_commit_body_shorter_than_its_content_length_commits_nothing,
-                                    test_a_chunked_commit_without_its_last_chunk_commits_nothing, test_the_whole_body_commits,
-                                    test_an_unparseable_content_length_cannot_smuggle_a_second_request,
-                                    test_bad_chunk_sizes_are_a_400])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        test_a_commit_body_shorter_than_its_content_length_commits_nothing,
+        test_a_chunked_commit_without_its_last_chunk_commits_nothing,
+        test_the_whole_body_commits,
+        test_an_unparseable_content_length_cannot_smuggle_a_second_request,
+        test_bad_chunk_sizes_are_a_400,
+    ],
+)
 def test_the_httptools_parser_holds_against_the_framing_attacks(tmp_path, attack):
     """``hub serve --http httptools`` (the C parser, a named option) frames bodies as h11 does: the same tests pass."""
     with LocalHub(tmp_path / "hub", authenticated=True, http="httptools") as hub:
@@ -124,8 +154,10 @@ def test_an_unknown_http_parser_is_refused(tmp_path):
 
 @pytest.mark.parametrize("revision", ["a%0d%0aSet-Cookie:%20pwned=1", "a%0aX-Injected:%201", "%00%07%1b[31m"])
 def test_control_characters_in_a_url_never_reach_a_response_header(local_hub, repo, revision):
-    answer = raw_request(local_hub, f"GET /api/models/{repo}/revision/{revision} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                    "Connection: close\r\n\r\n".encode())
+    answer = raw_request(
+        local_hub,
+        f"GET /api/models/{repo}/revision/{revision} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
+    )
     head, _, _ = answer.partition(b"\r\n\r\n")
     assert status_of(answer) == 404
     lines = head.split(b"\r\n")
@@ -135,60 +167,108 @@ def test_control_characters_in_a_url_never_reach_a_response_header(local_hub, re
     assert b"Set-Cookie" in message or b"X-Injected" in message or revision.startswith("%00")  # kept, made harmless
 
 
-@pytest.mark.parametrize("body", [
-    {"name": 5}, {"name": ["x"]}, {"name": "x", "organization": 3}, {"name": "x", "type": ["model"]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": 5},
+        {"name": ["x"]},
+        {"name": "x", "organization": 3},
+        {"name": "x", "type": ["model"]},
+    ],
+)
 def test_type_errors_in_repo_creation_are_a_400(local_hub, body):
     before = snapshot(local_hub)
     data = json.dumps(body).encode()
-    answer = raw_request(local_hub, b"POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(data) + data)
+    answer = raw_request(
+        local_hub,
+        b"POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(data) + data,
+    )
     assert status_of(answer) == 400 and snapshot(local_hub) == before
 
 
-@pytest.mark.parametrize("path, body", [
-    ("preupload/main", {"files": "abc"}), ("preupload/main", {"files": [1]}), ("preupload/main", {"files": [{"path": 3}]}),
-    ("preupload/main", {"files": [{"path": "a", "size": "big"}]}), ("preupload/main", {"files": [{"path": "a", "sample": 5}]}),
-    ("paths-info/main", {"paths": [1, 2]}), ("paths-info/main", {"paths": {"a": 1}}), ("settings", {"private": "yes"}),
-    ("branch/b", {"startingPoint": 5}), ("preupload/main", ["not", "an", "object"]),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("preupload/main", {"files": "abc"}),
+        ("preupload/main", {"files": [1]}),
+        ("preupload/main", {"files": [{"path": 3}]}),
+        ("preupload/main", {"files": [{"path": "a", "size": "big"}]}),
+        ("preupload/main", {"files": [{"path": "a", "sample": 5}]}),
+        ("paths-info/main", {"paths": [1, 2]}),
+        ("paths-info/main", {"paths": {"a": 1}}),
+        ("settings", {"private": "yes"}),
+        ("branch/b", {"startingPoint": 5}),
+        ("preupload/main", ["not", "an", "object"]),
+    ],
+)
 def test_type_errors_in_json_bodies_are_a_400(local_hub, repo, path, body):
     before = snapshot(local_hub)
     data = json.dumps(body).encode()
     method = "PUT" if path == "settings" else "POST"
-    answer = raw_request(local_hub, (f"{method} /api/models/{repo}/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                                     f"application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    answer = raw_request(
+        local_hub,
+        (
+            f"{method} /api/models/{repo}/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + data,
+    )
     assert status_of(answer) == 400 and snapshot(local_hub) == before
     data = json.dumps({"operation": "upload", "objects": "x"}).encode()
-    answer = raw_request(local_hub, (f"POST /{repo}.git/info/lfs/objects/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    answer = raw_request(
+        local_hub,
+        (
+            f"POST /{repo}.git/info/lfs/objects/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + data,
+    )
     assert status_of(answer) == 400
 
 
-@pytest.mark.parametrize("lines", [
-    [{"key": "header", "value": "not an object"}],
-    [{"key": "header", "value": {"summary": 5}}],
-    [{"key": "header", "value": {"summary": "x"}}, {"key": "file", "value": {"path": 7, "content": ""}}],
-    [{"key": "header", "value": {"summary": "x"}}, {"key": "file", "value": {"path": "a", "content": 12}}],
-    [{"key": "header", "value": {"summary": "x"}}, {"key": "lfsFile", "value": {"path": "a", "oid": ["x"]}}],
-    [{"key": "header", "value": {"summary": "x"}}, {"key": "deletedFile", "value": {"path": None}}],
-    [{"key": "header", "value": {"summary": "x"}}, [1]],
-    [{"key": "header", "value": {"summary": "x", "parentCommit": 1}}],
-])
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [{"key": "header", "value": "not an object"}],
+        [{"key": "header", "value": {"summary": 5}}],
+        [{"key": "header", "value": {"summary": "x"}}, {"key": "file", "value": {"path": 7, "content": ""}}],
+        [{"key": "header", "value": {"summary": "x"}}, {"key": "file", "value": {"path": "a", "content": 12}}],
+        [{"key": "header", "value": {"summary": "x"}}, {"key": "lfsFile", "value": {"path": "a", "oid": ["x"]}}],
+        [{"key": "header", "value": {"summary": "x"}}, {"key": "deletedFile", "value": {"path": None}}],
+        [{"key": "header", "value": {"summary": "x"}}, [1]],
+        [{"key": "header", "value": {"summary": "x", "parentCommit": 1}}],
+    ],
+)
 def test_type_errors_in_commit_lines_are_a_400(local_hub, repo, lines):
     before = snapshot(local_hub)
     data = b"\n".join(json.dumps(line).encode() for line in lines)
-    answer = raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    answer = raw_request(
+        local_hub,
+        (
+            f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + data,
+    )
     assert status_of(answer) == 400 and snapshot(local_hub) == before
 
 
 def test_deeply_nested_and_non_utf8_bodies_are_a_400(local_hub, repo):
     before = snapshot(local_hub)
-    for data, kind in ((b"[" * 100_000 + b"]" * 100_000, "application/json"), (b"\xff\xfe{}", "application/json"),
-                       (b"paths=%ff%fe", "application/x-www-form-urlencoded")):
-        answer = raw_request(local_hub, (f"POST /api/models/{repo}/paths-info/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                         f"Content-Type: {kind}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    for data, kind in (
+        (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+        (b"\xff\xfe{}", "application/json"),
+        (b"paths=%ff%fe", "application/x-www-form-urlencoded"),
+    ):
+        answer = raw_request(
+            local_hub,
+            (
+                f"POST /api/models/{repo}/paths-info/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: {kind}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            + data,
+        )
         assert status_of(answer) == 400, data[:20]
     assert snapshot(local_hub) == before
 
@@ -197,8 +277,9 @@ def test_bodies_over_the_limit_are_a_413_and_a_stalled_body_a_408(tmp_path):
     from retrieval_policies.hub.server import HubApp, LocalHubServer
     from retrieval_policies.hub.storage import HubStorage
 
-    server = LocalHubServer(HubApp(HubStorage(tmp_path), max_json_bytes=1000, max_commit_bytes=2000, body_timeout=1),
-                            "127.0.0.1", 0)
+    server = LocalHubServer(
+        HubApp(HubStorage(tmp_path), max_json_bytes=1000, max_commit_bytes=2000, body_timeout=1), "127.0.0.1", 0
+    )
     import threading
     import time
 
@@ -209,20 +290,29 @@ def test_bodies_over_the_limit_are_a_413_and_a_stalled_body_a_408(tmp_path):
     try:
         hub = type("H", (), {"url": server.url})
         big = json.dumps({"name": "x" * 5000}).encode()
-        answer = raw_request(hub, b"POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
-                                  b"Connection: close\r\n\r\n" % len(big) + big)
+        answer = raw_request(
+            hub,
+            b"POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(big) + big,
+        )
         assert status_of(answer) == 413
         server.storage.create_repo("model", "org/t")
         body = commit_body(("a.txt", b"x" * 3000))
-        answer = raw_request(hub, b"POST /api/models/org/t/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                                  b"Connection: close\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        answer = raw_request(
+            hub,
+            b"POST /api/models/org/t/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+        )
         assert status_of(answer) == 413  # no Content-Length: counted as it arrives
         assert "a.txt" not in server.storage.resolve(server.storage.get_repo("model", "org/t"), "main").files
         assert not list(tmp_path.glob("repos/x*"))
         # A body that stalls before its end (the connection left open) is refused once the body timeout has passed.
         body = commit_body(("stalled.txt", b"x"))
-        answer = raw_request(hub, b"POST /api/models/org/t/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
-                                  b"Connection: close\r\n\r\n" % (len(body) + 10) + body)
+        answer = raw_request(
+            hub,
+            b"POST /api/models/org/t/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (len(body) + 10) + body,
+        )
         assert status_of(answer) == 408
         assert "stalled.txt" not in server.storage.resolve(server.storage.get_repo("model", "org/t"), "main").files
     finally:
@@ -246,17 +336,24 @@ def test_ipv6_loopback_is_bound_or_refused_cleanly(tmp_path):
 # ------------------------------------------------------------------------------------------------ tokens and private repos
 def _get(hub, path: str, token: str | None) -> bytes:
     header = f"Authorization: Bearer {token}\r\n" if token else ""
-    return raw_request(hub, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}Connection: close\r\n\r\n".encode(), authorized=True)
+    return raw_request(
+        hub, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}Connection: close\r\n\r\n".encode(), authorized=True
+    )
 
 
 def test_writes_need_a_write_token(local_hub, repo):
     before = snapshot(local_hub)
     body = commit_body(("a.txt", b"x"))
-    request = (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-               "Connection: close\r\n{auth}\r\n").encode() + body
-    for auth, expected in (("", 401), ("Authorization: Bearer not-a-token-at-all\r\n", 401),
-                           ("Authorization: Basic dXNlcjpwYXNz\r\n", 401),
-                           (f"Authorization: Bearer {local_hub.read_token}\r\n", 403)):
+    request = (
+        f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n{auth}\r\n"
+    ).encode() + body
+    for auth, expected in (
+        ("", 401),
+        ("Authorization: Bearer not-a-token-at-all\r\n", 401),
+        ("Authorization: Basic dXNlcjpwYXNz\r\n", 401),
+        (f"Authorization: Bearer {local_hub.read_token}\r\n", 403),
+    ):
         answer = raw_request(local_hub, request.replace(b"{auth}", auth.encode()), authorized=True)
         assert status_of(answer) == expected, auth
     assert snapshot(local_hub) == before
@@ -295,8 +392,12 @@ def test_private_repos_are_invisible_without_a_token(client, local_hub):
         seen["private"] = api.model_info("org/secret").private
         print(json.dumps(seen))
     """)
-    assert out == {"info": "RepositoryNotFoundError", "files": "RepositoryNotFoundError",
-                   "download": "RepositoryNotFoundError", "private": True}
+    assert out == {
+        "info": "RepositoryNotFoundError",
+        "files": "RepositoryNotFoundError",
+        "download": "RepositoryNotFoundError",
+        "private": True,
+    }
     answer = _get(local_hub, "/api/models/org/secret", local_hub.read_token)
     assert status_of(answer) == 200 and json.loads(answer.partition(b"\r\n\r\n")[2])["private"] is True
     anonymous = _get(local_hub, "/api/models/org/secret", None)
@@ -305,8 +406,14 @@ def test_private_repos_are_invisible_without_a_token(client, local_hub):
 
 def test_visibility_changes_through_settings(local_hub, repo):
     data = json.dumps({"visibility": "private"}).encode()
-    answer = raw_request(local_hub, (f"PUT /api/models/{repo}/settings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    answer = raw_request(
+        local_hub,
+        (
+            f"PUT /api/models/{repo}/settings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + data,
+    )
     assert status_of(answer) == 200
     assert status_of(_get(local_hub, f"/api/models/{repo}", None)) == 404
     assert status_of(_get(local_hub, f"/api/models/{repo}", local_hub.read_token)) == 200
@@ -318,8 +425,14 @@ def test_lfs_upload_urls_must_be_signed_by_the_hub(local_hub, repo):
     data = b"lfs content" * 10
     oid = hashlib.sha256(data).hexdigest()
     for query in ("", "?expires=99999999999&signature=" + "0" * 64, "?expires=1&signature=abc"):
-        answer = raw_request(local_hub, (f"PUT /lfs-upload/{oid}/{len(data)}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+        answer = raw_request(
+            local_hub,
+            (
+                f"PUT /lfs-upload/{oid}/{len(data)}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            + data,
+        )
         assert status_of(answer) == 403, query
     assert not local_hub.storage.has_blob(oid)
 
@@ -331,13 +444,45 @@ def test_hub_token_add_and_serve_never_print_the_token(tmp_path):
     import urllib.request
 
     tokens = tmp_path / "tokens"
-    added = subprocess.run([sys.executable, "-m", "retrieval_policies.cli", "hub", "token", "add", "--token-file", str(tokens),
-                            "--user", "alice", "--role", "write"], capture_output=True, text=True, timeout=60)
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrieval_policies.cli",
+            "hub",
+            "token",
+            "add",
+            "--token-file",
+            str(tokens),
+            "--user",
+            "alice",
+            "--role",
+            "write",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     token = added.stdout.strip()
     assert added.returncode == 0 and token.startswith("hf_local_") and oct(os.stat(tokens).st_mode & 0o777) == "0o600"
     assert tokens.read_text().split() == [token, "alice", "write"]
-    server = subprocess.Popen([sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(tmp_path / "root"),
-                               "--token-file", str(tokens), "--verbose"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retrieval_policies.cli",
+            "hub",
+            "serve",
+            "--root",
+            str(tmp_path / "root"),
+            "--token-file",
+            str(tokens),
+            "--verbose",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = server.stdout.readline().strip()
         request = urllib.request.Request(f"{url}/api/whoami-v2", headers={"Authorization": f"Bearer {token}"})
@@ -347,8 +492,12 @@ def test_hub_token_add_and_serve_never_print_the_token(tmp_path):
         server.terminate()
         out, err = server.communicate(timeout=20)
     assert token not in out + err and "tokens from" in err and "UNAUTHENTICATED" not in err
-    unauthenticated = subprocess.Popen([sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(tmp_path / "root")],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    unauthenticated = subprocess.Popen(
+        [sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(tmp_path / "root")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         unauthenticated.stdout.readline()
     finally:
@@ -369,13 +518,32 @@ def test_a_broken_token_file_is_refused_naming_the_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ paths, cards, hosts
-@pytest.mark.parametrize("path", ["a/.git/config", ".GIT/hooks/x", "deep/er/.Git", "x" * 256, "d/" + "é" * 128,
-                                  "new\nline.txt", "tab\there", "bell\x07", "del\x7f", "esc\x1b[31m"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a/.git/config",
+        ".GIT/hooks/x",
+        "deep/er/.Git",
+        "x" * 256,
+        "d/" + "é" * 128,
+        "new\nline.txt",
+        "tab\there",
+        "bell\x07",
+        "del\x7f",
+        "esc\x1b[31m",
+    ],
+)
 def test_harmful_file_names_are_refused(local_hub, repo, path):
     before = snapshot(local_hub)
     data = commit_body(("fine.txt", b"ok"), (path, b"bad"))
-    answer = raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    answer = raw_request(
+        local_hub,
+        (
+            f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + data,
+    )
     assert status_of(answer) == 400 and snapshot(local_hub) == before
 
 
@@ -383,45 +551,77 @@ def test_harmful_file_names_are_refused(local_hub, repo, path):
 def test_a_file_and_a_folder_of_the_same_name_are_refused_in_both_orders(local_hub, repo, first, second):
     def send(path):
         data = commit_body((path, b"content"))
-        return raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                       f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+        return raw_request(
+            local_hub,
+            (
+                f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            + data,
+        )
 
     assert status_of(send(first)) == 200
     before = snapshot(local_hub)
     answer = send(second)
     assert status_of(answer) == 409 and b"both a file and a folder" in answer and snapshot(local_hub) == before
     both = commit_body(("p", b"1"), ("p/q", b"2"))  # within one commit too
-    answer = raw_request(local_hub, (f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                     f"Content-Length: {len(both)}\r\nConnection: close\r\n\r\n").encode() + both)
+    answer = raw_request(
+        local_hub,
+        (
+            f"POST /api/models/{repo}/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {len(both)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + both,
+    )
     assert status_of(answer) == 409 and snapshot(local_hub) == before
 
 
-@pytest.mark.parametrize("yaml_text", [
-    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
-    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]",
-    "a: &a [*a]",
-    "x: " + "[" * 5000 + "]" * 5000,
-])
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]",
+        "a: &a [*a]",
+        "x: " + "[" * 5000 + "]" * 5000,
+    ],
+)
 def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, repo, yaml_text):
     storage = local_hub.storage
-    storage.commit(storage.get_repo("model", repo), "main",
-                   [{"kind": "add_bytes", "path": "README.md", "data": f"---\n{yaml_text}\n---\n# card\n".encode()}], title="card")
+    storage.commit(
+        storage.get_repo("model", repo),
+        "main",
+        [{"kind": "add_bytes", "path": "README.md", "data": f"---\n{yaml_text}\n---\n# card\n".encode()}],
+        title="card",
+    )
     answer = _get(local_hub, f"/api/models/{repo}", local_hub.token)
     assert status_of(answer) == 200 and len(answer) < 10_000
     assert "cardData" not in json.loads(answer.partition(b"\r\n\r\n")[2])
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ("Host: 127.0.0.1\r\n", 200), ("Host: localhost:1234\r\n", 200), ("Host: [::1]:80\r\n", 200),
-    ("Host: evil.example\r\n", 403), ("Host: 127.0.0.1.evil.example\r\n", 403),
-    ("Host: 127.0.0.1\r\nOrigin: http://127.0.0.1:5000\r\n", 200),
-    ("Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n", 403), ("Host: 127.0.0.1\r\nOrigin: null\r\n", 403),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ("Host: 127.0.0.1\r\n", 200),
+        ("Host: localhost:1234\r\n", 200),
+        ("Host: [::1]:80\r\n", 200),
+        ("Host: evil.example\r\n", 403),
+        ("Host: 127.0.0.1.evil.example\r\n", 403),
+        ("Host: 127.0.0.1\r\nOrigin: http://127.0.0.1:5000\r\n", 200),
+        ("Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n", 403),
+        ("Host: 127.0.0.1\r\nOrigin: null\r\n", 403),
+    ],
+)
 def test_host_and_origin_must_be_loopback(local_hub, headers, expected):
     """A DNS-rebinding page reaches 127.0.0.1 under its own name; a cross-origin page sends its Origin."""
     data = json.dumps({"name": "rebound", "organization": "org", "type": "model"}).encode()
-    answer = raw_request(local_hub, (f"POST /api/repos/create HTTP/1.1\r\n{headers}Content-Type: text/plain\r\n"
-                                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data)
+    answer = raw_request(
+        local_hub,
+        (
+            f"POST /api/repos/create HTTP/1.1\r\n{headers}Content-Type: text/plain\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + data,
+    )
     assert status_of(answer) == expected
     created = (local_hub.storage.root / "repos" / "models" / "org" / "rebound").exists()
     assert created == (expected == 200)
@@ -471,8 +671,11 @@ def test_temporary_files_left_by_a_kill_are_removed_at_start(tmp_path):
 def _light_snapshot(hub) -> dict:
     """Refs, repo settings and the list of blobs and commits: what any accepted write changes."""
     root = hub.storage.root
-    return {str(p.relative_to(root)): (p.read_bytes() if p.suffix == ".json" and p.parent.name != "commits" else b"")
-            for p in root.rglob("*") if p.is_file() and "tmp" not in p.parts}
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.suffix == ".json" and p.parent.name != "commits" else b"")
+        for p in root.rglob("*")
+        if p.is_file() and "tmp" not in p.parts
+    }
 
 
 class _Connection:
@@ -490,8 +693,12 @@ class _Connection:
             if self.conn is None:
                 self.conn = self.http.HTTPConnection(host, int(port), timeout=30)
             try:
-                self.conn.request(method, path, body=body, headers={"Content-Type": content_type,
-                                                                      "Authorization": f"Bearer {self.hub.token}"})
+                self.conn.request(
+                    method,
+                    path,
+                    body=body,
+                    headers={"Content-Type": content_type, "Authorization": f"Bearer {self.hub.token}"},
+                )
                 response = self.conn.getresponse()
                 response.read()
                 if response.getheader("connection", "").lower() == "close":
@@ -510,23 +717,49 @@ def test_fuzzed_commit_payloads_never_give_a_5xx_or_change_a_refused_repo(local_
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=30)
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                          max_leaves=12)
-    paths = st.sampled_from(["a.txt", "d/b.txt", "../x", ".git/x", "", "a.txt/c", 5, None, "x" * 300, "ok\n.txt"]) | st.text(max_size=20)
-    operation = st.fixed_dictionaries({"key": st.sampled_from(["file", "lfsFile", "deletedFile", "deletedFolder", "header", "other", 3]),
-                                       "value": st.fixed_dictionaries({}, optional={
-                                           "path": paths, "content": st.sampled_from(["aGk=", "!!", "", 7, None]),
-                                           "encoding": st.sampled_from(["base64", "utf-8", 1]), "oid": st.text(max_size=64) | values,
-                                           "algo": st.sampled_from(["sha256", "md5"]), "summary": st.text(max_size=10) | values,
-                                           "parentCommit": st.none() | st.text(max_size=40) | values}) | values}) | values
+    scalars = (
+        st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=30)
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
+    paths = st.sampled_from(
+        ["a.txt", "d/b.txt", "../x", ".git/x", "", "a.txt/c", 5, None, "x" * 300, "ok\n.txt"]
+    ) | st.text(max_size=20)
+    operation = (
+        st.fixed_dictionaries(
+            {
+                "key": st.sampled_from(["file", "lfsFile", "deletedFile", "deletedFolder", "header", "other", 3]),
+                "value": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "path": paths,
+                        "content": st.sampled_from(["aGk=", "!!", "", 7, None]),
+                        "encoding": st.sampled_from(["base64", "utf-8", 1]),
+                        "oid": st.text(max_size=64) | values,
+                        "algo": st.sampled_from(["sha256", "md5"]),
+                        "summary": st.text(max_size=10) | values,
+                        "parentCommit": st.none() | st.text(max_size=40) | values,
+                    },
+                )
+                | values,
+            }
+        )
+        | values
+    )
     connection = _Connection(local_hub)
     counts = {"requests": 0, "accepted": 0}
 
-    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @settings(
+        max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+    )
     @given(st.lists(operation, min_size=0, max_size=5), st.booleans())
     def fuzz(lines, raw_bytes):
-        body = b"\n".join(json.dumps(line).encode() if not raw_bytes or i else b"\xff{not json" for i, line in enumerate(lines))
+        body = b"\n".join(
+            json.dumps(line).encode() if not raw_bytes or i else b"\xff{not json" for i, line in enumerate(lines)
+        )
         before = _light_snapshot(local_hub)
         status = connection.request("POST", f"/api/models/{repo}/commit/main", body, "application/x-ndjson")
         counts["requests"] += 1
@@ -544,20 +777,55 @@ def test_fuzzed_json_bodies_never_give_a_5xx(local_hub, repo):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=20)
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                          max_leaves=10)
-    keys = st.sampled_from(["name", "organization", "type", "private", "visibility", "sdk", "files", "paths", "expand",
-                            "operation", "objects", "startingPoint", "exist_ok", "path", "size", "sample", "oid"])
-    bodies = st.dictionaries(keys, values | st.lists(st.dictionaries(keys, values, max_size=4), max_size=3), max_size=5) | values
-    endpoints = st.sampled_from([
-        ("POST", "/api/repos/create"), ("POST", f"/api/models/{repo}/preupload/main"), ("POST", f"/api/models/{repo}/paths-info/main"),
-        ("POST", f"/{repo}.git/info/lfs/objects/batch"), ("PUT", f"/api/models/{repo}/settings"),
-        ("POST", f"/api/models/{repo}/branch/fuzz"), ("POST", "/api/validate-yaml"), ("DELETE", f"/api/models/{repo}/branch/fuzz")])
+    scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=10,
+    )
+    keys = st.sampled_from(
+        [
+            "name",
+            "organization",
+            "type",
+            "private",
+            "visibility",
+            "sdk",
+            "files",
+            "paths",
+            "expand",
+            "operation",
+            "objects",
+            "startingPoint",
+            "exist_ok",
+            "path",
+            "size",
+            "sample",
+            "oid",
+        ]
+    )
+    bodies = (
+        st.dictionaries(keys, values | st.lists(st.dictionaries(keys, values, max_size=4), max_size=3), max_size=5)
+        | values
+    )
+    endpoints = st.sampled_from(
+        [
+            ("POST", "/api/repos/create"),
+            ("POST", f"/api/models/{repo}/preupload/main"),
+            ("POST", f"/api/models/{repo}/paths-info/main"),
+            ("POST", f"/{repo}.git/info/lfs/objects/batch"),
+            ("PUT", f"/api/models/{repo}/settings"),
+            ("POST", f"/api/models/{repo}/branch/fuzz"),
+            ("POST", "/api/validate-yaml"),
+            ("DELETE", f"/api/models/{repo}/branch/fuzz"),
+        ]
+    )
     connection = _Connection(local_hub)
     counts = {"requests": 0}
 
-    @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @settings(
+        max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+    )
     @given(endpoints, bodies, st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]))
     def fuzz(endpoint, body, content_type):
         method, path = endpoint

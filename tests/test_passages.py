@@ -55,9 +55,14 @@ def test_every_reader_gives_passages_every_retriever_accepts(reader):
         except Exception as err:  # noqa: BLE001 - WordNet is optional
             pytest.skip(f"WordNet not available: {err}")
     elif reader == "rows":
-        records = [{"id": f"d{i}", "title": "T", "text": f"row {i} about {w}", "source": "x"} for i, w in enumerate("apples boats cats dunes eels ferns gulls hills inks jars".split())]
+        records = [
+            {"id": f"d{i}", "title": "T", "text": f"row {i} about {w}", "source": "x"}
+            for i, w in enumerate("apples boats cats dunes eels ferns gulls hills inks jars".split())
+        ]
     else:
-        records = [{"_id": f"b{i}", "contents": f"beir style {w}"} for i, w in enumerate("kites lamps moss nets oaks".split())]
+        records = [
+            {"_id": f"b{i}", "contents": f"beir style {w}"} for i, w in enumerate("kites lamps moss nets oaks".split())
+        ]
     passages = as_passages(records)
     assert len(passages) == len(records) and all(isinstance(p["text"], str) and p["text"] for p in passages)
     assert len({p["id"] for p in passages}) == len(passages)
@@ -94,10 +99,16 @@ def test_local_paths_become_repo_ids_or_folder_names(tmp_path):
     assert portable_name(str(pushed)) == "org/grace-data" and portable_name(str(unpushed)) == "other-data"
     assert portable_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert portable_name("https://example.org/a/b") == "https://example.org/a/b" and portable_name(0.5) == 0.5
-    settings = portable({"script": {"dataset_name": str(pushed), "lr": 1e-5}, "training": {"output_dir": "/tmp/x/run-7",
-                        "logging_dir": "~/runs/r", "tags": [str(unpushed)]}})
-    assert settings == {"script": {"dataset_name": "org/grace-data", "lr": 1e-5},
-                        "training": {"output_dir": "run-7", "logging_dir": "r", "tags": ["other-data"]}}
+    settings = portable(
+        {
+            "script": {"dataset_name": str(pushed), "lr": 1e-5},
+            "training": {"output_dir": "/tmp/x/run-7", "logging_dir": "~/runs/r", "tags": [str(unpushed)]},
+        }
+    )
+    assert settings == {
+        "script": {"dataset_name": "org/grace-data", "lr": 1e-5},
+        "training": {"output_dir": "run-7", "logging_dir": "r", "tags": ["other-data"]},
+    }
 
 
 def test_cards_and_training_settings_carry_no_local_paths(tmp_path):
@@ -110,11 +121,21 @@ def test_cards_and_training_settings_carry_no_local_paths(tmp_path):
     record_push(data, "org/grace-data", kind="dataset", revision="main", commit="abc")
     folder = tmp_path / "work" / "model"
     folder.mkdir()
-    (folder / "training_settings.json").write_text(json.dumps({
-        "stage": "grpo-supervised", "script": {"dataset_name": str(data)},
-        "model": {"model_name_or_path": str(tmp_path / "cache" / "SmolLM2-135M-Instruct")},
-        "training": {"learning_rate": 1e-5, "output_dir": str(folder)}}))
+    (folder / "training_settings.json").write_text(
+        json.dumps(
+            {
+                "stage": "grpo-supervised",
+                "script": {"dataset_name": str(data)},
+                "model": {"model_name_or_path": str(tmp_path / "cache" / "SmolLM2-135M-Instruct")},
+                "training": {"learning_rate": 1e-5, "output_dir": str(folder)},
+            }
+        )
+    )
     shown = _settings(folder, ("model_name_or_path", "dataset_name", "learning_rate"))
-    assert shown == {"stage": "grpo-supervised", "model_name_or_path": "SmolLM2-135M-Instruct",
-                     "dataset_name": "org/grace-data", "learning_rate": 1e-5}
+    assert shown == {
+        "stage": "grpo-supervised",
+        "model_name_or_path": "SmolLM2-135M-Instruct",
+        "dataset_name": "org/grace-data",
+        "learning_rate": 1e-5,
+    }
     assert str(tmp_path) not in json.dumps(shown)

@@ -9,15 +9,17 @@ import sys
 import textwrap
 
 import pytest
+from conftest import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
-from conftest import tiny_llama
-
-PASSAGES = [{"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."}, "Paris is the capital of France."]
+PASSAGES = [
+    {"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+    "Paris is the capital of France.",
+]
 NO_PROJECT = "import sys; sys.modules['retrieval_policies'] = None\n"
 
 
@@ -27,27 +29,41 @@ def tokenizer():
 
 
 def _run(code: str, *args) -> dict:
-    result = subprocess.run([sys.executable, "-c", NO_PROJECT + textwrap.dedent(code), *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_PROJECT + textwrap.dedent(code), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_grace_repo_is_a_pipeline_of_embeddings_with_rationales(tokenizer, tmp_path):
-    embedder = GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(max_new_tokens=5, temperature=0.0))
+    embedder = GraceEmbedder(
+        tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(max_new_tokens=5, temperature=0.0)
+    )
     embedder.save_pretrained(tmp_path / "grace")
     config = json.loads((tmp_path / "grace" / "config.json").read_text())
-    assert config["custom_pipelines"] == {"grace-feature-extraction": {
-        "impl": "pipeline_grace.GraceFeatureExtractionPipeline", "pt": ["AutoModelForCausalLM"], "type": "text"}}
+    assert config["custom_pipelines"] == {
+        "grace-feature-extraction": {
+            "impl": "pipeline_grace.GraceFeatureExtractionPipeline",
+            "pt": ["AutoModelForCausalLM"],
+            "type": "text",
+        }
+    }
     texts = ["A dog barked all night.", "Puppies bark."]
     expected, rationales = embedder.encode(texts, return_rationales=True)
-    out = _run("""
+    out = _run(
+        """
         import json, sys
         from transformers import pipeline
         pipe = pipeline(model=sys.argv[1], trust_remote_code=True)
         many, one = pipe(["A dog barked all night.", "Puppies bark."]), pipe("Puppies bark.", rationale=False)
         print(json.dumps({"class": type(pipe).__name__, "task": pipe.task, "many": many, "one": one}))
-    """, tmp_path / "grace")
+    """,
+        tmp_path / "grace",
+    )
     assert out["class"] == "GraceFeatureExtractionPipeline" and out["task"] == "grace-feature-extraction"
     assert [o["rationale"] for o in out["many"]] == rationales
     for row, vector in zip(out["many"], expected):
@@ -57,11 +73,15 @@ def test_grace_repo_is_a_pipeline_of_embeddings_with_rationales(tokenizer, tmp_p
 
 
 def test_dynamicrag_repo_is_a_pipeline_that_reranks_then_answers(tokenizer, tmp_path):
-    model = DynamicRAGModel(tiny_llama(tokenizer, layers=2).eval(), tokenizer,
-                            DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=6, temperature=0.0))
+    model = DynamicRAGModel(
+        tiny_llama(tokenizer, layers=2).eval(),
+        tokenizer,
+        DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=6, temperature=0.0),
+    )
     model.save_pretrained(tmp_path / "dr")
     expected = model("Who wrote Hamlet?", PASSAGES)
-    out = _run("""
+    out = _run(
+        """
         import json, sys
         from transformers import pipeline
         passages = json.loads(sys.argv[2])
@@ -74,7 +94,10 @@ def test_dynamicrag_repo_is_a_pipeline_that_reranks_then_answers(tokenizer, tmp_
         except TypeError as err:
             bad = str(err)
         print(json.dumps({"class": type(pipe).__name__, "one": one, "many": many, "bad": bad}))
-    """, tmp_path / "dr", json.dumps(PASSAGES))
+    """,
+        tmp_path / "dr",
+        json.dumps(PASSAGES),
+    )
     assert out["class"] == "DynamicRAGPipeline"
     one = out["one"]
     assert one["answer"] == expected["answer"] and one["indices"] == expected["indices"]
@@ -89,9 +112,14 @@ def test_the_config_entries_are_what_the_registry_would_save():
     from retrieval_policies.models.dynamicrag import modeling_dynamicrag, pipeline_dynamicrag
     from retrieval_policies.models.grace import modeling_grace, pipeline_grace
 
-    for modeling, cls in ((modeling_grace, pipeline_grace.GraceFeatureExtractionPipeline),
-                          (modeling_dynamicrag, pipeline_dynamicrag.DynamicRAGPipeline)):
+    for modeling, cls in (
+        (modeling_grace, pipeline_grace.GraceFeatureExtractionPipeline),
+        (modeling_dynamicrag, pipeline_dynamicrag.DynamicRAGPipeline),
+    ):
         [(task, info)] = cls._registered_impl.items()
-        saved = {"impl": f"{info['impl'].__module__.split('.')[-1]}.{info['impl'].__name__}",
-                 "pt": [c.__name__ for c in info["pt"]], "type": info["type"]}
+        saved = {
+            "impl": f"{info['impl'].__module__.split('.')[-1]}.{info['impl'].__name__}",
+            "pt": [c.__name__ for c in info["pt"]],
+            "type": info["type"],
+        }
         assert (task, saved) == (modeling.PIPELINE_TASK, modeling.PIPELINE_ENTRY)

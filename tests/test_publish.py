@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from conftest import tiny_llama
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 from retrieval_policies.publish import check_folder, files_to_upload, with_retries
@@ -33,7 +33,9 @@ def grace_folder(tmp_path):
 def test_a_complete_model_folder_passes_and_each_missing_part_is_named(grace_folder):
     assert check_folder("model", grace_folder) == []
     (grace_folder / "configuration_grace.py").unlink()
-    assert check_folder("model", grace_folder) == ["code file configuration_grace.py (imported by modeling_grace.py) is missing"]
+    assert check_folder("model", grace_folder) == [
+        "code file configuration_grace.py (imported by modeling_grace.py) is missing"
+    ]
     (grace_folder / "modeling_grace.py").unlink()
     (grace_folder / "model.safetensors").unlink()
     (grace_folder / "tokenizer.json").unlink()
@@ -52,8 +54,10 @@ def test_dataset_and_metric_folders(tmp_path):
     assert check_folder("metric", metric) == ["app_file app.py (named in the card) is missing"]
     data = tmp_path / "data"
     data.mkdir()
-    (data / "README.md").write_text("---\nlicense: other\nconfigs:\n- config_name: pairs\n  data_files:\n"
-                                    "  - split: train\n    path: data/pairs/train.parquet\n---\n")
+    (data / "README.md").write_text(
+        "---\nlicense: other\nconfigs:\n- config_name: pairs\n  data_files:\n"
+        "  - split: train\n    path: data/pairs/train.parquet\n---\n"
+    )
     assert check_folder("dataset", data) == ["data file data/pairs/train.parquet (config 'pairs') is missing"]
     assert check_folder("dataset", tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'} is not a folder"]
 
@@ -109,13 +113,23 @@ def test_push_refuses_an_incomplete_folder_and_uploads_nothing(client, grace_fol
     (grace_folder / "model.safetensors").unlink()
     result = client(PUSH, "model", str(grace_folder), "demo/tiny-grace", check=False)
     assert result.returncode == 2 and "weights are missing" in result.stderr and "nothing was uploaded" in result.stderr
-    assert client.json("import json; from huggingface_hub import HfApi; print(json.dumps(HfApi().repo_exists('demo/tiny-grace')))") is False
+    assert (
+        client.json(
+            "import json; from huggingface_hub import HfApi; print(json.dumps(HfApi().repo_exists('demo/tiny-grace')))"
+        )
+        is False
+    )
 
 
 def test_dry_run_lists_and_uploads_nothing(client, grace_folder):
     out = client(PUSH, "model", str(grace_folder), "demo/tiny-grace", "--dry-run").stdout
     assert "would upload" in out and "  modeling_grace.py" in out and "  model.safetensors" in out
-    assert client.json("import json; from huggingface_hub import HfApi; print(json.dumps(HfApi().repo_exists('demo/tiny-grace')))") is False
+    assert (
+        client.json(
+            "import json; from huggingface_hub import HfApi; print(json.dumps(HfApi().repo_exists('demo/tiny-grace')))"
+        )
+        is False
+    )
 
 
 @pytest.mark.slow
@@ -126,7 +140,8 @@ def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grac
     verified = json.loads(out.split("verified from the Hub without retrieval-policies: ")[1].splitlines()[0])
     assert verified == {"class": "GraceEmbedder", "shape": [2, 32], "card_snippets_run": 0}
     assert "local-hub-token" not in result.stdout + result.stderr  # the token is never printed
-    broken = client("""
+    broken = client(
+        """
         import json
         from huggingface_hub import HfApi
         from retrieval_policies.publish import verify_repo
@@ -135,7 +150,9 @@ def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grac
             verify_repo("model", "demo/tiny-grace", revision="v1")
         except RuntimeError as err:
             print(json.dumps({"caught": "does not load" in str(err)}))
-    """, home="reader")
+    """,
+        home="reader",
+    )
     assert json.loads(broken.stdout.strip().splitlines()[-1]) == {"caught": True}
 
 
@@ -143,8 +160,13 @@ def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grac
 def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
     from retrieval_policies.dataset_io import write_dataset_folder
 
-    data = write_dataset_folder(tmp_path / "data", {"pairs": {"train": [{"a": 1}, {"a": 2}]}}, pretty_name="t",
-                                card_body="test", license="other")
+    data = write_dataset_folder(
+        tmp_path / "data",
+        {"pairs": {"train": [{"a": 1}, {"a": 2}]}},
+        pretty_name="t",
+        card_body="test",
+        license="other",
+    )
     out = client(PUSH, "dataset", str(data), "demo/pairs").stdout
     assert '{"splits": {"train": 2}, "card_snippets_run": 0}' in out
     metrics = tmp_path / "metrics"  # a copy: a push records its repo id in the folder it pushed (.hub.json)
@@ -153,8 +175,10 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
     out = client(PUSH, "metric", str(metrics / "rag_answer"), "demo/rag_answer").stdout
     assert '"name": "rag_answer"' in out
     assert json.loads((metrics / "rag_answer" / ".hub.json").read_text())["repo_id"] == "demo/rag_answer"
-    files = client.json("import json; from huggingface_hub import HfApi; "
-                        "print(json.dumps(HfApi().list_repo_files('demo/rag_answer', repo_type='space')))")
+    files = client.json(
+        "import json; from huggingface_hub import HfApi; "
+        "print(json.dumps(HfApi().list_repo_files('demo/rag_answer', repo_type='space')))"
+    )
     assert "metric_widget.py" in files and ".hub.json" not in files  # the widget app.py imports travels with it
 
 
@@ -167,9 +191,17 @@ def test_push_a_demo_space_names_its_model_and_runs_its_example_from_the_hub(cli
     assert refused.returncode == 2 and "--model" in refused.stderr  # argparse: the model repo is required
     out = client(PUSH, "space", str(space), "demo/grace-space", "--model", "demo/tiny-grace").stdout
     verified = json.loads(out.split("verified from the Hub without retrieval-policies: ")[1].splitlines()[0])
-    assert verified == {"app": "app.py", "model": "demo/tiny-grace", "matrix": [3, 4], "rationales": 3, "card_snippets_run": 0}
-    card = client.json("import json; from huggingface_hub import ModelCard, hf_hub_download; "
-                       "print(json.dumps(ModelCard.load('demo/grace-space', repo_type='space').data.to_dict()))")
+    assert verified == {
+        "app": "app.py",
+        "model": "demo/tiny-grace",
+        "matrix": [3, 4],
+        "rationales": 3,
+        "card_snippets_run": 0,
+    }
+    card = client.json(
+        "import json; from huggingface_hub import ModelCard, hf_hub_download; "
+        "print(json.dumps(ModelCard.load('demo/grace-space', repo_type='space').data.to_dict()))"
+    )
     assert card["models"] == ["demo/tiny-grace"] and card["sdk"] == "gradio" and card["app_file"] == "app.py"
 
 
@@ -189,8 +221,11 @@ def _serve(root: Path):
     from retrieval_policies.hub import hub_client_env
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(root), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "retrieval_policies.cli", "hub", "serve", "--root", str(root), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -228,8 +263,12 @@ def test_a_push_cut_off_by_the_server_stopping_leaves_the_previous_revision_serv
     import time
 
     root = tmp_path / "hub"
-    run = lambda code, env, *args: subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,  # noqa: E731
-                                                  text=True, timeout=600, cwd=tmp_path)
+
+    def run(code, env, *args):
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+        )
+
     server, env_for = _serve(root)
     try:
         first = run(PUSH, env_for("writer"), "model", str(grace_folder), "demo/tiny-grace", "--no-verify")
@@ -243,10 +282,18 @@ def test_a_push_cut_off_by_the_server_stopping_leaves_the_previous_revision_serv
         weights = {k: v + 1 for k, v in load_file(grace_folder / "model.safetensors").items()}
         save_file(weights, grace_folder / "model.safetensors", metadata={"format": "pt"})
         (grace_folder / "extra.bin").write_bytes(os.urandom(256 << 20))
-        second = subprocess.Popen([sys.executable, "-c", PUSH, "model", str(grace_folder), "demo/tiny-grace", "--no-verify"],
-                                  env=env_for("writer"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        second = subprocess.Popen(
+            [sys.executable, "-c", PUSH, "model", str(grace_folder), "demo/tiny-grace", "--no-verify"],
+            env=env_for("writer"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
         while not any(_size(p) > (1 << 20) for p in (root / "tmp").iterdir()):
-            assert second.poll() is None, f"the second push ended before the server was stopped:\n{second.communicate()}"
+            assert second.poll() is None, (
+                f"the second push ended before the server was stopped:\n{second.communicate()}"
+            )
             time.sleep(0.005)
         server.kill()
         server.wait()

@@ -29,8 +29,9 @@ def corpus():
 def smollm2_reranker():
     from retrieval_policies.models.dynamicrag import DynamicRAGModel
 
-    return DynamicRAGModel.from_base(DEFAULT_BASE_MODEL, max_passages=5, rerank_max_new_tokens=16,
-                                     answer_max_new_tokens=12, temperature=0.0)
+    return DynamicRAGModel.from_base(
+        DEFAULT_BASE_MODEL, max_passages=5, rerank_max_new_tokens=16, answer_max_new_tokens=12, temperature=0.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,9 @@ def smollm2_grace():
 
 
 @pytest.mark.slow
-def test_grace_and_dynamicrag_answer_with_ids_and_a_rationale_and_reuse_the_index(corpus, smollm2_reranker, smollm2_grace,
-                                                                                  tmp_path, monkeypatch):
+def test_grace_and_dynamicrag_answer_with_ids_and_a_rationale_and_reuse_the_index(
+    corpus, smollm2_reranker, smollm2_grace, tmp_path, monkeypatch
+):
     question = f"What is {corpus[0].title}?"
     pipe = RetrievalPolicyPipeline(smollm2_grace, smollm2_reranker, corpus, top_n=8, cache_dir=tmp_path)
     out = pipe(question)
@@ -70,11 +72,20 @@ def test_grace_and_dynamicrag_answer_with_ids_and_a_rationale_and_reuse_the_inde
 @pytest.mark.slow
 def test_minilm_and_bm25_with_top_k_and_dynamicrag(corpus, smollm2_reranker, tmp_path):
     """BM25 / MiniLM x DynamicRAG / top-k, with SmolLM2 answering in each: ids and the selection are consistent."""
-    rows = [{"question": f"Who or what is {corpus[0].title}?", "answers": [corpus[0].title]},
-            {"question": f"What is said about {corpus[-1].title}?", "answers": [corpus[-1].title]}]
-    table = evaluate_pipelines([("bm25", "none"), ("sentence-transformers/all-MiniLM-L6-v2", smollm2_reranker)], rows,
-                               corpus, generator=smollm2_reranker, top_n=6, top_k=3, cache_dir=tmp_path,
-                               show_progress_bar=False)
+    rows = [
+        {"question": f"Who or what is {corpus[0].title}?", "answers": [corpus[0].title]},
+        {"question": f"What is said about {corpus[-1].title}?", "answers": [corpus[-1].title]},
+    ]
+    table = evaluate_pipelines(
+        [("bm25", "none"), ("sentence-transformers/all-MiniLM-L6-v2", smollm2_reranker)],
+        rows,
+        corpus,
+        generator=smollm2_reranker,
+        top_n=6,
+        top_k=3,
+        cache_dir=tmp_path,
+        show_progress_bar=False,
+    )
     assert [(r["retriever"], r["questions"]) for r in table][0] == ("bm25", 2)
     assert table[0]["mean_k"] == 3  # plain top-k
     assert 0 <= table[1]["mean_k"] <= 5 and all(0 <= r["selection_recall"] <= 1 for r in table)
@@ -105,26 +116,50 @@ def test_bad_arguments_are_clear(corpus):
 def test_rag_ask_command(tmp_path):
     """The command end to end with BM25, top-k and a tiny random generator (the pipeline's behaviour with SmolLM2
     is the tests above)."""
+    from conftest import tiny_llama
     from transformers import AutoTokenizer
 
-    from conftest import tiny_llama
     from retrieval_policies.assets import resolve_model
     from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
     DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, DynamicRAGConfig(answer_max_new_tokens=6)).save_pretrained(
-        tmp_path / "generator")
+        tmp_path / "generator"
+    )
     data = tmp_path / "corpus.jsonl"
-    rows = [{"id": f"p{i}", "title": "Anarchism" if i < 3 else "Alabama", "text": p.text}
-            for i, p in enumerate(islice(iter_wikipedia_passages(), 6))]
+    rows = [
+        {"id": f"p{i}", "title": "Anarchism" if i < 3 else "Alabama", "text": p.text}
+        for i, p in enumerate(islice(iter_wikipedia_passages(), 6))
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = subprocess.run([*CLI, "rag", "ask", "--corpus", str(data), "--cache-dir", str(tmp_path / "cache"),
-                             "--generator", str(tmp_path / "generator"), "--top-k", "2", "--json", "What is anarchism?"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            *CLI,
+            "rag",
+            "ask",
+            "--corpus",
+            str(data),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--generator",
+            str(tmp_path / "generator"),
+            "--top-k",
+            "2",
+            "--json",
+            "What is anarchism?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [answer] = json.loads(result.stdout)
     assert answer["question"] == "What is anarchism?" and len(answer["passages"]) == 2
     assert {p["id"] for p in answer["passages"]} <= {r["id"] for r in rows} and answer["answer"]
-    bad = subprocess.run([*CLI, "rag", "ask", "--corpus", str(tmp_path / "missing.jsonl"), "q"], capture_output=True,
-                         text=True, timeout=300)
+    bad = subprocess.run(
+        [*CLI, "rag", "ask", "--corpus", str(tmp_path / "missing.jsonl"), "q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "missing.jsonl': no such file or folder" in bad.stderr

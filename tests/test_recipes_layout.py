@@ -6,16 +6,21 @@ from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
-
 from conftest import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 
 
-@pytest.mark.parametrize("name, kind, precision, zero_stage", [
-    ("cpu", "NO", "no", None), ("ddp", "MULTI_GPU", "bf16", None), ("fsdp2", "FSDP", "bf16", None),
-    ("zero2", "DEEPSPEED", "bf16", 2), ("zero3", "DEEPSPEED", "bf16", 3),
-])
+@pytest.mark.parametrize(
+    "name, kind, precision, zero_stage",
+    [
+        ("cpu", "NO", "no", None),
+        ("ddp", "MULTI_GPU", "bf16", None),
+        ("fsdp2", "FSDP", "bf16", None),
+        ("zero2", "DEEPSPEED", "bf16", 2),
+        ("zero3", "DEEPSPEED", "bf16", 3),
+    ],
+)
 def test_accelerate_configs(name, kind, precision, zero_stage):
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     assert config.distributed_type.value == kind and config.mixed_precision == precision
@@ -32,7 +37,9 @@ RECIPE_CONFIGS = sorted(RECIPES.glob("*/*/config_*.yaml"))
 def _stage_of(path):
     """The entry script a config is for: config_<stage>.yaml, except GRACE's one stage (config_<mode>.yaml)."""
     method = path.parents[1].name
-    return load_recipe(method, "grpo" if method == "grace" else path.stem.removeprefix("config_").removeprefix("evidence_"))  # config_evidence_<stage>.yaml
+    return load_recipe(
+        method, "grpo" if method == "grace" else path.stem.removeprefix("config_").removeprefix("evidence_")
+    )  # config_evidence_<stage>.yaml
 
 
 @pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=lambda p: str(p.relative_to(RECIPES)))
@@ -90,7 +97,9 @@ def test_grace_paper_configs_batch_and_vllm_settings(path):
     import yaml
 
     config = yaml.safe_load(path.read_text())
-    per_step = config["per_device_train_batch_size"] * config["num_processes"] * config.get("gradient_accumulation_steps", 1)
+    per_step = (
+        config["per_device_train_batch_size"] * config["num_processes"] * config.get("gradient_accumulation_steps", 1)
+    )
     assert per_step == 128 and config["generation_batch_size"] == 512 and config["num_generations"] == 8
     assert config["vllm_max_model_length"] == 3072 and config["vllm_importance_sampling_correction"] is False
     assert f"--num_processes {config['num_processes']}" in path.read_text()

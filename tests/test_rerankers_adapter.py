@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_llama
 from rerankers import Document
 from rerankers.models.ranker import BaseRanker
 from rerankers.results import RankedResults
@@ -12,10 +13,12 @@ from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.integrations.rerankers import DynamicRAGRanker
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel, RerankResult
 
-from conftest import tiny_llama
-
-DOCS = ["Paris is the capital of France.", "Hamlet is a tragedy by William Shakespeare.", "Bananas are yellow.",
-        "The Globe Theatre staged Shakespeare's plays."]
+DOCS = [
+    "Paris is the capital of France.",
+    "Hamlet is a tragedy by William Shakespeare.",
+    "Bananas are yellow.",
+    "The Globe Theatre staged Shakespeare's plays.",
+]
 
 
 class ScriptedModel:
@@ -33,7 +36,9 @@ def test_selected_first_in_dynamicrag_order_then_the_rest_marked():
     model = ScriptedModel([3, 1])
     ranker = DynamicRAGRanker(model)
     assert isinstance(ranker, BaseRanker)
-    results = ranker.rank("Who wrote Hamlet?", DOCS, doc_ids=["a", "b", "c", "d"], metadata=[{"title": "T"}, {}, {}, {}])
+    results = ranker.rank(
+        "Who wrote Hamlet?", DOCS, doc_ids=["a", "b", "c", "d"], metadata=[{"title": "T"}, {}, {}, {}]
+    )
     assert isinstance(results, RankedResults) and results.has_scores
     assert [r.doc_id for r in results] == ["d", "b", "a", "c"] and [r.rank for r in results] == [1, 2, 3, 4]
     assert [r.selected for r in results] == [True, True, False, False]
@@ -59,8 +64,11 @@ def test_score_is_refused_with_the_reason():
 
 def test_a_real_dynamicrag_model_ranks_every_document_once():
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    model = DynamicRAGModel(tiny_llama(tokenizer, layers=2).eval(), tokenizer,
-                            DynamicRAGConfig(rerank_max_new_tokens=8, max_passages=3, temperature=0.0))
+    model = DynamicRAGModel(
+        tiny_llama(tokenizer, layers=2).eval(),
+        tokenizer,
+        DynamicRAGConfig(rerank_max_new_tokens=8, max_passages=3, temperature=0.0),
+    )
     results = DynamicRAGRanker(model).rank("Who wrote Hamlet?", DOCS)  # 4 passages, windows of 3: a tournament
     expected = model.rerank("Who wrote Hamlet?", [{"title": "", "text": d} for d in DOCS], seed=0).indices
     assert sorted(r.doc_id for r in results) == [0, 1, 2, 3]
@@ -69,6 +77,10 @@ def test_a_real_dynamicrag_model_ranks_every_document_once():
 
 def test_a_saved_repo_loads_by_name_with_its_settings(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, DynamicRAGConfig(max_passages=3)).save_pretrained(tmp_path / "dr")
+    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, DynamicRAGConfig(max_passages=3)).save_pretrained(
+        tmp_path / "dr"
+    )
     assert DynamicRAGRanker(str(tmp_path / "dr")).model.dynamicrag_config.max_passages == 3  # the repo's settings
-    assert DynamicRAGRanker(str(tmp_path / "dr"), max_passages=7).model.dynamicrag_config.max_passages == 7  # given ones
+    assert (
+        DynamicRAGRanker(str(tmp_path / "dr"), max_passages=7).model.dynamicrag_config.max_passages == 7
+    )  # given ones

@@ -13,10 +13,20 @@ from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.corpora import iter_wikipedia_passages
-from retrieval_policies.retrieval import BM25Retriever, DenseRetriever, LLMJudge, MonoT5Judge, attach_ctxs, has_answer, normalize_answer
+from retrieval_policies.retrieval import (
+    BM25Retriever,
+    DenseRetriever,
+    LLMJudge,
+    MonoT5Judge,
+    attach_ctxs,
+    has_answer,
+    normalize_answer,
+)
 
-QUESTIONS = [{"question": "What political philosophy advocates stateless societies?", "answers": ["Anarchism"]},
-             {"question": "Which US state is nicknamed the Yellowhammer State?", "answers": ["Alabama"]}]
+QUESTIONS = [
+    {"question": "What political philosophy advocates stateless societies?", "answers": ["Anarchism"]},
+    {"question": "Which US state is nicknamed the Yellowhammer State?", "answers": ["Alabama"]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,9 @@ class CountingEncoder:
     def __init__(self):
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2", offline=True)), device="cpu")
+        self.model = SentenceTransformer(
+            str(resolve_model("sentence-transformers/all-MiniLM-L6-v2", offline=True)), device="cpu"
+        )
         self.encoded = 0
 
     def encode(self, texts, **kwargs):
@@ -105,11 +117,22 @@ def tokenizer():
 
 def test_llm_judge_mechanics(tokenizer):
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, pad_token_id=2)).eval()
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=2,
+        )
+    ).eval()
     judge = LLMJudge(model, tokenizer, batch_size=2)
-    pairs = [("Who?", "A short passage."), ("What is the capital of France?", "Paris is the capital of France, a long passage.")]
+    pairs = [
+        ("Who?", "A short passage."),
+        ("What is the capital of France?", "Paris is the capital of France, a long passage."),
+    ]
     batched = judge.scores(pairs)
     alone = [judge.scores([pair])[0] for pair in pairs]
     assert batched == pytest.approx(alone, abs=1e-4)  # left padding does not change a pair's score
@@ -122,8 +145,16 @@ def test_llm_judge_mechanics(tokenizer):
 
 def test_monot5_judge_mechanics(tokenizer):
     torch.manual_seed(0)
-    config = transformers.T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-                                   decoder_start_token_id=0, pad_token_id=2)
+    config = transformers.T5Config(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=2,
+    )
     model = transformers.T5ForConditionalGeneration(config).eval()
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     judge = MonoT5Judge(model, tokenizer)
@@ -137,10 +168,12 @@ def test_monot5_judge_mechanics(tokenizer):
 @pytest.mark.slow
 def test_smollm2_judge_prefers_the_answering_passage():
     judge = LLMJudge.from_pretrained(DEFAULT_BASE_MODEL)
-    relevant, irrelevant = judge.scores([
-        ("What is the capital of France?", "Paris is the capital and largest city of France."),
-        ("What is the capital of France?", "Bananas are yellow fruits that grow in tropical climates."),
-    ])
+    relevant, irrelevant = judge.scores(
+        [
+            ("What is the capital of France?", "Paris is the capital and largest city of France."),
+            ("What is the capital of France?", "Bananas are yellow fruits that grow in tropical climates."),
+        ]
+    )
     assert relevant > irrelevant
 
 
@@ -148,9 +181,18 @@ def test_a_grace_embedder_as_the_dense_encoder(tokenizer, corpus, tmp_path):
     from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-        num_key_value_heads=2, pad_token_id=2, eos_token_id=2)).eval()
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=2,
+            eos_token_id=2,
+        )
+    ).eval()
     grace = GraceEmbedder(model, tokenizer, GraceConfig(max_new_tokens=2, temperature=0.0), revision="tiny")
     small = corpus[:12]
     retriever = DenseRetriever(grace, small, encoder_id="tiny-grace", cache_dir=tmp_path, batch_size=4)

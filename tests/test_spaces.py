@@ -16,19 +16,26 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import tiny_llama
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                 reason="Debian's chromium and chromium-driver are not installed (the Makefile installs "
-                                        "them where apt-get is available and it runs as root)")]
+CHROMIUM, CHROMEDRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="Debian's chromium and chromium-driver are not installed (the Makefile installs "
+        "them where apt-get is available and it runs as root)",
+    ),
+]
 
 
 def _free_port() -> int:
@@ -44,11 +51,18 @@ class App:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = tmp_path / f"{app.parent.name}-app.log"
-        env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
-               "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **env}
+        env = {
+            **os.environ,
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(self.port),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            **env,
+        }
         with self.log.open("w") as handle:
-            self.process = subprocess.Popen([sys.executable, str(app)], cwd=app.parent, env=env, stdout=handle,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, str(app)], cwd=app.parent, env=env, stdout=handle, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -76,9 +90,19 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,1400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1280,1400",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
@@ -125,7 +149,9 @@ def _load_app_module(folder: Path, monkeypatch):
 
 def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
     folder = tmp_path / "grace-tiny"
-    GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(temperature=0.0)).save_pretrained(folder)
+    GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(temperature=0.0)).save_pretrained(
+        folder
+    )
     monkeypatch.setenv("MODEL_REPO", str(folder))
     app_module = _load_app_module(ROOT / "spaces" / "grace", monkeypatch)
     matrix, expected = app_module.embed(app_module.EXAMPLE, 32)  # the same call, made here
@@ -143,8 +169,11 @@ def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
 
 def test_dynamicrag_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
     folder = tmp_path / "dynamicrag-tiny"
-    DynamicRAGModel(tiny_llama(tokenizer, layers=2).eval(), tokenizer,
-                    DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=8, temperature=0.0)).save_pretrained(folder)
+    DynamicRAGModel(
+        tiny_llama(tokenizer, layers=2).eval(),
+        tokenizer,
+        DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=8, temperature=0.0),
+    ).save_pretrained(folder)
     monkeypatch.setenv("MODEL_REPO", str(folder))
     app_module = _load_app_module(ROOT / "spaces" / "dynamicrag", monkeypatch)
     table, expected = app_module.rerank_and_answer(app_module.QUESTION, app_module.PASSAGES)

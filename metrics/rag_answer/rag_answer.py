@@ -32,7 +32,12 @@ Examples:
 
 _CITATION = """@article{sun2025dynamicrag, title={DynamicRAG: Leveraging Outputs of Large Language Model as Feedback for Dynamic Reranking in Retrieval-Augmented Generation}, author={Sun, Jiashuo and others}, journal={arXiv:2505.07233}, year={2025}}"""
 
-FEVER_LABELS = {"supports": "SUPPORTS", "refutes": "REFUTES", "not enough info": "NOT ENOUGH INFO", "nei": "NOT ENOUGH INFO"}
+FEVER_LABELS = {
+    "supports": "SUPPORTS",
+    "refutes": "REFUTES",
+    "not enough info": "NOT ENOUGH INFO",
+    "nei": "NOT ENOUGH INFO",
+}
 
 
 def normalize_answer(text: str) -> str:
@@ -80,7 +85,9 @@ class RagAnswer(evaluate.Metric):
         else:
             references = datasets.Sequence(datasets.Value("string"))
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features({"predictions": datasets.Value("string"), "references": references}),
         )
 
@@ -88,14 +95,18 @@ class RagAnswer(evaluate.Metric):
         if not predictions:
             raise ValueError("no predictions to score")
         if self.config_name == "fever":
-            hits = [float(fever_label(p) is not None and fever_label(p) in {fever_label(r) for r in refs})
-                    for p, refs in zip(predictions, references)]
+            hits = [
+                float(fever_label(p) is not None and fever_label(p) in {fever_label(r) for r in refs})
+                for p, refs in zip(predictions, references)
+            ]
             return {"label_accuracy": sum(hits) / len(hits)}
         if self.config_name == "asqa":
             scores = []
             for prediction, qa_pairs in zip(predictions, references):
                 pred = normalize_answer(prediction)
-                covered = [any(normalize_answer(a) and normalize_answer(a) in pred for a in answers) for answers in qa_pairs]
+                covered = [
+                    any(normalize_answer(a) and normalize_answer(a) in pred for a in answers) for answers in qa_pairs
+                ]
                 scores.append(sum(covered) / len(covered) if covered else 0.0)
             return {"str_em": sum(scores) / len(scores)}
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -105,6 +116,10 @@ class RagAnswer(evaluate.Metric):
             totals["exact_match"] += max(exact_match(prediction, g) for g in golds)
             totals["f1"] += max(token_f1(prediction, g) for g in golds)
             totals["match"] += max(answer_match(prediction, g, match_direction) for g in golds)
-            totals["rougeL"] += max(scorer.score(g, prediction)["rougeL"].fmeasure if g.strip() and prediction.strip()
-                                    else float(not g.strip() and not prediction.strip()) for g in golds)
+            totals["rougeL"] += max(
+                scorer.score(g, prediction)["rougeL"].fmeasure
+                if g.strip() and prediction.strip()
+                else float(not g.strip() and not prediction.strip())
+                for g in golds
+            )
         return {name: value / len(predictions) for name, value in totals.items()}

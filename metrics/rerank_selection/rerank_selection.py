@@ -55,9 +55,15 @@ def list_ndcg(selected: list[int], relevant: list[int]) -> float:
 class RerankSelection(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation="", inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("int32")),
-                                        "references": datasets.Sequence(datasets.Value("int32"))}),
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("int32")),
+                    "references": datasets.Sequence(datasets.Value("int32")),
+                }
+            ),
         )
 
     def _compute(self, predictions, references, malformed=None):

@@ -44,9 +44,15 @@ def ranking_scores(ranking: list[str], relevant: set[str], k: int) -> tuple[floa
 class Retrieval(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation="", inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("string")),
-                                        "references": datasets.Sequence(datasets.Value("string"))}),
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
         )
 
     def _compute(self, predictions, references, k_values=(1, 5, 10, 20)):

@@ -38,20 +38,40 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     compact_fused_lm_head()  # the loss reads ~20 completion tokens of ~650: project only those, on CPU too
     model, tokenizer, settings = load_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype))
-    train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
-                       limit=script_args.max_train_samples, kinds=script_args.kinds,
-                       columns=["prompt", "chosen", "rejected"])
+    train = load_split(
+        script_args.dataset_name,
+        script_args.dataset_config,
+        script_args.dataset_train_split,
+        limit=script_args.max_train_samples,
+        kinds=script_args.kinds,
+        columns=["prompt", "chosen", "rejected"],
+    )
     refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (pairs)")
     peft_config = get_peft_config(model_args)
     if peft_config is None:
         prepare_reference(model, tokenizer, model_args.model_name_or_path, training_args.output_dir)
-    trainer = DPOTrainer(model=model, ref_model=None, args=training_args, train_dataset=train,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[repo_callback(settings)])
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[repo_callback(settings)],
+    )
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
-    folder = export_repo(trainer, tokenizer, settings, training_args.output_dir,
-                         extra={"stage": "dpo", "script": asdict(script_args), "model": asdict(model_args),
-                                "training": training_args.to_dict()})
+    folder = export_repo(
+        trainer,
+        tokenizer,
+        settings,
+        training_args.output_dir,
+        extra={
+            "stage": "dpo",
+            "script": asdict(script_args),
+            "model": asdict(model_args),
+            "training": training_args.to_dict(),
+        },
+    )
     print(f"DPO model written to {folder}")
 
 

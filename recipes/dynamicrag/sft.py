@@ -42,20 +42,47 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     if script_args.max_passages:
         settings.max_passages = script_args.max_passages
     columns = ["prompt", "completion"]
-    train = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split,
-                       limit=script_args.max_train_samples, kinds=script_args.kinds, columns=columns)
+    train = load_split(
+        script_args.dataset_name,
+        script_args.dataset_config,
+        script_args.dataset_train_split,
+        limit=script_args.max_train_samples,
+        kinds=script_args.kinds,
+        columns=columns,
+    )
     evaluation = None
     if script_args.dataset_test_split and training_args.eval_strategy != "no":
-        evaluation = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_test_split,
-                                limit=script_args.max_eval_samples, kinds=script_args.kinds, columns=columns)
+        evaluation = load_split(
+            script_args.dataset_name,
+            script_args.dataset_config,
+            script_args.dataset_test_split,
+            limit=script_args.max_eval_samples,
+            kinds=script_args.kinds,
+            columns=columns,
+        )
     refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (sft/train)")
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=tokenizer, peft_config=get_peft_config(model_args),
-                         callbacks=[repo_callback(settings)])
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[repo_callback(settings)],
+    )
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
-    folder = export_repo(trainer, tokenizer, settings, training_args.output_dir,
-                         extra={"stage": "sft", "script": asdict(script_args), "model": asdict(model_args),
-                                "training": training_args.to_dict()})
+    folder = export_repo(
+        trainer,
+        tokenizer,
+        settings,
+        training_args.output_dir,
+        extra={
+            "stage": "sft",
+            "script": asdict(script_args),
+            "model": asdict(model_args),
+            "training": training_args.to_dict(),
+        },
+    )
     print(f"SFT model written to {folder}")
 
 

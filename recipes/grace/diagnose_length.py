@@ -57,8 +57,9 @@ def main() -> None:
         if temperature is None:  # no rationale: the prompt alone
             generated = [([], None)] * len(texts)
         else:
-            generated = embedder.generate_rationales(prompts, texts, max_new_tokens=args.max_new_tokens,
-                                                     temperature=temperature, top_p=1.0, seed=seed)
+            generated = embedder.generate_rationales(
+                prompts, texts, max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=1.0, seed=seed
+            )
         sequences = [p + ids + ([eos] if eos is not None else []) for p, (ids, eos) in zip(prompts, generated)]
         vectors = embedder.embed_sequences(sequences, [embedder.prefix_length(p) for p in prompts])
         truncated = [temperature is not None and eos is None for _, eos in generated]
@@ -73,19 +74,29 @@ def main() -> None:
         truncated = [m[2][g] for m in members]
         p = [float(queries[g] @ m[0][g]) for m in members]
         finished = [i for i in range(args.group_size) if not truncated[i]]
-        groups.append({"p_without_rationale": float(queries[g] @ bare[g]), "p": p, "lengths": lengths, "truncated": truncated,
-                       "spearman_length_p_finished": spearman([lengths[i] for i in finished], [p[i] for i in finished])})
+        groups.append(
+            {
+                "p_without_rationale": float(queries[g] @ bare[g]),
+                "p": p,
+                "lengths": lengths,
+                "truncated": truncated,
+                "spearman_length_p_finished": spearman([lengths[i] for i in finished], [p[i] for i in finished]),
+            }
+        )
     rhos = [g["spearman_length_p_finished"] for g in groups if g["spearman_length_p_finished"] is not None]
     finished_p = [p for g in groups for p, t in zip(g["p"], g["truncated"]) if not t]
     summary = {
-        "groups": len(groups), "group_size": args.group_size, "max_new_tokens": args.max_new_tokens,
+        "groups": len(groups),
+        "group_size": args.group_size,
+        "max_new_tokens": args.max_new_tokens,
         "truncated_share": statistics.fmean(t for g in groups for t in g["truncated"]),
         "mean_rationale_tokens": statistics.fmean(n for g in groups for n in g["lengths"]),
         "mean_p_with_rationale_finished": statistics.fmean(finished_p) if finished_p else None,
         "mean_p_without_rationale": statistics.fmean(g["p_without_rationale"] for g in groups),
         "groups_where_no_rationale_beats_every_member": sum(g["p_without_rationale"] > max(g["p"]) for g in groups),
         "mean_spearman_length_vs_p": statistics.fmean(rhos) if rhos else None,
-        "groups_with_negative_spearman": sum(r < 0 for r in rhos), "groups_with_spearman": len(rhos),
+        "groups_with_negative_spearman": sum(r < 0 for r in rhos),
+        "groups_with_spearman": len(rhos),
     }
     for key, value in summary.items():
         print(f"{key:<48} {value:.4f}" if isinstance(value, float) else f"{key:<48} {value}")

@@ -57,23 +57,83 @@ def main(argv: list[str] | None = None) -> int:
     stage = evidence.Stages(logs, cwd=ROOT)
 
     data = out / "data"
-    stage.run("data", data / "README.md", [sys.executable, "dataset_builders/grace_triplets.py", "--source", "offline",
-                                          "--offline-sources", "wordnet-definitions", "--max-rows", "1100",
-                                          "--validation-share", "0.1", "--output-dir", str(data)])
-    decoding = ["--tasks", *TASKS, "--temperature", "0", "--max-new-tokens", str(args.eval_max_new_tokens),
-                "--system-prompt", config["system_prompt"], "--batch-size", str(args.eval_batch_size)]
+    stage.run(
+        "data",
+        data / "README.md",
+        [
+            sys.executable,
+            "dataset_builders/grace_triplets.py",
+            "--source",
+            "offline",
+            "--offline-sources",
+            "wordnet-definitions",
+            "--max-rows",
+            "1100",
+            "--validation-share",
+            "0.1",
+            "--output-dir",
+            str(data),
+        ],
+    )
+    decoding = [
+        "--tasks",
+        *TASKS,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        str(args.eval_max_new_tokens),
+        "--system-prompt",
+        config["system_prompt"],
+        "--batch-size",
+        str(args.eval_batch_size),
+    ]
     evaluate = [sys.executable, "-m", "retrieval_policies.cli", "grace", "evaluate"]
-    stage.run("evaluate untrained", out / "eval" / "untrained" / "done",
-              [*evaluate, "--model", config["model_name_or_path"], "--name", "local/untrained",
-               "--output-dir", str(out / "eval" / "untrained"), *decoding])
+    stage.run(
+        "evaluate untrained",
+        out / "eval" / "untrained" / "done",
+        [
+            *evaluate,
+            "--model",
+            config["model_name_or_path"],
+            "--name",
+            "local/untrained",
+            "--output-dir",
+            str(out / "eval" / "untrained"),
+            *decoding,
+        ],
+    )
     for seed in args.seeds:
         run = out / f"seed-{seed}"
-        stage.run(f"train seed {seed}", run / "grace_config.json",
-                  [sys.executable, "recipes/grace/grpo.py", "--config", str(CONFIG), "--dataset_name", str(data),
-                   "--output_dir", str(run), "--seed", str(seed)])
-        stage.run(f"evaluate seed {seed}", out / "eval" / f"seed-{seed}" / "done",
-                  [*evaluate, "--model", str(run), "--name", f"local/seed-{seed}",
-                   "--output-dir", str(out / "eval" / f"seed-{seed}"), *decoding])
+        stage.run(
+            f"train seed {seed}",
+            run / "grace_config.json",
+            [
+                sys.executable,
+                "recipes/grace/grpo.py",
+                "--config",
+                str(CONFIG),
+                "--dataset_name",
+                str(data),
+                "--output_dir",
+                str(run),
+                "--seed",
+                str(seed),
+            ],
+        )
+        stage.run(
+            f"evaluate seed {seed}",
+            out / "eval" / f"seed-{seed}" / "done",
+            [
+                *evaluate,
+                "--model",
+                str(run),
+                "--name",
+                f"local/seed-{seed}",
+                "--output-dir",
+                str(out / "eval" / f"seed-{seed}"),
+                *decoding,
+            ],
+        )
 
     def scores(name: str) -> dict[str, float]:
         return {r["task"]: r["score"] for r in mteb_results(out / "eval" / name)}
@@ -82,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = {seed: scores(f"seed-{seed}") for seed in args.seeds}
     after = {task: statistics.fmean(s[task] for s in seeds.values()) for task in TASKS}
     noise = {task: max(s[task] for s in seeds.values()) - min(s[task] for s in seeds.values()) for task in TASKS}
-    criteria = {f"{HELD_OUT} above untrained for every seed": all(s[HELD_OUT] > before[HELD_OUT] for s in seeds.values())}
+    criteria = {
+        f"{HELD_OUT} above untrained for every seed": all(s[HELD_OUT] > before[HELD_OUT] for s in seeds.values())
+    }
     for task in TASKS:
         if task != HELD_OUT:
             criteria[f"{task} not lowered beyond run-to-run noise"] = before[task] - after[task] <= noise[task]
@@ -92,11 +154,25 @@ def main(argv: list[str] | None = None) -> int:
         runs[f"seed-{seed}"] = {
             "scores": seeds[seed],
             "rationale_tokens": [h["grace/rationale_tokens"] for h in history if "grace/rationale_tokens" in h],
-            "negative_similarity": [h["grace/negative_similarity"] for h in history if "grace/negative_similarity" in h],
-            "truncated_share": [h["grace/length_penalised_share"] for h in history if "grace/length_penalised_share" in h]}
-    report = {"before": before, "after": after, "noise": noise, "criteria": criteria, "criteria_met": all(criteria.values()),
-              "seeds": list(args.seeds), "command": "make evidence-grace", "config": config,
-              "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens, "batch_size": args.eval_batch_size}, "runs": runs}
+            "negative_similarity": [
+                h["grace/negative_similarity"] for h in history if "grace/negative_similarity" in h
+            ],
+            "truncated_share": [
+                h["grace/length_penalised_share"] for h in history if "grace/length_penalised_share" in h
+            ],
+        }
+    report = {
+        "before": before,
+        "after": after,
+        "noise": noise,
+        "criteria": criteria,
+        "criteria_met": all(criteria.values()),
+        "seeds": list(args.seeds),
+        "command": "make evidence-grace",
+        "config": config,
+        "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens, "batch_size": args.eval_batch_size},
+        "runs": runs,
+    }
     evidence.finish("grace", report, stage, Path(args.evidence_dir))
     return 0
 

@@ -17,7 +17,12 @@ from dataclasses import asdict, dataclass
 
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
-from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, grace_chat_template_kwargs, to_grpo_rows
+from retrieval_policies.grace.grpo import (
+    GraceContrastiveReward,
+    GraceGRPOTrainer,
+    grace_chat_template_kwargs,
+    to_grpo_rows,
+)
 from retrieval_policies.grace.rewards import RewardWeights
 from retrieval_policies.grace.training import export_grace_repo, grace_repo_callback, load_grace_policy
 from retrieval_policies.training import check_process_count, checkpoint_to_resume, load_split, torch_dtype
@@ -58,10 +63,16 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_process_count(script_args.num_processes, training_args)
     if training_args.scale_rewards != "none" or training_args.beta != 0:
-        logging.getLogger(__name__).warning("scale_rewards=%r, beta=%r: not GRACE's published settings (none, 0)",
-                                            training_args.scale_rewards, training_args.beta)
-    model, tokenizer, grace_config = load_grace_policy(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype),
-                                                       attn_implementation=model_args.attn_implementation)
+        logging.getLogger(__name__).warning(
+            "scale_rewards=%r, beta=%r: not GRACE's published settings (none, 0)",
+            training_args.scale_rewards,
+            training_args.beta,
+        )
+    model, tokenizer, grace_config = load_grace_policy(
+        model_args.model_name_or_path,
+        dtype=torch_dtype(model_args.dtype),
+        attn_implementation=model_args.attn_implementation,
+    )
     grace_config.max_new_tokens = training_args.max_completion_length
     if script_args.system_prompt is not None:
         grace_config.system_prompt = script_args.system_prompt
@@ -72,25 +83,57 @@ def main(script_args: GraceScriptArguments, training_args: GRPOConfig, model_arg
     mode = script_args.mode
     columns = ["query", "positive", "negative"] if mode == "supervised" else ["text"]
     config = script_args.dataset_config or ("triplets" if mode == "supervised" else "sentences")
-    rows = load_split(script_args.dataset_name, config, script_args.dataset_train_split,
-                      limit=script_args.max_train_samples, columns=columns)
+    rows = load_split(
+        script_args.dataset_name,
+        config,
+        script_args.dataset_train_split,
+        limit=script_args.max_train_samples,
+        columns=columns,
+    )
     from datasets import Dataset
 
     train = Dataset.from_list(to_grpo_rows(list(rows), mode, grace_config))
     reward = GraceContrastiveReward(
-        mode, RewardWeights(script_args.tau, script_args.lambda_consistency, script_args.lambda_cross,
-                            truncation=script_args.truncation, contrastive=script_args.contrastive),
-        grace_config=grace_config, extra_temperature=script_args.extra_temperature, seed=training_args.seed,
-        embedding_batch_size=script_args.embedding_batch_size, rationales_to_log=script_args.rationales_to_log)
-    trainer = GraceGRPOTrainer(model=model, reward_funcs=[reward], args=training_args, train_dataset=train,
-                          processing_class=tokenizer, peft_config=get_peft_config(model_args),
-                          callbacks=[grace_repo_callback(grace_config)], grace_config=grace_config,
-                          rollout_decoding=script_args.rollout_decoding, micro_batches=script_args.micro_batches)
+        mode,
+        RewardWeights(
+            script_args.tau,
+            script_args.lambda_consistency,
+            script_args.lambda_cross,
+            truncation=script_args.truncation,
+            contrastive=script_args.contrastive,
+        ),
+        grace_config=grace_config,
+        extra_temperature=script_args.extra_temperature,
+        seed=training_args.seed,
+        embedding_batch_size=script_args.embedding_batch_size,
+        rationales_to_log=script_args.rationales_to_log,
+    )
+    trainer = GraceGRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[grace_repo_callback(grace_config)],
+        grace_config=grace_config,
+        rollout_decoding=script_args.rollout_decoding,
+        micro_batches=script_args.micro_batches,
+    )
     reward.bind(trainer)
     trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
-    folder = export_grace_repo(trainer, tokenizer, grace_config, training_args.output_dir,
-                               extra={"stage": f"grpo-{mode}", "script": asdict(script_args), "model": asdict(model_args),
-                                      "training": training_args.to_dict()})
+    folder = export_grace_repo(
+        trainer,
+        tokenizer,
+        grace_config,
+        training_args.output_dir,
+        extra={
+            "stage": f"grpo-{mode}",
+            "script": asdict(script_args),
+            "model": asdict(model_args),
+            "training": training_args.to_dict(),
+        },
+    )
     print(f"GRACE model written to {folder}")
 
 

@@ -15,9 +15,11 @@ sys.path.insert(1, str(HERE.parent))  # a checkout keeps space_model.py one fold
 import space_model  # noqa: E402
 
 QUESTION = "Who wrote the play Hamlet?"
-PASSAGES = ("Paris: Paris is the capital and largest city of France.\n"
-            "Hamlet: Hamlet is a tragedy written by William Shakespeare around 1600.\n"
-            "Globe Theatre: The Globe Theatre in London staged many of Shakespeare's plays.")
+PASSAGES = (
+    "Paris: Paris is the capital and largest city of France.\n"
+    "Hamlet: Hamlet is a tragedy written by William Shakespeare around 1600.\n"
+    "Globe Theatre: The Globe Theatre in London staged many of Shakespeare's plays."
+)
 
 
 def parse_passages(block: str) -> list[dict]:
@@ -27,7 +29,11 @@ def parse_passages(block: str) -> list[dict]:
         if not line.strip():
             continue
         title, sep, text = line.partition(":")
-        passages.append({"title": title.strip(), "text": text.strip()} if sep and len(title) < 80 else {"title": "", "text": line.strip()})
+        passages.append(
+            {"title": title.strip(), "text": text.strip()}
+            if sep and len(title) < 80
+            else {"title": "", "text": line.strip()}
+        )
     return passages
 
 
@@ -37,8 +43,13 @@ def rerank_and_answer(question: str, block: str):
     if not (question or "").strip() or not passages:
         raise gr.Error("Give a question and at least one passage.")
     out = space_model.model(HERE)(question.strip(), passages)
-    table = pd.DataFrame([{"order": rank, "id": index + 1, "title": passages[index]["title"], "text": passages[index]["text"]}
-                          for rank, index in enumerate(out["indices"], start=1)], columns=["order", "id", "title", "text"])
+    table = pd.DataFrame(
+        [
+            {"order": rank, "id": index + 1, "title": passages[index]["title"], "text": passages[index]["text"]}
+            for rank, index in enumerate(out["indices"], start=1)
+        ],
+        columns=["order", "id", "title", "text"],
+    )
     return table, out["answer"]
 
 
@@ -50,8 +61,10 @@ def check() -> dict:
 
 def build() -> gr.Blocks:
     with gr.Blocks(title="DynamicRAG reranker") as demo:
-        gr.Markdown(f"# DynamicRAG: `{space_model.model_name(HERE)}`\nThe model reads the numbered passages, writes the ids worth reading "
-                    "(as many as it judges useful), then answers from those (arXiv 2505.07233).")
+        gr.Markdown(
+            f"# DynamicRAG: `{space_model.model_name(HERE)}`\nThe model reads the numbered passages, writes the ids worth reading "
+            "(as many as it judges useful), then answers from those (arXiv 2505.07233)."
+        )
         question = gr.Textbox(label="Question", value=QUESTION, elem_id="question")
         passages = gr.Textbox(label="Passages, one per line (Title: text)", lines=6, value=PASSAGES, elem_id="passages")
         run = gr.Button("Rerank and answer", variant="primary", elem_id="run")

@@ -22,7 +22,9 @@ def embed(text_block: str, max_new_tokens: float = 32):
     texts = [line.strip() for line in (text_block or "").splitlines() if line.strip()]
     if len(texts) < 2:
         raise gr.Error("Give at least two texts, one per line.")
-    vectors, rationales = space_model.model(HERE).encode(texts, temperature=0.0, max_new_tokens=int(max_new_tokens), return_rationales=True)
+    vectors, rationales = space_model.model(HERE).encode(
+        texts, temperature=0.0, max_new_tokens=int(max_new_tokens), return_rationales=True
+    )
     names = [f"#{i}" for i in range(1, len(texts) + 1)]
     matrix = pd.DataFrame((vectors @ vectors.T).astype("float64").round(3), columns=names)
     matrix.insert(0, "text", names)
@@ -32,13 +34,19 @@ def embed(text_block: str, max_new_tokens: float = 32):
 def check() -> dict:
     """The example through the app's function (what a push verifies): the matrix's shape and the rationales."""
     matrix, rationales = embed(EXAMPLE, 8)
-    return {"model": space_model.model_repo(HERE), "matrix": list(matrix.shape), "rationales": len(rationales.splitlines())}
+    return {
+        "model": space_model.model_repo(HERE),
+        "matrix": list(matrix.shape),
+        "rationales": len(rationales.splitlines()),
+    }
 
 
 def build() -> gr.Blocks:
     with gr.Blocks(title="GRACE embedder") as demo:
-        gr.Markdown(f"# GRACE: `{space_model.model_name(HERE)}`\nThe model writes a rationale about each text; the mean-pooled hidden "
-                    "states of text and rationale are its embedding (arXiv 2510.04506). Greedy decoding.")
+        gr.Markdown(
+            f"# GRACE: `{space_model.model_name(HERE)}`\nThe model writes a rationale about each text; the mean-pooled hidden "
+            "states of text and rationale are its embedding (arXiv 2510.04506). Greedy decoding."
+        )
         texts = gr.Textbox(label="Texts, one per line", lines=5, value=EXAMPLE, elem_id="texts")
         tokens = gr.Slider(4, 128, value=32, step=1, label="Rationale tokens at most", elem_id="tokens")
         run = gr.Button("Embed", variant="primary", elem_id="run")

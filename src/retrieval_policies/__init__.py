@@ -3,8 +3,12 @@
 __version__ = "0.1.0"
 
 # Imported on first use, so that `import retrieval_policies` (and the CLI) does not pay for torch.
-_LAZY = {"GraceEmbedder": "retrieval_policies.models.grace", "GraceConfig": "retrieval_policies.models.grace",
-         "DynamicRAGModel": "retrieval_policies.models.dynamicrag", "DynamicRAGConfig": "retrieval_policies.models.dynamicrag"}
+_LAZY = {
+    "GraceEmbedder": "retrieval_policies.models.grace",
+    "GraceConfig": "retrieval_policies.models.grace",
+    "DynamicRAGModel": "retrieval_policies.models.dynamicrag",
+    "DynamicRAGConfig": "retrieval_policies.models.dynamicrag",
+}
 
 
 def __getattr__(name):

@@ -17,16 +17,34 @@ from pathlib import Path
 from .local_paths import portable, portable_name
 
 CURVES_FILE = "training_curves.png"
-GRACE_CURVE_KEYS = ("reward", "grace/positive_similarity", "grace/negative_similarity", "grace/consistency",
-                    "grace/cross", "grace/length_penalised_share", "grace/rationale_tokens")
-DYNAMICRAG_CURVE_KEYS = ("loss", "mean_token_accuracy", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
+GRACE_CURVE_KEYS = (
+    "reward",
+    "grace/positive_similarity",
+    "grace/negative_similarity",
+    "grace/consistency",
+    "grace/cross",
+    "grace/length_penalised_share",
+    "grace/rationale_tokens",
+)
+DYNAMICRAG_CURVE_KEYS = (
+    "loss",
+    "mean_token_accuracy",
+    "rewards/margins",
+    "rewards/accuracies",
+    "rewards/chosen",
+    "rewards/rejected",
+)
 
 
 def template_dir() -> Path:
-    folder = Path(os.environ.get("RETRIEVAL_POLICIES_CARD_TEMPLATES") or Path(__file__).resolve().parents[2] / "model_cards")
+    folder = Path(
+        os.environ.get("RETRIEVAL_POLICIES_CARD_TEMPLATES") or Path(__file__).resolve().parents[2] / "model_cards"
+    )
     if not (folder / "grace.md").is_file():
-        raise FileNotFoundError(f"card templates not found in {folder}: run from a checkout of retrieval-policies or set "
-                                "RETRIEVAL_POLICIES_CARD_TEMPLATES to its model_cards/ folder")
+        raise FileNotFoundError(
+            f"card templates not found in {folder}: run from a checkout of retrieval-policies or set "
+            "RETRIEVAL_POLICIES_CARD_TEMPLATES to its model_cards/ folder"
+        )
     return folder
 
 
@@ -46,12 +64,17 @@ def read_log_history(folder: str | os.PathLike) -> list[dict]:
     return json.loads(path.read_text()).get("log_history", []) if path.is_file() else []
 
 
-def plot_training_curves(log_history: list[dict], keys: tuple[str, ...], path: str | os.PathLike, *, title: str) -> Path | None:
+def plot_training_curves(
+    log_history: list[dict], keys: tuple[str, ...], path: str | os.PathLike, *, title: str
+) -> Path | None:
     """One panel per logged quantity over steps, as a PNG; None when nothing of ``keys`` was logged."""
     series = {}
     for key in keys:
-        points = [(row["step"], row[key]) for row in log_history
-                  if key in row and "step" in row and isinstance(row[key], (int, float)) and math.isfinite(row[key])]
+        points = [
+            (row["step"], row[key])
+            for row in log_history
+            if key in row and "step" in row and isinstance(row[key], (int, float)) and math.isfinite(row[key])
+        ]
         if points:
             series[key] = points
     if not series:
@@ -70,7 +93,7 @@ def plot_training_curves(log_history: list[dict], keys: tuple[str, ...], path: s
         axis.set_title(key, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(series):]:
+    for axis in list(axes.flat)[len(series) :]:
         axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
@@ -90,16 +113,38 @@ def _settings(folder: Path, keys: tuple[str, ...]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- GRACE
-GRACE_SETTING_KEYS = ("model_name_or_path", "dataset_name", "learning_rate", "max_steps", "num_train_epochs",
-                      "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
-                      "max_completion_length", "temperature", "tau", "lambda_consistency", "lambda_cross", "beta",
-                      "use_peft", "lora_r", "seed")
-WIDGET = {"source_sentence": "A dog barked at the mailman all morning.",
-          "sentences": ["The postman was barked at by a dog for hours.", "Stock prices fell sharply on Monday.",
-                        "A cat slept on the windowsill."]}
-RATIONALE_TEXTS = ("The mitochondrion is the organelle that produces most of the cell's chemical energy.",
-                   "bank: sloping land beside a body of water",
-                   "The treaty ended the war and redrew the borders of the region.")
+GRACE_SETTING_KEYS = (
+    "model_name_or_path",
+    "dataset_name",
+    "learning_rate",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "tau",
+    "lambda_consistency",
+    "lambda_cross",
+    "beta",
+    "use_peft",
+    "lora_r",
+    "seed",
+)
+WIDGET = {
+    "source_sentence": "A dog barked at the mailman all morning.",
+    "sentences": [
+        "The postman was barked at by a dog for hours.",
+        "Stock prices fell sharply on Monday.",
+        "A cat slept on the windowsill.",
+    ],
+}
+RATIONALE_TEXTS = (
+    "The mitochondrion is the organelle that produces most of the cell's chemical energy.",
+    "bank: sloping land beside a body of water",
+    "The treaty ended the war and redrew the borders of the region.",
+)
 
 
 def mteb_results(results_dir: str | os.PathLike) -> list[dict]:
@@ -111,10 +156,21 @@ def mteb_results(results_dir: str | os.PathLike) -> list[dict]:
         if path.name == "model_meta.json":
             continue
         result = mteb.TaskResult.from_disk(path)
-        task = mteb.get_task(result.task_name) if result.task_name not in _local_task_names() else _local_task(result.task_name)
+        task = (
+            mteb.get_task(result.task_name)
+            if result.task_name not in _local_task_names()
+            else _local_task(result.task_name)
+        )
         split = next(iter(result.scores))
-        rows.append({"task": result.task_name, "type": task.metadata.type, "metric": task.metadata.main_score,
-                     "score": float(result.get_score()), "split": split})
+        rows.append(
+            {
+                "task": result.task_name,
+                "type": task.metadata.type,
+                "metric": task.metadata.main_score,
+                "score": float(result.get_score()),
+                "split": split,
+            }
+        )
     return rows
 
 
@@ -133,11 +189,22 @@ def _local_task(name: str):
 def _eval_results(rows: list[dict]):
     from huggingface_hub import EvalResult
 
-    return [EvalResult(task_type=row["type"], dataset_type=row["task"], dataset_name=row["task"], dataset_split=row["split"],
-                       metric_type=row["metric"], metric_value=round(row["score"], 4)) for row in rows]
+    return [
+        EvalResult(
+            task_type=row["type"],
+            dataset_type=row["task"],
+            dataset_name=row["task"],
+            dataset_split=row["split"],
+            metric_type=row["metric"],
+            metric_value=round(row["score"], 4),
+        )
+        for row in rows
+    ]
 
 
-def grace_rationales(folder: str | os.PathLike, texts=RATIONALE_TEXTS, *, max_new_tokens: int | None = None) -> list[dict]:
+def grace_rationales(
+    folder: str | os.PathLike, texts=RATIONALE_TEXTS, *, max_new_tokens: int | None = None
+) -> list[dict]:
     """What the trained model writes about a few texts, greedy (the card shows them as they are)."""
     from .models.grace import GraceEmbedder
 
@@ -146,39 +213,89 @@ def grace_rationales(folder: str | os.PathLike, texts=RATIONALE_TEXTS, *, max_ne
     return [{"text": t, "rationale": r} for t, r in zip(texts, rationales)]
 
 
-def render_grace_card(folder: str | os.PathLike, repo_id: str, *, base_model: str, datasets: list[str] | None = None,
-                      results: list[dict] | None = None, baseline: list[dict] | None = None, rationales: list[dict] | None = None,
-                      license: str = "apache-2.0", snippet_max_new_tokens: int = 32, local_tasks: tuple[str, ...] = ("LocalLeeSTS",)):
+def render_grace_card(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    base_model: str,
+    datasets: list[str] | None = None,
+    results: list[dict] | None = None,
+    baseline: list[dict] | None = None,
+    rationales: list[dict] | None = None,
+    license: str = "apache-2.0",
+    snippet_max_new_tokens: int = 32,
+    local_tasks: tuple[str, ...] = ("LocalLeeSTS",),
+):
     """Write README.md (and the training-curve PNG when a log history is there) into a GRACE repo folder."""
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
     base_model, datasets = portable_name(base_model), portable(datasets) if datasets else None
-    curves = plot_training_curves(read_log_history(folder), GRACE_CURVE_KEYS, folder / CURVES_FILE, title=f"{repo_id}: GRPO")
+    curves = plot_training_curves(
+        read_log_history(folder), GRACE_CURVE_KEYS, folder / CURVES_FILE, title=f"{repo_id}: GRPO"
+    )
     before = {row["task"]: row["score"] for row in baseline or []}
-    data = ModelCardData(license=license, base_model=base_model, datasets=datasets or None, library_name="transformers",
-                         pipeline_tag="feature-extraction", model_name=repo_id,
-                         tags=["grace", "embeddings", "custom_code", "mteb", "sentence-transformers", "sentence-similarity",
-                               "retrieval-policies"],
-                         eval_results=_eval_results(results) if results else None,
-                         widget=[WIDGET])
-    card = _render(ModelCard, data, "grace.md", repo_id=repo_id, base_model=base_model, datasets=datasets or [],
-                   results=[{**row, "before": before.get(row["task"])} for row in results or []],
-                   rationales=rationales or [], settings=_settings(folder, GRACE_SETTING_KEYS),
-                   curves=CURVES_FILE if curves else None, widget=WIDGET, max_new_tokens=snippet_max_new_tokens,
-                   local_tasks=list(local_tasks))
+    data = ModelCardData(
+        license=license,
+        base_model=base_model,
+        datasets=datasets or None,
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        model_name=repo_id,
+        tags=[
+            "grace",
+            "embeddings",
+            "custom_code",
+            "mteb",
+            "sentence-transformers",
+            "sentence-similarity",
+            "retrieval-policies",
+        ],
+        eval_results=_eval_results(results) if results else None,
+        widget=[WIDGET],
+    )
+    card = _render(
+        ModelCard,
+        data,
+        "grace.md",
+        repo_id=repo_id,
+        base_model=base_model,
+        datasets=datasets or [],
+        results=[{**row, "before": before.get(row["task"])} for row in results or []],
+        rationales=rationales or [],
+        settings=_settings(folder, GRACE_SETTING_KEYS),
+        curves=CURVES_FILE if curves else None,
+        widget=WIDGET,
+        max_new_tokens=snippet_max_new_tokens,
+        local_tasks=list(local_tasks),
+    )
     card.save(folder / "README.md")
     return card
 
 
 # ---------------------------------------------------------------------------------------------- DynamicRAG
-DYNAMICRAG_SETTING_KEYS = ("model_name_or_path", "dataset_name", "learning_rate", "max_steps", "num_train_epochs",
-                           "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "beta", "loss_type",
-                           "max_passages", "use_peft", "lora_r", "seed")
+DYNAMICRAG_SETTING_KEYS = (
+    "model_name_or_path",
+    "dataset_name",
+    "learning_rate",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "beta",
+    "loss_type",
+    "max_passages",
+    "use_peft",
+    "lora_r",
+    "seed",
+)
 EXAMPLE_QUERY = "Who wrote the play Hamlet?"
-EXAMPLE_PASSAGES = [{"title": "Paris", "text": "Paris is the capital and largest city of France."},
-                    {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Shakespeare around 1600."},
-                    {"title": "Globe Theatre", "text": "The Globe Theatre in London staged many of Shakespeare's plays."}]
+EXAMPLE_PASSAGES = [
+    {"title": "Paris", "text": "Paris is the capital and largest city of France."},
+    {"title": "Hamlet", "text": "Hamlet is a tragedy written by William Shakespeare around 1600."},
+    {"title": "Globe Theatre", "text": "The Globe Theatre in London staged many of Shakespeare's plays."},
+]
 SYSTEM_ORDER = ("dynamicrag", "same-k", "top-1", "top-3", "top-5", "all")
 
 
@@ -187,7 +304,12 @@ def dynamicrag_example(folder: str | os.PathLike, query: str = EXAMPLE_QUERY, pa
     from .models.dynamicrag import DynamicRAGModel
 
     out = DynamicRAGModel.from_pretrained(folder)(query, list(passages))
-    return {"query": query, "passages": list(passages), "selected": [i + 1 for i in out["indices"]], "answer": out["answer"]}
+    return {
+        "query": query,
+        "passages": list(passages),
+        "selected": [i + 1 for i in out["indices"]],
+        "answer": out["answer"],
+    }
 
 
 def _evaluation_rows(report: dict | None) -> list[dict]:
@@ -196,9 +318,18 @@ def _evaluation_rows(report: dict | None) -> list[dict]:
     return [{"system": name, **scores[name]} for name in names]
 
 
-def render_dynamicrag_card(folder: str | os.PathLike, repo_id: str, *, base_model: str, datasets: list[str] | None = None,
-                           evaluation: dict | None = None, evaluation_data: str | None = None, example: dict | None = None,
-                           stages: dict[str, str | os.PathLike] | None = None, license: str = "apache-2.0"):
+def render_dynamicrag_card(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    base_model: str,
+    datasets: list[str] | None = None,
+    evaluation: dict | None = None,
+    evaluation_data: str | None = None,
+    example: dict | None = None,
+    stages: dict[str, str | os.PathLike] | None = None,
+    license: str = "apache-2.0",
+):
     """Write README.md (and the training-curve PNG) into a DynamicRAG repo folder.
 
     ``evaluation`` is a report of ``retrieval-policies dynamicrag evaluate``; ``stages`` maps stage names (sft, dpo)
@@ -212,23 +343,52 @@ def render_dynamicrag_card(folder: str | os.PathLike, repo_id: str, *, base_mode
     stages = {name: Path(path) for name, path in (stages or {"training": folder}).items()}
     curves = None
     for name, path in reversed(stages.items()):  # one figure per stage would crowd the card: the last stage that logged
-        curves = plot_training_curves(read_log_history(path), DYNAMICRAG_CURVE_KEYS, folder / CURVES_FILE, title=f"{repo_id}: {name}")
+        curves = plot_training_curves(
+            read_log_history(path), DYNAMICRAG_CURVE_KEYS, folder / CURVES_FILE, title=f"{repo_id}: {name}"
+        )
         if curves:
             break
     rows = _evaluation_rows(evaluation)
     eval_results = None
     if rows and rows[0]["system"] == "dynamicrag":
         dataset = evaluation_data or "evaluation set"
-        eval_results = [EvalResult(task_type="question-answering", dataset_type=dataset, dataset_name=dataset,
-                                   metric_type=metric, metric_name=name, metric_value=round(float(rows[0][metric]), 4))
-                        for metric, name in (("exact_match", "EM"), ("f1", "F1"), ("selection_recall", "selection recall"))]
-    data = ModelCardData(license=license, base_model=base_model, datasets=datasets or None, library_name="transformers",
-                         pipeline_tag="text-ranking", model_name=repo_id, eval_results=eval_results,
-                         tags=["dynamicrag", "reranker", "rag", "custom_code", "retrieval-policies"])
-    card = _render(ModelCard, data, "dynamicrag.md", repo_id=repo_id, base_model=base_model, datasets=datasets or [],
-                   rows=rows, evaluation_data=evaluation_data, questions=len((evaluation or {}).get("predictions", [])),
-                   example=example, stages={name: _settings(path, DYNAMICRAG_SETTING_KEYS) for name, path in stages.items()},
-                   curves=CURVES_FILE if curves else None, example_query=EXAMPLE_QUERY, example_passages=EXAMPLE_PASSAGES)
+        eval_results = [
+            EvalResult(
+                task_type="question-answering",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=metric,
+                metric_name=name,
+                metric_value=round(float(rows[0][metric]), 4),
+            )
+            for metric, name in (("exact_match", "EM"), ("f1", "F1"), ("selection_recall", "selection recall"))
+        ]
+    data = ModelCardData(
+        license=license,
+        base_model=base_model,
+        datasets=datasets or None,
+        library_name="transformers",
+        pipeline_tag="text-ranking",
+        model_name=repo_id,
+        eval_results=eval_results,
+        tags=["dynamicrag", "reranker", "rag", "custom_code", "retrieval-policies"],
+    )
+    card = _render(
+        ModelCard,
+        data,
+        "dynamicrag.md",
+        repo_id=repo_id,
+        base_model=base_model,
+        datasets=datasets or [],
+        rows=rows,
+        evaluation_data=evaluation_data,
+        questions=len((evaluation or {}).get("predictions", [])),
+        example=example,
+        stages={name: _settings(path, DYNAMICRAG_SETTING_KEYS) for name, path in stages.items()},
+        curves=CURVES_FILE if curves else None,
+        example_query=EXAMPLE_QUERY,
+        example_passages=EXAMPLE_PASSAGES,
+    )
     card.save(folder / "README.md")
     return card
 
@@ -248,14 +408,23 @@ def dataset_schema(configs: dict[str, dict[str, list[dict]]]) -> list[dict]:
     return out
 
 
-def render_dataset_card(card_data, *, pretty_name: str, body: str, configs: dict[str, dict[str, list[dict]]],
-                        repo_id: str | None = None):
+def render_dataset_card(
+    card_data, *, pretty_name: str, body: str, configs: dict[str, dict[str, list[dict]]], repo_id: str | None = None
+):
     """The dataset card: what the builder says about the data (sources, how it was built, counts, command), its
     schema, and how to load it."""
     from huggingface_hub import DatasetCard
 
-    return _render(DatasetCard, card_data, "dataset.md", pretty_name=pretty_name, body=body.strip(),
-                   schema=dataset_schema(configs), repo_id=repo_id, default_config=next(iter(configs), None))
+    return _render(
+        DatasetCard,
+        card_data,
+        "dataset.md",
+        pretty_name=pretty_name,
+        body=body.strip(),
+        schema=dataset_schema(configs),
+        repo_id=repo_id,
+        default_config=next(iter(configs), None),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- metric Spaces
@@ -271,29 +440,50 @@ def render_metric_card(folder: str | os.PathLike, load_name: str | None = None):
     load_name = load_name or f"metrics/{folder.name}"
     examples = []
     for example in spec.get("examples", []):
-        metric = evaluate.load(str(folder), example.get("config")) if example.get("config") else evaluate.load(str(folder))
+        metric = (
+            evaluate.load(str(folder), example.get("config")) if example.get("config") else evaluate.load(str(folder))
+        )
         result = metric.compute(**example["kwargs"])
-        examples.append({**example, "call": ", ".join(f"{k}={v!r}" for k, v in example["kwargs"].items()),
-                         "result": _short(result)})
-    metadata = {"title": spec["title"], "emoji": spec.get("emoji", "📏"), "colorFrom": "blue", "colorTo": "green",
-                "sdk": "gradio", "app_file": "app.py", "pinned": False, "tags": ["evaluate", "metric", "retrieval-policies"],
-                "description": spec["description"]}
+        examples.append(
+            {**example, "call": ", ".join(f"{k}={v!r}" for k, v in example["kwargs"].items()), "result": _short(result)}
+        )
+    metadata = {
+        "title": spec["title"],
+        "emoji": spec.get("emoji", "📏"),
+        "colorFrom": "blue",
+        "colorTo": "green",
+        "sdk": "gradio",
+        "app_file": "app.py",
+        "pinned": False,
+        "tags": ["evaluate", "metric", "retrieval-policies"],
+        "description": spec["description"],
+    }
     text = (template_dir() / "metric.md").read_text(encoding="utf-8")
     import jinja2
 
     rendered = jinja2.Template(text, keep_trailing_newline=True).render(
-        metadata=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(), load_name=load_name,
-        **{**spec, "examples": examples})
+        metadata=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(),
+        load_name=load_name,
+        **{**spec, "examples": examples},
+    )
     card = RepoCard(rendered)
     card.save(folder / "README.md")
     return card
 
 
 SPACE_KINDS = {
-    "grace": ("GRACE embedder", "Texts in; their cosine similarity matrix and the rationale the model wrote about each "
-                                "(the text behind each embedding) out.", "🧭"),
-    "dynamicrag": ("DynamicRAG reranker", "A question and passages in; the passages the model chose to read, in its order "
-                                          "(as many as it judged useful), and the answer it wrote from them out.", "🔎"),
+    "grace": (
+        "GRACE embedder",
+        "Texts in; their cosine similarity matrix and the rationale the model wrote about each "
+        "(the text behind each embedding) out.",
+        "🧭",
+    ),
+    "dynamicrag": (
+        "DynamicRAG reranker",
+        "A question and passages in; the passages the model chose to read, in its order "
+        "(as many as it judged useful), and the answer it wrote from them out.",
+        "🔎",
+    ),
 }
 
 
@@ -304,13 +494,29 @@ def render_space_card(folder: str | os.PathLike, repo_id: str, model: str, kind:
     from huggingface_hub import RepoCard
 
     description, what, emoji = SPACE_KINDS[kind]
-    metadata = {"title": f"{kind} demo", "emoji": emoji, "colorFrom": "indigo", "colorTo": "green", "sdk": "gradio",
-                "sdk_version": "6.31.0", "app_file": "app.py", "pinned": False, "license": "apache-2.0",
-                "models": [model], "tags": [kind, "retrieval-policies"], "short_description": f"Try {model}"}
+    metadata = {
+        "title": f"{kind} demo",
+        "emoji": emoji,
+        "colorFrom": "indigo",
+        "colorTo": "green",
+        "sdk": "gradio",
+        "sdk_version": "6.31.0",
+        "app_file": "app.py",
+        "pinned": False,
+        "license": "apache-2.0",
+        "models": [model],
+        "tags": [kind, "retrieval-policies"],
+        "short_description": f"Try {model}",
+    }
     text = (template_dir() / "space.md").read_text(encoding="utf-8")
     rendered = jinja2.Template(text, keep_trailing_newline=True).render(
-        card_data=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(), title=repo_id,
-        model=model, model_url=f"https://huggingface.co/{model}", kind_description=description, what=what)
+        card_data=yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(),
+        title=repo_id,
+        model=model,
+        model_url=f"https://huggingface.co/{model}",
+        kind_description=description,
+        what=what,
+    )
     card = RepoCard(rendered)
     card.save(Path(folder) / "README.md")
     return card

@@ -59,18 +59,32 @@ def _hub_serve(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.getLogger("retrieval_policies.hub").setLevel(logging.INFO)
     try:
-        server = make_server(args.root, args.host, args.port, allow_remote=args.allow_remote, verbose=args.verbose,
-                             token_file=args.token_file, http=args.http)
+        server = make_server(
+            args.root,
+            args.host,
+            args.port,
+            allow_remote=args.allow_remote,
+            verbose=args.verbose,
+            token_file=args.token_file,
+            http=args.http,
+        )
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.token_file is None:
-        print("WARNING: this local Hub is UNAUTHENTICATED: anyone who can reach it can read, write and delete every "
-              "repo, private ones included. Start it with --token-file (see `retrieval-policies hub token add`).",
-              file=sys.stderr, flush=True)
+        print(
+            "WARNING: this local Hub is UNAUTHENTICATED: anyone who can reach it can read, write and delete every "
+            "repo, private ones included. Start it with --token-file (see `retrieval-policies hub token add`).",
+            file=sys.stderr,
+            flush=True,
+        )
     else:
-        print(f"tokens from {args.token_file} ({len(server.hub_app.tokens)}): writes need a write token, private "
-              "repos are hidden from requests without a token", file=sys.stderr, flush=True)
+        print(
+            f"tokens from {args.token_file} ({len(server.hub_app.tokens)}): writes need a write token, private "
+            "repos are hidden from requests without a token",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     print(server.url, flush=True)  # after the warnings: a caller that reads the URL and stops the server saw them
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop cleanly on `kill` as on Ctrl-C
@@ -92,8 +106,11 @@ def _hub_token_add(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(token)
-    print(f"added a {args.role} token for {args.user!r} to {args.token_file}: it is shown only now; clients use it as "
-          "HF_TOKEN", file=sys.stderr)
+    print(
+        f"added a {args.role} token for {args.user!r} to {args.token_file}: it is shown only now; clients use it as "
+        "HF_TOKEN",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -101,7 +118,11 @@ def _placement(args: argparse.Namespace) -> dict:
     """GraceEmbedder.from_pretrained's placement arguments from --device / --dtype / --attn-implementation."""
     from .grace.corpus import local_device
 
-    out = {"device_map": local_device(args.device), "dtype": args.dtype, "attn_implementation": args.attn_implementation}
+    out = {
+        "device_map": local_device(args.device),
+        "dtype": args.dtype,
+        "attn_implementation": args.attn_implementation,
+    }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -114,7 +135,9 @@ def _vllm_kwargs(args: argparse.Namespace) -> dict:
     try:
         options = json.loads(args.vllm_kwargs)
     except json.JSONDecodeError as err:
-        raise ValueError(f"--vllm-kwargs is not JSON ({err.msg} at character {err.pos}): {args.vllm_kwargs!r}") from None
+        raise ValueError(
+            f"--vllm-kwargs is not JSON ({err.msg} at character {err.pos}): {args.vllm_kwargs!r}"
+        ) from None
     if not isinstance(options, dict):
         raise ValueError(f"--vllm-kwargs must be a JSON object of vllm.LLM options, got {args.vllm_kwargs!r}")
     return options
@@ -125,19 +148,37 @@ def _grace_evaluate(args: argparse.Namespace) -> int:
 
     options = {}
     if not args.sentence_transformer:
-        options = {k: v for k, v in {"rationale": not args.no_rationale, "temperature": args.temperature,
-                                     "max_new_tokens": args.max_new_tokens, "seed": args.seed, "backend": args.backend,
-                                     "cache_dir": args.rationale_cache, "system_prompt": args.system_prompt}.items()
-                   if v is not None}
+        options = {
+            k: v
+            for k, v in {
+                "rationale": not args.no_rationale,
+                "temperature": args.temperature,
+                "max_new_tokens": args.max_new_tokens,
+                "seed": args.seed,
+                "backend": args.backend,
+                "cache_dir": args.rationale_cache,
+                "system_prompt": args.system_prompt,
+            }.items()
+            if v is not None
+        }
         if args.documents_without_rationale:
             options["document_options"] = {"rationale": False}
     if args.tasks and args.benchmark:
         print("error: give --tasks or --benchmark, not both", file=sys.stderr)
         return 2
     try:
-        rows = evaluate_model(args.model, tasks=args.tasks, benchmark=args.benchmark, output_dir=args.output_dir,
-                              name=args.name, sentence_transformer=args.sentence_transformer, batch_size=args.batch_size,
-                              placement=_placement(args), validation_data=args.validation_data, **options)
+        rows = evaluate_model(
+            args.model,
+            tasks=args.tasks,
+            benchmark=args.benchmark,
+            output_dir=args.output_dir,
+            name=args.name,
+            sentence_transformer=args.sentence_transformer,
+            batch_size=args.batch_size,
+            placement=_placement(args),
+            validation_data=args.validation_data,
+            **options,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -154,18 +195,33 @@ def _grace_encode(args: argparse.Namespace) -> int:
     embedder = GraceEmbedder.from_pretrained(resolve_model(args.model), **_placement(args))
     try:
         embedder.vllm_kwargs = _vllm_kwargs(args)
-        manifest = encode_corpus(embedder, args.data, args.output, model_name=args.model, config=args.config,
-                                 split=args.split, column=args.column, id_column=args.id_column,
-                                 batch_size=args.batch_size, shard_size=args.shard_size, backend=args.backend,
-                                 rationale=not args.no_rationale, max_new_tokens=args.max_new_tokens,
-                                 temperature=args.temperature, seed=args.seed, show_progress_bar=not args.no_progress)
+        manifest = encode_corpus(
+            embedder,
+            args.data,
+            args.output,
+            model_name=args.model,
+            config=args.config,
+            split=args.split,
+            column=args.column,
+            id_column=args.id_column,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            backend=args.backend,
+            rationale=not args.no_rationale,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            show_progress_bar=not args.no_progress,
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if manifest is not None:
         rate = manifest["encoded_now"] / manifest["seconds"] if manifest["seconds"] else 0.0
-        print(f"{manifest['rows']} texts in {len(manifest['shards'])} shards under {args.output} "
-              f"({manifest['encoded_now']} encoded now by {manifest['processes']} process(es), {rate:.1f} texts/s)")
+        print(
+            f"{manifest['rows']} texts in {len(manifest['shards'])} shards under {args.output} "
+            f"({manifest['encoded_now']} encoded now by {manifest['processes']} process(es), {rate:.1f} texts/s)"
+        )
     return 0
 
 
@@ -196,14 +252,24 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
         model.dynamicrag_config.rerank_max_new_tokens = args.rerank_max_new_tokens
     if args.answer_max_new_tokens:
         model.dynamicrag_config.answer_max_new_tokens = args.answer_max_new_tokens
-    report = evaluate_dynamicrag(model, rows, top_ks=args.top_k, batch_size=args.batch_size, task=args.task,
-                                 tournament=args.tournament, show_progress_bar=not args.quiet, eval_set=args.config,
-                                 seed=args.seed)
+    report = evaluate_dynamicrag(
+        model,
+        rows,
+        top_ks=args.top_k,
+        batch_size=args.batch_size,
+        task=args.task,
+        tournament=args.tournament,
+        show_progress_bar=not args.quiet,
+        eval_set=args.config,
+        seed=args.seed,
+    )
     print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
     print(format_scores(report["scores"]))
     print(f"settings: {model.dynamicrag_config.to_dict()}")
-    print(f"questions whose reranker output held an id above the {model.dynamicrag_config.max_passages} passages shown: "
-          f"{report['out_of_range_questions']} (kept here, ids dropped; the published evaluation left them out)")
+    print(
+        f"questions whose reranker output held an id above the {model.dynamicrag_config.max_passages} passages shown: "
+        f"{report['out_of_range_questions']} (kept here, ids dropped; the published evaluation left them out)"
+    )
     if args.output:
         write_report(args.output, report, {k: v for k, v in vars(args).items() if k != "func"})
         print(f"scores and predictions in {args.output}")
@@ -220,10 +286,19 @@ def _rag_ask(args: argparse.Namespace) -> int:
     from .rag import RetrievalPolicyPipeline
 
     try:
-        pipe = RetrievalPolicyPipeline(args.retriever, args.reranker, args.corpus, generator=args.generator,
-                                       top_n=args.top_n, top_k=args.top_k, cache_dir=args.cache_dir,
-                                       rationale=not args.no_rationale, config=args.config, split=args.split,
-                                       **_rag_placement(args))
+        pipe = RetrievalPolicyPipeline(
+            args.retriever,
+            args.reranker,
+            args.corpus,
+            generator=args.generator,
+            top_n=args.top_n,
+            top_k=args.top_k,
+            cache_dir=args.cache_dir,
+            rationale=not args.no_rationale,
+            config=args.config,
+            split=args.split,
+            **_rag_placement(args),
+        )
         answers = pipe.ask_batch(args.question, task=args.task)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -251,18 +326,32 @@ def _rag_evaluate(args: argparse.Namespace) -> int:
     rows = cloze_eval_questions(args.max_questions)
     combinations = [(r, d) for r in args.retrievers for d in args.rerankers]
     try:
-        table = evaluate_pipelines(combinations, rows, args.corpus, generator=args.generator, top_n=args.top_n,
-                                   top_k=args.top_k, cache_dir=args.cache_dir, rationale=not args.no_rationale,
-                                   batch_size=args.batch_size, show_progress_bar=not args.quiet, **_rag_placement(args))
+        table = evaluate_pipelines(
+            combinations,
+            rows,
+            args.corpus,
+            generator=args.generator,
+            top_n=args.top_n,
+            top_k=args.top_k,
+            cache_dir=args.cache_dir,
+            rationale=not args.no_rationale,
+            batch_size=args.batch_size,
+            show_progress_bar=not args.quiet,
+            **_rag_placement(args),
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(rows)} cloze test questions over {args.corpus} (top-n {args.top_n}; top-k {args.top_k} without a reranker)")
+    print(
+        f"{len(rows)} cloze test questions over {args.corpus} (top-n {args.top_n}; top-k {args.top_k} without a reranker)"
+    )
     print(format_table(table))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"table": table, "settings": {k: v for k, v in vars(args).items()
-                                                                               if k != "func"}}, indent=2) + "\n")
+        Path(args.output).write_text(
+            json.dumps({"table": table, "settings": {k: v for k, v in vars(args).items() if k != "func"}}, indent=2)
+            + "\n"
+        )
         print(f"table in {args.output}")
     return 0
 
@@ -270,8 +359,12 @@ def _rag_evaluate(args: argparse.Namespace) -> int:
 def _add_rag_arguments(parser: argparse.ArgumentParser) -> None:
     from .rag import DEFAULT_CACHE_DIR
 
-    parser.add_argument("--corpus", default="wikipedia", help="'wikipedia' (the packaged passages), a dataset folder, "
-                        "file or Hub id (id/title/text rows), or a `grace encode` output folder (default wikipedia)")
+    parser.add_argument(
+        "--corpus",
+        default="wikipedia",
+        help="'wikipedia' (the packaged passages), a dataset folder, "
+        "file or Hub id (id/title/text rows), or a `grace encode` output folder (default wikipedia)",
+    )
     parser.add_argument("--config", help="dataset config of --corpus")
     parser.add_argument("--split", default="train", help="dataset split of --corpus (default train)")
     parser.add_argument("--generator", help="who writes the answer (default: the reranker's own LLM; SmolLM2 for none)")
@@ -289,9 +382,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="device_map: cuda, cuda:1, auto, cpu (default: cuda when a GPU is there, else cpu)")
-    parser.add_argument("--dtype", help="bfloat16, float16, float32 or auto (default: bfloat16 on a GPU, float32 on the CPU)")
-    parser.add_argument("--attn-implementation", help="transformers' attn_implementation (e.g. sdpa, flash_attention_2)")
+    parser.add_argument(
+        "--device", help="device_map: cuda, cuda:1, auto, cpu (default: cuda when a GPU is there, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype", help="bfloat16, float16, float32 or auto (default: bfloat16 on a GPU, float32 on the CPU)"
+    )
+    parser.add_argument(
+        "--attn-implementation", help="transformers' attn_implementation (e.g. sdpa, flash_attention_2)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,9 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    assets = commands.add_parser("assets", help="offline base models and corpora").add_subparsers(dest="action", required=True)
+    assets = commands.add_parser("assets", help="offline base models and corpora").add_subparsers(
+        dest="action", required=True
+    )
     prepare = assets.add_parser("prepare", help="resolve base models (Hub, else packaged copy) and check the corpora")
-    prepare.add_argument("--model", action="append", help=f"model name or folder (repeatable; default {DEFAULT_BASE_MODEL})")
+    prepare.add_argument(
+        "--model", action="append", help=f"model name or folder (repeatable; default {DEFAULT_BASE_MODEL})"
+    )
     prepare.add_argument("--offline", action="store_true", help="do not try the Hub")
     prepare.set_defaults(func=_assets_prepare)
     listing = assets.add_parser("list", help="what is available offline")
@@ -313,17 +416,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub = commands.add_parser("hub", help="a local Hub server").add_subparsers(dest="action", required=True)
     serve = hub.add_parser("serve", help="serve a Hub-compatible API for repos stored under --root")
-    serve.add_argument("--root", required=True, help="folder holding the repos (created if missing; persists across restarts)")
+    serve.add_argument(
+        "--root", required=True, help="folder holding the repos (created if missing; persists across restarts)"
+    )
     serve.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
-    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (give it --token-file too)")
+    serve.add_argument(
+        "--allow-remote", action="store_true", help="allow a non-loopback --host (give it --token-file too)"
+    )
     serve.add_argument("--verbose", action="store_true", help="log every request")
-    serve.add_argument("--http", choices=["h11", "httptools"], default="h11",
-                       help="uvicorn's HTTP/1.1 parser: h11 (pure Python, default) or httptools (C, faster transfers)")
-    serve.add_argument("--token-file", help="'token user read|write' lines (`hub token add`): writes need a write "
-                                            "token, private repos need a token; without it nothing is authenticated")
+    serve.add_argument(
+        "--http",
+        choices=["h11", "httptools"],
+        default="h11",
+        help="uvicorn's HTTP/1.1 parser: h11 (pure Python, default) or httptools (C, faster transfers)",
+    )
+    serve.add_argument(
+        "--token-file",
+        help="'token user read|write' lines (`hub token add`): writes need a write "
+        "token, private repos need a token; without it nothing is authenticated",
+    )
     serve.set_defaults(func=_hub_serve)
-    token = hub.add_parser("token", help="access tokens of a local Hub").add_subparsers(dest="token_action", required=True)
+    token = hub.add_parser("token", help="access tokens of a local Hub").add_subparsers(
+        dest="token_action", required=True
+    )
     token_add = token.add_parser("add", help="add a token to a token file (created with mode 0600) and print it once")
     token_add.add_argument("--token-file", required=True)
     token_add.add_argument("--user", required=True, help="the user the token acts as (whoami reports it)")
@@ -332,29 +448,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     grace = commands.add_parser("grace", help="GRACE embedders").add_subparsers(dest="action", required=True)
     evaluate = grace.add_parser("evaluate", help="mteb evaluation: local tasks offline, built-in MTEB tasks with a Hub")
-    evaluate.add_argument("--model", required=True, help="GRACE repo or folder, a chat LLM name (untrained GRACE), or with --sentence-transformer any sentence-transformers model")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        help="GRACE repo or folder, a chat LLM name (untrained GRACE), or with --sentence-transformer any sentence-transformers model",
+    )
     evaluate.add_argument("--tasks", nargs="+", help="local task names (default: all) and/or built-in MTEB task names")
-    evaluate.add_argument("--benchmark", help="an mteb benchmark (e.g. 'MTEB(eng, v1)') or a project preset: "
-                                              "grace-paper-56 (the paper's 56 English tasks), grace-ablation-16")
+    evaluate.add_argument(
+        "--benchmark",
+        help="an mteb benchmark (e.g. 'MTEB(eng, v1)') or a project preset: "
+        "grace-paper-56 (the paper's 56 English tasks), grace-ablation-16",
+    )
     evaluate.add_argument("--output-dir", default="results/mteb", help="mteb ResultCache folder (default results/mteb)")
     evaluate.add_argument("--name", help="model name in the result files (default from --model)")
-    evaluate.add_argument("--sentence-transformer", action="store_true", help="evaluate a plain sentence-transformers model (baselines)")
+    evaluate.add_argument(
+        "--sentence-transformer", action="store_true", help="evaluate a plain sentence-transformers model (baselines)"
+    )
     evaluate.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (the paper's Base row)")
-    evaluate.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
+    evaluate.add_argument(
+        "--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)"
+    )
     evaluate.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
     evaluate.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
     evaluate.add_argument("--system-prompt", help="the rationale instruction (default from the repo)")
-    evaluate.add_argument("--validation-data", help="a GRACE triplet dataset folder: evaluate its validation split "
-                                                    "(TripletValidationRetrieval; alone unless --tasks is given too)")
+    evaluate.add_argument(
+        "--validation-data",
+        help="a GRACE triplet dataset folder: evaluate its validation split "
+        "(TripletValidationRetrieval; alone unless --tasks is given too)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
-    evaluate.add_argument("--documents-without-rationale", action="store_true", help="treat documents differently from queries: no rationale for documents")
-    evaluate.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
+    evaluate.add_argument(
+        "--documents-without-rationale",
+        action="store_true",
+        help="treat documents differently from queries: no rationale for documents",
+    )
+    evaluate.add_argument(
+        "--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)"
+    )
     _add_placement_arguments(evaluate)
     evaluate.set_defaults(func=_grace_evaluate)
 
-    encode = grace.add_parser("encode", help="embed a corpus of any size into Parquet shards + a manifest (resumable; "
-                                             "one slice per process under accelerate launch)")
+    encode = grace.add_parser(
+        "encode",
+        help="embed a corpus of any size into Parquet shards + a manifest (resumable; "
+        "one slice per process under accelerate launch)",
+    )
     encode.add_argument("--model", required=True, help="GRACE repo or folder, or a chat LLM name (untrained GRACE)")
     encode.add_argument("--data", required=True, help="dataset folder, Parquet/JSONL file or Hub dataset id (streamed)")
     encode.add_argument("--config", help="dataset config")
@@ -362,38 +501,71 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--column", default="text", help="the text column (default text)")
     encode.add_argument("--id-column", default="id", help="the id column (default id; the row number when absent)")
     encode.add_argument("--output", required=True, help="folder for the shards and manifest.json (rerun to resume)")
-    encode.add_argument("--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)")
-    encode.add_argument("--vllm-kwargs", help='vllm.LLM options as JSON, with --backend vllm (e.g. \'{"enforce_eager": true}\')')
-    encode.add_argument("--batch-size", type=int, help="texts per generate / forward batch (default: picked for the device: 32 on a CPU, what the GPU memory fits)")
+    encode.add_argument(
+        "--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)"
+    )
+    encode.add_argument(
+        "--vllm-kwargs", help="vllm.LLM options as JSON, with --backend vllm (e.g. '{\"enforce_eager\": true}')"
+    )
+    encode.add_argument(
+        "--batch-size",
+        type=int,
+        help="texts per generate / forward batch (default: picked for the device: 32 on a CPU, what the GPU memory fits)",
+    )
     encode.add_argument("--shard-size", type=int, default=10_000, help="rows per Parquet shard (default 10000)")
-    encode.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)")
-    encode.add_argument("--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)")
+    encode.add_argument(
+        "--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)"
+    )
+    encode.add_argument(
+        "--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)"
+    )
     encode.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
     encode.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
     encode.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_placement_arguments(encode)
     encode.set_defaults(func=_grace_encode)
 
-    dynamicrag = commands.add_parser("dynamicrag", help="DynamicRAG rerankers").add_subparsers(dest="action", required=True)
-    dr_eval = dynamicrag.add_parser("evaluate", help="rerank -> answer over an evaluation set, with fixed top-k baselines")
+    dynamicrag = commands.add_parser("dynamicrag", help="DynamicRAG rerankers").add_subparsers(
+        dest="action", required=True
+    )
+    dr_eval = dynamicrag.add_parser(
+        "evaluate", help="rerank -> answer over an evaluation set, with fixed top-k baselines"
+    )
     dr_eval.add_argument("--model", required=True, help="DynamicRAG repo or folder, or a chat LLM name (untrained)")
-    dr_eval.add_argument("--data", required=True, help="dataset folder or repo built by dataset_builders/dynamicrag_eval.py")
+    dr_eval.add_argument(
+        "--data", required=True, help="dataset folder or repo built by dataset_builders/dynamicrag_eval.py"
+    )
     dr_eval.add_argument("--config", help="dataset config (e.g. wiki_cloze, nq)")
     dr_eval.add_argument("--split", default="test")
     dr_eval.add_argument("--max-questions", type=int)
-    dr_eval.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)")
+    dr_eval.add_argument(
+        "--top-k", type=int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)"
+    )
     dr_eval.add_argument("--batch-size", type=int, default=8)
-    dr_eval.add_argument("--task", choices=["short", "fever", "long", "arc"], help="generator instruction for every "
-                         "question (default: each row's, from its set: fever for FEVER, long for ELI5, else short)")
-    dr_eval.add_argument("--prompt-profile", choices=["project", "published"], help="prompt format (default: the repo's; "
-                         "published, the released checkpoints' format, for a folder without dynamicrag_config.json)")
+    dr_eval.add_argument(
+        "--task",
+        choices=["short", "fever", "long", "arc"],
+        help="generator instruction for every "
+        "question (default: each row's, from its set: fever for FEVER, long for ELI5, else short)",
+    )
+    dr_eval.add_argument(
+        "--prompt-profile",
+        choices=["project", "published"],
+        help="prompt format (default: the repo's; "
+        "published, the released checkpoints' format, for a folder without dynamicrag_config.json)",
+    )
     dr_eval.add_argument("--rerank-max-new-tokens", type=int, help="override the repo's reranker output limit")
     dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
     dr_eval.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="who generates (rerank and answer)")
-    dr_eval.add_argument("--vllm-kwargs", help='vllm.LLM options as JSON, with --backend vllm (e.g. \'{"enforce_eager": true}\')')
-    dr_eval.add_argument("--tournament", action="store_true", help="rerank the whole pool in windows of N (default: "
-                                                                    "the first N passages in one call, as published)")
+    dr_eval.add_argument(
+        "--vllm-kwargs", help="vllm.LLM options as JSON, with --backend vllm (e.g. '{\"enforce_eager\": true}')"
+    )
+    dr_eval.add_argument(
+        "--tournament",
+        action="store_true",
+        help="rerank the whole pool in windows of N (default: the first N passages in one call, as published)",
+    )
     dr_eval.add_argument("--max-passages", type=int, help="N, the passages the reranker sees (default from the repo)")
     dr_eval.add_argument("--temperature", type=float, help="reranker sampling temperature (default from the repo)")
     dr_eval.add_argument("--seed", type=int, default=0, help="seed of the reranker's sampling when temperature > 0")
@@ -401,17 +573,24 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
 
     rag = commands.add_parser("rag", help="retrieve -> rerank -> answer with the two policies").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     ask = rag.add_parser("ask", help="answer questions from a corpus")
     ask.add_argument("question", nargs="+", help="one or more questions")
-    ask.add_argument("--retriever", default="bm25", help="a GRACE repo, a sentence-transformers model, or bm25 (default)")
-    ask.add_argument("--reranker", default="none", help="a DynamicRAG repo, or none for the retriever's top-k (default)")
+    ask.add_argument(
+        "--retriever", default="bm25", help="a GRACE repo, a sentence-transformers model, or bm25 (default)"
+    )
+    ask.add_argument(
+        "--reranker", default="none", help="a DynamicRAG repo, or none for the retriever's top-k (default)"
+    )
     ask.add_argument("--task", choices=["short", "fever", "long", "arc"], default="short", help="generator instruction")
     ask.add_argument("--json", action="store_true", help="print the answers as JSON")
     _add_rag_arguments(ask)
     ask.set_defaults(func=_rag_ask)
     rag_eval = rag.add_parser("evaluate", help="every retriever x reranker combination on the cloze test questions")
-    rag_eval.add_argument("--retrievers", nargs="+", default=["bm25"], help="GRACE repos, sentence-transformers models, bm25")
+    rag_eval.add_argument(
+        "--retrievers", nargs="+", default=["bm25"], help="GRACE repos, sentence-transformers models, bm25"
+    )
     rag_eval.add_argument("--rerankers", nargs="+", default=["none"], help="DynamicRAG repos and/or none (top-k)")
     rag_eval.add_argument("--max-questions", type=int, default=20, help="cloze test questions (default 20)")
     rag_eval.add_argument("--batch-size", type=int, default=8)
@@ -419,20 +598,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rag_arguments(rag_eval)
     rag_eval.set_defaults(func=_rag_evaluate)
 
-    push = commands.add_parser("push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)")
+    push = commands.add_parser(
+        "push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)"
+    )
     push_kinds = push.add_subparsers(dest="action", required=True)
     for kind in ("model", "dataset", "metric", "space"):
         from .publish import add_push_arguments
 
-        sub = push_kinds.add_parser(kind, help=f"publish a {kind} folder" if kind != "space" else
-                                    "publish a model's demo Space (spaces/grace or spaces/dynamicrag) with --model REPO")
+        sub = push_kinds.add_parser(
+            kind,
+            help=f"publish a {kind} folder"
+            if kind != "space"
+            else "publish a model's demo Space (spaces/grace or spaces/dynamicrag) with --model REPO",
+        )
         add_push_arguments(sub, space=kind == "space")
-        sub.set_defaults(func=lambda args, kind=kind: __import__("retrieval_policies.publish", fromlist=["run_push"]).run_push(kind, args))
+        sub.set_defaults(
+            func=lambda args, kind=kind: __import__("retrieval_policies.publish", fromlist=["run_push"]).run_push(
+                kind, args
+            )
+        )
 
     demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
     demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")
     demo.add_argument("--model", default=DEFAULT_BASE_MODEL, help="base model name or folder")
-    demo.add_argument("--force", action="store_true", help="rebuild every stage (also FORCE=1); by default finished stages are reused")
+    demo.add_argument(
+        "--force", action="store_true", help="rebuild every stage (also FORCE=1); by default finished stages are reused"
+    )
     demo.set_defaults(func=_demo)
     return parser
 

@@ -13,9 +13,17 @@ from huggingface_hub import DatasetCardData
 from .cards import render_dataset_card
 
 
-def write_dataset_folder(folder: str | os.PathLike, configs: dict[str, dict[str, list[dict]]], *, pretty_name: str,
-                         card_body: str, license: str, tags: list[str] | None = None, default_config: str | None = None,
-                         repo_id: str | None = None) -> Path:
+def write_dataset_folder(
+    folder: str | os.PathLike,
+    configs: dict[str, dict[str, list[dict]]],
+    *,
+    pretty_name: str,
+    card_body: str,
+    license: str,
+    tags: list[str] | None = None,
+    default_config: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
     """Write ``data/<config>/<split>.parquet`` and README.md; built in a temporary sibling and renamed into place,
     so a failed build never replaces a previous folder with a half-written one."""
     from datasets import Dataset
@@ -43,7 +51,9 @@ def write_dataset_folder(folder: str | os.PathLike, configs: dict[str, dict[str,
         configs = {name: splits for name, splits in configs.items() if any(splits.values())}
         if default_config in configs:  # the loading snippet shows the default config
             configs = {default_config: configs[default_config], **configs}
-        render_dataset_card(data, pretty_name=pretty_name, body=card_body, configs=configs, repo_id=repo_id).save(staging / "README.md")
+        render_dataset_card(data, pretty_name=pretty_name, body=card_body, configs=configs, repo_id=repo_id).save(
+            staging / "README.md"
+        )
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
@@ -52,15 +62,22 @@ def write_dataset_folder(folder: str | os.PathLike, configs: dict[str, dict[str,
     return folder
 
 
-def push_dataset_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,
-                        commit_message: str = "Upload dataset") -> str:
+def push_dataset_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload dataset",
+) -> str:
     """Create the dataset repo if needed and upload the folder in one commit; returns the commit URL."""
     from huggingface_hub import HfApi
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder), revision=revision,
-                             commit_message=commit_message)
+    info = api.upload_folder(
+        repo_id=repo_id, repo_type="dataset", folder_path=str(folder), revision=revision, commit_message=commit_message
+    )
     return info.commit_url
 
 
@@ -76,9 +93,16 @@ def _local_folder_cache(folder: Path) -> str:
     from datasets import config as datasets_config
 
     folder = folder.resolve()
-    parts = [str(folder)] + [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                             for p in sorted(folder.rglob("*")) if p.is_file()]
-    place = Path(datasets_config.HF_DATASETS_CACHE) / "retrieval-policies-local" / hashlib.sha256(parts[0].encode()).hexdigest()[:16]
+    parts = [str(folder)] + [
+        f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    ]
+    place = (
+        Path(datasets_config.HF_DATASETS_CACHE)
+        / "retrieval-policies-local"
+        / hashlib.sha256(parts[0].encode()).hexdigest()[:16]
+    )
     current = place / hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     if place.is_dir():  # the copies of this folder's earlier contents
         import shutil
@@ -105,6 +129,12 @@ def load_split(name: str, config: str | None = None, split: str = "train"):
     if Path(name).is_file() and builder:  # a downloaded file (e.g. the Echo training mix's JSONL): no config
         return load_dataset(builder, data_files=str(name), split="train", download_mode="force_redownload")
     if Path(name).is_dir():
-        return load_dataset(name, config, split=split, download_mode="force_redownload", verification_mode="no_checks",
-                            cache_dir=_local_folder_cache(Path(name)))
+        return load_dataset(
+            name,
+            config,
+            split=split,
+            download_mode="force_redownload",
+            verification_mode="no_checks",
+            cache_dir=_local_folder_cache(Path(name)),
+        )
     return load_dataset(name, config, split=split)

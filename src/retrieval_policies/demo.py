@@ -25,7 +25,12 @@ from pathlib import Path
 from .assets import DEFAULT_BASE_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCH = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes" / "accelerate_configs" / "cpu.yaml")]
+LAUNCH = [
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    str(ROOT / "recipes" / "accelerate_configs" / "cpu.yaml"),
+]
 NO_CORRECTNESS_FILTER = ["--require_correct_answer", "false"]
 GRACE_CONFIG = ROOT / "recipes" / "grace" / "SmolLM2-135M-Instruct" / "config_supervised.yaml"
 DYNAMICRAG_CONFIGS = ROOT / "recipes" / "dynamicrag" / "SmolLM2-135M-Instruct"
@@ -66,8 +71,13 @@ class DemoSettings:
     # per stage: more command-line overrides. The demo's short SFT takes a high lr (so that its 20 steps teach the id
     # format) and samples at T = 1 so that lists, answers and rewards differ. Few of its 8 questions get a correct
     # answer, so the recipe's require_correct_answer would leave no pairs.
-    extra_args: dict = field(default_factory=lambda: {"sft": ["--learning_rate", "3e-4"], "sample": ["--temperature", "1.0"],
-                                                      "pairs": NO_CORRECTNESS_FILTER})
+    extra_args: dict = field(
+        default_factory=lambda: {
+            "sft": ["--learning_rate", "3e-4"],
+            "sample": ["--temperature", "1.0"],
+            "pairs": NO_CORRECTNESS_FILTER,
+        }
+    )
 
     @property
     def grace_backbone(self) -> str:
@@ -77,21 +87,42 @@ class DemoSettings:
         return self.model if self.grace_backbone == self.model else f"{self.model}; GRACE on {self.grace_backbone}"
 
     @classmethod
-    def miniature(cls, model: str, grace_model: str | None = None) -> "DemoSettings":
+    def miniature(cls, model: str, grace_model: str | None = None) -> DemoSettings:
         """A few examples and steps per stage (the CI test of the whole demo). DynamicRAG needs a model that already
         writes id lists after 3 SFT steps (SmolLM2), or no DPO pairs come out; GRACE runs on any chat LM, so the test
         gives it a tiny random one. Six articles cut into the demo's 40-word passages give the few questions each stage
         reads (8 sampled, 2 evaluated) with short prompts: the test took ~7 min on 12 articles of whole passages."""
-        return cls(model=model, grace_model=grace_model, grace_rows=16, grace_steps=1, grace_group_size=2, grace_batch=4, grace_completion_tokens=6,
-                   grace_eval_tokens=4, dynamicrag_articles=6, dynamicrag_passages=4, dynamicrag_target_ids=None,
-                   dynamicrag_max_seq_length=768,
-                   sft_steps=3, sft_batch=2,
-                   sample_questions=8, samples_per_question=4, dpo_steps=1, eval_questions=2, rerank_tokens=24, answer_tokens=12,
-                   reward_judge=False, reward_bertscore=False,
-                   # three SFT steps at a high lr give id lists (varied at T = 1), so that the answers differ and pairs exist
-                   extra_args={"sft": ["--learning_rate", "3e-4"],
-                               "dpo": ["--per_device_train_batch_size", "1", "--precompute_ref_log_probs", "false"],
-                               "sample": ["--temperature", "1.0"], "pairs": NO_CORRECTNESS_FILTER})
+        return cls(
+            model=model,
+            grace_model=grace_model,
+            grace_rows=16,
+            grace_steps=1,
+            grace_group_size=2,
+            grace_batch=4,
+            grace_completion_tokens=6,
+            grace_eval_tokens=4,
+            dynamicrag_articles=6,
+            dynamicrag_passages=4,
+            dynamicrag_target_ids=None,
+            dynamicrag_max_seq_length=768,
+            sft_steps=3,
+            sft_batch=2,
+            sample_questions=8,
+            samples_per_question=4,
+            dpo_steps=1,
+            eval_questions=2,
+            rerank_tokens=24,
+            answer_tokens=12,
+            reward_judge=False,
+            reward_bertscore=False,
+            # three SFT steps at a high lr give id lists (varied at T = 1), so that the answers differ and pairs exist
+            extra_args={
+                "sft": ["--learning_rate", "3e-4"],
+                "dpo": ["--per_device_train_batch_size", "1", "--precompute_ref_log_probs", "false"],
+                "sample": ["--temperature", "1.0"],
+                "pairs": NO_CORRECTNESS_FILTER,
+            },
+        )
 
 
 class StageError(RuntimeError):
@@ -110,11 +141,19 @@ class Demo:
         self.hub_url = ""
         name = lambda model: Path(model.rstrip("/")).name  # noqa: E731
         o = settings.owner
-        self.repos = {"grace": f"{o}/grace-{name(settings.grace_backbone)}", "dynamicrag": f"{o}/dynamicrag-{name(settings.model)}",
-                      "grace-data": f"{o}/grace-triplets", "dynamicrag-data": f"{o}/dynamicrag-training",
-                      **{metric: f"{o}/{metric}" for metric in METRICS}}
-        self.paths = {"grace-data": self.out / "data" / "grace-triplets", "dynamicrag-data": self.out / "data" / "dynamicrag-training",
-                      "grace": self.out / "grace", "dynamicrag": self.out / "dynamicrag"}
+        self.repos = {
+            "grace": f"{o}/grace-{name(settings.grace_backbone)}",
+            "dynamicrag": f"{o}/dynamicrag-{name(settings.model)}",
+            "grace-data": f"{o}/grace-triplets",
+            "dynamicrag-data": f"{o}/dynamicrag-training",
+            **{metric: f"{o}/{metric}" for metric in METRICS},
+        }
+        self.paths = {
+            "grace-data": self.out / "data" / "grace-triplets",
+            "dynamicrag-data": self.out / "data" / "dynamicrag-training",
+            "grace": self.out / "grace",
+            "dynamicrag": self.out / "dynamicrag",
+        }
 
     # ------------------------------------------------------------------ plumbing
     def run(self, stage: str, *args: str, env: dict | None = None) -> str:
@@ -123,7 +162,9 @@ class Demo:
         with log.open("a") as handle:
             handle.write(f"\n$ python {' '.join(args)}\n")
             handle.flush()
-            result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env or self.env(), stdout=handle, stderr=subprocess.STDOUT)
+            result = subprocess.run(
+                [sys.executable, *args], cwd=ROOT, env=env or self.env(), stdout=handle, stderr=subprocess.STDOUT
+            )
         if result.returncode != 0:
             tail = log.read_text(errors="replace")[-3000:]
             raise StageError(f"stage {stage!r} failed (exit {result.returncode}); log {log}:\n{tail}")
@@ -131,8 +172,12 @@ class Demo:
 
     def env(self) -> dict:
         # the recipes log to trackio (report_to: trackio): the demo's runs stay in its own folder
-        return {**os.environ, "TQDM_MININTERVAL": "5", "TOKENIZERS_PARALLELISM": "false",
-                "TRACKIO_DIR": str(self.out / "trackio")}
+        return {
+            **os.environ,
+            "TQDM_MININTERVAL": "5",
+            "TOKENIZERS_PARALLELISM": "false",
+            "TRACKIO_DIR": str(self.out / "trackio"),
+        }
 
     def stage(self, name: str, done: Path | None, work) -> None:
         """Run ``work()`` unless ``done`` exists and nothing before it was rebuilt (or ``force``); one line per stage."""
@@ -149,12 +194,39 @@ class Demo:
     # ------------------------------------------------------------------ stages
     def build_data(self) -> str:
         s = self.settings
-        self.run("data", "dataset_builders/grace_triplets.py", "--source", "offline", "--backbone", s.grace_backbone,
-                 "--max-rows", str(s.grace_rows), "--output-dir", str(self.paths["grace-data"]), "--repo-id", self.repos["grace-data"])
-        args = ["dataset_builders/dynamicrag_training.py", "--source", "cloze", "--top-n", str(s.dynamicrag_passages),
-                "--max-length", str(s.dynamicrag_target_ids or s.dynamicrag_passages), "--per-length-cap", "250", "--output-dir", str(self.paths["dynamicrag-data"]),
-                "--repo-id", self.repos["dynamicrag-data"], "--tokenizer", s.model,
-                "--max-seq-length", str(s.dynamicrag_max_seq_length)]
+        self.run(
+            "data",
+            "dataset_builders/grace_triplets.py",
+            "--source",
+            "offline",
+            "--backbone",
+            s.grace_backbone,
+            "--max-rows",
+            str(s.grace_rows),
+            "--output-dir",
+            str(self.paths["grace-data"]),
+            "--repo-id",
+            self.repos["grace-data"],
+        )
+        args = [
+            "dataset_builders/dynamicrag_training.py",
+            "--source",
+            "cloze",
+            "--top-n",
+            str(s.dynamicrag_passages),
+            "--max-length",
+            str(s.dynamicrag_target_ids or s.dynamicrag_passages),
+            "--per-length-cap",
+            "250",
+            "--output-dir",
+            str(self.paths["dynamicrag-data"]),
+            "--repo-id",
+            self.repos["dynamicrag-data"],
+            "--tokenizer",
+            s.model,
+            "--max-seq-length",
+            str(s.dynamicrag_max_seq_length),
+        ]
         if s.dynamicrag_passage_words:
             args += ["--passage-words", str(s.dynamicrag_passage_words)]
         if s.dynamicrag_articles:
@@ -165,40 +237,140 @@ class Demo:
     def train_grace(self) -> str:
         s, out = self.settings, self.paths["grace"]
         shutil.rmtree(out, ignore_errors=True)
-        self.run("grace-train", *LAUNCH, "recipes/grace/grpo.py", "--config", str(GRACE_CONFIG), "--model_name_or_path", s.grace_backbone,
-                 "--dataset_name", str(self.paths["grace-data"]), "--output_dir", str(out), "--max_steps", str(s.grace_steps),
-                 "--num_generations", str(s.grace_group_size), "--per_device_train_batch_size", str(s.grace_batch),
-                 "--generation_batch_size", str(s.grace_batch), "--max_completion_length", str(s.grace_completion_tokens),
-                 "--logging_steps", "1", "--save_strategy", "no", *s.extra_args.get("grace", []))
+        self.run(
+            "grace-train",
+            *LAUNCH,
+            "recipes/grace/grpo.py",
+            "--config",
+            str(GRACE_CONFIG),
+            "--model_name_or_path",
+            s.grace_backbone,
+            "--dataset_name",
+            str(self.paths["grace-data"]),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            str(s.grace_steps),
+            "--num_generations",
+            str(s.grace_group_size),
+            "--per_device_train_batch_size",
+            str(s.grace_batch),
+            "--generation_batch_size",
+            str(s.grace_batch),
+            "--max_completion_length",
+            str(s.grace_completion_tokens),
+            "--logging_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            *s.extra_args.get("grace", []),
+        )
         return f"{s.grace_steps} GRPO steps"
 
     def train_dynamicrag(self) -> str:
         s, run, data = self.settings, self.out / "dynamicrag-run", str(self.paths["dynamicrag-data"])
         shutil.rmtree(run, ignore_errors=True)
         config = lambda stage: str(DYNAMICRAG_CONFIGS / f"config_{stage}.yaml")  # noqa: E731
-        self.run("dynamicrag-sft", *LAUNCH, "recipes/dynamicrag/sft.py", "--config", config("sft"), "--model_name_or_path", s.model,
-                 "--dataset_name", data, "--output_dir", str(run / "sft"), "--max_steps", str(s.sft_steps),
-                 "--per_device_train_batch_size", str(s.sft_batch), "--max_passages", str(s.dynamicrag_passages),
-                 "--logging_steps", "1", "--warmup_steps", "0", "--max_length", str(s.dynamicrag_max_seq_length),
-                 *s.extra_args.get("sft", []))
-        self.run("dynamicrag-sample", "recipes/dynamicrag/sample.py", "--config", config("sample"), "--model_name_or_path",
-                 str(run / "sft"), "--dataset_name", data, "--output_file", str(run / "trajectories.jsonl"),
-                 "--max_questions", str(s.sample_questions), "--num_samples", str(s.samples_per_question),
-                 "--max_passages", str(s.dynamicrag_passages), "--rerank_max_new_tokens", str(s.rerank_tokens),
-                 "--answer_max_new_tokens", str(s.answer_tokens), *s.extra_args.get("sample", []))
+        self.run(
+            "dynamicrag-sft",
+            *LAUNCH,
+            "recipes/dynamicrag/sft.py",
+            "--config",
+            config("sft"),
+            "--model_name_or_path",
+            s.model,
+            "--dataset_name",
+            data,
+            "--output_dir",
+            str(run / "sft"),
+            "--max_steps",
+            str(s.sft_steps),
+            "--per_device_train_batch_size",
+            str(s.sft_batch),
+            "--max_passages",
+            str(s.dynamicrag_passages),
+            "--logging_steps",
+            "1",
+            "--warmup_steps",
+            "0",
+            "--max_length",
+            str(s.dynamicrag_max_seq_length),
+            *s.extra_args.get("sft", []),
+        )
+        self.run(
+            "dynamicrag-sample",
+            "recipes/dynamicrag/sample.py",
+            "--config",
+            config("sample"),
+            "--model_name_or_path",
+            str(run / "sft"),
+            "--dataset_name",
+            data,
+            "--output_file",
+            str(run / "trajectories.jsonl"),
+            "--max_questions",
+            str(s.sample_questions),
+            "--num_samples",
+            str(s.samples_per_question),
+            "--max_passages",
+            str(s.dynamicrag_passages),
+            "--rerank_max_new_tokens",
+            str(s.rerank_tokens),
+            "--answer_max_new_tokens",
+            str(s.answer_tokens),
+            *s.extra_args.get("sample", []),
+        )
         rewards = ["--judge_model", s.model] if s.reward_judge else ["--weight_judge", "0"]
         rewards += [] if s.reward_bertscore else ["--weight_bertscore", "0"]
-        self.run("dynamicrag-rewards", "recipes/dynamicrag/rewards.py", "--config", config("rewards"), "--trajectories_file",
-                 str(run / "trajectories.jsonl"), "--output_file", str(run / "rewards.jsonl"), *rewards)
-        log = self.run("dynamicrag-pairs", "recipes/dynamicrag/pairs.py", "--config", config("pairs"), "--rewards_file",
-                       str(run / "rewards.jsonl"), "--output_dir", str(run / "pairs"), *s.extra_args.get("pairs", []))
+        self.run(
+            "dynamicrag-rewards",
+            "recipes/dynamicrag/rewards.py",
+            "--config",
+            config("rewards"),
+            "--trajectories_file",
+            str(run / "trajectories.jsonl"),
+            "--output_file",
+            str(run / "rewards.jsonl"),
+            *rewards,
+        )
+        log = self.run(
+            "dynamicrag-pairs",
+            "recipes/dynamicrag/pairs.py",
+            "--config",
+            config("pairs"),
+            "--rewards_file",
+            str(run / "rewards.jsonl"),
+            "--output_dir",
+            str(run / "pairs"),
+            *s.extra_args.get("pairs", []),
+        )
         pairs = len(_read_parquet_rows(run / "pairs"))
         if pairs == 0:
-            raise StageError(f"no DPO pairs came out of the sampled trajectories (see {self.logs / 'dynamicrag-pairs.log'}):\n{log[-2000:]}")
-        self.run("dynamicrag-dpo", *LAUNCH, "recipes/dynamicrag/dpo.py", "--config", config("dpo"), "--model_name_or_path",
-                 str(run / "sft"), "--dataset_name", str(run / "pairs"), "--output_dir", str(run / "dpo"), "--max_steps",
-                 str(s.dpo_steps), "--logging_steps", "1", "--warmup_steps", "0", "--max_length", str(s.dynamicrag_max_seq_length),
-                 *s.extra_args.get("dpo", []))
+            raise StageError(
+                f"no DPO pairs came out of the sampled trajectories (see {self.logs / 'dynamicrag-pairs.log'}):\n{log[-2000:]}"
+            )
+        self.run(
+            "dynamicrag-dpo",
+            *LAUNCH,
+            "recipes/dynamicrag/dpo.py",
+            "--config",
+            config("dpo"),
+            "--model_name_or_path",
+            str(run / "sft"),
+            "--dataset_name",
+            str(run / "pairs"),
+            "--output_dir",
+            str(run / "dpo"),
+            "--max_steps",
+            str(s.dpo_steps),
+            "--logging_steps",
+            "1",
+            "--warmup_steps",
+            "0",
+            "--max_length",
+            str(s.dynamicrag_max_seq_length),
+            *s.extra_args.get("dpo", []),
+        )
         shutil.rmtree(self.paths["dynamicrag"], ignore_errors=True)
         shutil.copytree(run / "dpo", self.paths["dynamicrag"])
         return f"SFT {s.sft_steps} steps, {pairs} pairs, DPO {s.dpo_steps} steps"
@@ -207,15 +379,53 @@ class Demo:
         s, evals = self.settings, self.out / "eval"
         shutil.rmtree(evals, ignore_errors=True)
         for name, model in (("grace-base", s.grace_backbone), ("grace-trained", str(self.paths["grace"]))):
-            self.run("evaluate", "-m", "retrieval_policies.cli", "grace", "evaluate", "--model", model, "--name", f"local/{name}",
-                     "--tasks", *s.grace_eval_tasks, "--temperature", "0", "--max-new-tokens", str(s.grace_eval_tokens),
-                     "--output-dir", str(evals / name))
+            self.run(
+                "evaluate",
+                "-m",
+                "retrieval_policies.cli",
+                "grace",
+                "evaluate",
+                "--model",
+                model,
+                "--name",
+                f"local/{name}",
+                "--tasks",
+                *s.grace_eval_tasks,
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                str(s.grace_eval_tokens),
+                "--output-dir",
+                str(evals / name),
+            )
         for name, model in (("dynamicrag-base", s.model), ("dynamicrag-trained", str(self.paths["dynamicrag"]))):
-            self.run("evaluate", "-m", "retrieval_policies.cli", "dynamicrag", "evaluate", "--model", model, "--data",
-                     str(self.paths["dynamicrag-data"]), "--config", "pool", "--split", "test", "--max-questions",
-                     str(s.eval_questions), "--rerank-max-new-tokens", str(s.rerank_tokens), "--answer-max-new-tokens",
-                     str(s.answer_tokens), "--prompt-profile", "project", "--temperature", "0",  # both in the trained format
-                     "--output", str(evals / f"{name}.json"))
+            self.run(
+                "evaluate",
+                "-m",
+                "retrieval_policies.cli",
+                "dynamicrag",
+                "evaluate",
+                "--model",
+                model,
+                "--data",
+                str(self.paths["dynamicrag-data"]),
+                "--config",
+                "pool",
+                "--split",
+                "test",
+                "--max-questions",
+                str(s.eval_questions),
+                "--rerank-max-new-tokens",
+                str(s.rerank_tokens),
+                "--answer-max-new-tokens",
+                str(s.answer_tokens),
+                "--prompt-profile",
+                "project",
+                "--temperature",
+                "0",  # both in the trained format
+                "--output",
+                str(evals / f"{name}.json"),
+            )
         return "GRACE and DynamicRAG, trained and untrained"
 
     def render_cards(self) -> str:
@@ -225,20 +435,33 @@ class Demo:
 
     def push(self) -> str:
         pushed = {}
-        for kind, key, folder in [("dataset", "grace-data", self.paths["grace-data"]),
-                                  ("dataset", "dynamicrag-data", self.paths["dynamicrag-data"]),
-                                  *[("metric", m, ROOT / "metrics" / m) for m in METRICS],
-                                  ("model", "grace", self.paths["grace"]), ("model", "dynamicrag", self.paths["dynamicrag"])]:
-            log = self.run("push", "-m", "retrieval_policies.cli", "push", kind, str(folder), self.repos[key], env=self.hub_env)
+        for kind, key, folder in [
+            ("dataset", "grace-data", self.paths["grace-data"]),
+            ("dataset", "dynamicrag-data", self.paths["dynamicrag-data"]),
+            *[("metric", m, ROOT / "metrics" / m) for m in METRICS],
+            ("model", "grace", self.paths["grace"]),
+            ("model", "dynamicrag", self.paths["dynamicrag"]),
+        ]:
+            log = self.run(
+                "push", "-m", "retrieval_policies.cli", "push", kind, str(folder), self.repos[key], env=self.hub_env
+            )
             line = next(line for line in reversed(log.splitlines()) if line.startswith("pushed "))
             verified = next(line for line in reversed(log.splitlines()) if line.startswith("verified "))
-            pushed[key] = {"kind": kind, "repo": self.repos[key], "commit": line.split("commit ")[1].split()[0],
-                           "verified": json.loads(verified.split(": ", 1)[1])}
+            pushed[key] = {
+                "kind": kind,
+                "repo": self.repos[key],
+                "commit": line.split("commit ")[1].split()[0],
+                "verified": json.loads(verified.split(": ", 1)[1]),
+            }
         (self.out / "pushed.json").write_text(json.dumps(pushed, indent=2) + "\n")
         return f"{len(pushed)} repos, one commit each, each verified without the project"
 
     def load_back(self) -> str:
-        code = "import sys; sys.modules['retrieval_policies'] = None\n" + _LOAD_BACK + f"\n_load_back({json.dumps(self.repos)!r})"
+        code = (
+            "import sys; sys.modules['retrieval_policies'] = None\n"
+            + _LOAD_BACK
+            + f"\n_load_back({json.dumps(self.repos)!r})"
+        )
         log = self.run("load-back", "-c", code, env={**self.hub_env, "PYTHONPATH": ""})
         (self.out / "loaded.json").write_text(log.strip().splitlines()[-1] + "\n")
         return "AutoModel, SentenceTransformer, load_dataset, evaluate.load"
@@ -248,11 +471,16 @@ class Demo:
         from .hub import LocalHub
 
         started = time.time()
-        print(f"retrieval-policies demo: {self.settings.describe()} -> {self.out}" + (" (FORCE: rebuilding everything)" if self.force else ""))
+        print(
+            f"retrieval-policies demo: {self.settings.describe()} -> {self.out}"
+            + (" (FORCE: rebuilding everything)" if self.force else "")
+        )
         evals = self.out / "eval"
         self.stage("build datasets", self.paths["dynamicrag-data"] / "README.md", self.build_data)
         self.stage("train GRACE (GRPO)", self.paths["grace"] / "grace_config.json", self.train_grace)
-        self.stage("train DynamicRAG (SFT→DPO)", self.paths["dynamicrag"] / "dynamicrag_config.json", self.train_dynamicrag)
+        self.stage(
+            "train DynamicRAG (SFT→DPO)", self.paths["dynamicrag"] / "dynamicrag_config.json", self.train_dynamicrag
+        )
         self.stage("evaluate vs untrained", evals / "dynamicrag-trained.json", self.evaluate)
         self.stage("render cards", None, self.render_cards)
         with LocalHub(self.out / "hub", authenticated=True) as hub:  # pushed and read with tokens, never printed
@@ -272,33 +500,82 @@ class Demo:
         evals = self.out / "eval"
         grace_before = {r["task"]: r["score"] for r in mteb_results(evals / "grace-base")}
         grace_after = {r["task"]: r["score"] for r in mteb_results(evals / "grace-trained")}
-        scores = [{"model": "GRACE", "metric": f"{task} (mteb main score)", "before": grace_before[task], "after": grace_after[task]}
-                  for task in grace_after]
+        scores = [
+            {
+                "model": "GRACE",
+                "metric": f"{task} (mteb main score)",
+                "before": grace_before[task],
+                "after": grace_after[task],
+            }
+            for task in grace_after
+        ]
         before = json.loads((evals / "dynamicrag-base.json").read_text())["scores"]["dynamicrag"]
         after = json.loads((evals / "dynamicrag-trained.json").read_text())["scores"]
-        for key, title in (("exact_match", "EM"), ("selection_recall", "selection recall"), ("selection_mean_k", "mean k"),
-                           ("selection_malformed_rate", "malformed outputs")):
+        for key, title in (
+            ("exact_match", "EM"),
+            ("selection_recall", "selection recall"),
+            ("selection_mean_k", "mean k"),
+            ("selection_malformed_rate", "malformed outputs"),
+        ):
             # demo_result: the one measure the demo's sizes are chosen to move (DemoSettings.sft_steps)
-            scores.append({"model": "DynamicRAG", "metric": title, "before": before[key], "after": after["dynamicrag"][key],
-                           "demo_result": key == "selection_malformed_rate"})
+            scores.append(
+                {
+                    "model": "DynamicRAG",
+                    "metric": title,
+                    "before": before[key],
+                    "after": after["dynamicrag"][key],
+                    "demo_result": key == "selection_malformed_rate",
+                }
+            )
         best_top_k = max(after[name]["exact_match"] for name in after if name.startswith("top-"))
-        scores.append({"model": "DynamicRAG", "metric": "EM of the best fixed top-k (trained generator)", "before": None, "after": best_top_k})
+        scores.append(
+            {
+                "model": "DynamicRAG",
+                "metric": "EM of the best fixed top-k (trained generator)",
+                "before": None,
+                "after": best_top_k,
+            }
+        )
         pushed = json.loads((self.out / "pushed.json").read_text())
         loaded = json.loads((self.out / "loaded.json").read_text())
-        repos = [{"repo": p["repo"], "kind": p["kind"], "commit": p["commit"][:12], "url": f"{self.hub_url}/{_url_path(p)}",
-                  "loaded_with": loaded.get(key, {}).get("client")} for key, p in pushed.items()]
+        repos = [
+            {
+                "repo": p["repo"],
+                "kind": p["kind"],
+                "commit": p["commit"][:12],
+                "url": f"{self.hub_url}/{_url_path(p)}",
+                "loaded_with": loaded.get(key, {}).get("client"),
+            }
+            for key, p in pushed.items()
+        ]
         from .evidence import summary_rows
         from .tracking import PROJECT, dashboard_command, logged_runs
 
         logs = self.out / "trackio"
-        training_logs = {"dir": str(logs), "project": PROJECT, "runs": logged_runs(logs),
-                         "dashboard": dashboard_command(logs)}
+        training_logs = {
+            "dir": str(logs),
+            "project": PROJECT,
+            "runs": logged_runs(logs),
+            "dashboard": dashboard_command(logs),
+        }
         s = self.settings
-        sizes = {"sft_steps": s.sft_steps, "sft_batch": s.sft_batch, "eval_questions": s.eval_questions,
-                 "grace_steps": s.grace_steps}
-        return {"model": s.describe(), "output_dir": str(self.out), "seconds": round(seconds, 1), "sizes": sizes,
-                "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
-                "scores": scores, "repos": repos, "evidence": summary_rows(), "training_logs": training_logs}
+        sizes = {
+            "sft_steps": s.sft_steps,
+            "sft_batch": s.sft_batch,
+            "eval_questions": s.eval_questions,
+            "grace_steps": s.grace_steps,
+        }
+        return {
+            "model": s.describe(),
+            "output_dir": str(self.out),
+            "seconds": round(seconds, 1),
+            "sizes": sizes,
+            "stages": {name: {"seconds": round(t, 1), "status": status} for name, (t, status) in self.timings.items()},
+            "scores": scores,
+            "repos": repos,
+            "evidence": summary_rows(),
+            "training_logs": training_logs,
+        }
 
 
 def _url_path(pushed: dict) -> str:
@@ -310,24 +587,44 @@ def _fmt(value) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    lines = ["", f"== demo summary ({summary['model']}, {summary['seconds'] / 60:.1f} min)", "",
-             f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}  what it is"]
-    lines += [f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}  "
-              + ("learning check" if s.get("demo_result") else "smoke test") for s in summary["scores"]]
+    lines = [
+        "",
+        f"== demo summary ({summary['model']}, {summary['seconds'] / 60:.1f} min)",
+        "",
+        f"{'model':<11} {'metric':<48} {'before':>8} {'after':>8}  what it is",
+    ]
+    lines += [
+        f"{s['model']:<11} {s['metric']:<48} {_fmt(s['before']):>8} {_fmt(s['after']):>8}  "
+        + ("learning check" if s.get("demo_result") else "smoke test")
+        for s in summary["scores"]
+    ]
     sizes = summary.get("sizes", {})
-    lines += ["", "The demo trains for a few steps. One stage is sized to show learning: DynamicRAG's SFT"
-              + (f" ({sizes['sft_steps']} steps x {sizes['sft_batch']}, evaluated on {sizes['eval_questions']} held-out"
-                 " questions)" if sizes else "")
-              + " is meant to teach the reranker its output format; the malformed share, before -> after, shows whether it did.",
-              "The other rows are a smoke test of the pipeline at noise level, not a result; whether training makes the",
-              "models better is the evidence runs' question, their latest committed results below."]
+    lines += [
+        "",
+        "The demo trains for a few steps. One stage is sized to show learning: DynamicRAG's SFT"
+        + (
+            f" ({sizes['sft_steps']} steps x {sizes['sft_batch']}, evaluated on {sizes['eval_questions']} held-out"
+            " questions)"
+            if sizes
+            else ""
+        )
+        + " is meant to teach the reranker its output format; the malformed share, before -> after, shows whether it did.",
+        "The other rows are a smoke test of the pipeline at noise level, not a result; whether training makes the",
+        "models better is the evidence runs' question, their latest committed results below.",
+    ]
     lines += format_evidence(summary.get("evidence", []))
     lines += ["", f"{'repo':<40} {'kind':<8} {'commit':<13} {'loaded back with':<31} url"]
-    lines += [f"{r['repo']:<40} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<31} {r['url']}" for r in summary["repos"]]
+    lines += [
+        f"{r['repo']:<40} {r['kind']:<8} {r['commit']:<13} {r['loaded_with'] or '':<31} {r['url']}"
+        for r in summary["repos"]
+    ]
     logs = summary.get("training_logs")
     if logs:
-        lines += ["", f"training logs (trackio, project {logs['project']}): {', '.join(logs['runs']) or 'none'} in {logs['dir']}",
-                  f"  dashboard: {logs['dashboard']}"]
+        lines += [
+            "",
+            f"training logs (trackio, project {logs['project']}): {', '.join(logs['runs']) or 'none'} in {logs['dir']}",
+            f"  dashboard: {logs['dashboard']}",
+        ]
     lines += ["", f"{'stage':<28} {'seconds':>8}  status"]
     lines += [f"{name:<28} {s['seconds']:>8.1f}  {s['status']}" for name, s in summary["stages"].items()]
     return "\n".join(lines)
@@ -337,8 +634,11 @@ def format_evidence(rows: list[dict]) -> list[str]:
     """The latest committed evidence runs (recipes/evidence/*.json), labelled as such, with how to reproduce them."""
     lines = []
     for row in rows:
-        lines += ["", f"latest committed evidence, {row['method']}: {row['status']}"
-                      + (f" ({row['file']}, commit {row['commit']})" if "file" in row else "")]
+        lines += [
+            "",
+            f"latest committed evidence, {row['method']}: {row['status']}"
+            + (f" ({row['file']}, commit {row['commit']})" if "file" in row else ""),
+        ]
         for name in dict.fromkeys([*row.get("before", {}), *row.get("after", {})]):
             lines.append(f"  {name:<57} {_fmt(row['before'].get(name)):>8} {_fmt(row['after'].get(name)):>8}")
         lines.append(f"  reproduce: {row['command']}")
@@ -365,15 +665,28 @@ def _render_cards(output_dir: str, settings_json: str) -> None:
     out, settings = Path(output_dir), DemoSettings(**json.loads(settings_json))
     demo = Demo(out, settings)
     evals = out / "eval"
-    render_grace_card(demo.paths["grace"], demo.repos["grace"], base_model=_base_model_id(settings.grace_backbone),
-                      datasets=[demo.repos["grace-data"]], results=mteb_results(evals / "grace-trained"),
-                      baseline=mteb_results(evals / "grace-base"), rationales=grace_rationales(demo.paths["grace"], max_new_tokens=settings.grace_eval_tokens),
-                      snippet_max_new_tokens=settings.grace_eval_tokens, local_tasks=tuple(settings.grace_eval_tasks))
+    render_grace_card(
+        demo.paths["grace"],
+        demo.repos["grace"],
+        base_model=_base_model_id(settings.grace_backbone),
+        datasets=[demo.repos["grace-data"]],
+        results=mteb_results(evals / "grace-trained"),
+        baseline=mteb_results(evals / "grace-base"),
+        rationales=grace_rationales(demo.paths["grace"], max_new_tokens=settings.grace_eval_tokens),
+        snippet_max_new_tokens=settings.grace_eval_tokens,
+        local_tasks=tuple(settings.grace_eval_tasks),
+    )
     run = out / "dynamicrag-run"
-    render_dynamicrag_card(demo.paths["dynamicrag"], demo.repos["dynamicrag"], base_model=_base_model_id(settings.model),
-                           datasets=[demo.repos["dynamicrag-data"]], evaluation=json.loads((evals / "dynamicrag-trained.json").read_text()),
-                           evaluation_data=f"{demo.repos['dynamicrag-data']} (pool/test)", example=dynamicrag_example(demo.paths["dynamicrag"]),
-                           stages={"sft": run / "sft", "dpo": run / "dpo"})
+    render_dynamicrag_card(
+        demo.paths["dynamicrag"],
+        demo.repos["dynamicrag"],
+        base_model=_base_model_id(settings.model),
+        datasets=[demo.repos["dynamicrag-data"]],
+        evaluation=json.loads((evals / "dynamicrag-trained.json").read_text()),
+        evaluation_data=f"{demo.repos['dynamicrag-data']} (pool/test)",
+        example=dynamicrag_example(demo.paths["dynamicrag"]),
+        stages={"sft": run / "sft", "dpo": run / "dpo"},
+    )
 
 
 _LOAD_BACK = '''
@@ -405,8 +718,13 @@ def _load_back(repos_json):
 '''
 
 
-def run_demo(output_dir: str | os.PathLike, *, model: str = DEFAULT_BASE_MODEL, force: bool | None = None,
-             settings: DemoSettings | None = None) -> int:
+def run_demo(
+    output_dir: str | os.PathLike,
+    *,
+    model: str = DEFAULT_BASE_MODEL,
+    force: bool | None = None,
+    settings: DemoSettings | None = None,
+) -> int:
     settings = settings or DemoSettings(model=model)
     force = bool(int(os.environ.get("FORCE", "0") or 0)) if force is None else force
     try:

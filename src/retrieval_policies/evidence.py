@@ -17,8 +17,15 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE_DIR = PROJECT_ROOT / "recipes" / "evidence"
 METHODS = ("grace", "dynamicrag")
-REQUIRED = {"before": dict, "after": dict, "criteria_met": bool, "seeds": list, "command": str, "commit": str,
-            "wall_seconds": (int, float)}
+REQUIRED = {
+    "before": dict,
+    "after": dict,
+    "criteria_met": bool,
+    "seeds": list,
+    "command": str,
+    "commit": str,
+    "wall_seconds": (int, float),
+}
 DYNAMICRAG_KEYS = ("em", "recall", "mean_k", "malformed", "best_topk_em", "retriever_recall_same_k")
 
 
@@ -30,7 +37,9 @@ def validate(data: dict, *, method: str, source: str = "evidence") -> dict:
         if key not in data:
             raise ValueError(f"{source}: missing field {key!r}")
         if not isinstance(data[key], kind) or (kind is not bool and isinstance(data[key], bool)):
-            raise ValueError(f"{source}: field {key!r} must be {getattr(kind, '__name__', kind)}, got {type(data[key]).__name__}")
+            raise ValueError(
+                f"{source}: field {key!r} must be {getattr(kind, '__name__', kind)}, got {type(data[key]).__name__}"
+            )
     for side in ("before", "after"):
         for name, value in data[side].items():
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -44,8 +53,9 @@ def validate(data: dict, *, method: str, source: str = "evidence") -> dict:
 
 def current_commit(root: Path | None = None) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or PROJECT_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root or PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -53,8 +63,13 @@ def current_commit(root: Path | None = None) -> str:
 def tree_is_clean(root: Path | None = None) -> bool:
     """No uncommitted change to a tracked file (untracked outputs do not count)."""
     try:
-        return not subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root or PROJECT_ROOT,
-                                  capture_output=True, text=True, check=True).stdout.strip()
+        return not subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root or PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return False
 
@@ -90,12 +105,16 @@ def table(data: dict) -> str:
     lines = ["| metric | before | after |", "|---|---|---|"]
     for name in names:
         before, after = data["before"].get(name), data["after"].get(name)
-        lines.append(f"| {name} | {'' if before is None else f'{before:.4f}'} | {'' if after is None else f'{after:.4f}'} |")
+        lines.append(
+            f"| {name} | {'' if before is None else f'{before:.4f}'} | {'' if after is None else f'{after:.4f}'} |"
+        )
     checked = ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in data.get("criteria", {}).items())
     lines.append("")
-    lines.append(f"Criteria {'met' if data['criteria_met'] else 'not met'}{f' ({checked})' if checked else ''}; seeds "
-                 f"{data['seeds']}; {data['wall_seconds'] / 60:.0f} min at commit `{data['commit'][:12]}`; reproduce: "
-                 f"`{data['command']}`.")
+    lines.append(
+        f"Criteria {'met' if data['criteria_met'] else 'not met'}{f' ({checked})' if checked else ''}; seeds "
+        f"{data['seeds']}; {data['wall_seconds'] / 60:.0f} min at commit `{data['commit'][:12]}`; reproduce: "
+        f"`{data['command']}`."
+    )
     return "\n".join(lines)
 
 
@@ -103,8 +122,10 @@ README = PROJECT_ROOT / "recipes" / "README.md"
 
 
 def _markers(method: str) -> tuple[str, str]:
-    return f"<!-- evidence:{method} (rendered from recipes/evidence/{method}.json by retrieval_policies.evidence.render) -->", \
-        f"<!-- /evidence:{method} -->"
+    return (
+        f"<!-- evidence:{method} (rendered from recipes/evidence/{method}.json by retrieval_policies.evidence.render) -->",
+        f"<!-- /evidence:{method} -->",
+    )
 
 
 def rendered_block(readme: Path, method: str) -> str | None:
@@ -113,7 +134,7 @@ def rendered_block(readme: Path, method: str) -> str | None:
     text = Path(readme).read_text()
     if start not in text or end not in text:
         return None
-    return text[text.index(start) + len(start):text.index(end)].strip("\n")
+    return text[text.index(start) + len(start) : text.index(end)].strip("\n")
 
 
 def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
@@ -125,7 +146,7 @@ def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
         start, end = _markers(method)
         if data is None or start not in text or end not in text:
             continue
-        text = text[:text.index(start) + len(start)] + "\n" + table(data) + "\n" + text[text.index(end):]
+        text = text[: text.index(start) + len(start)] + "\n" + table(data) + "\n" + text[text.index(end) :]
         done.append(method)
     tmp = readme.with_suffix(".md.tmp")
     tmp.write_text(text)
@@ -133,14 +154,21 @@ def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
     return done
 
 
-def finish(method: str, report: dict, stages: "Stages", folder: Path = EVIDENCE_DIR, readme: Path | None = README) -> Path:
+def finish(
+    method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DIR, readme: Path | None = README
+) -> Path:
     """The end of an evidence run: add the commit the stages ran at and their seconds, write the JSON, re-render
     ``readme``'s table from it (when the run writes the committed folder), print the table."""
     known = {name: c for name, c in stages.commits.items() if c}
     distinct = sorted({c["commit"] for c in known.values()})
     commit = distinct[0] if len(distinct) == 1 else current_commit(stages.cwd)
-    report = {**report, "commit": commit, "clean_tree": all(c["clean"] for c in known.values()),
-              "wall_seconds": stages.total(), "stage_seconds": stages.seconds}
+    report = {
+        **report,
+        "commit": commit,
+        "clean_tree": all(c["clean"] for c in known.values()),
+        "wall_seconds": stages.total(),
+        "stage_seconds": stages.seconds,
+    }
     if len(distinct) > 1 or len(known) < len(stages.commits):
         report["stage_commits"] = stages.commits  # stages of a resumed run ran at different (or unrecorded) commits
     path = write(method, report, folder)
@@ -157,11 +185,21 @@ def summary_rows(folder: Path = EVIDENCE_DIR) -> list[dict]:
     for method in METHODS:
         data = load(method, folder)
         if data is None:
-            rows.append({"method": method, "status": "no evidence run committed yet", "command": f"make evidence-{method}"})
+            rows.append(
+                {"method": method, "status": "no evidence run committed yet", "command": f"make evidence-{method}"}
+            )
             continue
-        rows.append({"method": method, "status": "criteria met" if data["criteria_met"] else "criteria not met",
-                     "before": data["before"], "after": data["after"], "command": data["command"],
-                     "commit": data["commit"][:12], "file": f"recipes/evidence/{method}.json"})
+        rows.append(
+            {
+                "method": method,
+                "status": "criteria met" if data["criteria_met"] else "criteria not met",
+                "before": data["before"],
+                "after": data["after"],
+                "command": data["command"],
+                "commit": data["commit"][:12],
+                "file": f"recipes/evidence/{method}.json",
+            }
+        )
     return rows
 
 
@@ -196,7 +234,9 @@ class Stages:
         with open(log, "w") as sink:
             result = subprocess.run(command, cwd=self.cwd, stdout=sink, stderr=subprocess.STDOUT)
         if result.returncode != 0:
-            raise RuntimeError(f"stage {name!r} failed (exit {result.returncode}); log {log}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"stage {name!r} failed (exit {result.returncode}); log {log}:\n{log.read_text()[-3000:]}"
+            )
         Path(marker).parent.mkdir(parents=True, exist_ok=True)
         if not Path(marker).exists():
             Path(marker).write_text("")

@@ -42,8 +42,10 @@ def as_passage(record, row: int) -> dict:
         return {"id": str(row), "title": "", "text": record}
     fields = _fields(record)
     if fields is None:
-        raise ValueError(f"corpus row {row}: a {type(record).__name__} is not a passage: expected a string, a mapping "
-                         f"or a record with 'id' and 'text' (as the corpus readers yield)")
+        raise ValueError(
+            f"corpus row {row}: a {type(record).__name__} is not a passage: expected a string, a mapping "
+            f"or a record with 'id' and 'text' (as the corpus readers yield)"
+        )
     text = _first(fields, TEXT_FIELDS)
     if not isinstance(text, str):
         problem = "has no 'text'" if text is None else f"has a {type(text).__name__} 'text', not a string"
@@ -52,7 +54,11 @@ def as_passage(record, row: int) -> dict:
     title = fields.get("title") or ""
     if not isinstance(title, str):
         raise ValueError(f"corpus row {row}: 'title' is a {type(title).__name__}, not a string")
-    extra = {k: v for k, v in fields.items() if k not in (*ID_FIELDS, *TEXT_FIELDS, "title")} if isinstance(record, Mapping) else {}
+    extra = (
+        {k: v for k, v in fields.items() if k not in (*ID_FIELDS, *TEXT_FIELDS, "title")}
+        if isinstance(record, Mapping)
+        else {}
+    )
     return {**extra, "id": str(row) if passage_id is None else str(passage_id), "title": title, "text": text}
 
 

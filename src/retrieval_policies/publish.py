@@ -69,11 +69,17 @@ def model_problems(folder: Path) -> list[str]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
-        problems += [f"weight shard {s} (named in {index.name}) is missing" for s in sorted(shards) if not (folder / s).is_file()]
+        problems += [
+            f"weight shard {s} (named in {index.name}) is missing" for s in sorted(shards) if not (folder / s).is_file()
+        ]
     elif not list(folder.glob("*.safetensors")) and not list(folder.glob("pytorch_model*.bin")):
         problems.append("weights are missing (no *.safetensors or pytorch_model*.bin)")
-    if not (folder / "tokenizer_config.json").is_file() or not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        problems.append("tokenizer files are missing (tokenizer_config.json and tokenizer.json / tokenizer.model / vocab.json)")
+    if not (folder / "tokenizer_config.json").is_file() or not any(
+        (folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")
+    ):
+        problems.append(
+            "tokenizer files are missing (tokenizer_config.json and tokenizer.json / tokenizer.model / vocab.json)"
+        )
     for auto_class, reference in (config.get("auto_map") or {}).items():
         module = reference.split("--")[-1].split(".")[0] + ".py"
         path = folder / module
@@ -136,8 +142,11 @@ def metric_problems(folder: Path) -> list[str]:
 def space_problems(folder: Path) -> list[str]:
     """A model's demo Space: its app, requirements, a Gradio card naming the model repo, and the repo in
     space_config.json (what the app loads)."""
-    problems = [f"{name} is missing" for name in ("app.py", "space_model.py", "requirements.txt", "space_config.json")
-                if not (folder / name).is_file()]
+    problems = [
+        f"{name} is missing"
+        for name in ("app.py", "space_model.py", "requirements.txt", "space_config.json")
+        if not (folder / name).is_file()
+    ]
     metadata = _card_metadata(folder, problems)
     if metadata:
         if metadata.get("sdk") != "gradio":
@@ -147,12 +156,18 @@ def space_problems(folder: Path) -> list[str]:
         elif (folder / "space_config.json").is_file():
             model = json.loads((folder / "space_config.json").read_text()).get("model")
             if model not in metadata["models"]:
-                problems.append(f"space_config.json's model {model!r} is not among the card's models {metadata['models']}")
+                problems.append(
+                    f"space_config.json's model {model!r} is not among the card's models {metadata['models']}"
+                )
     return problems
 
 
-CHECKS: dict[str, Callable[[Path], list[str]]] = {"model": model_problems, "dataset": dataset_problems, "metric": metric_problems,
-                                                  "space": space_problems}
+CHECKS: dict[str, Callable[[Path], list[str]]] = {
+    "model": model_problems,
+    "dataset": dataset_problems,
+    "metric": metric_problems,
+    "space": space_problems,
+}
 
 
 def check_folder(kind: str, folder: str | os.PathLike) -> list[str]:
@@ -195,8 +210,15 @@ def with_retries(call: Callable, *, what: str, attempts: int = 4, delay: float =
                 raise
             wait = delay * 2 ** (attempt - 1)
             status = getattr(getattr(err, "response", None), "status_code", None)
-            logger.warning("%s: transient error (%s%s), retrying in %.0f s (attempt %d/%d)", what, type(err).__name__,
-                           f" {status}" if status else "", wait, attempt + 1, attempts)
+            logger.warning(
+                "%s: transient error (%s%s), retrying in %.0f s (attempt %d/%d)",
+                what,
+                type(err).__name__,
+                f" {status}" if status else "",
+                wait,
+                attempt + 1,
+                attempts,
+            )
             time.sleep(wait)
 
 
@@ -211,8 +233,17 @@ def files_to_upload(folder: Path) -> list[tuple[str, int]]:
     return out
 
 
-def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision: str | None = None, private: bool = False,
-                dry_run: bool = False, commit_message: str | None = None, model: str | None = None) -> dict:
+def push_folder(
+    kind: str,
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+    model: str | None = None,
+) -> dict:
     """Check, then upload everything in one commit. Returns the files and, unless ``dry_run``, the commit and URL.
 
     A metric folder with a ``card.yaml`` is uploaded from a staging copy whose card is rendered for ``repo_id`` (its
@@ -225,7 +256,9 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
         if not model:
             raise IncompleteFolderError(f"{folder}: a demo Space needs the model repo it shows (--model OWNER/NAME)")
         if folder.name not in SPACE_KINDS:
-            raise IncompleteFolderError(f"{folder}: not a demo Space folder (its name must be one of {sorted(SPACE_KINDS)})")
+            raise IncompleteFolderError(
+                f"{folder}: not a demo Space folder (its name must be one of {sorted(SPACE_KINDS)})"
+            )
         with tempfile.TemporaryDirectory() as staging:
             staged = Path(staging) / folder.name
             shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("__pycache__", "*.png"))
@@ -234,8 +267,15 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
                 shutil.copy(shared, staged / shared.name)
             (staged / "space_config.json").write_text(json.dumps({"model": model}, indent=2) + "\n")
             render_space_card(staged, repo_id, model, folder.name)
-            report = _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
-                                   commit_message=commit_message)
+            report = _push_checked(
+                kind,
+                staged,
+                repo_id,
+                revision=revision,
+                private=private,
+                dry_run=dry_run,
+                commit_message=commit_message,
+            )
     elif kind == "metric" and (folder / "card.yaml").is_file():
         from .cards import render_metric_card
 
@@ -246,11 +286,19 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
             if widget.is_file():
                 shutil.copy(widget, staged / widget.name)
             render_metric_card(staged, repo_id)
-            report = _push_checked(kind, staged, repo_id, revision=revision, private=private, dry_run=dry_run,
-                                   commit_message=commit_message)
+            report = _push_checked(
+                kind,
+                staged,
+                repo_id,
+                revision=revision,
+                private=private,
+                dry_run=dry_run,
+                commit_message=commit_message,
+            )
     else:
-        report = _push_checked(kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run,
-                               commit_message=commit_message)
+        report = _push_checked(
+            kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run, commit_message=commit_message
+        )
     if not dry_run:  # later cards name this folder by its repo id (local_paths.portable_name)
         from .local_paths import record_push
 
@@ -261,23 +309,43 @@ def push_folder(kind: str, folder: str | os.PathLike, repo_id: str, *, revision:
 def _push_checked(kind: str, folder: Path, repo_id: str, *, revision, private, dry_run, commit_message) -> dict:
     problems = check_folder(kind, folder)
     if problems:
-        raise IncompleteFolderError(f"{folder} is not a complete {kind} repo; nothing was uploaded:\n  - " + "\n  - ".join(problems))
+        raise IncompleteFolderError(
+            f"{folder} is not a complete {kind} repo; nothing was uploaded:\n  - " + "\n  - ".join(problems)
+        )
     files = files_to_upload(folder)
-    report = {"repo_id": repo_id, "kind": kind, "revision": revision or "main", "files": [f for f, _ in files],
-              "bytes": sum(size for _, size in files)}
+    report = {
+        "repo_id": repo_id,
+        "kind": kind,
+        "revision": revision or "main",
+        "files": [f for f, _ in files],
+        "bytes": sum(size for _, size in files),
+    }
     if dry_run:
         return {**report, "dry_run": True}
     from huggingface_hub import HfApi
 
     api, repo_type = HfApi(), KINDS[kind]
     extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
-    with_retries(lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra), what="create_repo")
+    with_retries(
+        lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra),
+        what="create_repo",
+    )
     if revision and revision != "main":
-        with_retries(lambda: api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True), what="create_branch")
-    info = with_retries(lambda: api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                                                  revision=revision, ignore_patterns=IGNORE,
-                                                  commit_message=commit_message or f"Upload {kind} from retrieval-policies"),
-                        what="upload_folder")
+        with_retries(
+            lambda: api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True),
+            what="create_branch",
+        )
+    info = with_retries(
+        lambda: api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type=repo_type,
+            revision=revision,
+            ignore_patterns=IGNORE,
+            commit_message=commit_message or f"Upload {kind} from retrieval-policies",
+        ),
+        what="upload_folder",
+    )
     return {**report, "commit": info.oid, "url": info.commit_url}
 
 
@@ -329,18 +397,32 @@ RUN_CARD_SNIPPETS = """
 """
 
 
-def verify_repo(kind: str, repo_id: str, *, revision: str | None = None, env: dict | None = None, timeout: int = 900) -> dict:
+def verify_repo(
+    kind: str, repo_id: str, *, revision: str | None = None, env: dict | None = None, timeout: int = 900
+) -> dict:
     """Load the pushed repo from the Hub in a fresh process without this project importable and run its card's
     examples; returns what it saw."""
-    code = "import json, sys\nsys.modules['retrieval_policies'] = None\n" + \
-        f"REPO, REVISION, REPO_TYPE = {repo_id!r}, {revision!r}, {KINDS[kind]!r}\n" + textwrap.dedent(VERIFY[kind]) + \
-        textwrap.dedent(RUN_CARD_SNIPPETS) + "print(json.dumps(result))\n"
+    code = (
+        "import json, sys\nsys.modules['retrieval_policies'] = None\n"
+        + f"REPO, REVISION, REPO_TYPE = {repo_id!r}, {revision!r}, {KINDS[kind]!r}\n"
+        + textwrap.dedent(VERIFY[kind])
+        + textwrap.dedent(RUN_CARD_SNIPPETS)
+        + "print(json.dumps(result))\n"
+    )
     if kind == "metric":  # evaluate.load takes a Space by its id with no revision argument
         code = code.replace("evaluate.load(REPO, revision=REVISION)", "evaluate.load(REPO)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                            env=env or dict(os.environ), cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+        cwd=tempfile.gettempdir(),
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"{repo_id} was pushed but does not load from the Hub without retrieval-policies:\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{repo_id} was pushed but does not load from the Hub without retrieval-policies:\n{result.stderr[-3000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -359,17 +441,29 @@ def add_push_arguments(parser, *, space: bool = False) -> None:
 
 def run_push(kind: str, args) -> int:
     try:
-        report = push_folder(kind, args.folder, args.repo_id, revision=args.revision, private=args.private,
-                             dry_run=args.dry_run, commit_message=args.commit_message, model=getattr(args, "model", None))
+        report = push_folder(
+            kind,
+            args.folder,
+            args.repo_id,
+            revision=args.revision,
+            private=args.private,
+            dry_run=args.dry_run,
+            commit_message=args.commit_message,
+            model=getattr(args, "model", None),
+        )
     except IncompleteFolderError as err:
         print(f"refused: {err}", file=sys.stderr)
         return 2
     if report.get("dry_run"):
-        print(f"would upload {len(report['files'])} files ({report['bytes'] / 1e6:.1f} MB) to {kind} repo {args.repo_id}"
-              f"@{report['revision']}:")
+        print(
+            f"would upload {len(report['files'])} files ({report['bytes'] / 1e6:.1f} MB) to {kind} repo {args.repo_id}"
+            f"@{report['revision']}:"
+        )
         print("\n".join(f"  {name}" for name in report["files"]))
         return 0
     print(f"pushed {args.repo_id}@{report['revision']}: commit {report['commit']} -> {report['url']}")
     if not args.no_verify:
-        print(f"verified from the Hub without retrieval-policies: {json.dumps(verify_repo(kind, args.repo_id, revision=args.revision))}")
+        print(
+            f"verified from the Hub without retrieval-policies: {json.dumps(verify_repo(kind, args.repo_id, revision=args.revision))}"
+        )
     return 0

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-DEFAULT_CACHE_DIR = Path(os.environ.get("RETRIEVAL_POLICIES_CACHE", Path.home() / ".cache" / "retrieval_policies")) / "rag"
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("RETRIEVAL_POLICIES_CACHE", Path.home() / ".cache" / "retrieval_policies")) / "rag"
+)
 PACKAGED_CORPORA = ("wikipedia",)
 
 
@@ -54,9 +56,13 @@ def load_corpus(corpus, *, config: str | None = None, split: str = "train") -> l
         return as_passages(iter_wikipedia_passages())
     if (Path(name) / "manifest.json").is_file():
         return Path(name)
-    if not Path(name).exists() and (name.startswith((".", "/", "~")) or Path(name).suffix in (".jsonl", ".json", ".parquet", ".csv")):
-        raise FileNotFoundError(f"corpus {name!r}: no such file or folder (give records, 'wikipedia', a dataset folder, "
-                                "file or Hub id, or a `grace encode` output folder)")
+    if not Path(name).exists() and (
+        name.startswith((".", "/", "~")) or Path(name).suffix in (".jsonl", ".json", ".parquet", ".csv")
+    ):
+        raise FileNotFoundError(
+            f"corpus {name!r}: no such file or folder (give records, 'wikipedia', a dataset folder, "
+            "file or Hub id, or a `grace encode` output folder)"
+        )
     from .dataset_io import load_split
 
     return as_passages(load_split(name, config, split))
@@ -70,8 +76,9 @@ def _encoder_id(spec: str, encoder) -> str:
     return f"{spec}@{getattr(encoder, 'revision', None) or 'local'}"
 
 
-def build_retriever(spec, corpus, *, cache_dir=None, rationale: bool = True, batch_size: int = 32, device_map=None,
-                    dtype=None):
+def build_retriever(
+    spec, corpus, *, cache_dir=None, rationale: bool = True, batch_size: int = 32, device_map=None, dtype=None
+):
     """A retriever over ``corpus`` (what :func:`load_corpus` returns) from ``spec``: ``"bm25"``, a GRACE repo or
     folder, a sentence-transformers model, a retriever object (with ``search`` and ``corpus``) or an encoder object.
     ``rationale``: GRACE writes a rationale per passage and query (the method); False embeds the prompts alone."""
@@ -91,10 +98,19 @@ def build_retriever(spec, corpus, *, cache_dir=None, rationale: bool = True, bat
         return BM25Retriever(corpus, cache_dir=cache_dir)
     encoder = _load_encoder(spec, device_map=device_map, dtype=dtype) if isinstance(spec, (str, os.PathLike)) else spec
     grace = hasattr(encoder, "grace_config")
-    name = str(spec) if isinstance(spec, (str, os.PathLike)) else getattr(getattr(encoder, "model", None), "name_or_path", None)
-    return DenseRetriever(encoder, corpus, encoder_id=_encoder_id(name, encoder) if name else type(encoder).__name__,
-                          cache_dir=cache_dir if name else None, batch_size=batch_size,
-                          grace_options={"rationale": rationale} if grace else None)
+    name = (
+        str(spec)
+        if isinstance(spec, (str, os.PathLike))
+        else getattr(getattr(encoder, "model", None), "name_or_path", None)
+    )
+    return DenseRetriever(
+        encoder,
+        corpus,
+        encoder_id=_encoder_id(name, encoder) if name else type(encoder).__name__,
+        cache_dir=cache_dir if name else None,
+        batch_size=batch_size,
+        grace_options={"rationale": rationale} if grace else None,
+    )
 
 
 def _load_encoder(spec, *, device_map=None, dtype=None):
@@ -144,17 +160,39 @@ def _load_generator(spec, *, device_map=None, dtype=None):
 class RetrievalPolicyPipeline:
     """Question → retrieved passages → DynamicRAG's selection (or the top-k) → answer. See the module docstring."""
 
-    def __init__(self, retriever="bm25", reranker=None, corpus=None, *, generator=None, top_n: int = 20, top_k: int = 5,
-                 task: str = "short", cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, rationale: bool = True,
-                 batch_size: int = 32, device_map=None, dtype=None, config: str | None = None, split: str = "train"):
+    def __init__(
+        self,
+        retriever="bm25",
+        reranker=None,
+        corpus=None,
+        *,
+        generator=None,
+        top_n: int = 20,
+        top_k: int = 5,
+        task: str = "short",
+        cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
+        rationale: bool = True,
+        batch_size: int = 32,
+        device_map=None,
+        dtype=None,
+        config: str | None = None,
+        split: str = "train",
+    ):
         if corpus is None and not (hasattr(retriever, "search") and hasattr(retriever, "corpus")):
             raise ValueError("a corpus is needed: records, 'wikipedia', a dataset, or a `grace encode` output folder")
         if top_n < 1 or top_k < 1:
             raise ValueError(f"top_n and top_k must be >= 1, got {top_n} and {top_k}")
         self.retriever_spec, self.reranker_spec = retriever, reranker
         loaded = load_corpus(corpus, config=config, split=split) if corpus is not None else None
-        self.retriever = build_retriever(retriever, loaded, cache_dir=cache_dir, rationale=rationale,
-                                         batch_size=batch_size, device_map=device_map, dtype=dtype)
+        self.retriever = build_retriever(
+            retriever,
+            loaded,
+            cache_dir=cache_dir,
+            rationale=rationale,
+            batch_size=batch_size,
+            device_map=device_map,
+            dtype=dtype,
+        )
         self.reranker = _load_reranker(reranker, device_map=device_map, dtype=dtype)
         if generator is not None:
             self.generator = _load_generator(generator, device_map=device_map, dtype=dtype)
@@ -170,8 +208,10 @@ class RetrievalPolicyPipeline:
 
     def __repr__(self) -> str:
         reranker = "none (top-k)" if self.reranker is None else type(self.reranker).__name__
-        return (f"RetrievalPolicyPipeline(retriever={type(self.retriever).__name__}({self.retriever_spec!r}), "
-                f"reranker={reranker}, passages={len(self.corpus)}, top_n={self.top_n}, top_k={self.top_k})")
+        return (
+            f"RetrievalPolicyPipeline(retriever={type(self.retriever).__name__}({self.retriever_spec!r}), "
+            f"reranker={reranker}, passages={len(self.corpus)}, top_n={self.top_n}, top_k={self.top_k})"
+        )
 
     def __call__(self, question, **kwargs):
         """One question → :class:`RagAnswer`; a list of questions → a list of them."""
@@ -190,24 +230,34 @@ class RetrievalPolicyPipeline:
             hits, rationales = self.retriever.search_explained(questions, top_n=self.top_n)
         else:
             hits, rationales = self.retriever.search(questions, top_n=self.top_n), [None] * len(questions)
-        retrieved = [[{**self.corpus[i], "score": float(score), "rank": rank} for rank, (i, score) in enumerate(row, 1)]
-                     for row in hits]
+        retrieved = [
+            [{**self.corpus[i], "score": float(score), "rank": rank} for rank, (i, score) in enumerate(row, 1)]
+            for row in hits
+        ]
         retrieved_at = time.perf_counter()
         if self.reranker is not None:
             n = self.reranker.dynamicrag_config.max_passages
-            reranked = self.reranker.rerank_batch(questions, [r[:n] for r in retrieved],
-                                                  **({} if seed is None else {"seed": seed}))
+            reranked = self.reranker.rerank_batch(
+                questions, [r[:n] for r in retrieved], **({} if seed is None else {"seed": seed})
+            )
             selected = [r.passages for r in reranked]
         else:
             selected = [r[: self.top_k] for r in retrieved]
         reranked_at = time.perf_counter()
-        answers = self.generator.answer_batch(questions, selected, task=task or self.task,
-                                              ids=[[p["rank"] for p in s] for s in selected])
+        answers = self.generator.answer_batch(
+            questions, selected, task=task or self.task, ids=[[p["rank"] for p in s] for s in selected]
+        )
         done = time.perf_counter()
-        share = {"retrieve": (retrieved_at - started), "rerank": (reranked_at - retrieved_at), "answer": (done - reranked_at)}
+        share = {
+            "retrieve": (retrieved_at - started),
+            "rerank": (reranked_at - retrieved_at),
+            "answer": (done - reranked_at),
+        }
         share = {k: round(v / len(questions), 4) for k, v in share.items()}
-        return [RagAnswer(q, a, s, r, rationale, dict(share))
-                for q, a, s, r, rationale in zip(questions, answers, selected, retrieved, rationales)]
+        return [
+            RagAnswer(q, a, s, r, rationale, dict(share))
+            for q, a, s, r, rationale in zip(questions, answers, selected, retrieved, rationales)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -216,14 +266,29 @@ def cloze_eval_questions(max_questions: int | None = None, split: str = "test") 
     packaged passages)."""
     from .dynamicrag.cloze_qa import iter_cloze_questions
 
-    rows = [{"id": q.id, "question": q.question, "answers": list(q.answers)}
-            for q in iter_cloze_questions() if q.split == split]
+    rows = [
+        {"id": q.id, "question": q.question, "answers": list(q.answers)}
+        for q in iter_cloze_questions()
+        if q.split == split
+    ]
     return rows[:max_questions] if max_questions else rows
 
 
-def evaluate_pipelines(combinations: list[tuple], rows: list[dict], corpus="wikipedia", *, generator=None,
-                       top_n: int = 20, top_k: int = 5, cache_dir=DEFAULT_CACHE_DIR, rationale: bool = True,
-                       device_map=None, dtype=None, batch_size: int = 8, show_progress_bar: bool = True) -> list[dict]:
+def evaluate_pipelines(
+    combinations: list[tuple],
+    rows: list[dict],
+    corpus="wikipedia",
+    *,
+    generator=None,
+    top_n: int = 20,
+    top_k: int = 5,
+    cache_dir=DEFAULT_CACHE_DIR,
+    rationale: bool = True,
+    device_map=None,
+    dtype=None,
+    batch_size: int = 8,
+    show_progress_bar: bool = True,
+) -> list[dict]:
     """EM, F1, recall of the selected passages (the share of questions with an answer-bearing passage among them),
     mean passages selected and seconds per question, for every (retriever, reranker) combination on ``rows``
     ({question, answers}). The corpus is loaded once and each retriever, reranker and generator built once."""
@@ -239,17 +304,28 @@ def evaluate_pipelines(combinations: list[tuple], rows: list[dict], corpus="wiki
     shared_generator = _load_generator(generator, **place) if generator is not None else None
     for retriever_spec, reranker_spec in combinations:
         if retriever_spec not in retrievers:
-            retrievers[retriever_spec] = build_retriever(retriever_spec, loaded, cache_dir=cache_dir, rationale=rationale, **place)
+            retrievers[retriever_spec] = build_retriever(
+                retriever_spec, loaded, cache_dir=cache_dir, rationale=rationale, **place
+            )
         if reranker_spec not in rerankers:
             rerankers[reranker_spec] = _load_reranker(reranker_spec, **place)
         reranker = rerankers[reranker_spec]
         if reranker is None and shared_generator is None:  # top-k rows share one plain generator
             shared_generator = _load_generator(_default_generator(), **place)
-        pipe = RetrievalPolicyPipeline(retrievers[retriever_spec], reranker, generator=shared_generator if reranker is None
-                                       or generator is not None else None, top_n=top_n, top_k=top_k)
+        pipe = RetrievalPolicyPipeline(
+            retrievers[retriever_spec],
+            reranker,
+            generator=shared_generator if reranker is None or generator is not None else None,
+            top_n=top_n,
+            top_k=top_k,
+        )
         outputs, started = [], time.perf_counter()
-        bar = tqdm(total=len(rows), desc=f"rag evaluate {retriever_spec} x {reranker_spec}", unit="question",
-                   disable=not show_progress_bar)
+        bar = tqdm(
+            total=len(rows),
+            desc=f"rag evaluate {retriever_spec} x {reranker_spec}",
+            unit="question",
+            disable=not show_progress_bar,
+        )
         for begin in range(0, len(rows), batch_size):
             batch = rows[begin : begin + batch_size]
             outputs += pipe.ask_batch([r["question"] for r in batch], seed=begin)
@@ -257,11 +333,21 @@ def evaluate_pipelines(combinations: list[tuple], rows: list[dict], corpus="wiki
         bar.close()
         seconds = (time.perf_counter() - started) / len(rows)
         scores = answer_metric.compute(predictions=[o.answer for o in outputs], references=[r["answers"] for r in rows])
-        recall = sum(any(has_answer(p["text"], r["answers"]) for p in o.passages) for o, r in zip(outputs, rows)) / len(rows)
-        table.append({"retriever": str(retriever_spec), "reranker": str(reranker_spec or "none"),
-                      "exact_match": scores["exact_match"], "f1": scores["f1"], "selection_recall": recall,
-                      "mean_k": sum(len(o.passages) for o in outputs) / len(rows), "seconds_per_question": seconds,
-                      "questions": len(rows)})
+        recall = sum(any(has_answer(p["text"], r["answers"]) for p in o.passages) for o, r in zip(outputs, rows)) / len(
+            rows
+        )
+        table.append(
+            {
+                "retriever": str(retriever_spec),
+                "reranker": str(reranker_spec or "none"),
+                "exact_match": scores["exact_match"],
+                "f1": scores["f1"],
+                "selection_recall": recall,
+                "mean_k": sum(len(o.passages) for o in outputs) / len(rows),
+                "seconds_per_question": seconds,
+                "questions": len(rows),
+            }
+        )
     return table
 
 
@@ -272,13 +358,21 @@ def _default_generator() -> str:
 
 
 def format_table(table: list[dict]) -> str:
-    columns = [("EM", "exact_match"), ("F1", "f1"), ("recall", "selection_recall"), ("mean k", "mean_k"),
-               ("s/question", "seconds_per_question")]
+    columns = [
+        ("EM", "exact_match"),
+        ("F1", "f1"),
+        ("recall", "selection_recall"),
+        ("mean k", "mean_k"),
+        ("s/question", "seconds_per_question"),
+    ]
     width = max([len("retriever")] + [len(r["retriever"]) for r in table])
     rwidth = max([len("reranker")] + [len(r["reranker"]) for r in table])
     lines = [f"{'retriever':<{width}}  {'reranker':<{rwidth}}" + "".join(f"{title:>11}" for title, _ in columns)]
     for row in table:
-        lines.append(f"{row['retriever']:<{width}}  {row['reranker']:<{rwidth}}"
-                     + "".join(f"{row[key]:>11.4f}" if key != "seconds_per_question" else f"{row[key]:>11.2f}"
-                               for _, key in columns))
+        lines.append(
+            f"{row['retriever']:<{width}}  {row['reranker']:<{rwidth}}"
+            + "".join(
+                f"{row[key]:>11.4f}" if key != "seconds_per_question" else f"{row[key]:>11.2f}" for _, key in columns
+            )
+        )
     return "\n".join(lines)

@@ -22,8 +22,13 @@ def trackio_dir(env: dict | None = None) -> Path:
 
 def logged_runs(folder: str | os.PathLike, project: str = PROJECT) -> list[str]:
     """The runs trackio holds for ``project`` in ``folder`` (asked of trackio's own command line); [] when none."""
-    result = subprocess.run([sys.executable, "-m", "trackio.cli", "list", "runs", "--project", project, "--json"],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "TRACKIO_DIR": str(folder)})
+    result = subprocess.run(
+        [sys.executable, "-m", "trackio.cli", "list", "runs", "--project", project, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRACKIO_DIR": str(folder)},
+    )
     if result.returncode != 0:
         return []
     return list(json.loads(result.stdout)["runs"])

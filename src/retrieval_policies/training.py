@@ -78,9 +78,11 @@ def check_process_count(expected: int | None, training_args) -> None:
     actual = PartialState().num_processes
     if actual != expected:
         per_step = expected * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-        raise ValueError(f"this recipe is set for {expected} processes, launched with {actual}: set "
-                         f"per_device_train_batch_size (x gradient_accumulation_steps) to {per_step} / {actual} and "
-                         f"num_processes: {actual}, or launch with --num_processes {expected}")
+        raise ValueError(
+            f"this recipe is set for {expected} processes, launched with {actual}: set "
+            f"per_device_train_batch_size (x gradient_accumulation_steps) to {per_step} / {actual} and "
+            f"num_processes: {actual}, or launch with --num_processes {expected}"
+        )
 
 
 def checkpoint_to_resume(training_args) -> str | None:
@@ -96,8 +98,15 @@ def checkpoint_to_resume(training_args) -> str | None:
     return last
 
 
-def load_split(dataset_name: str, config: str, split: str, *, limit: int | None = None, kinds: list[str] | None = None,
-               columns: list[str]):
+def load_split(
+    dataset_name: str,
+    config: str,
+    split: str,
+    *,
+    limit: int | None = None,
+    kinds: list[str] | None = None,
+    columns: list[str],
+):
     """One split of a dataset folder or repo, optionally filtered by its ``kind`` column and cut to ``limit`` rows."""
     from .dataset_io import load_split as load_dataset_split
 
@@ -108,7 +117,9 @@ def load_split(dataset_name: str, config: str, split: str, *, limit: int | None 
     if kinds:
         selected = dataset.filter(lambda row: row["kind"] in kinds)
         if len(selected) == 0:  # the kinds there are read only to name them in the error
-            raise ValueError(f"{dataset_name} ({config}/{split}): no rows of kinds {kinds} (kinds there: {sorted(set(dataset['kind']))})")
+            raise ValueError(
+                f"{dataset_name} ({config}/{split}): no rows of kinds {kinds} (kinds there: {sorted(set(dataset['kind']))})"
+            )
         dataset = selected
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
@@ -151,8 +162,16 @@ def _merge_saved_adapter(folder: Path, tokenizer, wrap: Callable) -> None:
     wrap(merged, tokenizer).save_pretrained(folder)
 
 
-def export_policy(trainer, tokenizer, output_dir: str, *, wrap: Callable, auto_model: str,
-                  write_files: Callable[[Path], None], extra: dict | None = None) -> Path:
+def export_policy(
+    trainer,
+    tokenizer,
+    output_dir: str,
+    *,
+    wrap: Callable,
+    auto_model: str,
+    write_files: Callable[[Path], None],
+    extra: dict | None = None,
+) -> Path:
     """Write the trained policy as a repo of its method into ``output_dir`` (a LoRA adapter merged into its base).
 
     ``wrap(model, tokenizer)`` gives the method's model class (with ``save_pretrained``); under DeepSpeed/FSDP every
@@ -202,8 +221,10 @@ def compact_fused_lm_head() -> None:
 
     decide = getattr(trl_utils, "_use_triton", None)  # what add_fused_lm_head asks to choose compact scoring
     if decide is None:
-        raise RuntimeError(f"trl {trl.__version__} has no trl.trainer.utils._use_triton: compact_fused_lm_head needs "
-                           "updating for this TRL version")
+        raise RuntimeError(
+            f"trl {trl.__version__} has no trl.trainer.utils._use_triton: compact_fused_lm_head needs "
+            "updating for this TRL version"
+        )
     if hasattr(decide, "trl_choice"):  # already patched
         return
 
@@ -216,8 +237,15 @@ def compact_fused_lm_head() -> None:
 
 # GRPO generation-batch keys aligned with the completion tokens (trimmed with them). Besides these and prompt_ids /
 # prompt_mask a batch holds per-row tensors and scalars; anything else of two or more dimensions is refused.
-_COMPLETION_KEYS = ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps",
-                    "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask")
+_COMPLETION_KEYS = (
+    "completion_ids",
+    "completion_mask",
+    "old_per_token_logps",
+    "ref_per_token_logps",
+    "sampling_per_token_logps",
+    "importance_sampling_ratio",
+    "tool_mask",
+)
 
 
 def length_sorted_micro_batches(batch: dict, chunks: int) -> list[dict]:
@@ -234,11 +262,16 @@ def length_sorted_micro_batches(batch: dict, chunks: int) -> list[dict]:
     rows = prompt_mask.shape[0]
     if rows % chunks:
         raise ValueError(f"a generation batch of {rows} rows does not split into {chunks} equal micro-batches")
-    unknown = sorted(k for k, v in batch.items() if torch.is_tensor(v) and v.ndim >= 2
-                     and k not in _COMPLETION_KEYS and k not in ("prompt_ids", "prompt_mask"))
+    unknown = sorted(
+        k
+        for k, v in batch.items()
+        if torch.is_tensor(v) and v.ndim >= 2 and k not in _COMPLETION_KEYS and k not in ("prompt_ids", "prompt_mask")
+    )
     if unknown:
-        raise ValueError(f"length-sorted micro-batches cannot trim the generation batch's {unknown}: "
-                         "use TRL's shuffled split for this batch")
+        raise ValueError(
+            f"length-sorted micro-batches cannot trim the generation batch's {unknown}: "
+            "use TRL's shuffled split for this batch"
+        )
     # by completion length, then prompt length: a group's G rows share their prompt, their completions vary most
     lengths = completion_mask.sum(dim=1) * (prompt_mask.shape[1] + 1) + prompt_mask.sum(dim=1)
     order = torch.argsort(lengths, stable=True)

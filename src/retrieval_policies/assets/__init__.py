@@ -10,4 +10,12 @@ from .base_models import (
     resolve_model,
 )
 
-__all__ = ["CACHE_ENV", "DEFAULT_BASE_MODEL", "OFFLINE_MODELS", "ModelNotAvailableError", "cache_root", "model_source", "resolve_model"]
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_BASE_MODEL",
+    "OFFLINE_MODELS",
+    "ModelNotAvailableError",
+    "cache_root",
+    "model_source",
+    "resolve_model",
+]

@@ -18,9 +18,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,19 @@ CACHE_ENV = "RETRIEVAL_POLICIES_CACHE"
 PROVENANCE_FILE = "retrieval_policies_source.json"
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # Other runtimes' exports that model repos often carry next to the transformers weights.
-HUB_IGNORE_PATTERNS = ["*.onnx", "onnx/*", "*.gguf", "*.msgpack", "*.h5", "*.tflite", "*.ot", "*.mlmodel", "coreml/*", "openvino/*",
-                       "original/*"]  # Meta's consolidated checkpoints (16 GB for an 8B model), never loaded here
+HUB_IGNORE_PATTERNS = [
+    "*.onnx",
+    "onnx/*",
+    "*.gguf",
+    "*.msgpack",
+    "*.h5",
+    "*.tflite",
+    "*.ot",
+    "*.mlmodel",
+    "coreml/*",
+    "openvino/*",
+    "original/*",
+]  # Meta's consolidated checkpoints (16 GB for an 8B model), never loaded here
 TORCH_WEIGHT_PATTERNS = ["*.bin", "*.pth", "*.pt"]  # skipped when the repo has safetensors (a duplicate copy)
 
 
@@ -74,7 +85,9 @@ class PackagedGGUF:
             )
         path = Path(list(spec.submodule_search_locations)[0]) / self.filename
         if not path.is_file():
-            raise ModelNotAvailableError(f"the {self.distribution} package is installed but {path} is missing: reinstall it with `{self.install_hint}`")
+            raise ModelNotAvailableError(
+                f"the {self.distribution} package is installed but {path} is missing: reinstall it with `{self.install_hint}`"
+            )
         return path
 
     def cache_dir(self) -> Path:
@@ -119,8 +132,12 @@ def _hub_offline() -> bool:
 
 
 def _offline_catalogue() -> str:
-    models = [f"{name} (from the {spec.distribution} package: `{spec.install_hint}`)" for name, spec in OFFLINE_MODELS.items()]
-    models += [f"{name} (from the {module.replace('_', '-')} package)" for name, (module, _) in PACKAGED_FOLDERS.items()]
+    models = [
+        f"{name} (from the {spec.distribution} package: `{spec.install_hint}`)" for name, spec in OFFLINE_MODELS.items()
+    ]
+    models += [
+        f"{name} (from the {module.replace('_', '-')} package)" for name, (module, _) in PACKAGED_FOLDERS.items()
+    ]
     return "; ".join(models)
 
 
@@ -180,9 +197,13 @@ def convert_packaged_model(spec: PackagedGGUF) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         provenance = {
-            "repo_id": spec.repo_id, "source": "packaged-gguf", "distribution": spec.distribution,
-            "distribution_version": importlib.metadata.version(spec.distribution), "gguf_file": spec.filename,
-            "license": spec.license, "dtype": "float32",
+            "repo_id": spec.repo_id,
+            "source": "packaged-gguf",
+            "distribution": spec.distribution,
+            "distribution_version": importlib.metadata.version(spec.distribution),
+            "gguf_file": spec.filename,
+            "license": spec.license,
+            "dtype": "float32",
             "transformers_version": importlib.metadata.version("transformers"),
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -219,9 +240,15 @@ def resolve_model(name_or_path: str | os.PathLike, *, revision: str | None = Non
     if spec is not None and revision in (None, "main"):
         reason = "offline mode" if offline else f"Hub unavailable: {type(hub_error).__name__}"
         path = convert_packaged_model(spec)
-        logger.info("model %s: packaged %s %s (%s), fp32 cache %s", name, spec.distribution, spec.filename, reason, path)
+        logger.info(
+            "model %s: packaged %s %s (%s), fp32 cache %s", name, spec.distribution, spec.filename, reason, path
+        )
         return path
-    why = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"the Hub failed: {type(hub_error).__name__}: {str(hub_error).splitlines()[0] if str(hub_error) else ''}"
+    why = (
+        "offline mode is on (HF_HUB_OFFLINE)"
+        if offline
+        else f"the Hub failed: {type(hub_error).__name__}: {str(hub_error).splitlines()[0] if str(hub_error) else ''}"
+    )
     if spec is not None:
         why += f"; the packaged offline copy has no revision {revision!r}"
     raise ModelNotAvailableError(

@@ -7,7 +7,17 @@ from .wikitext import strip_wiki_markup
 from .wordnet import Synset, WordNet, WordNetNotFoundError
 
 __all__ = [
-    "CorpusNotAvailableError", "LeeBenchmark", "Synset", "WikiArticle", "WikiPassage", "WikiSection", "WordNet",
-    "WordNetNotFoundError", "iter_lee_background", "iter_wikipedia_articles", "iter_wikipedia_passages", "load_lee",
+    "CorpusNotAvailableError",
+    "LeeBenchmark",
+    "Synset",
+    "WikiArticle",
+    "WikiPassage",
+    "WikiSection",
+    "WordNet",
+    "WordNetNotFoundError",
+    "iter_lee_background",
+    "iter_wikipedia_articles",
+    "iter_wikipedia_passages",
+    "load_lee",
     "strip_wiki_markup",
 ]

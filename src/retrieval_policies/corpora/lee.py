@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Iterator
 
 from ._paths import CorpusNotAvailableError, gensim_test_data
 
@@ -31,7 +31,9 @@ class LeeBenchmark:
 
 
 def _read_documents(path: Path) -> tuple[str, ...]:
-    return tuple(line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+    return tuple(
+        line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+    )
 
 
 def load_lee() -> LeeBenchmark:
@@ -40,7 +42,9 @@ def load_lee() -> LeeBenchmark:
     rows = [[float(x) for x in line.split()] for line in path.read_text().splitlines() if line.strip()]
     n = len(documents)
     if len(rows) != n or any(len(row) != n for row in rows):
-        raise CorpusNotAvailableError(f"{path}: expected a {n}×{n} matrix matching {LEE_DOCUMENTS_FILE}, got {len(rows)} rows")
+        raise CorpusNotAvailableError(
+            f"{path}: expected a {n}×{n} matrix matching {LEE_DOCUMENTS_FILE}, got {len(rows)} rows"
+        )
     # The file fills the upper triangle only; mirror it.
     matrix = tuple(tuple(rows[min(i, j)][max(i, j)] for j in range(n)) for i in range(n))
     return LeeBenchmark(documents, matrix)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bz2
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ._paths import gensim_test_data
 from .wikitext import HEADING_RE, clean_heading, strip_wiki_markup
@@ -19,11 +19,26 @@ from .wikitext import HEADING_RE, clean_heading, strip_wiki_markup
 WIKIPEDIA_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 LEAD_SECTION = "Introduction"
 # Sections that hold references and navigation rather than prose.
-SKIPPED_SECTIONS = frozenset({
-    "references", "notes", "see also", "external links", "further reading", "bibliography", "sources",
-    "citations", "footnotes", "notes and references", "references and notes", "works cited", "primary sources",
-    "secondary sources", "selected bibliography", "general references",
-})
+SKIPPED_SECTIONS = frozenset(
+    {
+        "references",
+        "notes",
+        "see also",
+        "external links",
+        "further reading",
+        "bibliography",
+        "sources",
+        "citations",
+        "footnotes",
+        "notes and references",
+        "references and notes",
+        "works cited",
+        "primary sources",
+        "secondary sources",
+        "selected bibliography",
+        "general references",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,9 @@ def iter_wikipedia_articles(path: str | Path | None = None) -> Iterator[WikiArti
             if is_article:
                 sections = tuple(_split_sections(element.findtext(f"{namespace}revision/{namespace}text") or ""))
                 if sections:
-                    yield WikiArticle(element.findtext(f"{namespace}id"), element.findtext(f"{namespace}title"), sections)
+                    yield WikiArticle(
+                        element.findtext(f"{namespace}id"), element.findtext(f"{namespace}title"), sections
+                    )
             element.clear()
 
 

@@ -5,10 +5,22 @@ from __future__ import annotations
 import html
 import re
 
-_DROP_ELEMENTS = ("ref", "gallery", "math", "timeline", "score", "syntaxhighlight", "source", "pre", "imagemap", "chem", "hiero")
+_DROP_ELEMENTS = (
+    "ref",
+    "gallery",
+    "math",
+    "timeline",
+    "score",
+    "syntaxhighlight",
+    "source",
+    "pre",
+    "imagemap",
+    "chem",
+    "hiero",
+)
 _COMMENT_RE = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
-_SELF_CLOSING_RE = re.compile(r"<(%s)\b[^>]*/>" % "|".join(_DROP_ELEMENTS), re.IGNORECASE)
-_ELEMENT_RE = re.compile(r"<(%s)\b[^>]*>.*?(</\1\s*>|$)" % "|".join(_DROP_ELEMENTS), re.IGNORECASE | re.DOTALL)
+_SELF_CLOSING_RE = re.compile(rf"<({'|'.join(_DROP_ELEMENTS)})\b[^>]*/>", re.IGNORECASE)
+_ELEMENT_RE = re.compile(rf"<({'|'.join(_DROP_ELEMENTS)})\b[^>]*>.*?(</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"</?[A-Za-z][^<>]*>")
 _EXTERNAL_LINK_RE = re.compile(r"\[(?:https?|ftp)://[^\s\]]+\s*([^\]]*)\]")
 _BARE_URL_RE = re.compile(r"(?<![\w/])(?:https?|ftp)://\S+")
@@ -19,12 +31,16 @@ _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([,.;:!?)])")
 _SPACES_RE = re.compile(r"[ \t\u00a0]+")
 _LIST_MARKER_RE = re.compile(r"^[*#:;]+\s*")
 # Templates whose text is prose: {{convert|5|km|...}} → "5 km", {{nowrap|x}} / {{lang|fr|x}} → x.
-_CONVERT_RE = re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*([^{}|]+?)\s*\|\s*([A-Za-z][A-Za-z0-9/]{0,8})\s*(?:\|[^{}]*)?\}\}", re.IGNORECASE)
+_CONVERT_RE = re.compile(
+    r"\{\{\s*(?:convert|cvt)\s*\|\s*([^{}|]+?)\s*\|\s*([A-Za-z][A-Za-z0-9/]{0,8})\s*(?:\|[^{}]*)?\}\}", re.IGNORECASE
+)
 _INLINE_TEXT_TEMPLATE_RE = re.compile(r"\{\{\s*(?:nowrap|nobr|small|lang\|[a-z-]+)\s*\|([^{}|]*)\}\}", re.IGNORECASE)
 HEADING_RE = re.compile(r"^(={2,6})\s*(.+?)\s*\1\s*$", re.MULTILINE)
 
 # Link namespaces whose targets are not prose (files, categories, interwiki/interlanguage links).
-_DROPPED_LINK_PREFIX_RE = re.compile(r"^\s*:?\s*(file|image|media|category|wikt|wiktionary|[a-z]{2,3}(-[a-z]+)?)\s*:", re.IGNORECASE)
+_DROPPED_LINK_PREFIX_RE = re.compile(
+    r"^\s*:?\s*(file|image|media|category|wikt|wiktionary|[a-z]{2,3}(-[a-z]+)?)\s*:", re.IGNORECASE
+)
 
 
 def _remove_nested(text: str, opening: str, closing: str) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 from ._paths import CorpusNotAvailableError
 
@@ -21,13 +21,51 @@ DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 # lexnames(5WN): the lexicographer file of each lex_filenum.
 LEXNAMES = (
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
-    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
-    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant", "noun.possession",
-    "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
-    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition", "verb.consumption",
-    "verb.contact", "verb.creation", "verb.emotion", "verb.motion", "verb.perception", "verb.possession",
-    "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
 )
 _ADJ_MARKER_RE = re.compile(r"\((a|p|ip)\)$")
 _EXAMPLE_RE = re.compile(r'"([^"]*)"')
@@ -55,7 +93,7 @@ def _parse_gloss(gloss: str) -> tuple[str, tuple[str, ...]]:
     if first_quote is None:
         return gloss.rstrip("; "), ()
     definition = gloss[: first_quote.start()].strip().rstrip(";").strip()
-    examples = tuple(e.strip() for e in _EXAMPLE_RE.findall(gloss[first_quote.start():]) if e.strip())
+    examples = tuple(e.strip() for e in _EXAMPLE_RE.findall(gloss[first_quote.start() :]) if e.strip())
     return definition, examples
 
 

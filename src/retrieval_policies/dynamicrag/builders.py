@@ -32,10 +32,22 @@ def _offline_encoder(encoder: str):
     return SentenceTransformer(str(resolve_model(encoder)), device="cpu")
 
 
-def question_pool(*, source: str, hub_dataset: str, hub_split: str = "train", hub_config: str | None = None,
-                  max_rows: int | None = None, encoder: str, top_n: int, max_articles: int | None,
-                  cache_dir: str | None, strict: bool, first_stage: str = "dense", query_words: int | None = None,
-                  passage_words: int | None = None) -> tuple[list[dict], Counter, str]:
+def question_pool(
+    *,
+    source: str,
+    hub_dataset: str,
+    hub_split: str = "train",
+    hub_config: str | None = None,
+    max_rows: int | None = None,
+    encoder: str,
+    top_n: int,
+    max_articles: int | None,
+    cache_dir: str | None,
+    strict: bool,
+    first_stage: str = "dense",
+    query_words: int | None = None,
+    passage_words: int | None = None,
+) -> tuple[list[dict], Counter, str]:
     """(normalised rows with a ``split``, drop counts, the source actually used). ``first_stage``, ``query_words``,
     ``passage_words``: the offline cloze pool's retriever (``data.cloze_pool``)."""
     if source in ("auto", "hub"):
@@ -51,9 +63,16 @@ def question_pool(*, source: str, hub_dataset: str, hub_split: str = "train", hu
                 row.setdefault("split", split_of(row["id"]))
             return rows, dropped, f"hub:{hub_dataset}"
     dense = first_stage == "dense"
-    raw = cloze_pool(encoder=_offline_encoder(encoder) if dense else None, encoder_id=encoder if dense else "bm25",
-                     top_n=top_n, max_articles=max_articles, cache_dir=cache_dir, first_stage=first_stage,
-                     query_words=query_words, passage_words=passage_words)
+    raw = cloze_pool(
+        encoder=_offline_encoder(encoder) if dense else None,
+        encoder_id=encoder if dense else "bm25",
+        top_n=top_n,
+        max_articles=max_articles,
+        cache_dir=cache_dir,
+        first_stage=first_stage,
+        query_words=query_words,
+        passage_words=passage_words,
+    )
     raw = raw[:max_rows] if max_rows else raw
     rows, dropped = clean_rows(raw, strict=strict)
     return rows, dropped, "wikipedia-cloze"
@@ -64,7 +83,9 @@ def _first_stage_counts(rows: list[dict]) -> dict[str, str]:
     counts = {}
     for split in ("train", "dpo", "validation", "test"):
         part = [r for r in rows if r["split"] == split]
-        counts.update({f"first stage, {split}: {name}": f"{rate:.1%}" for name, rate in first_stage_rates(part).items()})
+        counts.update(
+            {f"first stage, {split}: {name}": f"{rate:.1%}" for name, rate in first_stage_rates(part).items()}
+        )
     return counts
 
 
@@ -76,9 +97,15 @@ def general_instruction_examples(dataset: str, count: int, seed: int) -> list[di
     for i, row in enumerate(rows[:count]):
         instruction = (row.get("instruction") or "").strip()
         extra = (row.get("input") or "").strip()
-        out.append({"id": f"general-{i}", "kind": "general", "length": -1,
-                    "prompt": [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}],
-                    "completion": [{"role": "assistant", "content": (row.get("output") or "").strip()}]})
+        out.append(
+            {
+                "id": f"general-{i}",
+                "kind": "general",
+                "length": -1,
+                "prompt": [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}],
+                "completion": [{"role": "assistant", "content": (row.get("output") or "").strip()}],
+            }
+        )
     return out
 
 
@@ -107,15 +134,30 @@ def drop_over_length(configs: dict, tokenizer, max_seq_length: int, dropped: Cou
         probes = [{"prompt": reranker_messages(r["question"], r["ctxs"]), "completion": []} for r in rows]
         bad = set(over_length(probes, tokenizer, max_seq_length - RERANK_BUDGET))
         if bad:
-            dropped[f"pool/{split}: questions whose reranker prompt + {RERANK_BUDGET} tokens exceed {max_seq_length}"] += len(bad)
+            dropped[
+                f"pool/{split}: questions whose reranker prompt + {RERANK_BUDGET} tokens exceed {max_seq_length}"
+            ] += len(bad)
         configs["pool"][split] = [r for i, r in enumerate(rows) if i not in bad]
 
 
-def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14, per_length_cap: int = 2000,
-                           total_cap: int = 30000, seed: int = 42, general_data: str | None = None, general_count: int = 0,
-                           max_passages: int | None = None, dpo_fraction: float = 0.5, force_has_answer: bool = False,
-                           tokenizer=None, max_seq_length: int | None = None, bc_targets: str = "paper",
-                           shuffled_orders: int = 0, **pool_options) -> tuple[dict, dict, Counter, str]:
+def build_training_dataset(
+    *,
+    labeler: str = "has_answer",
+    max_length: int = 14,
+    per_length_cap: int = 2000,
+    total_cap: int = 30000,
+    seed: int = 42,
+    general_data: str | None = None,
+    general_count: int = 0,
+    max_passages: int | None = None,
+    dpo_fraction: float = 0.5,
+    force_has_answer: bool = False,
+    tokenizer=None,
+    max_seq_length: int | None = None,
+    bc_targets: str = "paper",
+    shuffled_orders: int = 0,
+    **pool_options,
+) -> tuple[dict, dict, Counter, str]:
     """Configs ``sft`` (reranker BC + generator [+ general] records per split) and ``pool`` (the labelled questions).
 
     Every row keeps its first ``max_passages`` (N; default: the reranker's ``DynamicRAGConfig.max_passages``)
@@ -132,7 +174,9 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
     if not 0 <= dpo_fraction < 1:
         raise ValueError(f"dpo_fraction must be in [0, 1), got {dpo_fraction}")
     if (tokenizer is None) != (max_seq_length is None):
-        raise ValueError("give tokenizer and max_seq_length together (the backbone's tokenizer and the trainer's max_length)")
+        raise ValueError(
+            "give tokenizer and max_seq_length together (the backbone's tokenizer and the trainer's max_length)"
+        )
     max_passages = max_passages or DynamicRAGConfig().max_passages
     rows, dropped, source = question_pool(**pool_options)
     check_labeler(rows, labeler, force=force_has_answer)
@@ -150,9 +194,16 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
         if split in ("test", "dpo"):
             continue
         stats = BCStats()
-        records = behaviour_cloning_examples(part, max_length=max_length, per_length_cap=per_length_cap,
-                                             total_cap=total_cap, seed=seed, stats=stats, targets=bc_targets,
-                                             shuffled_orders=shuffled_orders)
+        records = behaviour_cloning_examples(
+            part,
+            max_length=max_length,
+            per_length_cap=per_length_cap,
+            total_cap=total_cap,
+            seed=seed,
+            stats=stats,
+            targets=bc_targets,
+            shuffled_orders=shuffled_orders,
+        )
         records += generator_examples(part)
         if split == "train" and general_data and general_count:
             records += general_instruction_examples(general_data, general_count, seed)
@@ -173,13 +224,24 @@ def build_training_dataset(*, labeler: str = "has_answer", max_length: int = 14,
     counts.update({f"pool/{s}": len(v) for s, v in configs["pool"].items()})
     counts[f"questions whose passages were cut to the first {max_passages}"] = cut
     counts.update(_first_stage_counts(rows))
-    counts.update({f"questions with the {t!r} generator instruction": n
-                   for t, n in sorted(Counter(r.get("task", "short") for r in rows).items())})
+    counts.update(
+        {
+            f"questions with the {t!r} generator instruction": n
+            for t, n in sorted(Counter(r.get("task", "short") for r in rows).items())
+        }
+    )
     return configs, counts, +dropped, source
 
 
-def build_eval_dataset(*, source: str, hub_dataset: str = EVAL_POOL, sets=EVAL_SETS, max_rows: int | None = None,
-                       strict: bool = False, **pool_options) -> tuple[dict, dict, Counter, str]:
+def build_eval_dataset(
+    *,
+    source: str,
+    hub_dataset: str = EVAL_POOL,
+    sets=EVAL_SETS,
+    max_rows: int | None = None,
+    strict: bool = False,
+    **pool_options,
+) -> tuple[dict, dict, Counter, str]:
     """Online: the seven evaluation sets as configs (ASQA keeps ``qa_pairs``). Offline: the cloze test questions."""
     if source in ("auto", "hub"):
         try:  # only the download: a bad row under --strict must fail the build, not fall back to offline data
@@ -197,4 +259,9 @@ def build_eval_dataset(*, source: str, hub_dataset: str = EVAL_POOL, sets=EVAL_S
             return configs, {f"{n}/test": len(c["test"]) for n, c in configs.items()}, dropped, f"hub:{hub_dataset}"
     rows, dropped, _ = question_pool(source="cloze", hub_dataset="", max_rows=None, strict=strict, **pool_options)
     test = [r for r in rows if r["split"] == "test"][:max_rows]
-    return {"wiki_cloze": {"test": test}}, {"wiki_cloze/test": len(test), **_first_stage_counts(test)}, dropped, "wikipedia-cloze"
+    return (
+        {"wiki_cloze": {"test": test}},
+        {"wiki_cloze/test": len(test), **_first_stage_counts(test)},
+        dropped,
+        "wikipedia-cloze",
+    )

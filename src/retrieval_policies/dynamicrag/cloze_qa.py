@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ..corpora import WikiArticle, iter_wikipedia_articles
 
@@ -31,8 +31,18 @@ _MONTHS = "January|February|March|April|May|June|July|August|September|October|N
 _SPAN_PATTERNS = [
     ("date", re.compile(rf"\b(?:\d{{1,2}} (?:{_MONTHS}) \d{{3,4}}|(?:{_MONTHS}) \d{{1,2}}, \d{{3,4}})\b")),
     ("year", re.compile(r"\b(?:1\d{3}|20\d{2})\b")),
-    ("number", re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)? (?:percent|million|billion|km|miles|metres|meters|feet|kilometres|people|years)\b|\b\d{3,}\b")),
-    ("name", re.compile(r"(?<!^)(?<![.!?] )\b(?:[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?: (?:[A-Z][a-z]+(?:-[A-Z][a-z]+)?|de|von|van|of)){1,3}\b(?<! of)(?<! de)")),
+    (
+        "number",
+        re.compile(
+            r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)? (?:percent|million|billion|km|miles|metres|meters|feet|kilometres|people|years)\b|\b\d{3,}\b"
+        ),
+    ),
+    (
+        "name",
+        re.compile(
+            r"(?<!^)(?<![.!?] )\b(?:[A-Z][a-z]+(?:-[A-Z][a-z]+)?)(?: (?:[A-Z][a-z]+(?:-[A-Z][a-z]+)?|de|von|van|of)){1,3}\b(?<! of)(?<! de)"
+        ),
+    ),
 ]
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
@@ -90,8 +100,17 @@ def _questions_of(article: WikiArticle, per_section: int) -> Iterator[ClozeQuest
                 index += 1
                 made += 1
                 cloze = sentence[:start] + BLANK + sentence[end:]
-                yield ClozeQuestion(question_id, f"{article.title}: {cloze}", (text,), kind, article.id, article.title,
-                                    section.heading, sentence, split_of(question_id))
+                yield ClozeQuestion(
+                    question_id,
+                    f"{article.title}: {cloze}",
+                    (text,),
+                    kind,
+                    article.id,
+                    article.title,
+                    section.heading,
+                    sentence,
+                    split_of(question_id),
+                )
 
 
 def partial_query(question_id: str, question: str, words: int) -> str:

@@ -31,11 +31,15 @@ def _metric(name: str, config: str | None = None):
 
     path = METRICS_DIR / name
     if not (path / f"{name}.py").is_file():
-        raise FileNotFoundError(f"metric module {path} not found: run from a checkout of retrieval-policies (pip install -e .)")
+        raise FileNotFoundError(
+            f"metric module {path} not found: run from a checkout of retrieval-policies (pip install -e .)"
+        )
     return evaluate.load(str(path), config) if config else evaluate.load(str(path))
 
 
-def load_eval_rows(data: str, *, config: str | None = None, split: str = "test", max_questions: int | None = None) -> list[dict]:
+def load_eval_rows(
+    data: str, *, config: str | None = None, split: str = "test", max_questions: int | None = None
+) -> list[dict]:
     from ..dataset_io import load_split
 
     dataset = load_split(data, config, split)
@@ -45,9 +49,18 @@ def load_eval_rows(data: str, *, config: str | None = None, split: str = "test",
     return rows[:max_questions] if max_questions else rows
 
 
-def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size: int = 8, task: str | None = None,
-                        tournament: bool = False, show_progress_bar: bool = True, eval_set: str | None = None,
-                        seed: int | None = None) -> dict:
+def evaluate_dynamicrag(
+    model,
+    rows: list[dict],
+    *,
+    top_ks=(1, 3, 5),
+    batch_size: int = 8,
+    task: str | None = None,
+    tournament: bool = False,
+    show_progress_bar: bool = True,
+    eval_set: str | None = None,
+    seed: int | None = None,
+) -> dict:
     """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions.
 
     As published, the reranker sees each question's first N retrieved passages (``ctxs[:N]``, N = ``max_passages``)
@@ -77,7 +90,9 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
         batch = rows[start : start + batch_size]
         queries, batch_tasks = [r["question"] for r in batch], tasks[start : start + batch_size]
         pools = [r["ctxs"] if tournament else r["ctxs"][:n] for r in batch]
-        for out in model.call_batch(queries, pools, task=batch_tasks, **({} if seed is None else {"seed": seed + start})):
+        for out in model.call_batch(
+            queries, pools, task=batch_tasks, **({} if seed is None else {"seed": seed + start})
+        ):
             systems["dynamicrag"]["answers"].append(out["answer"])
             systems["dynamicrag"]["selected"].append(out["indices"])
             malformed.append(out["malformed"] > 0)
@@ -93,8 +108,17 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
         for name, selections in fixed.items():
             keys = [(q, tuple(s)) for q, s in enumerate(selections)]
             todo = [key for key in dict.fromkeys(keys) if key not in answers]
-            answers.update(zip(todo, model.answer_batch([queries[q] for q, _ in todo], [[pools[q][i] for i in s] for q, s in todo],
-                                                        task=[batch_tasks[q] for q, _ in todo], ids=[[i + 1 for i in s] for _, s in todo])))
+            answers.update(
+                zip(
+                    todo,
+                    model.answer_batch(
+                        [queries[q] for q, _ in todo],
+                        [[pools[q][i] for i in s] for q, s in todo],
+                        task=[batch_tasks[q] for q, _ in todo],
+                        ids=[[i + 1 for i in s] for _, s in todo],
+                    ),
+                )
+            )
             systems[name]["answers"] += [answers[key] for key in keys]
             systems[name]["selected"] += selections
         bar.update(len(batch))
@@ -103,25 +127,44 @@ def evaluate_dynamicrag(model, rows: list[dict], *, top_ks=(1, 3, 5), batch_size
     scores = {}
     for name, system in systems.items():
         answer_scores = answer_metric.compute(predictions=system["answers"], references=golds)
-        selection = selection_metric.compute(predictions=[[i + 1 for i in s] for s in system["selected"]], references=relevant,
-                                             malformed=malformed if name == "dynamicrag" else None)
+        selection = selection_metric.compute(
+            predictions=[[i + 1 for i in s] for s in system["selected"]],
+            references=relevant,
+            malformed=malformed if name == "dynamicrag" else None,
+        )
         scores[name] = {**answer_scores, **{f"selection_{k}": v for k, v in selection.items()}}
-    predictions = [{"id": r["id"], "question": r["question"], "answers": r["answers"],
-                    **{name: {"answer": s["answers"][i], "selected": s["selected"][i]} for name, s in systems.items()}}
-                   for i, r in enumerate(rows)]
+    predictions = [
+        {
+            "id": r["id"],
+            "question": r["question"],
+            "answers": r["answers"],
+            **{name: {"answer": s["answers"][i], "selected": s["selected"][i]} for name, s in systems.items()},
+        }
+        for i, r in enumerate(rows)
+    ]
     return {"scores": scores, "predictions": predictions, "out_of_range_questions": out_of_range}
 
 
-ANSWER_COLUMNS = {"exact_match": "EM", "f1": "F1", "match": "match", "rougeL": "ROUGE-L", "label_accuracy": "accuracy",
-                  "str_em": "str-EM"}
+ANSWER_COLUMNS = {
+    "exact_match": "EM",
+    "f1": "F1",
+    "match": "match",
+    "rougeL": "ROUGE-L",
+    "label_accuracy": "accuracy",
+    "str_em": "str-EM",
+}
 
 
 def format_scores(scores: dict) -> str:
     """One row per system: every answer metric of the set, then the selection metrics."""
     first = next(iter(scores.values()))
     columns = [(title, key) for key, title in ANSWER_COLUMNS.items() if key in first]
-    columns += [("mean k", "selection_mean_k"), ("precision", "selection_precision"), ("recall", "selection_recall"),
-                ("nDCG", "selection_ndcg")]
+    columns += [
+        ("mean k", "selection_mean_k"),
+        ("precision", "selection_precision"),
+        ("recall", "selection_recall"),
+        ("nDCG", "selection_ndcg"),
+    ]
     lines = [f"{'system':<12}" + "".join(f"{title:>11}" for title, _ in columns)]
     for name, values in scores.items():
         lines.append(f"{name:<12}" + "".join(f"{values[key]:>11.4f}" for _, key in columns))

@@ -34,8 +34,13 @@ def _any_correct(record: dict) -> bool:
     return any(exact_match(str(gold), str(t["answer"])) for t in record["trajectories"] for gold in _golds(record))
 
 
-def preference_pairs(records: list[dict], *, generator_questions: int = 10000, task: str | None = None,
-                     require_correct_answer: bool = False) -> tuple[list[dict], Counter]:
+def preference_pairs(
+    records: list[dict],
+    *,
+    generator_questions: int = 10000,
+    task: str | None = None,
+    require_correct_answer: bool = False,
+) -> tuple[list[dict], Counter]:
     pairs, counts = [], Counter()
     generator_made = 0
     for number, record in enumerate(records, start=1):
@@ -43,7 +48,9 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
         try:
             rewards = [float(t["reward"]) for t in trajectories]
         except KeyError as err:
-            raise ValueError(f"record {number} ({record.get('id')!r}): a trajectory has no {err} (run the reward stage first)") from err
+            raise ValueError(
+                f"record {number} ({record.get('id')!r}): a trajectory has no {err} (run the reward stage first)"
+            ) from err
         answers = [str(t["answer"]) for t in trajectories]
         if len(trajectories) < 2 or all(_same(a, answers[0]) for a in answers):
             counts["dropped: identical answers"] += 1
@@ -59,14 +66,19 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
             gold = str(_golds(record)[0]).strip()
             # The answers are not all identical, so at least one differs from the gold.
             rejected = next(a for a in answers if not _same(a, gold))
-            pairs.append({
-                "id": f"{record['id']}-gen", "kind": "generator",
-                "prompt": generator_messages(record["question"], [ctxs[i - 1] for i in best["ids"]],
-                                             task=task or record.get("task", "short")),
-                "chosen": [{"role": "assistant", "content": gold}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "chosen_reward": None, "rejected_reward": None,
-            })
+            pairs.append(
+                {
+                    "id": f"{record['id']}-gen",
+                    "kind": "generator",
+                    "prompt": generator_messages(
+                        record["question"], [ctxs[i - 1] for i in best["ids"]], task=task or record.get("task", "short")
+                    ),
+                    "chosen": [{"role": "assistant", "content": gold}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "chosen_reward": None,
+                    "rejected_reward": None,
+                }
+            )
             counts["generator pairs"] += 1
             continue
         if require_correct_answer and not _any_correct(record):
@@ -75,12 +87,16 @@ def preference_pairs(records: list[dict], *, generator_questions: int = 10000, t
         if list(best["ids"]) == list(worst["ids"]):
             counts["dropped: equal lists"] += 1
             continue
-        pairs.append({
-            "id": f"{record['id']}-rerank", "kind": "reranker",
-            "prompt": reranker_messages(record["question"], ctxs),
-            "chosen": [{"role": "assistant", "content": format_selection(best["ids"])}],
-            "rejected": [{"role": "assistant", "content": format_selection(worst["ids"])}],
-            "chosen_reward": max(rewards), "rejected_reward": min(rewards),
-        })
+        pairs.append(
+            {
+                "id": f"{record['id']}-rerank",
+                "kind": "reranker",
+                "prompt": reranker_messages(record["question"], ctxs),
+                "chosen": [{"role": "assistant", "content": format_selection(best["ids"])}],
+                "rejected": [{"role": "assistant", "content": format_selection(worst["ids"])}],
+                "chosen_reward": max(rewards),
+                "rejected_reward": min(rewards),
+            }
+        )
         counts["reranker pairs"] += 1
     return pairs, counts

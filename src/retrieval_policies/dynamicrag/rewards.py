@@ -120,8 +120,16 @@ class BertScorer:
     """BERTScore F1 with any local encoder (special tokens excluded): the last hidden layer or ``num_layers``' output,
     rescaled with ``baseline_f1`` when given, as bert_score's ``rescale_with_baseline`` does."""
 
-    def __init__(self, name_or_path: str, *, batch_size: int = 32, device_map=None, dtype=None,
-                 num_layers: int | None = None, baseline_f1: float | None = None):
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        batch_size: int = 32,
+        device_map=None,
+        dtype=None,
+        num_layers: int | None = None,
+        baseline_f1: float | None = None,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         from ..assets import resolve_model
@@ -138,8 +146,14 @@ class BertScorer:
     def _embed(self, texts: list[str]) -> list[torch.Tensor]:
         out = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True,
-                                   max_length=512, return_tensors="pt", return_special_tokens_mask=True)
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=512,
+                return_tensors="pt",
+                return_special_tokens_mask=True,
+            )
             special = batch.pop("special_tokens_mask")
             batch = batch.to(self.model.device)
             if self.num_layers is None:
@@ -193,7 +207,9 @@ def parse_judge_score(text: str) -> int | None:
 class AnswerJudge:
     """Any local Hugging Face causal chat LM as the 0..100 judge; greedy replies in batches."""
 
-    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, batch_size: int = 16, device_map=None, dtype=None):
+    def __init__(
+        self, name_or_path: str, *, max_new_tokens: int = 8, batch_size: int = 16, device_map=None, dtype=None
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ..assets import resolve_model
@@ -216,11 +232,16 @@ class AnswerJudge:
     def replies(self, triples: list[tuple[str, str, str]]) -> list[str]:
         out = []
         for start in range(0, len(triples), self.batch_size):
-            prompts = [self.tokenizer.apply_chat_template(self.messages(*t), add_generation_prompt=True, tokenize=False)
-                       for t in triples[start : start + self.batch_size]]
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-            generated = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                            pad_token_id=self.tokenizer.pad_token_id)
+            prompts = [
+                self.tokenizer.apply_chat_template(self.messages(*t), add_generation_prompt=True, tokenize=False)
+                for t in triples[start : start + self.batch_size]
+            ]
+            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                self.model.device
+            )
+            generated = self.model.generate(
+                **batch, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            )
             out += self.tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return out
 
@@ -230,16 +251,27 @@ def make_answer_judge(settings: RewardSettings):
     if settings.judge_backend == "vllm":
         from .vllm_backend import VLLMAnswerJudge
 
-        options = {"gpu_memory_utilization": settings.judge_vllm_gpu_memory_utilization,
-                   "tensor_parallel_size": settings.judge_vllm_tensor_parallel_size}
+        options = {
+            "gpu_memory_utilization": settings.judge_vllm_gpu_memory_utilization,
+            "tensor_parallel_size": settings.judge_vllm_tensor_parallel_size,
+        }
         if settings.judge_vllm_max_model_length:
             options["max_model_len"] = settings.judge_vllm_max_model_length
         if settings.judge_dtype:
             options["dtype"] = settings.judge_dtype
-        return VLLMAnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens,
-                               device_map=settings.judge_device_map, **options)
-    return AnswerJudge(settings.judge_model, max_new_tokens=settings.judge_max_new_tokens, batch_size=settings.batch_size,
-                       device_map=settings.judge_device_map, dtype=settings.judge_dtype)
+        return VLLMAnswerJudge(
+            settings.judge_model,
+            max_new_tokens=settings.judge_max_new_tokens,
+            device_map=settings.judge_device_map,
+            **options,
+        )
+    return AnswerJudge(
+        settings.judge_model,
+        max_new_tokens=settings.judge_max_new_tokens,
+        batch_size=settings.batch_size,
+        device_map=settings.judge_device_map,
+        dtype=settings.judge_dtype,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -249,10 +281,18 @@ class AnswerRewarder:
     def __init__(self, settings: RewardSettings, *, bert_scorer=None, judge=None):
         self.settings = settings
         self.weights = settings.weights()
-        self.bert_scorer = bert_scorer if bert_scorer is not None or "bertscore" not in self.weights else \
-            BertScorer(settings.bertscore_model, batch_size=settings.batch_size, device_map=settings.bertscore_device_map,
-                       dtype=settings.bertscore_dtype, num_layers=settings.bertscore_num_layers,
-                       baseline_f1=settings.bertscore_baseline_f1)
+        self.bert_scorer = (
+            bert_scorer
+            if bert_scorer is not None or "bertscore" not in self.weights
+            else BertScorer(
+                settings.bertscore_model,
+                batch_size=settings.batch_size,
+                device_map=settings.bertscore_device_map,
+                dtype=settings.bertscore_dtype,
+                num_layers=settings.bertscore_num_layers,
+                baseline_f1=settings.bertscore_baseline_f1,
+            )
+        )
         self.judge = judge if judge is not None or "judge" not in self.weights else make_answer_judge(settings)
         self.counts = Counter()
 
@@ -280,7 +320,9 @@ class AnswerRewarder:
             if "length" in self.weights:
                 term_values["length"] = length_term(len(trajectory["ids"]))
         if "bertscore" in self.weights:
-            for values, score in zip(terms, self.bert_scorer.f1([item[2] for item in items], [answer(i) for i in items])):
+            for values, score in zip(
+                terms, self.bert_scorer.f1([item[2] for item in items], [answer(i) for i in items])
+            ):
                 values["bertscore"] = score
         if "judge" in self.weights:
             replies = self.judge.replies([(records[i[0]]["question"], i[2], answer(i)) for i in items])
@@ -308,8 +350,14 @@ class AnswerRewarder:
         return records
 
 
-def reward_file(rewarder: AnswerRewarder, trajectories: str | os.PathLike, output: str | os.PathLike, *,
-                batch_size: int = 8, show_progress_bar: bool = True) -> Counter:
+def reward_file(
+    rewarder: AnswerRewarder,
+    trajectories: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    show_progress_bar: bool = True,
+) -> Counter:
     """Reward every record of a trajectories JSONL into ``output`` (one line per question, resumable); each line
     carries the reward configuration it was scored with."""
     from transformers.utils.logging import tqdm

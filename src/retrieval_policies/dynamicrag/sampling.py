@@ -33,8 +33,17 @@ def completed_ids(path: Path) -> set[str]:
     return {json.loads(line)["id"] for line in data.decode("utf-8").splitlines() if line.strip()}
 
 
-def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, num_samples: int = 8, temperature: float = 0.4,
-                        batch_size: int = 4, seed: int = 42, show_progress_bar: bool = True) -> dict:
+def sample_trajectories(
+    model,
+    rows: list[dict],
+    output: str | os.PathLike,
+    *,
+    num_samples: int = 8,
+    temperature: float = 0.4,
+    batch_size: int = 4,
+    seed: int = 42,
+    show_progress_bar: bool = True,
+) -> dict:
     """Append one JSON line per question of ``rows`` not yet in ``output``; returns counts."""
     from transformers.utils.logging import tqdm
 
@@ -52,23 +61,43 @@ def sample_trajectories(model, rows: list[dict], output: str | os.PathLike, *, n
             conversations = [reranker_messages(r["question"], ctxs, profile) for r, ctxs in zip(batch, shown)]
             # The batch's own seed (from its ids): the same batch samples the same lists, wherever it falls in a run.
             batch_seed = seed + int(hashlib.sha256("\n".join(r["id"] for r in batch).encode()).hexdigest()[:8], 16)
-            outputs = model.generate_texts(conversations, max_new_tokens=model.dynamicrag_config.rerank_max_new_tokens,
-                                           temperature=temperature, seed=batch_seed, num_samples=num_samples)
+            outputs = model.generate_texts(
+                conversations,
+                max_new_tokens=model.dynamicrag_config.rerank_max_new_tokens,
+                temperature=temperature,
+                seed=batch_seed,
+                num_samples=num_samples,
+            )
             parsed = [parse_selection(o, len(shown[i // num_samples])) for i, o in enumerate(outputs)]
             # Answers are greedy, so samples of a question that chose the same list share one answer call.
             keys = [(i // num_samples, tuple(p.ids)) for i, p in enumerate(parsed)]
             unique = list(dict.fromkeys(keys))
-            unique_answers = model.answer_batch([batch[q]["question"] for q, _ in unique],
-                                                [[shown[q][j - 1] for j in ids] for q, ids in unique],
-                                                task=[batch[q].get("task", "short") for q, _ in unique],
-                                                ids=[list(ids) for _, ids in unique])
+            unique_answers = model.answer_batch(
+                [batch[q]["question"] for q, _ in unique],
+                [[shown[q][j - 1] for j in ids] for q, ids in unique],
+                task=[batch[q].get("task", "short") for q, _ in unique],
+                ids=[list(ids) for _, ids in unique],
+            )
             answers = [dict(zip(unique, unique_answers))[key] for key in keys]
             counts["answer_calls"] += len(unique)
             for q, row in enumerate(batch):
-                trajectories = [{"output": outputs[i], "ids": list(parsed[i].ids), "malformed": parsed[i].malformed,
-                                 "answer": answers[i]} for i in range(q * num_samples, (q + 1) * num_samples)]
-                record = {"id": row["id"], "question": row["question"], "answers": row["answers"], "ctxs": shown[q],
-                          "task": row.get("task", "short"), "trajectories": trajectories}
+                trajectories = [
+                    {
+                        "output": outputs[i],
+                        "ids": list(parsed[i].ids),
+                        "malformed": parsed[i].malformed,
+                        "answer": answers[i],
+                    }
+                    for i in range(q * num_samples, (q + 1) * num_samples)
+                ]
+                record = {
+                    "id": row["id"],
+                    "question": row["question"],
+                    "answers": row["answers"],
+                    "ctxs": shown[q],
+                    "task": row.get("task", "short"),
+                    "trajectories": trajectories,
+                }
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["malformed"] += sum(t["malformed"] for t in trajectories)
             sink.flush()

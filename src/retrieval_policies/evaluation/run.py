@@ -34,8 +34,10 @@ def resolve_tasks(names: list[str] | None, validation_data: str | None = None) -
         try:
             tasks += list(mteb.get_tasks(tasks=builtin))
         except Exception as err:  # noqa: BLE001 - name the unknown task rather than mteb's internals
-            raise ValueError(f"unknown task(s) {builtin}: local tasks are {sorted(LOCAL_TASKS)}; built-in MTEB names "
-                             f"need the Hub for their data ({type(err).__name__}: {err})") from None
+            raise ValueError(
+                f"unknown task(s) {builtin}: local tasks are {sorted(LOCAL_TASKS)}; built-in MTEB names "
+                f"need the Hub for their data ({type(err).__name__}: {err})"
+            ) from None
     return tasks
 
 
@@ -46,11 +48,22 @@ def results_name(model: str) -> str:
     return model
 
 
-def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str | None = None,
-                   output_dir: str | Path = "results/mteb", sentence_transformer: bool = False, name: str | None = None,
-                   batch_size: int = 8, placement: dict | None = None, document_options: dict | None = None,
-                   query_options: dict | None = None, system_prompt: str | None = None, validation_data: str | None = None,
-                   **encode_options) -> list[ScoreRow]:
+def evaluate_model(
+    model: str,
+    *,
+    tasks: list[str] | None = None,
+    benchmark: str | None = None,
+    output_dir: str | Path = "results/mteb",
+    sentence_transformer: bool = False,
+    name: str | None = None,
+    batch_size: int = 8,
+    placement: dict | None = None,
+    document_options: dict | None = None,
+    query_options: dict | None = None,
+    system_prompt: str | None = None,
+    validation_data: str | None = None,
+    **encode_options,
+) -> list[ScoreRow]:
     """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model on ``tasks`` or a
     ``benchmark`` (an mteb benchmark name or a project preset); write mteb's result files under ``output_dir`` and
     return the main score of each task. ``placement``: ``device_map`` / ``dtype`` / ``attn_implementation``;
@@ -60,7 +73,9 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str
 
     from ..assets import resolve_model
 
-    task_list = resolve_benchmark(benchmark) if benchmark else resolve_tasks(tasks, validation_data)  # before any model is loaded
+    task_list = (
+        resolve_benchmark(benchmark) if benchmark else resolve_tasks(tasks, validation_data)
+    )  # before any model is loaded
     path = resolve_model(model)
     name = name or results_name(model)
     placement = placement or {}
@@ -69,7 +84,9 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str
 
         model_kwargs = {k: v for k, v in placement.items() if k in ("dtype", "attn_implementation")}
         device = placement.get("device_map")
-        encoder = SentenceTransformer(str(path), device=None if device == "auto" else device, model_kwargs=model_kwargs or None)
+        encoder = SentenceTransformer(
+            str(path), device=None if device == "auto" else device, model_kwargs=model_kwargs or None
+        )
         encoder.model_card_data.model_name = name
     else:
         from ..models.grace import GraceEmbedder
@@ -78,10 +95,22 @@ def evaluate_model(model: str, *, tasks: list[str] | None = None, benchmark: str
         embedder = GraceEmbedder.from_pretrained(path, **placement)
         if system_prompt is not None:
             embedder.grace_config.system_prompt = system_prompt
-        encoder = GraceMtebEncoder(embedder, name=name, batch_size=batch_size, query_options=query_options,
-                                   document_options=document_options, **encode_options)
-    results = mteb.evaluate(encoder, task_list, cache=mteb.ResultCache(str(output_dir)), encode_kwargs={"batch_size": batch_size},
-                            overwrite_strategy="always", show_progress_bar=False)
+        encoder = GraceMtebEncoder(
+            embedder,
+            name=name,
+            batch_size=batch_size,
+            query_options=query_options,
+            document_options=document_options,
+            **encode_options,
+        )
+    results = mteb.evaluate(
+        encoder,
+        task_list,
+        cache=mteb.ResultCache(str(output_dir)),
+        encode_kwargs={"batch_size": batch_size},
+        overwrite_strategy="always",
+        show_progress_bar=False,
+    )
     by_name = {r.task_name: r for r in results.task_results}
     return [ScoreRow(t.metadata.name, t.metadata.main_score, by_name[t.metadata.name].get_score()) for t in task_list]
 

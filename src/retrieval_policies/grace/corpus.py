@@ -57,8 +57,9 @@ class EncodeSettings:
         return asdict(self)
 
 
-def stream_texts(data: str, *, config: str | None = None, split: str = "train", column: str = "text",
-                 id_column: str | None = "id") -> Iterator[tuple[str, str]]:
+def stream_texts(
+    data: str, *, config: str | None = None, split: str = "train", column: str = "text", id_column: str | None = "id"
+) -> Iterator[tuple[str, str]]:
     """(id, text) pairs of a dataset folder, a Parquet/JSONL file or a Hub dataset id, streamed, or of records in
     memory (any passage form: strings, dicts, the corpus readers' records). Without an ``id_column`` (or when the
     rows have none) the id is the row number."""
@@ -162,8 +163,10 @@ def _check_settings(folder: Path, settings: EncodeSettings, process_index: int, 
     if existing is not None:
         changed = sorted(k for k, v in settings.to_dict().items() if existing.get(k) != v)
         if changed:
-            raise ValueError(f"{folder} holds shards encoded with other settings ({', '.join(changed)} differ): "
-                             "use another --output or delete it")
+            raise ValueError(
+                f"{folder} holds shards encoded with other settings ({', '.join(changed)} differ): "
+                "use another --output or delete it"
+            )
         return
     if process_index == 0:
         folder.mkdir(parents=True, exist_ok=True)
@@ -175,17 +178,23 @@ def _check_settings(folder: Path, settings: EncodeSettings, process_index: int, 
         raise ValueError(f"{folder}: process {process_index} was started with other settings than process 0")
 
 
-def _write_shard(path: Path, ids: list[str], texts: list[str], vectors: np.ndarray, rationales: list[str | None]) -> None:
+def _write_shard(
+    path: Path, ids: list[str], texts: list[str], vectors: np.ndarray, rationales: list[str | None]
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     dim = vectors.shape[1]
-    table = pa.table({
-        "id": pa.array(ids, pa.string()),
-        "text": pa.array(texts, pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel(), pa.float32()), dim),
-        "rationale": pa.array(rationales, pa.string()),
-    })
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "text": pa.array(texts, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.astype(np.float32).ravel(), pa.float32()), dim
+            ),
+            "rationale": pa.array(rationales, pa.string()),
+        }
+    )
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     pq.write_table(table, tmp)
     with open(tmp, "rb") as f:
@@ -193,11 +202,27 @@ def _write_shard(path: Path, ids: list[str], texts: list[str], vectors: np.ndarr
     os.replace(tmp, path)
 
 
-def encode_corpus(embedder, data, output: str | os.PathLike, *, model_name: str, config: str | None = None,
-                  split: str = "train", column: str = "text", id_column: str | None = "id", batch_size: int | None = None,
-                  shard_size: int = 10_000, backend: str | None = None, rationale: bool = True,
-                  max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
-                  seed=None, show_progress_bar: bool = True, slice_=None) -> dict | None:
+def encode_corpus(
+    embedder,
+    data,
+    output: str | os.PathLike,
+    *,
+    model_name: str,
+    config: str | None = None,
+    split: str = "train",
+    column: str = "text",
+    id_column: str | None = "id",
+    batch_size: int | None = None,
+    shard_size: int = 10_000,
+    backend: str | None = None,
+    rationale: bool = True,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed=None,
+    show_progress_bar: bool = True,
+    slice_=None,
+) -> dict | None:
     """Embed every text of ``data`` (a dataset as ``stream_texts`` reads it, or passage records in memory) into
     ``output`` (see the module docstring); returns the merged manifest on process 0 (None on the others)."""
     from tqdm.auto import tqdm
@@ -218,25 +243,50 @@ def encode_corpus(embedder, data, output: str | os.PathLike, *, model_name: str,
     c = embedder.grace_config
     seed = c.seed if seed is None else seed
     settings = EncodeSettings(
-        model=model_name, revision=embedder.revision, data=label, config=config, split=split, column=column,
-        id_column=id_column, shard_size=shard_size, rationale=rationale,
+        model=model_name,
+        revision=embedder.revision,
+        data=label,
+        config=config,
+        split=split,
+        column=column,
+        id_column=id_column,
+        shard_size=shard_size,
+        rationale=rationale,
         max_new_tokens=c.max_new_tokens if max_new_tokens is None else max_new_tokens,
-        temperature=c.temperature if temperature is None else temperature, top_p=c.top_p if top_p is None else top_p,
-        seed=seed, system_prompt=c.system_prompt, chat_template_kwargs=c.chat_template_kwargs,
-        max_text_tokens=c.max_text_tokens, pool_eos=c.pool_eos, normalize=c.normalize,
-        dtype=str(embedder.model.dtype).removeprefix("torch."), backend=backend or c.backend)
+        temperature=c.temperature if temperature is None else temperature,
+        top_p=c.top_p if top_p is None else top_p,
+        seed=seed,
+        system_prompt=c.system_prompt,
+        chat_template_kwargs=c.chat_template_kwargs,
+        max_text_tokens=c.max_text_tokens,
+        pool_eos=c.pool_eos,
+        normalize=c.normalize,
+        dtype=str(embedder.model.dtype).removeprefix("torch."),
+        backend=backend or c.backend,
+    )
     if rationale and settings.temperature > 0 and settings.seed is None:
         raise ValueError("grace encode writes reproducible shards: give a --seed or --temperature 0")
     process_index, num_processes, barrier = slice_ or process_slice()
     folder = Path(output)
     _check_settings(folder, settings, process_index, barrier)
-    options = {"rationale": rationale, "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
-               "top_p": settings.top_p, "seed": settings.seed, "batch_size": batch_size, "backend": backend,
-               "show_progress_bar": False}
+    options = {
+        "rationale": rationale,
+        "max_new_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "seed": settings.seed,
+        "batch_size": batch_size,
+        "backend": backend,
+        "show_progress_bar": False,
+    }
 
     mine, done, dim = [], 0, embedder.embedding_dim
-    bar = tqdm(desc=f"grace encode [{process_index}/{num_processes}]", unit="text", disable=not show_progress_bar,
-               position=process_index)
+    bar = tqdm(
+        desc=f"grace encode [{process_index}/{num_processes}]",
+        unit="text",
+        disable=not show_progress_bar,
+        position=process_index,
+    )
     started = time.perf_counter()
 
     def flush(index: int, ids: list[str], texts: list[str]) -> None:
@@ -251,7 +301,9 @@ def encode_corpus(embedder, data, output: str | os.PathLike, *, model_name: str,
         bar.set_postfix(texts_per_s=f"{done / elapsed:.1f}")
 
     total, ids, texts = 0, [], []
-    for row, (text_id, text) in enumerate(stream_texts(data, config=config, split=split, column=column, id_column=id_column)):
+    for row, (text_id, text) in enumerate(
+        stream_texts(data, config=config, split=split, column=column, id_column=id_column)
+    ):
         total = row + 1
         shard = row // shard_size
         if shard % num_processes == process_index:
@@ -265,8 +317,13 @@ def encode_corpus(embedder, data, output: str | os.PathLike, *, model_name: str,
     if total % shard_size:  # the last, shorter shard
         _finish_shard(folder, total // shard_size, ids, texts, mine, flush, process_index, num_processes)
     bar.close()
-    part = {"process": process_index, "shards": mine, "encoded_now": done, "seconds": round(time.perf_counter() - started, 3),
-            "rows_seen": total}
+    part = {
+        "process": process_index,
+        "shards": mine,
+        "encoded_now": done,
+        "seconds": round(time.perf_counter() - started, 3),
+        "rows_seen": total,
+    }
     (folder / f".manifest.process-{process_index}.json").write_text(json.dumps(part))
     barrier()
     if process_index != 0:
@@ -292,10 +349,15 @@ def _merge_manifest(folder: Path, settings: EncodeSettings, num_processes: int, 
     if missing or sum(s["rows"] for s in shards) != total:
         raise RuntimeError(f"{folder}: shards missing after encoding ({missing[:5]}...) or rows do not add up")
     manifest = {
-        "format": FORMAT, "settings": settings.to_dict(),
-        "embedding_dim": dim, "rows": total, "shards": shards, "processes": num_processes,
+        "format": FORMAT,
+        "settings": settings.to_dict(),
+        "embedding_dim": dim,
+        "rows": total,
+        "shards": shards,
+        "processes": num_processes,
         "encoded_now": sum(p["encoded_now"] for p in parts),
-        "seconds": max(p["seconds"] for p in parts), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": max(p["seconds"] for p in parts),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     tmp = folder / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -311,7 +373,9 @@ def load_encoded(folder: str | os.PathLike, *, with_rationales: bool = False) ->
 
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(f"{folder} has no {MANIFEST}: not a finished `grace encode` output (rerun it to resume)")
+        raise FileNotFoundError(
+            f"{folder} has no {MANIFEST}: not a finished `grace encode` output (rerun it to resume)"
+        )
     manifest = json.loads((folder / MANIFEST).read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{folder}: unknown format {manifest.get('format')!r} (expected {FORMAT})")
@@ -334,6 +398,10 @@ def faiss_index(embeddings: np.ndarray, *, hnsw_above: int = 1_000_000):
     except ImportError as err:
         raise ImportError("a FAISS index needs faiss: pip install faiss-cpu (or faiss-gpu)") from err
     dim = embeddings.shape[1]
-    index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT) if len(embeddings) > hnsw_above else faiss.IndexFlatIP(dim)
+    index = (
+        faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        if len(embeddings) > hnsw_above
+        else faiss.IndexFlatIP(dim)
+    )
     index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
     return index

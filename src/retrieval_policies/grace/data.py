@@ -48,14 +48,21 @@ def wordnet_triplets(seed: int = 42) -> Iterator[dict]:
             continue
         negative = rng.choice(others)
         for example in synset.examples:
-            yield {"query": example, "positive": synset.definition, "negative": negative.definition, "source": "wordnet",
-                   "_keys": {"wordnet_synsets": (synset.id, negative.id)}}
+            yield {
+                "query": example,
+                "positive": synset.definition,
+                "negative": negative.definition,
+                "source": "wordnet",
+                "_keys": {"wordnet_synsets": (synset.id, negative.id)},
+            }
 
 
 def _other_senses(wordnet, synset) -> list:
     """Other synsets of the first of ``synset``'s words that has any (its hard negatives)."""
     for lemma in synset.lemmas:
-        others = [s for s in wordnet.senses(lemma, synset.pos) if s.id != synset.id and s.definition != synset.definition]
+        others = [
+            s for s in wordnet.senses(lemma, synset.pos) if s.id != synset.id and s.definition != synset.definition
+        ]
         if others:
             return others
     return []
@@ -74,8 +81,13 @@ def wordnet_definition_triplets(seed: int = 42) -> Iterator[dict]:
         if not others:  # a word with one sense, or whose other senses have exactly the same words
             continue
         negative = rng.choice(others)
-        yield {"query": synset.definition, "positive": words, "negative": ", ".join(negative.lemmas),
-               "source": "wordnet-definitions", "_keys": {"wordnet_synsets": (synset.id, negative.id)}}
+        yield {
+            "query": synset.definition,
+            "positive": words,
+            "negative": ", ".join(negative.lemmas),
+            "source": "wordnet-definitions",
+            "_keys": {"wordnet_synsets": (synset.id, negative.id)},
+        }
 
 
 def wikipedia_triplets(seed: int = 42) -> Iterator[dict]:
@@ -91,11 +103,19 @@ def wikipedia_triplets(seed: int = 42) -> Iterator[dict]:
             if not others:
                 continue
             negative = rng.choice(others)
-            yield {"query": f"{passage.title}: {passage.section}", "positive": passage.text, "negative": negative.text,
-                   "source": "wikipedia",
-                   "_keys": {"wikipedia_sections": (f"{passage.article_id}/{passage.section}",
-                                                    f"{negative.article_id}/{negative.section}"),
-                             "wikipedia_passages": (passage.id, negative.id)}}
+            yield {
+                "query": f"{passage.title}: {passage.section}",
+                "positive": passage.text,
+                "negative": negative.text,
+                "source": "wikipedia",
+                "_keys": {
+                    "wikipedia_sections": (
+                        f"{passage.article_id}/{passage.section}",
+                        f"{negative.article_id}/{negative.section}",
+                    ),
+                    "wikipedia_passages": (passage.id, negative.id),
+                },
+            }
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
@@ -109,20 +129,31 @@ def wikipedia_sentences(min_words: int = 6) -> Iterator[dict]:
             for paragraph in section.text.split("\n"):
                 for sentence in _SENTENCE_END.split(paragraph.strip()):
                     if len(sentence.split()) >= min_words:
-                        yield {"text": sentence.strip(), "source": "wikipedia",
-                               "_keys": {"wikipedia_sections": (f"{article.id}/{section.heading}",)}}
+                        yield {
+                            "text": sentence.strip(),
+                            "source": "wikipedia",
+                            "_keys": {"wikipedia_sections": (f"{article.id}/{section.heading}",)},
+                        }
 
 
 # ---------------------------------------------------------------------------------------------- Hub sources
-def hub_rows(dataset: str, *, config: str | None = None, split: str = "train", columns: dict[str, str],
-             max_rows: int | None = None) -> Iterator[dict]:
+def hub_rows(
+    dataset: str,
+    *,
+    config: str | None = None,
+    split: str = "train",
+    columns: dict[str, str],
+    max_rows: int | None = None,
+) -> Iterator[dict]:
     """Rows of a Hub dataset with its columns renamed to GRACE roles (``columns``: role -> column)."""
     from ..dataset_io import load_split
 
     data = load_split(dataset, config, split)
     missing = sorted(c for c in columns.values() if c not in data.column_names)
     if missing:
-        raise ValueError(f"{dataset}: no column {missing}; columns are {data.column_names} (use the column mapping flags)")
+        raise ValueError(
+            f"{dataset}: no column {missing}; columns are {data.column_names} (use the column mapping flags)"
+        )
     for i, row in enumerate(data):
         if max_rows is not None and i >= max_rows:
             return
@@ -161,9 +192,18 @@ def _reason(err: BadRowError) -> str:
     return str(err).split(": ", 1)[1]
 
 
-def build_rows(rows: Iterable[dict], *, mode: str, tokenizer, max_prompt_tokens: int = 1024, strict: bool = False,
-               heldout: tuple[dict, frozenset] | None = None, validation_share: float = 0.05, seed: int = 42,
-               max_rows: int | None = None) -> tuple[dict[str, list[dict]], Counter]:
+def build_rows(
+    rows: Iterable[dict],
+    *,
+    mode: str,
+    tokenizer,
+    max_prompt_tokens: int = 1024,
+    strict: bool = False,
+    heldout: tuple[dict, frozenset] | None = None,
+    validation_share: float = 0.05,
+    seed: int = 42,
+    max_rows: int | None = None,
+) -> tuple[dict[str, list[dict]], Counter]:
     """Clean, filter, de-duplicate and split; returns ({"train": [...], "validation": [...]}, drop counts by reason).
 
     ``heldout`` is (``evaluation.heldout_ids()``, ``evaluation.heldout_texts()``): rows touching either are dropped.
@@ -187,19 +227,25 @@ def build_rows(rows: Iterable[dict], *, mode: str, tokenizer, max_prompt_tokens:
             dropped[_reason(err)] += 1
             continue
         keys = row.pop("_keys", {})
-        if any(value in heldout_ids.get(kind, ()) for kind, values in keys.items() for value in values) or \
-                any(normalize_text(row[role]) in heldout_texts for role in roles):
+        if any(value in heldout_ids.get(kind, ()) for kind, values in keys.items() for value in values) or any(
+            normalize_text(row[role]) in heldout_texts for role in roles
+        ):
             dropped["held out for evaluation"] += 1
             continue
         identity = tuple(row[role] for role in roles)
         if identity in seen:
             dropped["duplicate"] += 1
             continue
-        if len(tokenizer(render_prompt(tokenizer, system_prompt, row[main]), add_special_tokens=False)["input_ids"]) > max_prompt_tokens:
+        if (
+            len(tokenizer(render_prompt(tokenizer, system_prompt, row[main]), add_special_tokens=False)["input_ids"])
+            > max_prompt_tokens
+        ):
             dropped[f"main prompt ({main}) longer than {max_prompt_tokens} tokens"] += 1
             continue
         seen.add(identity)
-        kept.append({"id": _row_id(*identity), **{role: row[role] for role in roles}, "source": str(row.get("source", ""))})
+        kept.append(
+            {"id": _row_id(*identity), **{role: row[role] for role in roles}, "source": str(row.get("source", ""))}
+        )
     rng = random.Random(seed)
     rng.shuffle(kept)
     n_validation = int(round(len(kept) * validation_share)) if len(kept) > 1 else 0
@@ -217,11 +263,22 @@ def _interleave(*sources: Iterable[dict]) -> Iterator[dict]:
                 iterators.remove(it)
 
 
-def build_grace_dataset(*, mode: str, source: str, backbone: str, hub_dataset: str | None = None,
-                        hub_config: str | None = None, hub_split: str = "train", columns: dict[str, str] | None = None,
-                        offline: tuple[str, ...] = ("wordnet", "wikipedia"), max_rows: int | None = None,
-                        max_prompt_tokens: int = 1024, strict: bool = False, validation_share: float = 0.05,
-                        seed: int = 42) -> tuple[dict, dict, Counter, str]:
+def build_grace_dataset(
+    *,
+    mode: str,
+    source: str,
+    backbone: str,
+    hub_dataset: str | None = None,
+    hub_config: str | None = None,
+    hub_split: str = "train",
+    columns: dict[str, str] | None = None,
+    offline: tuple[str, ...] = ("wordnet", "wikipedia"),
+    max_rows: int | None = None,
+    max_prompt_tokens: int = 1024,
+    strict: bool = False,
+    validation_share: float = 0.05,
+    seed: int = 42,
+) -> tuple[dict, dict, Counter, str]:
     """(configs for write_dataset_folder, kept counts, drop counts, the source actually used)."""
     import logging
 
@@ -238,12 +295,30 @@ def build_grace_dataset(*, mode: str, source: str, backbone: str, hub_dataset: s
             if mode == "supervised":
                 if not hub_dataset:
                     raise ValueError("--hub-dataset is required for supervised Hub data")
-                rows = list(hub_rows(hub_dataset, config=hub_config, split=hub_split,
-                                     columns=columns or {r: r for r in ROLES[mode]}, max_rows=max_rows))
+                rows = list(
+                    hub_rows(
+                        hub_dataset,
+                        config=hub_config,
+                        split=hub_split,
+                        columns=columns or {r: r for r in ROLES[mode]},
+                        max_rows=max_rows,
+                    )
+                )
                 used = f"hub:{hub_dataset}"
             else:
-                rows = list(simcse_sentences(max_rows)) if not hub_dataset else list(
-                    hub_rows(hub_dataset, config=hub_config, split=hub_split, columns=columns or {"text": "text"}, max_rows=max_rows))
+                rows = (
+                    list(simcse_sentences(max_rows))
+                    if not hub_dataset
+                    else list(
+                        hub_rows(
+                            hub_dataset,
+                            config=hub_config,
+                            split=hub_split,
+                            columns=columns or {"text": "text"},
+                            max_rows=max_rows,
+                        )
+                    )
+                )
                 used = f"hub:{hub_dataset or SIMCSE_REPO + '/' + SIMCSE_FILE}"
         except Exception as err:  # noqa: BLE001 - any Hub failure falls back to the packaged corpora under "auto"
             if source == "hub" or isinstance(err, ValueError) and "column" in str(err):
@@ -251,8 +326,11 @@ def build_grace_dataset(*, mode: str, source: str, backbone: str, hub_dataset: s
             logging.getLogger(__name__).info("Hub unavailable (%s): using the packaged corpora", type(err).__name__)
     if rows is None:
         if mode == "supervised":
-            makers = {"wordnet": wordnet_triplets, "wordnet-definitions": wordnet_definition_triplets,
-                      "wikipedia": wikipedia_triplets}
+            makers = {
+                "wordnet": wordnet_triplets,
+                "wordnet-definitions": wordnet_definition_triplets,
+                "wikipedia": wikipedia_triplets,
+            }
             unknown = sorted(set(offline) - set(makers))
             if unknown:
                 raise ValueError(f"unknown offline source {unknown}; choose from {sorted(makers)}")
@@ -261,10 +339,20 @@ def build_grace_dataset(*, mode: str, source: str, backbone: str, hub_dataset: s
         else:
             rows, used = wikipedia_sentences(), "wikipedia-sentences"
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(backbone))
-    splits, dropped = build_rows(rows, mode=mode, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens, strict=strict,
-                                 heldout=(heldout_ids(), heldout_texts()), validation_share=validation_share, seed=seed,
-                                 max_rows=max_rows)
+    splits, dropped = build_rows(
+        rows,
+        mode=mode,
+        tokenizer=tokenizer,
+        max_prompt_tokens=max_prompt_tokens,
+        strict=strict,
+        heldout=(heldout_ids(), heldout_texts()),
+        validation_share=validation_share,
+        seed=seed,
+        max_rows=max_rows,
+    )
     name = "triplets" if mode == "supervised" else "sentences"
     counts = {f"{name}/{split}": len(part) for split, part in splits.items()}
-    counts.update({f"{name}/source {s}": n for s, n in Counter(r["source"] for p in splits.values() for r in p).items()})
+    counts.update(
+        {f"{name}/source {s}": n for s, n in Counter(r["source"] for p in splits.values() for r in p).items()}
+    )
     return {name: splits}, counts, dropped, used

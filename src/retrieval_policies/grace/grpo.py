@@ -23,8 +23,8 @@ import torch
 from trl import GRPOTrainer
 
 from ..models.grace.configuration_grace import GraceConfig
-from ..training import length_sorted_micro_batches
 from ..models.grace.modeling_grace import GraceEmbedder, text_seed
+from ..training import length_sorted_micro_batches
 from .rewards import RewardWeights, global_rewards
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 def grace_prompt(text: str, grace_config: GraceConfig | None = None) -> list[dict]:
     """The conversational prompt TRL renders with the chat template: the same two messages as the embedder's."""
-    return [{"role": "system", "content": (grace_config or GraceConfig()).system_prompt}, {"role": "user", "content": text}]
+    return [
+        {"role": "system", "content": (grace_config or GraceConfig()).system_prompt},
+        {"role": "user", "content": text},
+    ]
 
 
 def to_grpo_rows(rows: list[dict], mode: str, grace_config: GraceConfig | None = None) -> list[dict]:
@@ -40,8 +43,10 @@ def to_grpo_rows(rows: list[dict], mode: str, grace_config: GraceConfig | None =
     row is its own group (``row_index``), even when two rows share a main text."""
     main = "positive" if mode == "supervised" else "text"
     extra = ("query", "negative") if mode == "supervised" else ("text",)
-    return [{"prompt": grace_prompt(row[main], grace_config), "row_index": i, **{k: row[k] for k in extra}}
-            for i, row in enumerate(rows)]
+    return [
+        {"prompt": grace_prompt(row[main], grace_config), "row_index": i, **{k: row[k] for k in extra}}
+        for i, row in enumerate(rows)
+    ]
 
 
 ROLLOUT_DECODING = ("shared_prefix", "generate")
@@ -59,10 +64,15 @@ def unwrapped_policy(trainer):
     from trl.models import unwrap_model_for_generation
 
     args, dist = trainer.args, getattr(trainer, "_dist", None)
-    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                     gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
-                                     gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None)) as policy, \
-            (dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else contextlib.nullcontext()):
+    with (
+        unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=getattr(args, "ds3_gather_for_generation", True),
+            gradient_checkpointing_kwargs=getattr(args, "gradient_checkpointing_kwargs", None),
+        ) as policy,
+        dist.summon_full_params(trainer.model_wrapped, recurse=False) if dist is not None else contextlib.nullcontext(),
+    ):
         yield policy
 
 
@@ -86,7 +96,11 @@ def policy_embedder(trainer, grace_config: GraceConfig):
     with unwrapped_policy(trainer) as policy:
         backbone = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         trl_kwargs = getattr(trainer, "chat_template_kwargs", None)
-        config = grace_config if trl_kwargs is None else dataclasses.replace(grace_config, chat_template_kwargs=dict(trl_kwargs))
+        config = (
+            grace_config
+            if trl_kwargs is None
+            else dataclasses.replace(grace_config, chat_template_kwargs=dict(trl_kwargs))
+        )
         embedder = GraceEmbedder(backbone, trainer.processing_class, config)
         embedder.synced_ranks = forwards_are_collective(trainer)
         was_training = embedder.model.training
@@ -119,8 +133,14 @@ class GraceGRPOTrainer(GRPOTrainer):
     # layer the loop computed over them), which the reward pools instead of running its embedding forward again
     last_rollout_hidden: list[tuple[list[int], torch.Tensor]] | None = None
 
-    def __init__(self, *args, grace_config: GraceConfig | None = None, rollout_decoding: str = "shared_prefix",
-                 micro_batches: str = "shuffled", **kwargs):
+    def __init__(
+        self,
+        *args,
+        grace_config: GraceConfig | None = None,
+        rollout_decoding: str = "shared_prefix",
+        micro_batches: str = "shuffled",
+        **kwargs,
+    ):
         if rollout_decoding not in ROLLOUT_DECODING:
             raise ValueError(f"rollout_decoding must be one of {list(ROLLOUT_DECODING)}, got {rollout_decoding!r}")
         if micro_batches not in MICRO_BATCHES:
@@ -128,14 +148,18 @@ class GraceGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if micro_batches == "by_length":
             args = self.args
-            if (args.steps_per_generation != args.gradient_accumulation_steps or self.num_iterations != 1
-                    or self.loss_type not in _BATCH_NORMALISED_LOSSES):
+            if (
+                args.steps_per_generation != args.gradient_accumulation_steps
+                or self.num_iterations != 1
+                or self.loss_type not in _BATCH_NORMALISED_LOSSES
+            ):
                 raise ValueError(
                     'micro_batches="by_length" needs each generation batch to be one optimizer step with a loss '
                     f"normalised over its tokens (steps_per_generation == gradient_accumulation_steps, num_iterations "
                     f"1, loss_type in {list(_BATCH_NORMALISED_LOSSES)}); got steps_per_generation "
                     f"{args.steps_per_generation}, gradient_accumulation_steps {args.gradient_accumulation_steps}, "
-                    f"num_iterations {self.num_iterations}, loss_type {self.loss_type!r}: use micro_batches=\"shuffled\"")
+                    f'num_iterations {self.num_iterations}, loss_type {self.loss_type!r}: use micro_batches="shuffled"'
+                )
         self.micro_batches = micro_batches
         self.grace_config = grace_config or GraceConfig()
         self.rollout_decoding = rollout_decoding
@@ -147,7 +171,9 @@ class GraceGRPOTrainer(GRPOTrainer):
             return super()._prepare_inputs(generation_batch)
         spg = self.args.steps_per_generation
         if self._step % spg == 0 or self._buffered_inputs is None:
-            self._buffered_inputs = length_sorted_micro_batches(self._generate_and_score_completions(generation_batch), spg)
+            self._buffered_inputs = length_sorted_micro_batches(
+                self._generate_and_score_completions(generation_batch), spg
+            )
         return self._buffered_inputs[self._step % spg]
 
     def _generate(self, prompts: list):
@@ -162,9 +188,14 @@ class GraceGRPOTrainer(GRPOTrainer):
             # eval mode: the kept hidden states are the reward's own (eval-mode) ones
             with policy_embedder(self, self.grace_config) as embedder, torch.no_grad():
                 completion_ids = embedder.sample_rollouts(
-                    prompts, self._rollout_seeds(len(prompts)), max_new_tokens=self.max_completion_length,
-                    temperature=self.temperature, top_p=1.0 if self.top_p is None else self.top_p,
-                    eos_ids=set(self.eos_token_ids), hidden_out=kept)
+                    prompts,
+                    self._rollout_seeds(len(prompts)),
+                    max_new_tokens=self.max_completion_length,
+                    temperature=self.temperature,
+                    top_p=1.0 if self.top_p is None else self.top_p,
+                    eos_ids=set(self.eos_token_ids),
+                    hidden_out=kept,
+                )
             if completion_ids is not None:
                 self.rollouts_decoded_by = "shared_prefix"
                 if len(kept) == len(prompts):
@@ -176,13 +207,23 @@ class GraceGRPOTrainer(GRPOTrainer):
     def _rollouts_share_prefix(self, images, multimodal_fields, has_tool_images) -> bool:
         """Whether the shared-prefix loop can draw exactly what TRL's generate would: temperature and top-p only."""
         args = self.args
-        return (self.rollout_decoding == "shared_prefix" and not self.use_vllm
-                and not getattr(self, "use_transformers_continuous_batching", False)
-                and not images and not multimodal_fields and not has_tool_images and not getattr(self, "tools", None)
-                and getattr(self, "environment_factories", None) is None
-                and not getattr(self, "_is_vlm", False) and (self.temperature or 0) > 0
-                and self.top_k in (None, 0) and self.min_p is None and self.repetition_penalty in (None, 1.0)
-                and not args.generation_kwargs and args.cache_implementation is None)
+        return (
+            self.rollout_decoding == "shared_prefix"
+            and not self.use_vllm
+            and not getattr(self, "use_transformers_continuous_batching", False)
+            and not images
+            and not multimodal_fields
+            and not has_tool_images
+            and not getattr(self, "tools", None)
+            and getattr(self, "environment_factories", None) is None
+            and not getattr(self, "_is_vlm", False)
+            and (self.temperature or 0) > 0
+            and self.top_k in (None, 0)
+            and self.min_p is None
+            and self.repetition_penalty in (None, 1.0)
+            and not args.generation_kwargs
+            and args.cache_implementation is None
+        )
 
     def _rollout_seeds(self, count: int) -> list[int]:
         """One seed per rollout row: the run's seed, the step, the call within the step (gradient accumulation),
@@ -202,8 +243,17 @@ def grace_chat_template_kwargs(grace_config: GraceConfig, user: dict | None) -> 
 class GraceContrastiveReward:
     """TRL reward function computing GRACE's supervised or unsupervised reward with the trainer's live policy."""
 
-    def __init__(self, mode: str, weights: RewardWeights | None = None, *, grace_config: GraceConfig | None = None,
-                 extra_temperature: float = 0.5, seed: int = 0, embedding_batch_size: int = 16, rationales_to_log: int = 2):
+    def __init__(
+        self,
+        mode: str,
+        weights: RewardWeights | None = None,
+        *,
+        grace_config: GraceConfig | None = None,
+        extra_temperature: float = 0.5,
+        seed: int = 0,
+        embedding_batch_size: int = 16,
+        rationales_to_log: int = 2,
+    ):
         if mode not in ("supervised", "unsupervised"):
             raise ValueError(f"mode must be 'supervised' or 'unsupervised', got {mode!r}")
         self.__name__ = f"grace_{mode}"  # TRL names reward columns after it
@@ -214,12 +264,14 @@ class GraceContrastiveReward:
         self.trainer, self.last_call = None, None
         self.timings = {"extra_rollouts": 0.0, "embeddings": 0.0, "calls": 0}
 
-    def bind(self, trainer) -> "GraceContrastiveReward":
+    def bind(self, trainer) -> GraceContrastiveReward:
         self.trainer = trainer
         return self
 
     # -------------------------------------------------------------------------------------------------- pieces
-    def _sequences(self, embedder: GraceEmbedder, prompt_ids: list[list[int]], rollouts: list[list[int]]) -> list[list[int]]:
+    def _sequences(
+        self, embedder: GraceEmbedder, prompt_ids: list[list[int]], rollouts: list[list[int]]
+    ) -> list[list[int]]:
         """prompt ⊕ rollout, the EOS kept only when the embedder pools it (GraceConfig.pool_eos)."""
         eos = embedder.eos_ids()
         out = []
@@ -233,9 +285,11 @@ class GraceContrastiveReward:
     def _main_prompt_ids(self, count: int) -> list[list[int]]:
         prompt_ids = getattr(self.trainer, "last_prompt_ids", None)
         if prompt_ids is None or len(prompt_ids) != count:
-            raise RuntimeError("the GRACE reward embeds the prompt ids TRL generated from: train with "
-                               "retrieval_policies.grace.grpo.GraceGRPOTrainer (it keeps them as .last_prompt_ids); got "
-                               f"{'none' if prompt_ids is None else len(prompt_ids)} for {count} completions")
+            raise RuntimeError(
+                "the GRACE reward embeds the prompt ids TRL generated from: train with "
+                "retrieval_policies.grace.grpo.GraceGRPOTrainer (it keeps them as .last_prompt_ids); got "
+                f"{'none' if prompt_ids is None else len(prompt_ids)} for {count} completions"
+            )
         return prompt_ids
 
     def _main_hidden(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[torch.Tensor | None]:
@@ -244,11 +298,14 @@ class GraceContrastiveReward:
         kept = getattr(self.trainer, "last_rollout_hidden", None) or []
         if len(kept) != len(completion_ids):
             return [None] * len(completion_ids)
-        return [hidden if sequence == list(prompt) + list(ids) else None
-                for (sequence, hidden), prompt, ids in zip(kept, prompt_ids, completion_ids)]
+        return [
+            hidden if sequence == list(prompt) + list(ids) else None
+            for (sequence, hidden), prompt, ids in zip(kept, prompt_ids, completion_ids)
+        ]
 
-    def embed_unique(self, embedder: GraceEmbedder, sequences: list[list[int]],
-                     kept: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    def embed_unique(
+        self, embedder: GraceEmbedder, sequences: list[list[int]], kept: list[torch.Tensor | None] | None = None
+    ) -> torch.Tensor:
         """One forward per distinct sequence, none for a sequence whose generation kept its hidden states (``kept``,
         aligned with ``sequences``); rows come back in the order of ``sequences``, unit-norm."""
         unique = list(dict.fromkeys(tuple(s) for s in sequences))
@@ -271,8 +328,12 @@ class GraceContrastiveReward:
                 embedder.idle_forward()
                 continue
             chunk = [unique[i] for i in order[starts[n] : starts[n] + self.embedding_batch_size]]
-            pooled = embedder.embed_sequences([list(s) for s in chunk], [embedder.prefix_length(list(s)) for s in chunk])
-            for i, v in zip(order[starts[n] : starts[n] + self.embedding_batch_size], torch.nn.functional.normalize(pooled, dim=-1)):
+            pooled = embedder.embed_sequences(
+                [list(s) for s in chunk], [embedder.prefix_length(list(s)) for s in chunk]
+            )
+            for i, v in zip(
+                order[starts[n] : starts[n] + self.embedding_batch_size], torch.nn.functional.normalize(pooled, dim=-1)
+            ):
                 vectors[i] = v
         return torch.stack([vectors[index[tuple(s)]] for s in sequences])
 
@@ -286,7 +347,9 @@ class GraceContrastiveReward:
         groups = [int(g) for g in kwargs["row_index"]]
         extra_by_group = {}
         for i, g in enumerate(groups):
-            extra_by_group.setdefault(g, (kwargs["query"][i], kwargs["negative"][i]) if self.mode == "supervised" else (kwargs["text"][i],))
+            extra_by_group.setdefault(
+                g, (kwargs["query"][i], kwargs["negative"][i]) if self.mode == "supervised" else (kwargs["text"][i],)
+            )
         extra_texts = list(dict.fromkeys(t for texts_of_group in extra_by_group.values() for t in texts_of_group))
         step_seed = self.seed + int(trainer.state.global_step)
         with policy_embedder(trainer, self.grace_config) as embedder:
@@ -294,14 +357,23 @@ class GraceContrastiveReward:
             # the query / negative user texts are cut exactly as encode cuts a text (max_text_tokens)
             prompt_ids = [embedder.prompt_ids(embedder.truncate_text(t)) for t in extra_texts]
             extra_hidden: list = []
-            generated = embedder.generate_rationales(prompt_ids, extra_texts, max_new_tokens=trainer.args.max_completion_length,
-                                                     temperature=self.extra_temperature, top_p=1.0, seed=step_seed,
-                                                     hidden_out=extra_hidden)
+            generated = embedder.generate_rationales(
+                prompt_ids,
+                extra_texts,
+                max_new_tokens=trainer.args.max_completion_length,
+                temperature=self.extra_temperature,
+                top_p=1.0,
+                seed=step_seed,
+                hidden_out=extra_hidden,
+            )
             extra_rollouts = [ids + ([eos] if eos is not None else []) for ids, eos in generated]
             middle = time.perf_counter()
-            sequences = self._sequences(embedder, list(main_prompt_ids) + prompt_ids, list(completion_ids) + extra_rollouts)
+            sequences = self._sequences(
+                embedder, list(main_prompt_ids) + prompt_ids, list(completion_ids) + extra_rollouts
+            )
             kept = self._main_hidden(main_prompt_ids, completion_ids) + (
-                extra_hidden if len(extra_hidden) == len(prompt_ids) else [None] * len(prompt_ids))
+                extra_hidden if len(extra_hidden) == len(prompt_ids) else [None] * len(prompt_ids)
+            )
             vectors = self.embed_unique(embedder, sequences, kept)
             self.timings["extra_rollouts"] += middle - started
             self.timings["embeddings"] += time.perf_counter() - middle
@@ -309,19 +381,30 @@ class GraceContrastiveReward:
             eos_ids = embedder.eos_ids()
         n = len(texts)
         # kept for benchmarks/grace_step.py: what this call embedded, per member and per group
-        self.last_call = {"main": sequences[:n], "extra": dict(zip(extra_texts, sequences[n:])), "groups": groups,
-                          "extra_of_group": extra_by_group}
+        self.last_call = {
+            "main": sequences[:n],
+            "extra": dict(zip(extra_texts, sequences[n:])),
+            "groups": groups,
+            "extra_of_group": extra_by_group,
+        }
         extra_vector = {t: vectors[n + i] for i, t in enumerate(extra_texts)}
         device = trainer.accelerator.device
-        local = {"d": vectors[:n].to(device),
-                 "q": torch.stack([extra_vector[extra_by_group[g][0]] for g in groups]).to(device),
-                 "groups": torch.tensor(groups, device=device),
-                 "truncated": torch.tensor([not ids or ids[-1] not in eos_ids for ids in completion_ids], device=device)}
+        local = {
+            "d": vectors[:n].to(device),
+            "q": torch.stack([extra_vector[extra_by_group[g][0]] for g in groups]).to(device),
+            "groups": torch.tensor(groups, device=device),
+            "truncated": torch.tensor([not ids or ids[-1] not in eos_ids for ids in completion_ids], device=device),
+        }
         if self.mode == "supervised":
             local["n"] = torch.stack([extra_vector[extra_by_group[g][1]] for g in groups]).to(device)
         several = trainer.accelerator.num_processes > 1
-        rewards, terms = global_rewards(self.mode, local, self.weights, gather=trainer.accelerator.gather if several else None,
-                                        process_index=trainer.accelerator.process_index)
+        rewards, terms = global_rewards(
+            self.mode,
+            local,
+            self.weights,
+            gather=trainer.accelerator.gather if several else None,
+            process_index=trainer.accelerator.process_index,
+        )
         self._log(kwargs.get("log_metric"), rewards, terms, local["truncated"], completion_ids, texts, completions)
         return rewards.tolist()
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 TRUNCATION = ("penalty", "exclude")
 CONTRASTIVE = ("group", "member")
 
@@ -85,7 +84,9 @@ def _similarity_to_other_queries(d: torch.Tensor, q: torch.Tensor, position: tor
     return ((d @ q[first].T) * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
 
 
-def supervised_rewards(d, q, n, groups, truncated, weights: RewardWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def supervised_rewards(
+    d, q, n, groups, truncated, weights: RewardWeights
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     positive = (q * d).sum(-1)
     consistency = _consistency(d, groups)
     unique, position = _group_index(groups)
@@ -101,11 +102,17 @@ def supervised_rewards(d, q, n, groups, truncated, weights: RewardWeights) -> tu
         cross = -(best * others).sum(dim=1) / others.sum(dim=1).clamp(min=1)
     raw = (positive + negative + weights.lambda_consistency * consistency + weights.lambda_cross * cross) / weights.tau
     rewards = _truncated_rewards(raw, truncated, groups, weights.truncation)
-    return rewards, {"positive_similarity": positive, "negative_similarity": -negative, "consistency": consistency,
-                     "cross": cross}
+    return rewards, {
+        "positive_similarity": positive,
+        "negative_similarity": -negative,
+        "consistency": consistency,
+        "cross": cross,
+    }
 
 
-def unsupervised_rewards(d, q, groups, truncated, weights: RewardWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def unsupervised_rewards(
+    d, q, groups, truncated, weights: RewardWeights
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     positive = (q * d).sum(-1)
     consistency = _consistency(d, groups)
     unique, position = _group_index(groups)
@@ -115,8 +122,9 @@ def unsupervised_rewards(d, q, groups, truncated, weights: RewardWeights) -> tup
     return rewards, {"positive_similarity": positive, "consistency": consistency, "cross": cross}
 
 
-def global_rewards(mode: str, local: dict[str, torch.Tensor], weights: RewardWeights, *, gather=None,
-                   process_index: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def global_rewards(
+    mode: str, local: dict[str, torch.Tensor], weights: RewardWeights, *, gather=None, process_index: int = 0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Rewards of this process's members, with the cross-group terms over the batch of **all** processes.
 
     ``local`` holds ``d``, ``q`` (and ``n``), ``groups`` and ``truncated`` for this process's members; ``gather``
@@ -126,7 +134,9 @@ def global_rewards(mode: str, local: dict[str, torch.Tensor], weights: RewardWei
     keys = ("d", "q", "n", "groups", "truncated") if mode == "supervised" else ("d", "q", "groups", "truncated")
     full = {k: gather(local[k]) if gather is not None else local[k] for k in keys}
     if mode == "supervised":
-        rewards, terms = supervised_rewards(full["d"], full["q"], full["n"], full["groups"], full["truncated"].bool(), weights)
+        rewards, terms = supervised_rewards(
+            full["d"], full["q"], full["n"], full["groups"], full["truncated"].bool(), weights
+        )
     elif mode == "unsupervised":
         rewards, terms = unsupervised_rewards(full["d"], full["q"], full["groups"], full["truncated"].bool(), weights)
     else:

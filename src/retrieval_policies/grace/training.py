@@ -13,7 +13,9 @@ from ..training import RepoFilesCallback, export_policy, load_chat_lm
 
 def load_grace_policy(name_or_path: str, *, dtype=torch.float32, attn_implementation: str | None = None):
     """(causal LM, tokenizer, GRACE settings) from a chat LLM or a GRACE repo (its settings are kept)."""
-    folder, model, tokenizer = load_chat_lm(name_or_path, method="GRACE", dtype=dtype, attn_implementation=attn_implementation)
+    folder, model, tokenizer = load_chat_lm(
+        name_or_path, method="GRACE", dtype=dtype, attn_implementation=attn_implementation
+    )
     settings = folder / GRACE_CONFIG_NAME
     add_auto_map(model.config)  # every save of the trainer then points AutoModel at the GRACE code
     return model, tokenizer, GraceConfig.load(settings) if settings.is_file() else GraceConfig()
@@ -23,7 +25,15 @@ def grace_repo_callback(grace_config: GraceConfig) -> RepoFilesCallback:
     return RepoFilesCallback(lambda folder: write_repo_files(folder, grace_config))
 
 
-def export_grace_repo(trainer, tokenizer, grace_config: GraceConfig, output_dir: str, *, extra: dict | None = None) -> Path:
-    return export_policy(trainer, tokenizer, output_dir, wrap=lambda model, tok: GraceEmbedder(model, tok, grace_config),
-                         auto_model="modeling_grace.GraceEmbedder",
-                         write_files=lambda folder: write_repo_files(folder, grace_config), extra=extra)
+def export_grace_repo(
+    trainer, tokenizer, grace_config: GraceConfig, output_dir: str, *, extra: dict | None = None
+) -> Path:
+    return export_policy(
+        trainer,
+        tokenizer,
+        output_dir,
+        wrap=lambda model, tok: GraceEmbedder(model, tok, grace_config),
+        auto_model="modeling_grace.GraceEmbedder",
+        write_files=lambda folder: write_repo_files(folder, grace_config),
+        extra=extra,
+    )

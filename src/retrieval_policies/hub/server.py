@@ -133,7 +133,9 @@ async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_
                     raise HubError(413, f"request body is over the limit of {limit} bytes")
                 chunks.append(chunk)
     except ClientDisconnect:
-        raise HubError(400, f"request body ended after {size} bytes, before its declared end: nothing was stored") from None
+        raise HubError(
+            400, f"request body ended after {size} bytes, before its declared end: nothing was stored"
+        ) from None
     except TimeoutError:
         raise HubError(408, f"request body not complete after {timeout:.0f} s: nothing was stored") from None
     return b"".join(chunks)
@@ -221,7 +223,9 @@ class LoopbackGuard:
             host, origin = headers.get("host", ""), headers.get("origin")
             problem = None
             if not is_loopback(_host_name(host)):
-                problem = f"Host {host[:100]!r} is not a loopback address: this local Hub only answers requests to itself"
+                problem = (
+                    f"Host {host[:100]!r} is not a loopback address: this local Hub only answers requests to itself"
+                )
             elif origin is not None and not is_loopback(_host_name(origin.split("://", 1)[-1].split("/", 1)[0])):
                 problem = f"requests from the web origin {origin[:100]!r} are refused (not a loopback origin)"
             if problem:
@@ -332,8 +336,15 @@ def _flag(query, name: str) -> bool:
 class HubApp:
     """The Hub's endpoints over a :class:`HubStorage`, as a Starlette application (``.app``)."""
 
-    def __init__(self, storage: HubStorage, *, tokens: Tokens | None = None, max_json_bytes: int = MAX_JSON_BYTES,
-                 max_commit_bytes: int = MAX_COMMIT_BYTES, body_timeout: float = BODY_TIMEOUT_S):
+    def __init__(
+        self,
+        storage: HubStorage,
+        *,
+        tokens: Tokens | None = None,
+        max_json_bytes: int = MAX_JSON_BYTES,
+        max_commit_bytes: int = MAX_COMMIT_BYTES,
+        body_timeout: float = BODY_TIMEOUT_S,
+    ):
         """``tokens``: the token file; without it every request may read and write everything (unauthenticated)."""
         self.storage, self.tokens = storage, tokens
         self._upload_secret = secrets.token_bytes(32)  # signs LFS upload URLs (the clients PUT to them without a token)
@@ -348,17 +359,27 @@ class HubApp:
             Route(repo + "/revision/{rest:path}", self._wrap(self._repo_info), methods=["GET"]),
             Route(repo + "/tree/{rest:path}", self._wrap(self._tree), methods=["GET"]),
             Route(repo + "/paths-info/{rest:path}", self._wrap(self._paths_info, body="json"), methods=["POST"]),
-            Route(repo + "/preupload/{rest:path}", self._wrap(self._preupload, body="json", write=True), methods=["POST"]),
+            Route(
+                repo + "/preupload/{rest:path}", self._wrap(self._preupload, body="json", write=True), methods=["POST"]
+            ),
             Route(repo + "/commit/{rest:path}", self._wrap(self._commit, body="commit", write=True), methods=["POST"]),
             Route(repo + "/commits/{rest:path}", self._wrap(self._commits), methods=["GET"]),
             Route(repo + "/refs", self._wrap(self._refs), methods=["GET"]),
-            Route(repo + "/branch/{rest:path}", self._wrap(self._branch, body="json", write=True), methods=["POST", "DELETE"]),
+            Route(
+                repo + "/branch/{rest:path}",
+                self._wrap(self._branch, body="json", write=True),
+                methods=["POST", "DELETE"],
+            ),
             Route(repo + "/settings", self._wrap(self._settings, body="json", write=True), methods=["PUT"]),
             Route("/lfs-upload/{oid}/{size}", self._lfs_upload, methods=["PUT"]),
         ]
         for prefix in ("", "/datasets", "/spaces"):
             routes += [
-                Route(prefix + "/{namespace}/{name}/info/lfs/objects/batch", self._wrap(self._lfs_batch, body="json", write=True), methods=["POST"]),
+                Route(
+                    prefix + "/{namespace}/{name}/info/lfs/objects/batch",
+                    self._wrap(self._lfs_batch, body="json", write=True),
+                    methods=["POST"],
+                ),
                 Route(prefix + "/{namespace}/{name}/resolve/{rest:path}", self._wrap(self._resolve), methods=["GET"]),
             ]
         self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_found})
@@ -371,6 +392,7 @@ class HubApp:
         """An endpoint: check the token (a write token for ``write``), read the body whole (``json`` or ``commit``
         limits), then run ``handler(request, body)`` in a worker thread (storage is blocking file IO); a HubError
         becomes the Hub's error response."""
+
         async def endpoint(request: Request) -> Response:
             try:
                 principal = self._principal(request)
@@ -386,6 +408,7 @@ class HubApp:
             except Exception as err:  # noqa: BLE001 - a 500 that names the error, and the traceback in the log
                 logger.exception("local hub: unhandled error on %s %s", request.method, request.url.path)
                 return _error_response(HubError(500, f"internal error: {type(err).__name__}"))
+
         return endpoint
 
     # ================================================================= authentication
@@ -478,10 +501,15 @@ class HubApp:
         principal = self._principal(request)
         if principal is None:
             raise HubError(401, "whoami needs a token (Authorization: Bearer <token>)")
-        return JSONResponse({
-            "type": "user", "name": principal.user, "fullname": principal.user, "orgs": [],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": principal.role}},
-        })
+        return JSONResponse(
+            {
+                "type": "user",
+                "name": principal.user,
+                "fullname": principal.user,
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": principal.role}},
+            }
+        )
 
     def _validate_yaml(self, request: Request, _):
         return JSONResponse({})
@@ -510,7 +538,11 @@ class HubApp:
 
     def _delete_repo(self, request: Request, data: bytes):
         body = self._body(request, data)
-        repo_type, organization, name = body.get("type") or "model", body.get("organization") or LOCAL_USER, body.get("name")
+        repo_type, organization, name = (
+            body.get("type") or "model",
+            body.get("organization") or LOCAL_USER,
+            body.get("name"),
+        )
         if not all(isinstance(v, str) for v in (repo_type, organization, name)):
             raise HubError(400, "repo deletion needs a string 'name' (and 'organization', 'type', if given)")
         self.storage.delete_repo(repo_type, f"{organization}/{name}")
@@ -527,14 +559,26 @@ class HubApp:
             if with_blobs:
                 sibling.update({"size": entry.size, "blobId": entry.git_oid})
                 if entry.lfs:
-                    sibling["lfs"] = {"sha256": entry.sha256, "size": entry.size, "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+                    sibling["lfs"] = {
+                        "sha256": entry.sha256,
+                        "size": entry.size,
+                        "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
+                    }
             siblings.append(sibling)
         info = {
             "_id": hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:24],
-            "id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
-            "lastModified": commit.date, "createdAt": repo.settings["created_at"],
-            "private": repo.settings["private"], "disabled": False, "gated": False,
-            "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
+            "id": repo.repo_id,
+            "author": repo.repo_id.split("/")[0],
+            "sha": commit.sha,
+            "lastModified": commit.date,
+            "createdAt": repo.settings["created_at"],
+            "private": repo.settings["private"],
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "siblings": siblings,
         }
         card = _card_data(self.storage, commit)
         if card is not None:
@@ -548,16 +592,30 @@ class HubApp:
             if card and card.get("library_name"):
                 info["library_name"] = card["library_name"]
         if repo.repo_type == "space":
-            info.update({"sdk": repo.settings.get("sdk"), "runtime": {"stage": "NO_APP_FILE", "hardware": {"current": None, "requested": None}}})
+            info.update(
+                {
+                    "sdk": repo.settings.get("sdk"),
+                    "runtime": {"stage": "NO_APP_FILE", "hardware": {"current": None, "requested": None}},
+                }
+            )
         return JSONResponse(info)
 
     def _entry_json(self, path: str, entry: FileEntry | None, commit: Commit, expand: bool) -> dict:
         if entry is None:
-            data = {"type": "directory", "oid": hashlib.sha1(f"{commit.sha}:{path}".encode()).hexdigest(), "size": 0, "path": path}
+            data = {
+                "type": "directory",
+                "oid": hashlib.sha1(f"{commit.sha}:{path}".encode()).hexdigest(),
+                "size": 0,
+                "path": path,
+            }
         else:
             data = {"type": "file", "oid": entry.git_oid, "size": entry.size, "path": path}
             if entry.lfs:
-                data["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+                data["lfs"] = {
+                    "oid": entry.sha256,
+                    "size": entry.size,
+                    "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
+                }
         if expand:
             data["lastCommit"] = {"id": commit.sha, "title": commit.title, "date": commit.date}
         return data
@@ -599,17 +657,25 @@ class HubApp:
 
     def _commits(self, request: Request, _):
         history = self.storage.history(self._repo(request), self._api_rest(request))
-        return JSONResponse([
-            {"id": c.sha, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": LOCAL_USER}]}
-            for c in history
-        ])
+        return JSONResponse(
+            [
+                {"id": c.sha, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": LOCAL_USER}]}
+                for c in history
+            ]
+        )
 
     def _refs(self, request: Request, _):
         branches = self.storage.branches(self._repo(request))
-        return JSONResponse({
-            "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": sha} for b, sha in sorted(branches.items())],
-            "converts": [], "tags": [], "pullRequests": [],
-        })
+        return JSONResponse(
+            {
+                "branches": [
+                    {"name": b, "ref": f"refs/heads/{b}", "targetCommit": sha} for b, sha in sorted(branches.items())
+                ],
+                "converts": [],
+                "tags": [],
+                "pullRequests": [],
+            }
+        )
 
     def _branch(self, request: Request, data: bytes):
         repo, branch = self._repo(request), self._api_rest(request)
@@ -645,41 +711,65 @@ class HubApp:
         for item in files:
             path, size, sample = item.get("path", ""), item.get("size") or 0, item.get("sample") or ""
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(sample, str):
-                raise HubError(400, f"preupload entry for {path!r}: 'size' must be a non-negative integer, 'sample' a string")
+                raise HubError(
+                    400, f"preupload entry for {path!r}: 'size' must be a non-negative integer, 'sample' a string"
+                )
             path = validate_repo_path(path)
             try:
                 sample_bytes = base64.b64decode(sample)
             except ValueError:
                 raise HubError(400, f"preupload entry for {path!r}: 'sample' is not base64") from None
-            answers.append({"path": path, "uploadMode": "lfs" if wants_lfs(path, size, sample_bytes) else "regular",
-                            "shouldIgnore": False})
+            answers.append(
+                {
+                    "path": path,
+                    "uploadMode": "lfs" if wants_lfs(path, size, sample_bytes) else "regular",
+                    "shouldIgnore": False,
+                }
+            )
         return JSONResponse({"files": answers, "commitOid": head.sha})
 
     def _lfs_batch(self, request: Request, data: bytes):
-        repo = self._repo(request, self._prefixed_type(request))
+        self._repo(request, self._prefixed_type(request))  # 404 unless the repo exists and the caller may see it
         body = self._body(request, data)
         if body.get("operation", "upload") != "upload":
-            raise HubError(400, "the local Hub serves LFS downloads through /resolve; only 'upload' batches are supported")
+            raise HubError(
+                400, "the local Hub serves LFS downloads through /resolve; only 'upload' batches are supported"
+            )
         objects_in = body.get("objects") or []
         if not isinstance(objects_in, list) or not all(isinstance(o, dict) for o in objects_in):
             raise HubError(400, "'objects' must be a list of objects")
         objects = []
         for obj in objects_in:
             oid, size = obj.get("oid", ""), obj.get("size")
-            if not isinstance(oid, str) or not re.match(r"^[0-9a-f]{64}$", oid) or not isinstance(size, int) \
-                    or isinstance(size, bool) or size < 0:
-                objects.append({"oid": str(oid)[:100], "size": size if isinstance(size, int) else None,
-                                "error": {"code": 422, "message": "invalid oid or size"}})
+            if (
+                not isinstance(oid, str)
+                or not re.match(r"^[0-9a-f]{64}$", oid)
+                or not isinstance(size, int)
+                or isinstance(size, bool)
+                or size < 0
+            ):
+                objects.append(
+                    {
+                        "oid": str(oid)[:100],
+                        "size": size if isinstance(size, int) else None,
+                        "error": {"code": 422, "message": "invalid oid or size"},
+                    }
+                )
                 continue
             answer = {"oid": oid, "size": size, "authenticated": True}
             if not self.storage.has_blob(oid):
                 expires = int(time.time()) + 3600
                 signature = self._upload_signature(oid, size, expires)
-                answer["actions"] = {"upload": {"href": f"{self._base_url(request)}/lfs-upload/{oid}/{size}"
-                                                        f"?expires={expires}&signature={signature}"}}
+                answer["actions"] = {
+                    "upload": {
+                        "href": f"{self._base_url(request)}/lfs-upload/{oid}/{size}"
+                        f"?expires={expires}&signature={signature}"
+                    }
+                }
             objects.append(answer)
-        return JSONResponse({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
-                            media_type="application/vnd.git-lfs+json")
+        return JSONResponse(
+            {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}, media_type="application/vnd.git-lfs+json"
+        )
 
     async def _lfs_upload(self, request: Request) -> Response:
         """Streamed to disk as it arrives (never held in memory); each chunk must come within the body timeout."""
@@ -688,10 +778,20 @@ class HubApp:
             return _error_response(HubError(400, f"invalid size {size!r}"))
         if self.tokens is not None:  # the URL from an LFS batch answer, signed and not expired
             expires, signature = request.query_params.get("expires", ""), request.query_params.get("signature", "")
-            if not expires.isdigit() or int(expires) < time.time() or not hmac.compare_digest(
-                    signature.encode(), self._upload_signature(oid, int(size), int(expires)).encode()):
-                return _error_response(HubError(403, "LFS upload URL is not signed by this Hub or has expired: "
-                                                     "ask the LFS batch endpoint for a new one"))
+            if (
+                not expires.isdigit()
+                or int(expires) < time.time()
+                or not hmac.compare_digest(
+                    signature.encode(), self._upload_signature(oid, int(size), int(expires)).encode()
+                )
+            ):
+                return _error_response(
+                    HubError(
+                        403,
+                        "LFS upload URL is not signed by this Hub or has expired: "
+                        "ask the LFS batch endpoint for a new one",
+                    )
+                )
         stream = request.stream()
         # The body is received here (in ~1 MiB chunks, up to UPLOAD_READ_AHEAD ahead) while the worker thread
         # hashes and writes earlier chunks: receiving and writing overlap, as they did with a blocking server.
@@ -765,7 +865,9 @@ class HubApp:
                 header = value
             elif key == "file":
                 if value.get("encoding", "base64") != "base64":
-                    raise HubError(400, f"commit payload line {lineno}: unsupported encoding {str(value.get('encoding'))[:50]!r}")
+                    raise HubError(
+                        400, f"commit payload line {lineno}: unsupported encoding {str(value.get('encoding'))[:50]!r}"
+                    )
                 content = value.get("content")
                 if not isinstance(content, str):
                     raise HubError(400, f"commit payload line {lineno}: 'content' must be a base64 string")
@@ -776,7 +878,9 @@ class HubApp:
                 operations.append({"kind": "add_bytes", "path": path, "data": file_data})
             elif key == "lfsFile":
                 if value.get("algo", "sha256") != "sha256":
-                    raise HubError(400, f"commit payload line {lineno}: unsupported LFS hash {str(value.get('algo'))[:50]!r}")
+                    raise HubError(
+                        400, f"commit payload line {lineno}: unsupported LFS hash {str(value.get('algo'))[:50]!r}"
+                    )
                 oid = value.get("oid", "")
                 if not isinstance(oid, str):
                     raise HubError(400, f"commit payload line {lineno}: 'oid' must be a string")
@@ -788,8 +892,16 @@ class HubApp:
                 raise HubError(400, f"commit payload line {lineno}: unknown key {str(key)[:50]!r}")
         if header is None:
             raise HubError(400, "commit payload has no header line")
-        title, message, parent = header.get("summary") or "update", header.get("description") or "", header.get("parentCommit")
-        if not isinstance(title, str) or not isinstance(message, str) or not (parent is None or isinstance(parent, str)):
+        title, message, parent = (
+            header.get("summary") or "update",
+            header.get("description") or "",
+            header.get("parentCommit"),
+        )
+        if (
+            not isinstance(title, str)
+            or not isinstance(message, str)
+            or not (parent is None or isinstance(parent, str))
+        ):
             raise HubError(400, "commit header: 'summary', 'description' and 'parentCommit' must be strings")
         commit = self.storage.commit(repo, revision, operations, title=title, message=message, parent_commit=parent)
         url = f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}/commit/{commit.sha}"
@@ -805,9 +917,14 @@ class HubApp:
         validate_repo_path(path)
         entry = commit.files.get(path)
         if entry is None:
-            raise HubError(404, f"Entry not found: {path!r} in {repo.repo_type} repo {repo.repo_id}@{revision}", "EntryNotFound")
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
-                   "Content-Disposition": f"inline; filename*=UTF-8''{quote(Path(path).name)}"}
+            raise HubError(
+                404, f"Entry not found: {path!r} in {repo.repo_type} repo {repo.repo_id}@{revision}", "EntryNotFound"
+            )
+        headers = {
+            "X-Repo-Commit": commit.sha,
+            "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(Path(path).name)}",
+        }
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
         blob = self.storage.blob_path(entry.sha256)
@@ -818,8 +935,17 @@ class LocalHubServer:
     """The app served by uvicorn (h11) on a socket bound here, so that port 0 is known before serving and a bad
     address fails with a clear error."""
 
-    def __init__(self, app: HubApp, host: str, port: int, *, access_log: bool = False, loopback_only: bool = True,
-                 header_timeout: float = HEADER_TIMEOUT_S, http: str = "h11"):
+    def __init__(
+        self,
+        app: HubApp,
+        host: str,
+        port: int,
+        *,
+        access_log: bool = False,
+        loopback_only: bool = True,
+        header_timeout: float = HEADER_TIMEOUT_S,
+        http: str = "h11",
+    ):
         """``http``: uvicorn's HTTP/1.1 parser, ``h11`` (default) or ``httptools`` (C; see benchmarks/README.md)."""
         import uvicorn
 
@@ -836,8 +962,15 @@ class LocalHubServer:
             raise ValueError(f"cannot bind the local Hub to {host!r} port {port}: {err.strerror or err}") from None
         self.socket.listen(128)
         asgi = LoopbackGuard(app.app) if loopback_only else app.app
-        config = uvicorn.Config(asgi, http=protocol, lifespan="off", log_level="warning",
-                                access_log=access_log, timeout_keep_alive=5, server_header=False)
+        config = uvicorn.Config(
+            asgi,
+            http=protocol,
+            lifespan="off",
+            log_level="warning",
+            access_log=access_log,
+            timeout_keep_alive=5,
+            server_header=False,
+        )
         self.server = uvicorn.Server(config)
 
     @property
@@ -863,23 +996,47 @@ class LocalHubServer:
         self.socket.close()
 
 
-def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False,
-                verbose: bool = False, token_file: str | Path | None = None, http: str = "h11") -> LocalHubServer:
+def make_server(
+    root: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    allow_remote: bool = False,
+    verbose: bool = False,
+    token_file: str | Path | None = None,
+    http: str = "h11",
+) -> LocalHubServer:
     """A server over ``root`` bound to ``host:port`` (port 0 picks a free port); refuses non-loopback hosts by default.
     ``token_file``: ``token user read|write`` lines (``auth.add_token``); without it nothing is authenticated."""
     if not allow_remote and not is_loopback(host):
-        raise ValueError(f"refusing to bind the local Hub to {host!r}: it is meant for loopback use; use a loopback "
-                         "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it")
+        raise ValueError(
+            f"refusing to bind the local Hub to {host!r}: it is meant for loopback use; use a loopback "
+            "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it"
+        )
     tokens = Tokens(token_file) if token_file is not None else None
-    return LocalHubServer(HubApp(HubStorage(root), tokens=tokens), host, port, access_log=verbose,
-                          loopback_only=not allow_remote, http=http)
+    return LocalHubServer(
+        HubApp(HubStorage(root), tokens=tokens),
+        host,
+        port,
+        access_log=verbose,
+        loopback_only=not allow_remote,
+        http=http,
+    )
 
 
 class LocalHub:
     """The local Hub running in a background thread: ``with LocalHub(root) as hub: os.environ["HF_ENDPOINT"] = hub.url``."""
 
-    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, *, token_file: str | Path | None = None,
-                 authenticated: bool = False, http: str = "h11"):
+    def __init__(
+        self,
+        root: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token_file: str | Path | None = None,
+        authenticated: bool = False,
+        http: str = "h11",
+    ):
         """``authenticated``: make a token file next to ``root`` with a write token (``.token``) and a read token
         (``.read_token``) for the local user, as the demo and the tests run; ``token_file``: use that one."""
         from .auth import add_token
@@ -888,7 +1045,10 @@ class LocalHub:
         self.token = self.read_token = None
         if authenticated and token_file is None:
             token_file = self.root.parent / f"{self.root.name}.tokens"
-            self.token, self.read_token = add_token(token_file, LOCAL_USER, "write"), add_token(token_file, LOCAL_USER, "read")
+            self.token, self.read_token = (
+                add_token(token_file, LOCAL_USER, "write"),
+                add_token(token_file, LOCAL_USER, "read"),
+            )
         self._server = make_server(root, host, port, token_file=token_file, http=http)
         self._thread: threading.Thread | None = None
 
@@ -906,7 +1066,7 @@ class LocalHub:
 
         return hub_client_env(self.url, hf_home, token=token or self.token or "local-hub-token", base=base)
 
-    def start(self) -> "LocalHub":
+    def start(self) -> LocalHub:
         import time
 
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-hub", daemon=True)
@@ -924,7 +1084,7 @@ class LocalHub:
             self._thread.join()
         self._server.server_close()
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:

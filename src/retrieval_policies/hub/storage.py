@@ -21,10 +21,11 @@ import re
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 REPO_TYPES = ("model", "dataset", "space")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -35,9 +36,38 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # Files stored through LFS whatever their size, as the Hub's default .gitattributes does.
 LFS_SUFFIXES = (
-    ".7z", ".arrow", ".bin", ".bz2", ".ckpt", ".ftz", ".gguf", ".gz", ".h5", ".joblib", ".mlmodel", ".model",
-    ".msgpack", ".npy", ".npz", ".onnx", ".ot", ".parquet", ".pb", ".pickle", ".pkl", ".pt", ".pth", ".rar",
-    ".safetensors", ".tar", ".tflite", ".tgz", ".wasm", ".xz", ".zip", ".zst",
+    ".7z",
+    ".arrow",
+    ".bin",
+    ".bz2",
+    ".ckpt",
+    ".ftz",
+    ".gguf",
+    ".gz",
+    ".h5",
+    ".joblib",
+    ".mlmodel",
+    ".model",
+    ".msgpack",
+    ".npy",
+    ".npz",
+    ".onnx",
+    ".ot",
+    ".parquet",
+    ".pb",
+    ".pickle",
+    ".pkl",
+    ".pt",
+    ".pth",
+    ".rar",
+    ".safetensors",
+    ".tar",
+    ".tflite",
+    ".tgz",
+    ".wasm",
+    ".xz",
+    ".zip",
+    ".zst",
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 INITIAL_GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
@@ -80,7 +110,9 @@ def validate_repo_path(path: str) -> str:
 def validate_repo_id(repo_id: str) -> tuple[str, str]:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(NAME_RE.match(p) for p in parts) or parts[1].endswith(".git"):
-        raise HubError(400, f"invalid repo id {repo_id!r}: expected 'namespace/name' made of letters, digits, '.', '_', '-'")
+        raise HubError(
+            400, f"invalid repo id {repo_id!r}: expected 'namespace/name' made of letters, digits, '.', '_', '-'"
+        )
     return parts[0], parts[1]
 
 
@@ -100,7 +132,7 @@ def wants_lfs(path: str, size: int, sample: bytes = b"") -> bool:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 @dataclass(frozen=True)
@@ -125,12 +157,16 @@ class Commit:
 
     def to_json(self) -> dict:
         return {
-            "sha": self.sha, "parent": self.parent, "title": self.title, "message": self.message, "date": self.date,
+            "sha": self.sha,
+            "parent": self.parent,
+            "title": self.title,
+            "message": self.message,
+            "date": self.date,
             "files": {path: entry.to_json() for path, entry in sorted(self.files.items())},
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Commit":
+    def from_json(cls, data: dict) -> Commit:
         files = {path: FileEntry(**entry) for path, entry in data["files"].items()}
         return cls(data["sha"], data["parent"], data["title"], data["message"], data["date"], files)
 
@@ -201,7 +237,9 @@ class HubStorage:
             self._publish_blob(tmp, sha256)
         return sha256
 
-    def put_blob_stream(self, stream: BinaryIO | Iterable[bytes], expected_sha256: str, expected_size: int | None) -> None:
+    def put_blob_stream(
+        self, stream: BinaryIO | Iterable[bytes], expected_sha256: str, expected_size: int | None
+    ) -> None:
         """Store an uploaded LFS object, refusing it (and keeping nothing) when its content is not what was declared."""
         if not SHA256_RE.match(expected_sha256):
             raise HubError(400, f"invalid LFS oid {expected_sha256!r}: expected 64 lowercase hex digits")
@@ -217,7 +255,9 @@ class HubStorage:
                 f.flush()
                 os.fsync(f.fileno())
             if digest.hexdigest() != expected_sha256:
-                raise HubError(400, f"uploaded content has sha256 {digest.hexdigest()}, not the declared oid {expected_sha256}")
+                raise HubError(
+                    400, f"uploaded content has sha256 {digest.hexdigest()}, not the declared oid {expected_sha256}"
+                )
             if expected_size is not None and size != expected_size:
                 raise HubError(400, f"uploaded content has {size} bytes, not the declared size {expected_size}")
             self._publish_blob(tmp, expected_sha256)
@@ -287,7 +327,9 @@ class HubStorage:
         if sha is None and SHA1_RE.match(revision) and (repo.path / "commits" / f"{revision}.json").is_file():
             sha = revision
         if sha is None:
-            raise HubError(404, f"Invalid rev id: {revision} in {repo.repo_type} repo {repo.repo_id}", "RevisionNotFound")
+            raise HubError(
+                404, f"Invalid rev id: {revision} in {repo.repo_type} repo {repo.repo_id}", "RevisionNotFound"
+            )
         return Commit.from_json(self._read_json(repo.path / "commits" / f"{sha}.json"))
 
     def history(self, repo: Repo, revision: str) -> list[Commit]:
@@ -326,15 +368,27 @@ class HubStorage:
         size = self.blob_path(sha256).stat().st_size
         return FileEntry(sha256, size, True, git_blob_sha1(lfs_pointer(sha256, size)))
 
-    def _new_commit(self, repo: Repo, parent: str | None, title: str, message: str, files: dict[str, FileEntry]) -> Commit:
+    def _new_commit(
+        self, repo: Repo, parent: str | None, title: str, message: str, files: dict[str, FileEntry]
+    ) -> Commit:
         date = _now()
-        seed = json.dumps([parent, title, message, date, uuid.uuid4().hex, sorted((p, e.git_oid) for p, e in files.items())])
+        seed = json.dumps(
+            [parent, title, message, date, uuid.uuid4().hex, sorted((p, e.git_oid) for p, e in files.items())]
+        )
         commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, title, message, date, files)
         self._write_json(repo.path / "commits" / f"{commit.sha}.json", commit.to_json())
         return commit
 
-    def commit(self, repo: Repo, branch: str, operations: list[dict], *, title: str, message: str = "",
-               parent_commit: str | None = None) -> Commit:
+    def commit(
+        self,
+        repo: Repo,
+        branch: str,
+        operations: list[dict],
+        *,
+        title: str,
+        message: str = "",
+        parent_commit: str | None = None,
+    ) -> Commit:
         """Apply ``operations`` (already-validated dicts: add_bytes / add_lfs / delete_file / delete_folder) to ``branch``.
 
         All operations are checked before anything moves: one bad operation fails the whole commit and ``branch``
@@ -356,11 +410,17 @@ class HubStorage:
                     files[path] = self.lfs_entry(op["oid"])
                 elif kind == "delete_file":
                     if files.pop(path, None) is None:
-                        raise HubError(404, f"cannot delete {path!r}: no such file in {repo.repo_id}@{branch}", "EntryNotFound")
+                        raise HubError(
+                            404, f"cannot delete {path!r}: no such file in {repo.repo_id}@{branch}", "EntryNotFound"
+                        )
                 elif kind == "delete_folder":
                     doomed = [p for p in files if p.startswith(path.rstrip("/") + "/")]
                     if not doomed:
-                        raise HubError(404, f"cannot delete folder {path!r}: no such folder in {repo.repo_id}@{branch}", "EntryNotFound")
+                        raise HubError(
+                            404,
+                            f"cannot delete folder {path!r}: no such folder in {repo.repo_id}@{branch}",
+                            "EntryNotFound",
+                        )
                     for p in doomed:
                         del files[p]
                 else:  # pragma: no cover - the server only builds the kinds above
@@ -389,7 +449,7 @@ def folder_entries(files: dict[str, FileEntry], folder: str, recursive: bool) ->
     for path in files:
         if not path.startswith(prefix):
             continue
-        rest = path[len(prefix):].split("/")
+        rest = path[len(prefix) :].split("/")
         if len(rest) == 1:
             out_files.append(path)
             continue
@@ -398,4 +458,3 @@ def folder_entries(files: dict[str, FileEntry], folder: str, recursive: bool) ->
         if recursive:
             out_files.append(path)
     return sorted(out_files), sorted(out_dirs)
-

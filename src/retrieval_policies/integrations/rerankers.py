@@ -22,8 +22,16 @@ from rerankers.utils import prep_docs
 
 
 class DynamicRAGRanker(BaseRanker):
-    def __init__(self, model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", verbose: int = 1, *, device_map=None,
-                 dtype=None, seed: int | None = 0, **settings):
+    def __init__(
+        self,
+        model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct",
+        verbose: int = 1,
+        *,
+        device_map=None,
+        dtype=None,
+        seed: int | None = 0,
+        **settings,
+    ):
         """``model_name_or_path``: a DynamicRAG repo or folder, a chat LLM (an untrained reranker, ``settings`` its
         DynamicRAGConfig fields), or a loaded DynamicRAGModel; placement as ``DynamicRAGModel.from_pretrained``.
         ``seed``: makes a sampling reranker's order reproducible."""
@@ -59,10 +67,14 @@ class DynamicRAGRanker(BaseRanker):
 
     @staticmethod
     def _result(document: Document, selected: bool, score: float, rank: int) -> Result:
-        marked = Document(document.text, doc_id=document.doc_id, metadata={**(document.metadata or {}), "selected": selected})
+        marked = Document(
+            document.text, doc_id=document.doc_id, metadata={**(document.metadata or {}), "selected": selected}
+        )
         return Result(document=marked, score=score, rank=rank)  # a copy: the caller's Documents stay as they were
 
     def score(self, query: str, doc: str) -> float:
-        raise NotImplementedError("DynamicRAG is a listwise reranker: it selects and orders a whole list of passages "
-                                  "and has no score for one document alone; call rank(query, docs) and read each "
-                                  "result's rank, score (derived from the order) and metadata['selected']")
+        raise NotImplementedError(
+            "DynamicRAG is a listwise reranker: it selects and orders a whole list of passages "
+            "and has no score for one document alone; call rank(query, docs) and read each "
+            "result's rank, score (derived from the order) and metadata['selected']"
+        )

@@ -3,5 +3,13 @@
 from .dense import BM25Retriever, DenseRetriever, attach_ctxs, corpus_fingerprint
 from .labels import LLMJudge, MonoT5Judge, has_answer, normalize_answer
 
-__all__ = ["BM25Retriever", "DenseRetriever", "LLMJudge", "MonoT5Judge", "attach_ctxs", "corpus_fingerprint", "has_answer",
-           "normalize_answer"]
+__all__ = [
+    "BM25Retriever",
+    "DenseRetriever",
+    "LLMJudge",
+    "MonoT5Judge",
+    "attach_ctxs",
+    "corpus_fingerprint",
+    "has_answer",
+    "normalize_answer",
+]

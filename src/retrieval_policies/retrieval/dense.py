@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -43,7 +43,9 @@ def _faiss_or_none(embeddings: np.ndarray):
 
         return faiss_index(embeddings, hnsw_above=0)
     except ImportError:
-        logger.warning("%d passages and faiss-cpu is not installed: exact search (pip install faiss-cpu)", len(embeddings))
+        logger.warning(
+            "%d passages and faiss-cpu is not installed: exact search (pip install faiss-cpu)", len(embeddings)
+        )
         return None
 
 
@@ -51,6 +53,7 @@ def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> C
     """A sentence-transformers model or a GRACE embedder → texts to L2-normalised float32 vectors (``grace_options``:
     the encode settings the corpus was embedded with, so queries are embedded alike). With ``rationales=True`` it
     returns (vectors, the GRACE rationales or None per text)."""
+
     def encode(texts: list[str], rationales: bool = False):
         kwargs = {"batch_size": batch_size, "show_progress_bar": len(texts) > 4 * batch_size}
         written = [None] * len(texts)
@@ -62,6 +65,7 @@ def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> C
             vectors = encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, **kwargs)
         vectors = np.asarray(vectors, dtype=np.float32)
         return (vectors, list(written)) if rationales else vectors
+
     return encode
 
 
@@ -69,9 +73,18 @@ class DenseRetriever:
     """Inner-product search with a sentence-transformers model or a GRACE embedder; ``corpus``: passages in any form
     :func:`~retrieval_policies.passages.as_passages` accepts (strings, dicts, the corpus readers' records)."""
 
-    def __init__(self, encoder, corpus, *, encoder_id: str, cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 32, faiss_threshold: int = FAISS_THRESHOLD, embeddings: np.ndarray | None = None,
-                 grace_options: dict | None = None):
+    def __init__(
+        self,
+        encoder,
+        corpus,
+        *,
+        encoder_id: str,
+        cache_dir: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        faiss_threshold: int = FAISS_THRESHOLD,
+        embeddings: np.ndarray | None = None,
+        grace_options: dict | None = None,
+    ):
         """``embeddings``: the corpus's vectors when already computed (``from_encoded``); ``grace_options``: the GRACE
         encode settings the queries are embedded with."""
         self.corpus, self.encoder_id = as_passages(corpus), encoder_id
@@ -82,8 +95,15 @@ class DenseRetriever:
             self._index = _faiss_or_none(self.embeddings)
 
     @classmethod
-    def from_encoded(cls, folder: str | os.PathLike, encoder=None, *, batch_size: int = 32,
-                     faiss_threshold: int = FAISS_THRESHOLD, **encoder_options) -> "DenseRetriever":
+    def from_encoded(
+        cls,
+        folder: str | os.PathLike,
+        encoder=None,
+        *,
+        batch_size: int = 32,
+        faiss_threshold: int = FAISS_THRESHOLD,
+        **encoder_options,
+    ) -> DenseRetriever:
         """Search the output of ``retrieval-policies grace encode`` without re-embedding the corpus. The queries are
         embedded by ``encoder`` (default: the manifest's model, with its settings; ``encoder_options`` are
         ``GraceEmbedder.from_pretrained``'s placement arguments)."""
@@ -97,9 +117,15 @@ class DenseRetriever:
 
             encoder = GraceEmbedder.from_pretrained(resolve_model(settings["model"]), **encoder_options)
         options = {k: settings[k] for k in ("rationale", "max_new_tokens", "temperature", "top_p", "seed")}
-        return cls(encoder, passages, encoder_id=f"{settings['model']}@{settings['revision']}", batch_size=batch_size,
-                   faiss_threshold=faiss_threshold, embeddings=embeddings,
-                   grace_options=options if hasattr(encoder, "grace_config") else None)
+        return cls(
+            encoder,
+            passages,
+            encoder_id=f"{settings['model']}@{settings['revision']}",
+            batch_size=batch_size,
+            faiss_threshold=faiss_threshold,
+            embeddings=embeddings,
+            grace_options=options if hasattr(encoder, "grace_config") else None,
+        )
 
     def cache_path(self, cache_dir: str | os.PathLike) -> Path:
         key = hashlib.sha256(f"{self.encoder_id}\x00{corpus_fingerprint(self.corpus)}".encode()).hexdigest()[:16]
@@ -156,7 +182,10 @@ class BM25Retriever:
             self._retriever = bm25s.BM25.load(str(folder))
             return
         self._retriever = bm25s.BM25()
-        self._retriever.index(bm25s.tokenize([passage_text(p) for p in self.corpus], stopwords="en", show_progress=False), show_progress=False)
+        self._retriever.index(
+            bm25s.tokenize([passage_text(p) for p in self.corpus], stopwords="en", show_progress=False),
+            show_progress=False,
+        )
         if folder is not None:
             tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
             self._retriever.save(str(tmp))
@@ -181,8 +210,15 @@ def attach_ctxs(questions: list[dict], retriever, *, top_n: int = 20, queries: l
     out = []
     for question, ranked in zip(questions, hits):
         answers = question.get("answers") or []
-        ctxs = [{"id": str(retriever.corpus[i]["id"]), "title": retriever.corpus[i].get("title", ""),
-                 "text": retriever.corpus[i]["text"], "score": score,
-                 "has_answer": has_answer(retriever.corpus[i]["text"], answers)} for i, score in ranked]
+        ctxs = [
+            {
+                "id": str(retriever.corpus[i]["id"]),
+                "title": retriever.corpus[i].get("title", ""),
+                "text": retriever.corpus[i]["text"],
+                "score": score,
+                "has_answer": has_answer(retriever.corpus[i]["text"], answers),
+            }
+            for i, score in ranked
+        ]
         out.append({**question, "ctxs": ctxs})
     return out

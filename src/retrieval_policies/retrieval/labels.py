@@ -49,7 +49,7 @@ class LLMJudge:
             raise ValueError("the tokenizer maps 'yes' and 'no' to a shared first token; cannot judge from logits")
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, device_map=None, dtype=None, **kwargs) -> "LLMJudge":
+    def from_pretrained(cls, name_or_path: str, *, device_map=None, dtype=None, **kwargs) -> LLMJudge:
         """Placed like every model of the project: a GPU in bf16 when there is one, else the CPU in fp32."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,8 +61,13 @@ class LLMJudge:
         return cls(model, AutoTokenizer.from_pretrained(folder), **kwargs)
 
     def prompt(self, question: str, passage: str) -> str:
-        messages = [{"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-                    {"role": "user", "content": f"Question: {question}\nPassage: {passage}\nDoes the passage answer the question?"}]
+        messages = [
+            {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": f"Question: {question}\nPassage: {passage}\nDoes the passage answer the question?",
+            },
+        ]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     @torch.no_grad()
@@ -71,13 +76,18 @@ class LLMJudge:
         out = []
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         for start in range(0, len(pairs), self.batch_size):
-            ids = [self.tokenizer(self.prompt(q, p), add_special_tokens=False)["input_ids"] for q, p in pairs[start : start + self.batch_size]]
+            ids = [
+                self.tokenizer(self.prompt(q, p), add_special_tokens=False)["input_ids"]
+                for q, p in pairs[start : start + self.batch_size]
+            ]
             width = max(len(x) for x in ids)
             device = self.model.device
             input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
             attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits[:, -1].float()
+            logits = (
+                self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits[:, -1].float()
+            )
             logp = logits.log_softmax(-1)
             out += (logp[:, self.yes_ids].logsumexp(-1) - logp[:, self.no_ids].logsumexp(-1)).tolist()
         return out
@@ -95,7 +105,9 @@ class MonoT5Judge:
         self.false_id = tokenizer("false", add_special_tokens=False)["input_ids"][0]
 
     @classmethod
-    def from_pretrained(cls, name: str = "castorini/monot5-base-msmarco", *, device_map=None, dtype=None, **kwargs) -> "MonoT5Judge":
+    def from_pretrained(
+        cls, name: str = "castorini/monot5-base-msmarco", *, device_map=None, dtype=None, **kwargs
+    ) -> MonoT5Judge:
         """Placed like every model of the project: a GPU in bf16 when there is one, else the CPU in fp32."""
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -114,8 +126,13 @@ class MonoT5Judge:
         out = []
         start_id = self.model.config.decoder_start_token_id
         for start in range(0, len(pairs), self.batch_size):
-            batch = self.tokenizer([self.prompt(q, p) for q, p in pairs[start : start + self.batch_size]],
-                                   return_tensors="pt", padding=True, truncation=True, max_length=512).to(self.model.device)
+            batch = self.tokenizer(
+                [self.prompt(q, p) for q, p in pairs[start : start + self.batch_size]],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=512,
+            ).to(self.model.device)
             decoder = torch.full((batch["input_ids"].shape[0], 1), start_id, dtype=torch.long, device=self.model.device)
             logits = self.model(**batch, decoder_input_ids=decoder).logits[:, 0].float()
             out += (logits[:, self.true_id] - logits[:, self.false_id]).tolist()

@@ -16,9 +16,8 @@ Every LLM made (with the CUDA_VISIBLE_DEVICES it was made under) and every call 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import os
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
@@ -26,9 +25,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 CALLS: list[tuple[str, dict]] = []
 # the vllm.LLM keywords the project passes; each must be a parameter of the real vllm.LLM or of its EngineArgs
-LLM_KEYWORDS = {"tokenizer", "dtype", "seed", "generation_config", "gpu_memory_utilization", "max_model_len", "revision",
-                "tokenizer_revision", "tensor_parallel_size", "kv_cache_memory_bytes", "enforce_eager",
-                "distributed_executor_backend", "max_num_seqs"}
+LLM_KEYWORDS = {
+    "tokenizer",
+    "dtype",
+    "seed",
+    "generation_config",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "revision",
+    "tokenizer_revision",
+    "tensor_parallel_size",
+    "kv_cache_memory_bytes",
+    "enforce_eager",
+    "distributed_executor_backend",
+    "max_num_seqs",
+}
 
 
 class VLLMValidationError(ValueError):
@@ -68,14 +79,25 @@ class LLM:
         unknown = set(options) - LLM_KEYWORDS
         if unknown:
             raise TypeError(f"the fake vllm.LLM does not know {sorted(unknown)}: add them to LLM_KEYWORDS if vLLM does")
-        CALLS.append(("LLM", {"model": model, "tokenizer": tokenizer, **options,
-                              "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+        CALLS.append(
+            (
+                "LLM",
+                {
+                    "model": model,
+                    "tokenizer": tokenizer,
+                    **options,
+                    "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                },
+            )
+        )
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
         context = self.model.config.max_position_embeddings
         if options.get("max_model_len") and options["max_model_len"] > context:
-            raise ValueError(f"User-specified max_model_len ({options['max_model_len']}) is greater than the derived "
-                             f"max_model_len ({context})")
+            raise ValueError(
+                f"User-specified max_model_len ({options['max_model_len']}) is greater than the derived "
+                f"max_model_len ({context})"
+            )
         self.model_config = SimpleNamespace(max_model_len=options.get("max_model_len") or context)
 
     def chat(self, messages, sampling_params=None, use_tqdm=True):
@@ -83,12 +105,23 @@ class LLM:
         CALLS.append(("chat", {"conversations": conversations, "params": sampling_params}))
         out = []
         for conversation in conversations:
-            ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            ids = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
             samples = []
             for k in range(sampling_params.n):
                 seed = None if sampling_params.seed is None else sampling_params.seed + k
-                one = self._one(list(ids), SamplingParams(1, sampling_params.temperature, sampling_params.top_p,
-                                                          sampling_params.max_tokens, seed, sampling_params.stop_token_ids))
+                one = self._one(
+                    list(ids),
+                    SamplingParams(
+                        1,
+                        sampling_params.temperature,
+                        sampling_params.top_p,
+                        sampling_params.max_tokens,
+                        seed,
+                        sampling_params.stop_token_ids,
+                    ),
+                )
                 samples += one.outputs
             out.append(RequestOutput(list(ids), samples))
         return out

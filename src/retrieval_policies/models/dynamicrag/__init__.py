@@ -14,5 +14,18 @@ from .prompts_dynamicrag import (
     reranker_messages,
 )
 
-__all__ = ["DYNAMICRAG_CONFIG_NAME", "DynamicRAGConfig", "DynamicRAGModel", "RerankResult", "GENERATOR_SYSTEM_PROMPT", "RERANKER_SYSTEM_PROMPT", "TASK_INSTRUCTIONS", "ParsedSelection", "format_passages",
-           "format_selection", "generator_messages", "parse_selection", "reranker_messages"]
+__all__ = [
+    "DYNAMICRAG_CONFIG_NAME",
+    "DynamicRAGConfig",
+    "DynamicRAGModel",
+    "RerankResult",
+    "GENERATOR_SYSTEM_PROMPT",
+    "RERANKER_SYSTEM_PROMPT",
+    "TASK_INSTRUCTIONS",
+    "ParsedSelection",
+    "format_passages",
+    "format_selection",
+    "generator_messages",
+    "parse_selection",
+    "reranker_messages",
+]

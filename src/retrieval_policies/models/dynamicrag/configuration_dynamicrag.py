@@ -37,18 +37,23 @@ class DynamicRAGConfig:
             raise ValueError("max new tokens must be >= 1")
 
     @classmethod
-    def published(cls, max_position_embeddings: int | None = None) -> "DynamicRAGConfig":
+    def published(cls, max_position_embeddings: int | None = None) -> DynamicRAGConfig:
         """The released checkpoints' inference settings (§6), for a checkpoint without ``dynamicrag_config.json``:
         the published prompts, reranker sampling at T = 0.4, and ctxs[:40] for an 8k context (ctxs[:20] below)."""
         long_context = max_position_embeddings is None or max_position_embeddings >= 8192
-        return cls(max_passages=40 if long_context else 20, rerank_max_new_tokens=100, answer_max_new_tokens=200,
-                   temperature=0.4, prompt_profile="published")
+        return cls(
+            max_passages=40 if long_context else 20,
+            rerank_max_new_tokens=100,
+            answer_max_new_tokens=200,
+            temperature=0.4,
+            prompt_profile="published",
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DynamicRAGConfig":
+    def from_dict(cls, data: dict) -> DynamicRAGConfig:
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown DynamicRAG settings {unknown}")
@@ -60,6 +65,6 @@ class DynamicRAGConfig:
             f.write("\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DynamicRAGConfig":
+    def load(cls, path: str | os.PathLike) -> DynamicRAGConfig:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))

@@ -18,7 +18,12 @@ from transformers.utils import cached_file
 from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
 from .prompts_dynamicrag import generator_messages, parse_selection, reranker_messages
 
-CODE_FILES = ("modeling_dynamicrag.py", "configuration_dynamicrag.py", "prompts_dynamicrag.py", "pipeline_dynamicrag.py")
+CODE_FILES = (
+    "modeling_dynamicrag.py",
+    "configuration_dynamicrag.py",
+    "prompts_dynamicrag.py",
+    "pipeline_dynamicrag.py",
+)
 PIPELINE_TASK = "dynamicrag-rerank-answer"
 PIPELINE_ENTRY = {"impl": "pipeline_dynamicrag.DynamicRAGPipeline", "pt": ["AutoModelForCausalLM"], "type": "text"}
 
@@ -58,8 +63,10 @@ def placement(device_map=None, dtype=None) -> tuple:
     elif on_cpu and dtype == torch.bfloat16 and not cpu_has_fast_bf16():
         import warnings
 
-        warnings.warn("bfloat16 on a CPU without AVX512-BF16 or AMX runs its matmuls ~50x slower than float32: "
-                      "use float32 here", stacklevel=3)
+        warnings.warn(
+            "bfloat16 on a CPU without AVX512-BF16 or AMX runs its matmuls ~50x slower than float32: use float32 here",
+            stacklevel=3,
+        )
     return device_map, dtype
 
 
@@ -173,8 +180,17 @@ class DynamicRAGModel(torch.nn.Module):
     HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, device_map=None, dtype=None,
-                        attn_implementation=None, torch_dtype=None, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        config=None,
+        device_map=None,
+        dtype=None,
+        attn_implementation=None,
+        torch_dtype=None,
+        **kwargs,
+    ):
         """Load a DynamicRAG repo or folder. ``device_map``, ``dtype`` (a dtype, its name or ``"auto"``) and
         ``attn_implementation`` are transformers'; with no placement given, a CUDA GPU in bf16 when there is one,
         else the CPU in fp32."""
@@ -183,15 +199,27 @@ class DynamicRAGModel(torch.nn.Module):
             raise TypeError(f"DynamicRAGModel.from_pretrained got unexpected arguments {unknown}")
         hub = {k: kwargs[k] for k in cls.HUB_KWARGS if kwargs.get(k) is not None}
         path = str(pretrained_model_name_or_path)
-        model = load_placed(AutoModelForCausalLM, path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
-                               attn_implementation=attn_implementation, **hub)
+        model = load_placed(
+            AutoModelForCausalLM,
+            path,
+            config=config,
+            device_map=device_map,
+            dtype=dtype if dtype is not None else torch_dtype,
+            attn_implementation=attn_implementation,
+            **hub,
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings = cached_file(path, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
-        return cls(model.eval(), tokenizer,
-                   checkpoint_settings(settings, getattr(model.config, "max_position_embeddings", None)))
+        return cls(
+            model.eval(),
+            tokenizer,
+            checkpoint_settings(settings, getattr(model.config, "max_position_embeddings", None)),
+        )
 
     @classmethod
-    def from_base(cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings):
+    def from_base(
+        cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings
+    ):
         """An untrained reranker from any chat LLM (resolved with retrieval_policies' model resolution when installed);
         placement as in ``from_pretrained``."""
         if resolver is None:
@@ -200,7 +228,9 @@ class DynamicRAGModel(torch.nn.Module):
             except ImportError:
                 resolver = str
         folder = str(resolver(name_or_path))
-        model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
+        model = load_placed(
+            AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation
+        )
         # settings: DynamicRAGConfig's fields, e.g. prompt_profile="published" to run an authors' checkpoint untouched
         return cls(model.eval(), AutoTokenizer.from_pretrained(folder), DynamicRAGConfig(**settings))
 
@@ -219,38 +249,60 @@ class DynamicRAGModel(torch.nn.Module):
 
     def __repr__(self) -> str:
         c = self.dynamicrag_config
-        return (f"DynamicRAGModel(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
-                f"max_passages={c.max_passages}, temperature={c.temperature}, task={c.task!r}, "
-                f"prompt_profile={c.prompt_profile!r}, "
-                f"malformed={self.malformed_outputs}/{self.reranker_outputs})")
+        return (
+            f"DynamicRAGModel(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
+            f"max_passages={c.max_passages}, temperature={c.temperature}, task={c.task!r}, "
+            f"prompt_profile={c.prompt_profile!r}, "
+            f"malformed={self.malformed_outputs}/{self.reranker_outputs})"
+        )
 
     def eos_ids(self) -> list[int]:
         return stop_token_ids(self.model.generation_config, self.tokenizer)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate_texts(self, conversations: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
-                       seed: int | None = None, num_samples: int = 1) -> list[str]:
+    def generate_texts(
+        self,
+        conversations: list[list[dict]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        num_samples: int = 1,
+    ) -> list[str]:
         """One batched generation (left padding, KV cache) over chat conversations; returns the decoded replies,
         ``num_samples`` per conversation (consecutive). The samples of a conversation share one prefill of its
         prompt: the prompt's KV cache is computed once and repeated for each sample."""
         if not conversations:
             return []
-        prompts = [self.tokenizer(self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
-                                  add_special_tokens=False)["input_ids"] for c in conversations]
+        prompts = [
+            self.tokenizer(
+                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
+                add_special_tokens=False,
+            )["input_ids"]
+            for c in conversations
+        ]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=pad,
-                                  eos_token_id=self.eos_ids(),
-                                  **({"temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {}))
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            pad_token_id=pad,
+            eos_token_id=self.eos_ids(),
+            **({"temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 else {}),
+        )
         extra = {}
         if num_samples > 1:
             # Prefill all but the last prompt token once, then fan the cache out to the samples.
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            prefill = self.model(input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1],
-                                 position_ids=positions[:, :-1], use_cache=True)
+            prefill = self.model(
+                input_ids=input_ids[:, :-1],
+                attention_mask=attention[:, :-1],
+                position_ids=positions[:, :-1],
+                use_cache=True,
+            )
             cache = prefill.cache
             cache.batch_repeat_interleave(num_samples)
             input_ids = input_ids.repeat_interleave(num_samples, dim=0)
@@ -260,12 +312,21 @@ class DynamicRAGModel(torch.nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             with neutral_generation_config(self.model):
-                output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, **extra)
+                output = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention, generation_config=config, **extra
+                )
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in output[:, width:]]
 
     # ------------------------------------------------------------------ reranking
-    def rerank_batch(self, queries: list[str], pools: list[list], *, max_passages: int | None = None,
-                     temperature: float | None = None, seed: int | None = None) -> list[RerankResult]:
+    def rerank_batch(
+        self,
+        queries: list[str],
+        pools: list[list],
+        *,
+        max_passages: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> list[RerankResult]:
         """Rerank many queries together. A pool larger than ``max_passages`` goes through a tournament: it is cut into
         windows of ``max_passages``, each window's selection is mapped back through that window's offset, the
         selections are united in order without duplicates, and this repeats until the survivors fit in one window,
@@ -292,9 +353,12 @@ class DynamicRAGModel(torch.nn.Module):
             if not jobs:
                 break
             profile = self.dynamicrag_config.prompt_profile
-            outputs = self.generate_texts([reranker_messages(queries[q], [pools[q][i] for i in window], profile) for q, window in jobs],
-                                          max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens, temperature=temperature,
-                                          seed=None if seed is None else seed + round_number)
+            outputs = self.generate_texts(
+                [reranker_messages(queries[q], [pools[q][i] for i in window], profile) for q, window in jobs],
+                max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens,
+                temperature=temperature,
+                seed=None if seed is None else seed + round_number,
+            )
             round_number += 1
             selected: dict[int, list[int]] = {}
             for (q, window), output in zip(jobs, outputs):
@@ -331,8 +395,10 @@ class DynamicRAGModel(torch.nn.Module):
             raise ValueError(f"{len(queries)} queries but {len(tasks)} tasks")
         ids = [None] * len(queries) if ids is None else ids
         profile = self.dynamicrag_config.prompt_profile
-        conversations = [generator_messages(q, p, task=t or self.dynamicrag_config.task, profile=profile, ids=i)
-                         for q, p, t, i in zip(queries, passage_lists, tasks, ids)]
+        conversations = [
+            generator_messages(q, p, task=t or self.dynamicrag_config.task, profile=profile, ids=i)
+            for q, p, t, i in zip(queries, passage_lists, tasks, ids)
+        ]
         return self.generate_texts(conversations, max_new_tokens=self.dynamicrag_config.answer_max_new_tokens)
 
     def answer(self, query: str, passages: list, *, task: str | None = None) -> str:
@@ -342,10 +408,20 @@ class DynamicRAGModel(torch.nn.Module):
         """Rerank, then answer from the selected passages: the two LLM calls of DynamicRAG inference. ``task`` is the
         generator's instruction (short / fever / long / arc, or one per query; default from the config)."""
         reranked = self.rerank_batch(queries, pools, **kwargs)
-        answers = self.answer_batch(queries, [r.passages for r in reranked], task=task,
-                                    ids=[[i + 1 for i in r.indices] for r in reranked])
-        return [{"selected": r.passages, "indices": r.indices, "answer": a, "raw": r.raw, "malformed": r.malformed,
-                 "out_of_range": r.out_of_range} for r, a in zip(reranked, answers)]
+        answers = self.answer_batch(
+            queries, [r.passages for r in reranked], task=task, ids=[[i + 1 for i in r.indices] for r in reranked]
+        )
+        return [
+            {
+                "selected": r.passages,
+                "indices": r.indices,
+                "answer": a,
+                "raw": r.raw,
+                "malformed": r.malformed,
+                "out_of_range": r.out_of_range,
+            }
+            for r, a in zip(reranked, answers)
+        ]
 
     def __call__(self, query: str, passages: list, **kwargs) -> dict:
         return self.call_batch([query], [passages], **kwargs)[0]

@@ -32,9 +32,14 @@ class DynamicRAGPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         source = self.model.config.name_or_path
-        settings = cached_file(source, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False) if source else None
-        self.reranker = DynamicRAGModel(self.model.eval(), self.tokenizer,
-                                        checkpoint_settings(settings, getattr(self.model.config, "max_position_embeddings", None)))
+        settings = (
+            cached_file(source, DYNAMICRAG_CONFIG_NAME, _raise_exceptions_for_missing_entries=False) if source else None
+        )
+        self.reranker = DynamicRAGModel(
+            self.model.eval(),
+            self.tokenizer,
+            checkpoint_settings(settings, getattr(self.model.config, "max_position_embeddings", None)),
+        )
 
     def __call__(self, inputs, passages=None, **kwargs):
         if passages is not None:
@@ -45,14 +50,21 @@ class DynamicRAGPipeline(Pipeline):
 
     def _sanitize_parameters(self, task=None, max_passages=None, temperature=None, seed=None, **kwargs):
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)} (DynamicRAG takes task, max_passages, temperature "
-                            "and seed)")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)} (DynamicRAG takes task, max_passages, temperature and seed)"
+            )
         options = {"max_passages": max_passages, "temperature": temperature, "seed": seed}
         return {}, {"task": task, **{k: v for k, v in options.items() if v is not None}}, {}
 
     def preprocess(self, inputs):
-        if not isinstance(inputs, dict) or not isinstance(inputs.get("question"), str) or not isinstance(inputs.get("passages"), list):
-            raise TypeError('a DynamicRAG pipeline takes (question, passages=[...]) or {"question": str, "passages": list}')
+        if (
+            not isinstance(inputs, dict)
+            or not isinstance(inputs.get("question"), str)
+            or not isinstance(inputs.get("passages"), list)
+        ):
+            raise TypeError(
+                'a DynamicRAG pipeline takes (question, passages=[...]) or {"question": str, "passages": list}'
+            )
         return {"question": inputs["question"], "passages": inputs["passages"]}
 
     def _forward(self, inputs, task=None, **options):
@@ -60,10 +72,14 @@ class DynamicRAGPipeline(Pipeline):
         return {**out, "question": inputs["question"]}
 
     def postprocess(self, outputs):
-        return {"answer": outputs["answer"], "indices": outputs["indices"],
-                "selected": [{"id": i + 1, "passage": p} for i, p in zip(outputs["indices"], outputs["selected"])],
-                "malformed": outputs["malformed"]}
+        return {
+            "answer": outputs["answer"],
+            "indices": outputs["indices"],
+            "selected": [{"id": i + 1, "passage": p} for i, p in zip(outputs["indices"], outputs["selected"])],
+            "malformed": outputs["malformed"],
+        }
 
 
-PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=DynamicRAGPipeline, pt_model=AutoModelForCausalLM,
-                                    type="text")
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=DynamicRAGPipeline, pt_model=AutoModelForCausalLM, type="text"
+)

