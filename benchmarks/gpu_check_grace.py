@@ -182,8 +182,9 @@ def check_corpus_encode(folder: Path, device: str, n: int, report: dict, out: Pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from retrieval_policies.grace.corpus import encode_corpus, load_encoded
+    from retrieval_policies.grace.corpus import encode_corpus
     from retrieval_policies.models.grace import GraceEmbedder
+    from retrieval_policies.retrieval.encoded import load_encoded
 
     data = out / "corpus.parquet"
     pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": texts(n)}), data)

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     from retrieval_policies.corpora import iter_wikipedia_passages
-    from retrieval_policies.grace.corpus import load_encoded
+    from retrieval_policies.retrieval.encoded import load_encoded
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

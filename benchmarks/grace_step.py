@@ -256,7 +256,7 @@ def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int
     """(d): the loss's forward and backward over one generation batch, whole vs length-sorted micro-batches."""
     import statistics
 
-    from retrieval_policies.training import length_sorted_micro_batches
+    from retrieval_policies.common.training import length_sorted_micro_batches
 
     evidence, trainer, train = evidence_trainer(prompts, group_size)
     model = trainer.model

@@ -30,7 +30,7 @@ def worker(mode: str, data: str, steps: int, output_dir: str) -> None:
     import trl
     from transformers import TrainerCallback
 
-    import retrieval_policies.training as training
+    import retrieval_policies.common.training as training
 
     if mode == "full":
         training.compact_fused_lm_head = lambda: None  # sft.py imports the name: TRL's own choice stays

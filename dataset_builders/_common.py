@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from retrieval_policies.dataset_io import format_counts, push_dataset_folder, write_dataset_folder
+from retrieval_policies.common.dataset_io import format_counts, push_dataset_folder, write_dataset_folder
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, default_dir: str) -> None:

@@ -9,22 +9,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import tiny_llama
-from transformers import AutoTokenizer
+from testing_utils import PACKAGED_METRICS, tiny_llama
 
-from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.cards import (
+from retrieval_policies.assets import DEFAULT_BASE_MODEL
+from retrieval_policies.common.dataset_io import dataset_schema, write_dataset_folder
+from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+from retrieval_policies.publishing.cards import (
     code_snippets,
-    dataset_schema,
     plot_training_curves,
     render_dynamicrag_card,
     render_grace_card,
     render_metric_card,
 )
-from retrieval_policies.dataset_io import write_dataset_folder
-from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
-from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
-from retrieval_policies.publish import check_folder
+from retrieval_policies.publishing.push import check_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPO_HISTORY = [
@@ -54,11 +52,6 @@ REPORT = {
     },
     "predictions": [{"id": "q1"}, {"id": "q2"}],
 }
-
-
-@pytest.fixture
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
 
 
 @pytest.fixture
@@ -214,7 +207,7 @@ def test_dataset_card_shows_schema_counts_and_how_to_load(tmp_path):
 def test_metric_card_examples_are_computed_by_the_metric(tmp_path):
     import evaluate
 
-    folder = shutil.copytree(ROOT / "metrics" / "rerank_selection", tmp_path / "rerank_selection")
+    folder = shutil.copytree(PACKAGED_METRICS / "rerank_selection", tmp_path / "rerank_selection")
     render_metric_card(folder, "demo/rerank_selection")
     text = (folder / "README.md").read_text()
     assert check_folder("metric", folder) == []
@@ -222,11 +215,11 @@ def test_metric_card_examples_are_computed_by_the_metric(tmp_path):
     assert 'evaluate.load("demo/rerank_selection")' in snippet
     result = evaluate.load(str(folder)).compute(predictions=[[3, 1], []], references=[[1], []], malformed=[False, True])
     assert f"# {{'mean_k': {result['mean_k']}" in snippet and "'malformed_rate': 0.5}" in snippet
-    # the checked-in READMEs are the rendered cards (for the checkout's own metrics/ paths)
+    # the packaged READMEs are the rendered cards (loading the packaged metric)
     for name in ("rag_answer", "rerank_selection", "retrieval"):
-        copy = shutil.copytree(ROOT / "metrics" / name, tmp_path / "fresh" / name)
-        render_metric_card(copy, f"metrics/{name}")
-        assert (copy / "README.md").read_text() == (ROOT / "metrics" / name / "README.md").read_text(), name
+        copy = shutil.copytree(PACKAGED_METRICS / name, tmp_path / "fresh" / name)
+        render_metric_card(copy)
+        assert (copy / "README.md").read_text() == (PACKAGED_METRICS / name / "README.md").read_text(), name
 
 
 SNIPPETS = """
@@ -267,7 +260,7 @@ def test_every_card_snippet_runs_against_the_local_hub(client, grace_folder, dyn
         ("model", grace_folder, "demo/grace-tiny", 3),
         ("model", dynamicrag_folder, "demo/dr-tiny", 2),
         ("dataset", data, "demo/pairs", 1),
-        ("metric", ROOT / "metrics" / "rag_answer", "demo/rag_answer", 1),
+        ("metric", PACKAGED_METRICS / "rag_answer", "demo/rag_answer", 1),
     ]
     # The push's own verification runs these snippets too; the miniature demo test checks its counts for all four kinds
     for kind, folder, repo, _ in pushes:

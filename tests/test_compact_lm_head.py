@@ -7,7 +7,7 @@ import torch
 import transformers
 from trl.trainer import utils as trl_utils
 
-from retrieval_policies.training import compact_fused_lm_head
+from retrieval_policies.common.training import compact_fused_lm_head
 
 
 @pytest.fixture

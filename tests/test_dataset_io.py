@@ -3,7 +3,7 @@ datasets' stale Arrow cache."""
 
 from __future__ import annotations
 
-from retrieval_policies.dataset_io import load_split, write_dataset_folder
+from retrieval_policies.common.dataset_io import load_split, write_dataset_folder
 
 
 def test_a_rebuilt_folder_is_read_again(tmp_path):
@@ -22,7 +22,7 @@ def test_a_rebuilt_folder_is_read_again(tmp_path):
 
 def test_load_split_reads_a_downloaded_jsonl_file(tmp_path):
     """The published GRACE mix is a JSONL download, not a Hub dataset: the builders read it by path."""
-    from retrieval_policies.dataset_io import load_split
+    from retrieval_policies.common.dataset_io import load_split
 
     path = tmp_path / "echo_data_total.jsonl"
     path.write_text(

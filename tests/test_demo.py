@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_llama
 from safetensors.torch import load_file
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.demo import METRICS, Demo, DemoSettings, format_summary
+from scripts.demo import METRICS, Demo, DemoSettings, format_summary
 
 
 @pytest.mark.slow

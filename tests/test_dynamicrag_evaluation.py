@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from retrieval_policies.dataset_io import write_dataset_folder
+from retrieval_policies.common.dataset_io import write_dataset_folder
 from retrieval_policies.dynamicrag.data import clean_rows
 from retrieval_policies.dynamicrag.evaluation import evaluate_dynamicrag, format_scores, load_eval_rows
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection

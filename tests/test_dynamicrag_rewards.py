@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from retrieval_policies.dynamicrag.judges import parse_judge_score
 from retrieval_policies.dynamicrag.rewards import (
     AnswerRewarder,
     BertScorer,
@@ -14,7 +15,6 @@ from retrieval_policies.dynamicrag.rewards import (
     combine,
     exact_match,
     length_term,
-    parse_judge_score,
     reward_file,
     rouge_l,
 )
@@ -176,7 +176,7 @@ def test_bertscore_with_a_local_encoder():
 
 def _tiny_judge(folder):
     """A tiny random Llama over SmolLM2's tokenizer saved as a judge folder; returns the tokenizer."""
-    from conftest import tiny_llama
+    from testing_utils import tiny_llama
     from transformers import AutoTokenizer
 
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -190,7 +190,7 @@ def _tiny_judge(folder):
 def test_a_local_causal_lm_judges_in_batches(tmp_path):
     """The judge is any local causal LM (a tiny random one here): one reply per (question, gold, answer), greedy, and
     every reply is either parsed or counted as unparseable."""
-    from retrieval_policies.dynamicrag.rewards import AnswerJudge
+    from retrieval_policies.dynamicrag.judges import AnswerJudge
 
     _tiny_judge(tmp_path / "judge")
     judge = AnswerJudge(str(tmp_path / "judge"), max_new_tokens=4, batch_size=2)
@@ -210,7 +210,7 @@ def test_reward_models_and_labellers_take_their_own_placement(tmp_path):
     from transformers import AutoTokenizer
 
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-    from retrieval_policies.dynamicrag.rewards import AnswerJudge
+    from retrieval_policies.dynamicrag.judges import AnswerJudge
     from retrieval_policies.retrieval.labels import LLMJudge
 
     scorer = BertScorer("sentence-transformers/all-MiniLM-L6-v2", device_map="cpu", dtype="bfloat16")
@@ -218,7 +218,7 @@ def test_reward_models_and_labellers_take_their_own_placement(tmp_path):
     assert scorer.f1(["the capital of France is Paris"], ["the capital of France is Paris"])[0] == pytest.approx(
         1.0, abs=1e-2
     )
-    from conftest import tiny_llama
+    from testing_utils import tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
     tiny_llama(tokenizer).save_pretrained(tmp_path / "judge")
@@ -264,8 +264,7 @@ def test_the_judge_on_vllm_gets_the_configured_options(tmp_path, monkeypatch, re
     tests/test_vllm_engine.py runs the judge on the real engine)."""
     import sys
 
-    from retrieval_policies.dynamicrag.rewards import AnswerJudge
-    from retrieval_policies.dynamicrag.vllm_backend import VLLMAnswerJudge
+    from retrieval_policies.dynamicrag.judges import AnswerJudge, VLLMAnswerJudge
 
     tokenizer = _tiny_judge(tmp_path / "judge")
     triples = [("q1", "Paris", "Paris"), ("q2", "Rome", "It is Rome")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_llama
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -85,7 +85,7 @@ def test_sample_recipe_script(tmp_path):
     import sys
     from pathlib import Path
 
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
 
     model, _ = _model()
     model.save_pretrained(tmp_path / "sft")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import load_recipe, tiny_llama
+from testing_utils import load_recipe, tiny_llama
 from transformers import AutoTokenizer
 from trl import TrlParser
 from trl.trainer import utils as trl_utils

@@ -9,8 +9,8 @@ import sys
 import mteb
 import numpy as np
 import pytest
-from conftest import tiny_llama
 from scipy.stats import spearmanr
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -82,7 +82,7 @@ CARD = {"pretty_name": "t", "card_body": "t", "license": "other"}
 
 
 def test_triplet_validation_task_retrieves_each_query_s_positive_among_the_split(tmp_path):
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
     from retrieval_policies.evaluation.local_tasks import TripletValidationRetrieval
     from retrieval_policies.evaluation.run import resolve_tasks
 
@@ -250,7 +250,7 @@ def test_sentence_transformer_baseline_on_wordnet(tmp_path, wordnet_installed):
 
 
 def test_model_meta_loads_the_model_with_its_settings(tmp_path):
-    from conftest import tiny_llama
+    from testing_utils import tiny_llama
     from transformers import AutoTokenizer
 
     from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model

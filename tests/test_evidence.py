@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from retrieval_policies import evidence
-from retrieval_policies.demo import format_evidence
+from scripts import evidence
+from scripts.demo import format_evidence
 
 
 def _grace() -> dict:
@@ -84,7 +84,7 @@ def test_readme_tables_are_rendered_from_the_json(tmp_path):
 
 
 def test_the_committed_evidence_matches_the_readme():
-    """recipes/README.md shows what recipes/evidence/*.json holds (re-render with retrieval_policies.evidence.render)."""
+    """recipes/README.md shows what recipes/evidence/*.json holds (re-render with scripts/evidence.py)."""
     for method in evidence.METHODS:
         data = evidence.load(method)
         if data is not None:
@@ -124,7 +124,7 @@ def test_the_commit_is_the_one_each_stage_ran_at_not_the_one_checked_out_at_the_
 
 
 def test_the_demo_summary_labels_its_one_learning_check_and_the_evidence(tmp_path):
-    from retrieval_policies.demo import format_summary
+    from scripts.demo import format_summary
 
     evidence.write("grace", _grace(), tmp_path)
     scores = [

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import smollm2_folder, torchrun_two
+from testing_utils import smollm2_folder, torchrun_two
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
 
-from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.corpora import WordNet
 from retrieval_policies.evaluation.local_tasks import heldout_ids, heldout_texts, normalize_text
 from retrieval_policies.grace.data import (
@@ -24,11 +22,6 @@ from retrieval_policies.grace.data import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
 
 
 def test_wordnet_triplets_pair_an_example_with_its_sense_and_another_sense():

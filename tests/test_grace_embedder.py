@@ -30,11 +30,6 @@ LLAMA3_STYLE_TEMPLATE = (
 )
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-
-
 def tiny_model(arch: str, vocab: int):
     torch.manual_seed(0)
     common = dict(

@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import transformers
-from conftest import kill_after_shards
+from testing_utils import kill_after_shards
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.grace.corpus import load_encoded
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+from retrieval_policies.retrieval.encoded import load_encoded
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "retrieval_policies.cli", "--quiet"]
@@ -226,8 +226,8 @@ def test_two_processes_under_accelerate_launch(model_folder, corpus_file, prompt
 
 
 def test_dense_retriever_and_faiss_load_the_output(corpus_file, prompt_only):
-    from retrieval_policies.grace.corpus import faiss_index
     from retrieval_policies.retrieval.dense import DenseRetriever
+    from retrieval_policies.retrieval.encoded import faiss_index
 
     path, rows = corpus_file
     out = prompt_only

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import tiny_llama
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.dataset_io import write_dataset_folder
+from retrieval_policies.common.dataset_io import write_dataset_folder
 from retrieval_policies.grace.grpo import GraceContrastiveReward, GraceGRPOTrainer, to_grpo_rows
 from retrieval_policies.grace.training import load_grace_policy
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
@@ -241,7 +241,7 @@ def test_grpo_recipe_saves_grace_repos_and_resumes(tiny_folder, tmp_path):
     )
     assert first.returncode == 0, first.stderr[-6000:]
     assert "grace/positive_similarity" in first.stdout + first.stderr  # the reward's terms are logged
-    from retrieval_policies.tracking import PROJECT, logged_runs
+    from retrieval_policies.common.tracking import PROJECT, logged_runs
 
     assert logged_runs(trackio_dir, PROJECT) == ["smollm2-135m-instruct-grace-supervised"]  # the config's trackio run
     metrics = subprocess.run(
@@ -572,7 +572,7 @@ def _generation_batch():
 
 
 def test_length_sorted_micro_batches_group_rows_of_similar_length_and_cut_each_to_its_longest():
-    from retrieval_policies.training import length_sorted_micro_batches
+    from retrieval_policies.common.training import length_sorted_micro_batches
 
     batch = _generation_batch()
     parts = length_sorted_micro_batches(batch, 3)
@@ -596,7 +596,7 @@ def test_length_sorted_micro_batches_group_rows_of_similar_length_and_cut_each_t
 
 
 def test_length_sorted_micro_batches_refuse_what_they_cannot_split_or_trim():
-    from retrieval_policies.training import length_sorted_micro_batches
+    from retrieval_policies.common.training import length_sorted_micro_batches
 
     with pytest.raises(ValueError, match="6 rows does not split into 4"):
         length_sorted_micro_batches(_generation_batch(), 4)

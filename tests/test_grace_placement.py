@@ -30,11 +30,6 @@ DATED_TEMPLATE = (  # the date logic of Llama 3.x templates: today's date unless
 )
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-
-
 def tiny(tokenizer, arch="llama", **extra):
     torch.manual_seed(0)
     common = dict(

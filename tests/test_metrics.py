@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import evaluate
 import pytest
+from testing_utils import PACKAGED_METRICS
 
-METRICS = Path(__file__).resolve().parents[1] / "metrics"
+METRICS = PACKAGED_METRICS
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from itertools import islice
 import numpy as np
 import pytest
 
+from retrieval_policies.common.local_paths import portable, portable_name, record_push
+from retrieval_policies.common.passages import as_passage, as_passages
 from retrieval_policies.corpora import WordNet, iter_lee_background, iter_wikipedia_articles, iter_wikipedia_passages
-from retrieval_policies.local_paths import portable, portable_name, record_push
-from retrieval_policies.passages import as_passage, as_passages
 from retrieval_policies.retrieval import BM25Retriever, DenseRetriever, attach_ctxs
 
 
@@ -114,7 +114,7 @@ def test_local_paths_become_repo_ids_or_folder_names(tmp_path):
 def test_cards_and_training_settings_carry_no_local_paths(tmp_path):
     """A model folder whose training_settings.json names local folders (as an older export wrote it): neither the
     rendered card nor a training_settings.json written by export carries any of this machine's paths."""
-    from retrieval_policies.cards import _settings
+    from retrieval_policies.publishing.cards import _settings
 
     data = tmp_path / "work" / "grace-data"
     data.mkdir(parents=True)

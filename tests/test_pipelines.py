@@ -9,10 +9,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import tiny_llama
-from transformers import AutoTokenizer
+from testing_utils import tiny_llama
 
-from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
@@ -21,11 +19,6 @@ PASSAGES = [
     "Paris is the capital of France.",
 ]
 NO_PROJECT = "import sys; sys.modules['retrieval_policies'] = None\n"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
 
 
 def _run(code: str, *args) -> dict:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from conftest import tiny_llama
+from testing_utils import PACKAGED_METRICS, PACKAGED_SPACES, tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
-from retrieval_policies.publish import check_folder, files_to_upload, with_retries
+from retrieval_policies.publishing.push import check_folder, files_to_upload, with_retries
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = "---\nlicense: apache-2.0\npipeline_tag: feature-extraction\nlibrary_name: transformers\n---\n\n# tiny GRACE\n"
@@ -48,8 +48,8 @@ def test_a_complete_model_folder_passes_and_each_missing_part_is_named(grace_fol
 
 
 def test_dataset_and_metric_folders(tmp_path):
-    assert check_folder("metric", ROOT / "metrics" / "rag_answer") == []
-    metric = shutil.copytree(ROOT / "metrics" / "retrieval", tmp_path / "retrieval")
+    assert check_folder("metric", PACKAGED_METRICS / "rag_answer") == []
+    metric = shutil.copytree(PACKAGED_METRICS / "retrieval", tmp_path / "retrieval")
     (metric / "app.py").unlink()
     assert check_folder("metric", metric) == ["app_file app.py (named in the card) is missing"]
     data = tmp_path / "data"
@@ -144,7 +144,7 @@ def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grac
         """
         import json
         from huggingface_hub import HfApi
-        from retrieval_policies.publish import verify_repo
+        from retrieval_policies.publishing.push import verify_repo
         HfApi().delete_file("modeling_grace.py", "demo/tiny-grace", revision="v1")
         try:
             verify_repo("model", "demo/tiny-grace", revision="v1")
@@ -158,7 +158,7 @@ def test_push_verifies_from_the_hub_and_catches_a_removed_code_file(client, grac
 
 @pytest.mark.slow
 def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
 
     data = write_dataset_folder(
         tmp_path / "data",
@@ -170,8 +170,8 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
     out = client(PUSH, "dataset", str(data), "demo/pairs").stdout
     assert '{"splits": {"train": 2}, "card_snippets_run": 0}' in out
     metrics = tmp_path / "metrics"  # a copy: a push records its repo id in the folder it pushed (.hub.json)
-    shutil.copytree(ROOT / "metrics" / "rag_answer", metrics / "rag_answer")
-    shutil.copy(ROOT / "metrics" / "metric_widget.py", metrics / "metric_widget.py")
+    shutil.copytree(PACKAGED_METRICS / "rag_answer", metrics / "rag_answer")
+    shutil.copy(PACKAGED_METRICS / "metric_widget.py", metrics / "metric_widget.py")
     out = client(PUSH, "metric", str(metrics / "rag_answer"), "demo/rag_answer").stdout
     assert '"name": "rag_answer"' in out
     assert json.loads((metrics / "rag_answer" / ".hub.json").read_text())["repo_id"] == "demo/rag_answer"
@@ -185,8 +185,8 @@ def test_push_dataset_and_metric_and_load_them_back(client, tmp_path):
 @pytest.mark.slow
 def test_push_a_demo_space_names_its_model_and_runs_its_example_from_the_hub(client, grace_folder, tmp_path):
     assert "pushed " in client(PUSH, "model", str(grace_folder), "demo/tiny-grace", "--no-verify").stdout
-    space = shutil.copytree(ROOT / "spaces" / "grace", tmp_path / "spaces" / "grace")
-    shutil.copy(ROOT / "spaces" / "space_model.py", tmp_path / "spaces" / "space_model.py")
+    space = shutil.copytree(PACKAGED_SPACES / "grace", tmp_path / "spaces" / "grace")
+    shutil.copy(PACKAGED_SPACES / "space_model.py", tmp_path / "spaces" / "space_model.py")
     refused = client(PUSH, "space", str(space), "demo/grace-space", check=False)
     assert refused.returncode == 2 and "--model" in refused.stderr  # argparse: the model repo is required
     out = client(PUSH, "space", str(space), "demo/grace-space", "--model", "demo/tiny-grace").stdout

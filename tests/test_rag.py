@@ -116,7 +116,7 @@ def test_bad_arguments_are_clear(corpus):
 def test_rag_ask_command(tmp_path):
     """The command end to end with BM25, top-k and a tiny random generator (the pipeline's behaviour with SmolLM2
     is the tests above)."""
-    from conftest import tiny_llama
+    from testing_utils import tiny_llama
     from transformers import AutoTokenizer
 
     from retrieval_policies.assets import resolve_model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
-from conftest import load_recipe
+from testing_utils import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 
@@ -109,7 +109,7 @@ def test_grace_paper_configs_batch_and_vllm_settings(path):
 def test_a_recipe_refuses_another_process_count():
     from types import SimpleNamespace
 
-    from retrieval_policies.training import check_process_count
+    from retrieval_policies.common.training import check_process_count
 
     args = SimpleNamespace(per_device_train_batch_size=32, gradient_accumulation_steps=1)
     check_process_count(None, args)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_llama
 from rerankers import Document
 from rerankers.models.ranker import BaseRanker
 from rerankers.results import RankedResults
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model

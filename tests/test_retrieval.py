@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 from itertools import islice
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from transformers import AutoTokenizer
+from testing_utils import PACKAGED_METRICS
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.corpora import iter_wikipedia_passages
@@ -63,7 +62,7 @@ def test_has_answer():
 
 
 def test_normalization_matches_the_metric_module():
-    path = Path(__file__).resolve().parents[1] / "metrics" / "rag_answer" / "rag_answer.py"
+    path = PACKAGED_METRICS / "rag_answer" / "rag_answer.py"
     spec = importlib.util.spec_from_file_location("rag_answer_module", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -108,11 +107,6 @@ def test_bm25(corpus):
     retriever = BM25Retriever(corpus)
     hits = retriever.search(["Yellowhammer State nickname"], top_n=3)[0]
     assert corpus[hits[0][0]]["title"] == "Alabama" and hits[0][1] >= hits[1][1]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
 
 
 def test_llm_judge_mechanics(tokenizer):

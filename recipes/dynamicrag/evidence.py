@@ -75,7 +75,8 @@ def k_distribution(report: dict) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from retrieval_policies import evidence
+    sys.path.insert(0, str(ROOT))  # the checkout's scripts/: the runner and the JSON it writes
+    from scripts import evidence
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="outputs/evidence/dynamicrag")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "after DPO, EM >= the best fixed top-k of the same generator": after["em"] >= after["best_topk_em"],
         "after DPO, recall above the retriever's at the same k": after["recall"] > after["retriever_recall_same_k"],
     }
-    from retrieval_policies.dataset_io import load_split
+    from retrieval_policies.common.dataset_io import load_split
     from retrieval_policies.dynamicrag.data import first_stage_rates
 
     first_stage = first_stage_rates(

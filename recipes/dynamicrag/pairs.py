@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from trl import TrlParser
 
-from retrieval_policies.dataset_io import format_counts, write_dataset_folder
+from retrieval_policies.common.dataset_io import format_counts, write_dataset_folder
 from retrieval_policies.dynamicrag.pairs import preference_pairs
 
 CARD = """# DynamicRAG preference pairs

@@ -54,7 +54,7 @@ ARGUMENTS = (SamplingArguments,)  # what TrlParser reads the YAML config into
 
 
 def main(args: SamplingArguments) -> None:
-    from retrieval_policies.dataset_io import load_split
+    from retrieval_policies.common.dataset_io import load_split
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows, dropped = clean_rows(list(load_split(args.dataset_name, args.dataset_config, args.dataset_split)))

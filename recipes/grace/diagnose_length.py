@@ -35,7 +35,7 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 def main() -> None:
     from retrieval_policies.assets import resolve_model
-    from retrieval_policies.dataset_io import load_split
+    from retrieval_policies.common.dataset_io import load_split
     from retrieval_policies.models.grace import GraceEmbedder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -39,8 +39,9 @@ def training_log(run: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
-    from retrieval_policies import evidence
-    from retrieval_policies.cards import mteb_results
+    sys.path.insert(0, str(ROOT))  # the checkout's scripts/: the runner and the JSON it writes
+    from retrieval_policies.publishing.cards import mteb_results
+    from scripts import evidence
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="outputs/evidence/grace")

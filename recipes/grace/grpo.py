@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config
 
+from retrieval_policies.common.dataset_io import load_split
+from retrieval_policies.common.training import check_process_count, checkpoint_to_resume, torch_dtype
 from retrieval_policies.grace.grpo import (
     GraceContrastiveReward,
     GraceGRPOTrainer,
@@ -25,7 +27,6 @@ from retrieval_policies.grace.grpo import (
 )
 from retrieval_policies.grace.rewards import RewardWeights
 from retrieval_policies.grace.training import export_grace_repo, grace_repo_callback, load_grace_policy
-from retrieval_policies.training import check_process_count, checkpoint_to_resume, load_split, torch_dtype
 
 
 @dataclass

@@ -262,6 +262,8 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
         show_progress_bar=not args.quiet,
         eval_set=args.config,
         seed=args.seed,
+        answer_metric=args.answer_metric,
+        selection_metric=args.selection_metric,
     )
     print(f"{len(rows)} questions from {args.data} ({args.config or 'default'}/{args.split})")
     print(format_scores(report["scores"]))
@@ -373,12 +375,6 @@ def _add_rag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where corpus indexes are kept and reused")
     parser.add_argument("--no-rationale", action="store_true", help="GRACE embeds prompts alone (fast; no rationale)")
     _add_placement_arguments(parser)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(args.output_dir, model=args.model, force=True if args.force else None)
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -559,6 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
     dr_eval.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="who generates (rerank and answer)")
     dr_eval.add_argument(
+        "--answer-metric",
+        default="rag_answer",
+        help="the packaged rag_answer, or a metric folder / Hub id overriding it",
+    )
+    dr_eval.add_argument(
+        "--selection-metric",
+        default="rerank_selection",
+        help="the packaged rerank_selection, or a metric folder / Hub id overriding it",
+    )
+    dr_eval.add_argument(
         "--vllm-kwargs", help="vllm.LLM options as JSON, with --backend vllm (e.g. '{\"enforce_eager\": true}')"
     )
     dr_eval.add_argument(
@@ -603,28 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push_kinds = push.add_subparsers(dest="action", required=True)
     for kind in ("model", "dataset", "metric", "space"):
-        from .publish import add_push_arguments
+        from .publishing.push import add_push_arguments
 
         sub = push_kinds.add_parser(
             kind,
             help=f"publish a {kind} folder"
             if kind != "space"
-            else "publish a model's demo Space (spaces/grace or spaces/dynamicrag) with --model REPO",
+            else "publish a model's demo Space (grace or dynamicrag, shipped in the package) with --model REPO",
         )
         add_push_arguments(sub, space=kind == "space")
         sub.set_defaults(
-            func=lambda args, kind=kind: __import__("retrieval_policies.publish", fromlist=["run_push"]).run_push(
-                kind, args
-            )
+            func=lambda args, kind=kind: __import__(
+                "retrieval_policies.publishing.push", fromlist=["run_push"]
+            ).run_push(kind, args)
         )
 
-    demo = commands.add_parser("demo", help="the main job end to end, offline, on the embedded default model")
-    demo.add_argument("--output-dir", default="outputs/demo", help="where everything the demo writes goes")
-    demo.add_argument("--model", default=DEFAULT_BASE_MODEL, help="base model name or folder")
-    demo.add_argument(
-        "--force", action="store_true", help="rebuild every stage (also FORCE=1); by default finished stages are reused"
-    )
-    demo.set_defaults(func=_demo)
     return parser
 
 

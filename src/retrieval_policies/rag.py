@@ -45,7 +45,7 @@ class RagAnswer:
 def load_corpus(corpus, *, config: str | None = None, split: str = "train") -> list[dict] | Path:
     """Passages (``passages.as_passages``) of records in memory, ``"wikipedia"`` (the packaged passages), a dataset
     folder, file or Hub id; or the folder of a ``grace encode`` output, returned as its path (searched as it is)."""
-    from .passages import as_passages
+    from .common.passages import as_passages
 
     if not isinstance(corpus, (str, os.PathLike)):
         return as_passages(corpus)
@@ -63,7 +63,7 @@ def load_corpus(corpus, *, config: str | None = None, split: str = "train") -> l
             f"corpus {name!r}: no such file or folder (give records, 'wikipedia', a dataset folder, "
             "file or Hub id, or a `grace encode` output folder)"
         )
-    from .dataset_io import load_split
+    from .common.dataset_io import load_split
 
     return as_passages(load_split(name, config, split))
 
@@ -91,7 +91,7 @@ def build_retriever(
         encoder = None if spec in (None, "grace") else _load_encoder(spec, device_map=device_map, dtype=dtype)
         return DenseRetriever.from_encoded(encoded, encoder, batch_size=batch_size)
     if encoded is not None:
-        from .grace.corpus import load_encoded
+        from .retrieval.encoded import load_encoded
 
         corpus = load_encoded(encoded)[0]
     if spec == "bm25":
@@ -294,11 +294,11 @@ def evaluate_pipelines(
     ({question, answers}). The corpus is loaded once and each retriever, reranker and generator built once."""
     from tqdm.auto import tqdm
 
-    from .dynamicrag.evaluation import _metric
+    from .metrics import load_metric
     from .retrieval import has_answer
 
     loaded = load_corpus(corpus)
-    answer_metric = _metric("rag_answer")
+    answer_metric = load_metric("rag_answer")
     place = {"device_map": device_map, "dtype": dtype}
     retrievers, rerankers, table = {}, {}, []
     shared_generator = _load_generator(generator, **place) if generator is not None else None

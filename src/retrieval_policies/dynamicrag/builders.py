@@ -18,7 +18,7 @@ EVAL_SETS = ("nq", "triviaqa", "hotpotqa", "2wikimqa", "fever", "eli5", "asqa")
 
 
 def _hub_rows(repo: str, name: str | None, split: str, max_rows: int | None) -> list[dict]:
-    from ..dataset_io import load_split
+    from ..common.dataset_io import load_split
 
     dataset = load_split(repo, name, split)
     return list(dataset.select(range(min(max_rows, len(dataset))))) if max_rows else list(dataset)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..metrics import load_metric
 from .data import SOURCE_TASKS, clean_rows, task_of
 
-METRICS_DIR = Path(__file__).resolve().parents[3] / "metrics"
 # Per evaluation set (method spec §5): the rag_answer config that scores it; the short-answer sets (NQ, TriviaQA,
 # HotpotQA, 2WikiMQA, the offline cloze) use the defaults (EM, F1, match, ROUGE-L). The generator's instruction is
 # each row's own (data.SOURCE_TASKS).
@@ -26,21 +26,10 @@ def references_for(row: dict, eval_set: str | None) -> list:
     return [[str(a) for a in (p.get("short_answers") or [] if isinstance(p, dict) else p)] for p in pairs]
 
 
-def _metric(name: str, config: str | None = None):
-    import evaluate
-
-    path = METRICS_DIR / name
-    if not (path / f"{name}.py").is_file():
-        raise FileNotFoundError(
-            f"metric module {path} not found: run from a checkout of retrieval-policies (pip install -e .)"
-        )
-    return evaluate.load(str(path), config) if config else evaluate.load(str(path))
-
-
 def load_eval_rows(
     data: str, *, config: str | None = None, split: str = "test", max_questions: int | None = None
 ) -> list[dict]:
-    from ..dataset_io import load_split
+    from ..common.dataset_io import load_split
 
     dataset = load_split(data, config, split)
     rows, dropped = clean_rows(list(dataset), source=config if config in SOURCE_TASKS else None)
@@ -60,6 +49,8 @@ def evaluate_dynamicrag(
     show_progress_bar: bool = True,
     eval_set: str | None = None,
     seed: int | None = None,
+    answer_metric: str = "rag_answer",
+    selection_metric: str = "rerank_selection",
 ) -> dict:
     """Scores per system ("dynamicrag", "same-k", "top-1", ..., "all") and the per-question predictions.
 
@@ -70,7 +61,8 @@ def evaluate_dynamicrag(
     accuracy, ASQA str-EM, EM/F1/match/ROUGE-L otherwise). ``out_of_range_questions`` counts the questions whose
     reranker output held an id above the passages shown: the published evaluation dropped them from its average, the
     hardened parser keeps them (both numbers are then visible). ``seed`` makes a sampling reranker (the released
-    checkpoints' T = 0.4) reproducible: each batch samples with ``seed + its first row``."""
+    checkpoints' T = 0.4) reproducible: each batch samples with ``seed + its first row``. ``answer_metric`` and
+    ``selection_metric`` name the packaged metrics; a metric folder or Hub id with the same inputs overrides them."""
     from tqdm.auto import tqdm
 
     def row_task(row):  # a row from a named set carries its task; else the set's, if it is one
@@ -80,7 +72,8 @@ def evaluate_dynamicrag(
 
     tasks = [task or row_task(r) for r in rows]
     golds = [references_for(r, eval_set) for r in rows]  # before any generation: a bad row fails at once
-    answer_metric, selection_metric = _metric("rag_answer", SET_METRICS.get(eval_set)), _metric("rerank_selection")
+    answer_metric = load_metric(answer_metric, SET_METRICS.get(eval_set))
+    selection_metric = load_metric(selection_metric)
     n = model.dynamicrag_config.max_passages
     names = ["dynamicrag", "same-k", *[f"top-{k}" for k in top_ks], "all"]
     systems: dict[str, dict] = {name: {"answers": [], "selected": []} for name in names}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..common.training import RepoFilesCallback, export_policy, load_chat_lm
 from ..models.dynamicrag.configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
 from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, add_auto_map, write_repo_files
-from ..training import RepoFilesCallback, export_policy, load_chat_lm
 
 
 def load_policy(name_or_path: str, *, dtype=torch.float32):

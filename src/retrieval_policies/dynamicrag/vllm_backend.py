@@ -103,39 +103,3 @@ class VLLMDynamicRAG(DynamicRAGModel):
 
     def __repr__(self) -> str:
         return f"VLLMDynamicRAG(max_passages={self.dynamicrag_config.max_passages})"
-
-
-class VLLMAnswerJudge:
-    """The reward's judge on vLLM: ``replies(triples)`` like ``rewards.AnswerJudge`` (same messages, greedy)."""
-
-    def __init__(
-        self, name_or_path: str, *, max_new_tokens: int = 8, device_map: str | None = None, llm=None, **llm_kwargs
-    ):
-        """``device_map``: the judge's device (RewardSettings.judge_device_map, e.g. "cuda:1"); ``llm``: an existing
-        engine over the same weights to share."""
-        from transformers import AutoTokenizer
-
-        from ..assets import resolve_model
-
-        folder = str(resolve_model(name_or_path))
-        self.name, self.max_new_tokens = name_or_path, max_new_tokens
-        self.llm = llm if llm is not None else _llm(folder, _device(device_map), **llm_kwargs)
-        self.stop_token_ids = _stop_token_ids(folder, AutoTokenizer.from_pretrained(folder))
-
-    def replies(self, triples: list[tuple[str, str, str]]) -> list[str]:
-        from vllm import SamplingParams
-
-        from .rewards import AnswerJudge
-
-        if not triples:
-            return []
-        params = SamplingParams(
-            n=1,
-            temperature=0.0,
-            top_p=1.0,
-            max_tokens=self.max_new_tokens,
-            seed=None,
-            stop_token_ids=self.stop_token_ids,
-        )
-        outputs = self.llm.chat([AnswerJudge.messages(*t) for t in triples], params, use_tqdm=False)
-        return [output.outputs[0].text for output in outputs]

@@ -212,7 +212,7 @@ class TripletValidationRetrieval(AbsTaskRetrieval):
         self.data, self.split, self.config = str(data), split, config
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        from ..dataset_io import load_split
+        from ..common.dataset_io import load_split
 
         try:
             rows = load_split(self.data, self.config, self.split)

@@ -5,8 +5,8 @@ stream order; shard k is encoded by process ``k % num_processes`` (``accelerate 
 process its slice), written to a temporary file and renamed, so a shard file that exists is complete. A rerun with
 the same settings skips every finished shard (an interruption loses at most the shards in progress); other settings
 are refused rather than mixed into one output. At the end each process writes its part of the manifest and process 0
-merges them into ``manifest.json`` (model, revision, settings, shards, counts). ``load_encoded`` and
-``retrieval.DenseRetriever.from_encoded`` read the folder back, ``faiss_index`` indexes it.
+merges them into ``manifest.json`` (model, revision, settings, shards, counts). ``retrieval.encoded.load_encoded``
+and ``retrieval.DenseRetriever.from_encoded`` read the folder back, ``retrieval.encoded.faiss_index`` indexes it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..retrieval.encoded import FORMAT, MANIFEST
+
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 SETTINGS = "encode_settings.json"
-FORMAT = "retrieval-policies/grace-encoded-corpus@1"
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def stream_texts(
     from datasets import load_dataset
 
     if not isinstance(data, (str, os.PathLike)):
-        from ..passages import iter_passage_texts
+        from ..common.passages import iter_passage_texts
 
         yield from iter_passage_texts(data)
         return
@@ -229,8 +229,8 @@ def encode_corpus(
 
     label = str(data)
     if not isinstance(data, (str, os.PathLike)):  # records in memory: named by their content, so a rerun resumes
-        from ..passages import as_passages
-        from ..retrieval.dense import corpus_fingerprint
+        from ..common.passages import as_passages
+        from ..retrieval import corpus_fingerprint
 
         data = as_passages(data)
         label = f"in-memory corpus {corpus_fingerprint(data)} ({len(data)} passages)"
@@ -365,43 +365,3 @@ def _merge_manifest(folder: Path, settings: EncodeSettings, num_processes: int, 
     for i in range(num_processes):
         (folder / f".manifest.process-{i}.json").unlink(missing_ok=True)
     return manifest
-
-
-def load_encoded(folder: str | os.PathLike, *, with_rationales: bool = False) -> tuple[list[dict], np.ndarray, dict]:
-    """(passages ``{"id", "text"[, "rationale"]}``, float32 embeddings [n, dim], manifest) of a finished output."""
-    import pyarrow.parquet as pq
-
-    folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(
-            f"{folder} has no {MANIFEST}: not a finished `grace encode` output (rerun it to resume)"
-        )
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{folder}: unknown format {manifest.get('format')!r} (expected {FORMAT})")
-    passages, blocks = [], []
-    for shard in manifest["shards"]:
-        columns = ["id", "text", "embedding"] + (["rationale"] if with_rationales else [])
-        table = pq.read_table(folder / shard["file"], columns=columns)
-        flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        blocks.append(flat.reshape(len(table), manifest["embedding_dim"]).astype(np.float32, copy=False))
-        rows = table.select([c for c in columns if c != "embedding"]).to_pylist()
-        passages.extend(rows)
-    embeddings = np.concatenate(blocks) if blocks else np.zeros((0, manifest["embedding_dim"]), np.float32)
-    return passages, embeddings, manifest
-
-
-def faiss_index(embeddings: np.ndarray, *, hnsw_above: int = 1_000_000):
-    """A FAISS inner-product index over the vectors (exact below ``hnsw_above`` rows, HNSW above); needs faiss-cpu."""
-    try:
-        import faiss
-    except ImportError as err:
-        raise ImportError("a FAISS index needs faiss: pip install faiss-cpu (or faiss-gpu)") from err
-    dim = embeddings.shape[1]
-    index = (
-        faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        if len(embeddings) > hnsw_above
-        else faiss.IndexFlatIP(dim)
-    )
-    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-    return index

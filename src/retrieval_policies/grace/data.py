@@ -146,7 +146,7 @@ def hub_rows(
     max_rows: int | None = None,
 ) -> Iterator[dict]:
     """Rows of a Hub dataset with its columns renamed to GRACE roles (``columns``: role -> column)."""
-    from ..dataset_io import load_split
+    from ..common.dataset_io import load_split
 
     data = load_split(dataset, config, split)
     missing = sorted(c for c in columns.values() if c not in data.column_names)

@@ -22,9 +22,9 @@ import time
 import torch
 from trl import GRPOTrainer
 
+from ..common.training import length_sorted_micro_batches
 from ..models.grace.configuration_grace import GraceConfig
 from ..models.grace.modeling_grace import GraceEmbedder, text_seed
-from ..training import length_sorted_micro_batches
 from .rewards import RewardWeights, global_rewards
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
+from ..common.training import RepoFilesCallback, export_policy, load_chat_lm
 from ..models.grace.configuration_grace import GRACE_CONFIG_NAME, GraceConfig
 from ..models.grace.modeling_grace import GraceEmbedder, add_auto_map, write_repo_files
-from ..training import RepoFilesCallback, export_policy, load_chat_lm
 
 
 def load_grace_policy(name_or_path: str, *, dtype=torch.float32, attn_implementation: str | None = None):

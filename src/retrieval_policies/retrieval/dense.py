@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..passages import as_passages
+from ..common.passages import as_passages
 from .labels import has_answer
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def passage_text(passage: dict) -> str:
 
 def _faiss_or_none(embeddings: np.ndarray):
     try:
-        from ..grace.corpus import faiss_index
+        from .encoded import faiss_index
 
         return faiss_index(embeddings, hnsw_above=0)
     except ImportError:
@@ -71,7 +71,7 @@ def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> C
 
 class DenseRetriever:
     """Inner-product search with a sentence-transformers model or a GRACE embedder; ``corpus``: passages in any form
-    :func:`~retrieval_policies.passages.as_passages` accepts (strings, dicts, the corpus readers' records)."""
+    :func:`~retrieval_policies.common.passages.as_passages` accepts (strings, dicts, the corpus readers' records)."""
 
     def __init__(
         self,
@@ -107,7 +107,7 @@ class DenseRetriever:
         """Search the output of ``retrieval-policies grace encode`` without re-embedding the corpus. The queries are
         embedded by ``encoder`` (default: the manifest's model, with its settings; ``encoder_options`` are
         ``GraceEmbedder.from_pretrained``'s placement arguments)."""
-        from ..grace.corpus import load_encoded
+        from .encoded import load_encoded
 
         passages, embeddings, manifest = load_encoded(folder)
         settings = manifest["settings"]

@@ -54,7 +54,7 @@ class LLMJudge:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ..assets import resolve_model
-        from ..placement import load_placed
+        from ..common.placement import load_placed
 
         folder = resolve_model(name_or_path)
         model = load_placed(AutoModelForCausalLM, folder, device_map=device_map, dtype=dtype)
@@ -111,7 +111,7 @@ class MonoT5Judge:
         """Placed like every model of the project: a GPU in bf16 when there is one, else the CPU in fp32."""
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from ..placement import load_placed
+        from ..common.placement import load_placed
 
         model = load_placed(AutoModelForSeq2SeqLM, name, device_map=device_map, dtype=dtype)
         return cls(model, AutoTokenizer.from_pretrained(name), **kwargs)

@@ -1,0 +1,253 @@
+"""Evidence that training makes a model better: the JSON files under ``recipes/evidence/`` written by the
+``make evidence-*`` runs, their schema, and the tables recipes/README.md and the demo show from them.
+
+A file holds ``before`` and ``after`` (metric name → value), ``criteria_met`` (bool), ``criteria`` (name → bool, what
+was checked), ``seeds``, ``command`` (what reproduces it), ``commit`` (the code it ran: the commit its stages ran at,
+with ``stage_commits`` when they differ and ``clean_tree`` false when a stage ran on uncommitted changes),
+``wall_seconds``, and free
+``notes`` / ``runs`` (every run tried, kept so that a criterion not met shows its diagnosis).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EVIDENCE_DIR = PROJECT_ROOT / "recipes" / "evidence"
+METHODS = ("grace", "dynamicrag")
+REQUIRED = {
+    "before": dict,
+    "after": dict,
+    "criteria_met": bool,
+    "seeds": list,
+    "command": str,
+    "commit": str,
+    "wall_seconds": (int, float),
+}
+DYNAMICRAG_KEYS = ("em", "recall", "mean_k", "malformed", "best_topk_em", "retriever_recall_same_k")
+
+
+def validate(data: dict, *, method: str, source: str = "evidence") -> dict:
+    """The file's content when it follows the schema; else a ValueError naming the file and the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: not a JSON object")
+    for key, kind in REQUIRED.items():
+        if key not in data:
+            raise ValueError(f"{source}: missing field {key!r}")
+        if not isinstance(data[key], kind) or (kind is not bool and isinstance(data[key], bool)):
+            raise ValueError(
+                f"{source}: field {key!r} must be {getattr(kind, '__name__', kind)}, got {type(data[key]).__name__}"
+            )
+    for side in ("before", "after"):
+        for name, value in data[side].items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{source}: {side}[{name!r}] must be a number, got {value!r}")
+    if method == "dynamicrag":
+        missing = [k for k in DYNAMICRAG_KEYS if k not in data["after"]]
+        if missing:
+            raise ValueError(f"{source}: after lacks {missing} (DynamicRAG evidence reports {list(DYNAMICRAG_KEYS)})")
+    return data
+
+
+def current_commit(root: Path | None = None) -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root or PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def tree_is_clean(root: Path | None = None) -> bool:
+    """No uncommitted change to a tracked file (untracked outputs do not count)."""
+    try:
+        return not subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root or PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+def write(method: str, data: dict, folder: Path = EVIDENCE_DIR) -> Path:
+    """Validate, then write ``<folder>/<method>.json`` (atomically: a failed run never leaves half a file)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: expected one of {list(METHODS)}")
+    path = Path(folder) / f"{method}.json"
+    validate(data, method=method, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load(method: str, folder: Path = EVIDENCE_DIR) -> dict | None:
+    """The committed evidence of a method, or None when no run has been committed."""
+    path = Path(folder) / f"{method}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from err
+    return validate(data, method=method, source=str(path))
+
+
+def table(data: dict) -> str:
+    """Markdown: one row per metric, before and after, then whether the criteria were met."""
+    names = list(dict.fromkeys([*data["before"], *data["after"]]))
+    lines = ["| metric | before | after |", "|---|---|---|"]
+    for name in names:
+        before, after = data["before"].get(name), data["after"].get(name)
+        lines.append(
+            f"| {name} | {'' if before is None else f'{before:.4f}'} | {'' if after is None else f'{after:.4f}'} |"
+        )
+    checked = ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in data.get("criteria", {}).items())
+    lines.append("")
+    lines.append(
+        f"Criteria {'met' if data['criteria_met'] else 'not met'}{f' ({checked})' if checked else ''}; seeds "
+        f"{data['seeds']}; {data['wall_seconds'] / 60:.0f} min at commit `{data['commit'][:12]}`; reproduce: "
+        f"`{data['command']}`."
+    )
+    return "\n".join(lines)
+
+
+README = PROJECT_ROOT / "recipes" / "README.md"
+
+
+def _markers(method: str) -> tuple[str, str]:
+    return (
+        f"<!-- evidence:{method} (rendered from recipes/evidence/{method}.json by scripts/evidence.py) -->",
+        f"<!-- /evidence:{method} -->",
+    )
+
+
+def rendered_block(readme: Path, method: str) -> str | None:
+    """The text between a method's markers in ``readme`` (None without markers)."""
+    start, end = _markers(method)
+    text = Path(readme).read_text()
+    if start not in text or end not in text:
+        return None
+    return text[text.index(start) + len(start) : text.index(end)].strip("\n")
+
+
+def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
+    """Rewrite each method's table between its markers in ``readme`` from its committed JSON (the methods done)."""
+    readme = Path(readme)
+    text, done = readme.read_text(), []
+    for method in METHODS:
+        data = load(method, folder)
+        start, end = _markers(method)
+        if data is None or start not in text or end not in text:
+            continue
+        text = text[: text.index(start) + len(start)] + "\n" + table(data) + "\n" + text[text.index(end) :]
+        done.append(method)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(readme)
+    return done
+
+
+def finish(
+    method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DIR, readme: Path | None = README
+) -> Path:
+    """The end of an evidence run: add the commit the stages ran at and their seconds, write the JSON, re-render
+    ``readme``'s table from it (when the run writes the committed folder), print the table."""
+    known = {name: c for name, c in stages.commits.items() if c}
+    distinct = sorted({c["commit"] for c in known.values()})
+    commit = distinct[0] if len(distinct) == 1 else current_commit(stages.cwd)
+    report = {
+        **report,
+        "commit": commit,
+        "clean_tree": all(c["clean"] for c in known.values()),
+        "wall_seconds": stages.total(),
+        "stage_seconds": stages.seconds,
+    }
+    if len(distinct) > 1 or len(known) < len(stages.commits):
+        report["stage_commits"] = stages.commits  # stages of a resumed run ran at different (or unrecorded) commits
+    path = write(method, report, folder)
+    if readme is not None and Path(folder).resolve() == EVIDENCE_DIR.resolve():
+        render(readme, folder)
+    print(table(report))
+    print(f"wrote {path}")
+    return path
+
+
+def summary_rows(folder: Path = EVIDENCE_DIR) -> list[dict]:
+    """For the demo: the latest committed evidence of each method (or a line saying there is none yet)."""
+    rows = []
+    for method in METHODS:
+        data = load(method, folder)
+        if data is None:
+            rows.append(
+                {"method": method, "status": "no evidence run committed yet", "command": f"make evidence-{method}"}
+            )
+            continue
+        rows.append(
+            {
+                "method": method,
+                "status": "criteria met" if data["criteria_met"] else "criteria not met",
+                "before": data["before"],
+                "after": data["after"],
+                "command": data["command"],
+                "commit": data["commit"][:12],
+                "file": f"recipes/evidence/{method}.json",
+            }
+        )
+    return rows
+
+
+class Stages:
+    """The stages of an evidence run as logged subprocesses, each skipped when its marker exists (so an interrupted
+    run resumes); the seconds and the commit of every stage, earlier runs' included, are kept in
+    ``logs/stage_seconds.json`` and ``logs/stage_commits.json``, so the evidence names the code that ran, not the
+    code checked out when the run ends."""
+
+    def __init__(self, logs: Path, *, cwd: Path | None = None):
+        self.logs, self.cwd = Path(logs), cwd or PROJECT_ROOT
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.record = self.logs / "stage_seconds.json"
+        self.previous = json.loads(self.record.read_text()) if self.record.is_file() else {}
+        self.seconds: dict[str, float] = {}
+        self.commit_record = self.logs / "stage_commits.json"
+        self.previous_commits = json.loads(self.commit_record.read_text()) if self.commit_record.is_file() else {}
+        self.commits: dict[str, dict | None] = {}
+
+    def run(self, name: str, marker: Path, command: list[str]) -> None:
+        import time
+
+        if Path(marker).exists():
+            self.seconds[name] = self.previous.get(name, 0.0)
+            self.commits[name] = self.previous_commits.get(name)
+            print(f"{name}: done already ({marker})", flush=True)
+            return
+        log = self.logs / f"{name.replace(' ', '-')}.log"
+        print(f"{name}: running (log {log})", flush=True)
+        started = time.time()
+        self.commits[name] = {"commit": current_commit(self.cwd), "clean": tree_is_clean(self.cwd)}
+        with open(log, "w") as sink:
+            result = subprocess.run(command, cwd=self.cwd, stdout=sink, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"stage {name!r} failed (exit {result.returncode}); log {log}:\n{log.read_text()[-3000:]}"
+            )
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(marker).exists():
+            Path(marker).write_text("")
+        self.seconds[name] = round(time.time() - started, 1)
+        self.record.write_text(json.dumps({**self.previous, **self.seconds}, indent=1) + "\n")
+        self.previous_commits[name] = self.commits[name]
+        self.commit_record.write_text(json.dumps(self.previous_commits, indent=1) + "\n")
+
+    def total(self) -> float:
+        return round(sum(self.seconds.values()), 1)
+
+
+if __name__ == "__main__":  # re-render recipes/README.md's tables from the committed JSON
+    print("rendered:", ", ".join(render()) or "nothing")

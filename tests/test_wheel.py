@@ -1,0 +1,136 @@
+"""The package as its users install it: the sdist and wheel built from the checkout, ``twine check``ed, the wheel
+installed into a fresh virtual environment outside the checkout, and every kind of CLI command run from a temporary
+folder where nothing of the checkout is importable."""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from testing_utils import ROOT, tiny_llama
+
+from retrieval_policies.common.dataset_io import write_dataset_folder
+from retrieval_policies.metrics import METRICS
+from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
+from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+
+pytestmark = pytest.mark.slow
+
+
+def run(command: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("dist")
+    # no isolation: the build backend (setuptools) is the environment's, nothing is downloaded
+    run([sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)], out)
+    (wheel,), (sdist,) = out.glob("*.whl"), out.glob("*.tar.gz")
+    return {"wheel": wheel, "sdist": sdist}
+
+
+@pytest.fixture(scope="module")
+def installed(dist, tmp_path_factory) -> dict:
+    """A fresh venv holding the wheel; this environment's packages (torch and the rest) are visible after its own
+    through a path file, but not its editable install of the checkout (path files there are not processed)."""
+    venv = tmp_path_factory.mktemp("venv") / "env"
+    run([sys.executable, "-m", "venv", str(venv)], venv.parent)
+    python = venv / "bin" / "python"
+    purelib = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], venv.parent)
+    (Path(purelib.stdout.strip()) / "tested-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(dist["wheel"])], venv.parent)
+    workdir = tmp_path_factory.mktemp("elsewhere")  # not the checkout: nothing of it on the path
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RETRIEVAL_POLICIES_CARD_TEMPLATES")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    return {"python": str(python), "cli": str(venv / "bin" / "retrieval-policies"), "cwd": workdir, "env": env}
+
+
+def test_both_artifacts_pass_twine_check_and_the_wheel_holds_the_package_data(dist):
+    run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(dist["wheel"]), str(dist["sdist"])],
+        dist["wheel"].parent,
+    )
+    names = set(zipfile.ZipFile(dist["wheel"]).namelist())
+    for template in ("grace.md", "dynamicrag.md", "dataset.md", "metric.md", "space.md"):
+        assert f"retrieval_policies/templates/{template}" in names
+    assert "retrieval_policies/metrics/metric_widget.py" in names
+    for metric in METRICS:
+        for file in (f"{metric}.py", "README.md", "card.yaml", "app.py", "requirements.txt"):
+            assert f"retrieval_policies/metrics/{metric}/{file}" in names
+    assert not any("__pycache__" in name or name.startswith(("tests/", "scripts/", "recipes/")) for name in names)
+
+
+def test_the_installed_package_is_the_wheel_and_reads_nothing_outside_it(installed):
+    where = run([installed["python"], "-c", "import retrieval_policies; print(retrieval_policies.__file__)"],
+                installed["cwd"], installed["env"])  # fmt: skip
+    assert str(Path(installed["python"]).parents[1]) in where.stdout and str(ROOT) not in where.stdout
+    text = run([installed["cli"], "--help"], installed["cwd"], installed["env"]).stdout
+    for command in ("assets", "hub", "grace", "dynamicrag", "push"):
+        assert command in text
+    assets = run([installed["cli"], "assets", "list"], installed["cwd"], installed["env"]).stdout
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in assets
+
+
+def test_packaged_metrics_load_and_compute(installed):
+    code = """
+import json, evaluate
+from retrieval_policies.metrics import METRICS, metric_path
+out = {name: evaluate.load(metric_path(name)).name for name in METRICS}
+out["em"] = evaluate.load(metric_path("rag_answer")).compute(predictions=["Paris"], references=[["Paris"]])["exact_match"]
+print(json.dumps(out))
+"""
+    result = run([installed["python"], "-c", code], installed["cwd"], installed["env"])
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["em"] == 1.0 and set(out) == {*METRICS, "em"}
+
+
+def test_cards_render_from_the_packaged_templates(installed, tokenizer, tmp_path):
+    folder = tmp_path / "grace"
+    GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(folder)
+    code = """
+import sys
+from retrieval_policies.publishing.cards import render_grace_card
+render_grace_card(sys.argv[1], "me/grace-tiny", base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+"""
+    run([installed["python"], "-c", code, str(folder)], installed["cwd"], installed["env"])
+    card = (folder / "README.md").read_text()
+    assert "me/grace-tiny" in card and "AutoModel.from_pretrained" in card
+
+
+def test_dynamicrag_evaluate_runs_on_four_rows(installed, tokenizer, tmp_path):
+    model = tmp_path / "dynamicrag"
+    config = DynamicRAGConfig(max_passages=3, rerank_max_new_tokens=4, answer_max_new_tokens=4)
+    DynamicRAGModel(tiny_llama(tokenizer), tokenizer, config).save_pretrained(model)
+    rows = []
+    for q, answer in enumerate(["Paris", "Rome", "Oslo", "Bern"]):
+        ctxs = [{"id": str(i), "title": "", "text": f"filler {i}", "has_answer": False} for i in range(3)]
+        ctxs[q % 3] = {"id": str(q % 3), "title": "", "text": f"The answer is {answer}.", "has_answer": True}
+        rows.append({"id": f"q{q}", "question": f"question {q}?", "answers": [answer], "ctxs": ctxs})
+    write_dataset_folder(tmp_path / "eval", {"mini": {"test": rows}}, pretty_name="mini", card_body="x", license="mit")
+    command = [installed["cli"], "--quiet", "dynamicrag", "evaluate", "--model", str(model), "--data"]
+    command += [str(tmp_path / "eval"), "--config", "mini", "--top-k", "1", "--output", str(tmp_path / "report.json")]
+    result = run(command, installed["cwd"], installed["env"])
+    assert "4 questions from" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["scores"]) == {"dynamicrag", "same-k", "top-1", "all"}
+
+
+def test_grace_encode_runs_on_four_texts(installed, tokenizer, tmp_path):
+    model = tmp_path / "grace"
+    GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(model)
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"id": f"t{i}", "text": f"text number {i}"}) + "\n" for i in range(4)))
+    command = [installed["cli"], "grace", "encode", "--model", str(model), "--data", str(data)]
+    command += ["--output", str(tmp_path / "encoded"), "--batch-size", "2", "--no-progress"]
+    run(command, installed["cwd"], installed["env"])
+    manifest = json.loads((tmp_path / "encoded" / "manifest.json").read_text())
+    assert manifest["rows"] == 4 and manifest["embedding_dim"] == 32
