@@ -39,7 +39,8 @@ def test_grace_gpu_check_runs_on_the_cpu(tmp_path):
 
 
 def test_dynamicrag_gpu_check_runs_on_the_cpu(tmp_path):
-    report = _run("gpu_check_dynamicrag.py", tmp_path)
+    # 120 untimed teaching steps (the GPU run: 300) are enough for sampled lists to differ and give DPO pairs (40 are not)
+    report = _run("gpu_check_dynamicrag.py", tmp_path, "--teach-steps", "120")
     assert set(report["stage_seconds"]) >= {"sft", "sample", "rewards", "pairs", "dpo", "evaluate"}
     assert report["reward_models"]["bertscore"] == report["reward_models"]["judge"] == "cpu"
     assert "exact_match" in report["evaluate"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -291,55 +290,30 @@ def test_the_vllm_judge_replies_as_the_hf_judge(engine):
     assert VLLMAnswerJudge(str(smollm2_folder()), max_new_tokens=8, llm=engine).replies(triples) == hf.replies(triples)
 
 
-def test_grace_encode_command_with_vllm_resumes_after_kill(tmp_path):
+def test_grace_encode_command_with_vllm_resumes_after_kill(embedder, tmp_path):
     """`grace encode --backend vllm` in its own process (its own engine), killed with SIGKILL (engine processes and
-    all) after its first shard, then resumed: finished shards are kept and the result equals the HF backend's."""
+    all) after its first shard, then resumed (here, on the module's engine: the same settings): finished shards are
+    kept and the result equals the HF backend's."""
+    from retrieval_policies.grace.corpus import encode_corpus
     from retrieval_policies.retrieval.encoded import load_encoded
 
     data = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"id": [f"t{i}" for i in range(len(TEXTS))], "text": TEXTS}), data)
-    cli = [
-        sys.executable,
-        "-m",
-        "retrieval_policies.cli",
-        "--quiet",
-        "grace",
-        "encode",
-        "--model",
-        str(smollm2_folder()),
-        "--data",
-        str(data),
-        "--shard-size",
-        "2",
-        "--batch-size",
-        "2",
-        "--temperature",
-        "0",
-        "--max-new-tokens",
-        "24",
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
-        "--no-progress",
-    ]
-    vllm_cli = [
-        *cli,
-        "--backend",
-        "vllm",
-        "--vllm-kwargs",
-        '{"enforce_eager": true, "kv_cache_memory_bytes": 536870912}',
-    ]
+    cli = [sys.executable, "-m", "retrieval_policies.cli", "--quiet", "grace", "encode", "--model"]
+    cli += [str(smollm2_folder()), "--data", str(data), "--shard-size", "2", "--batch-size", "2", "--temperature", "0"]
+    cli += ["--max-new-tokens", "24", "--device", "cpu", "--dtype", "float32", "--no-progress", "--backend", "vllm"]
+    cli += ["--vllm-kwargs", '{"enforce_eager": true, "kv_cache_memory_bytes": 536870912}']
     cut = tmp_path / "cut"
-    finished = kill_after_shards([*vllm_cli, "--output", str(cut)], cut, 1, timeout=400)
+    finished = kill_after_shards([*cli, "--output", str(cut)], cut, 1, timeout=400)
     assert 1 <= len(finished) < 3 and not (cut / "manifest.json").exists()
     stamps = {name: (cut / name).stat().st_mtime_ns for name in finished}
-    resumed = subprocess.run([*vllm_cli, "--output", str(cut)], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    settings = dict(model_name=str(smollm2_folder()), batch_size=2, shard_size=2, temperature=0, max_new_tokens=24)
+    manifest = encode_corpus(embedder, str(data), cut, backend="vllm", show_progress_bar=False, **settings)
+    assert manifest["encoded_now"] == len(TEXTS) - 2 * len(finished)  # only the shards the kill left undone
     assert {name: (cut / name).stat().st_mtime_ns for name in finished} == stamps  # finished shards were not redone
-    hf = subprocess.run([*cli, "--output", str(tmp_path / "hf")], capture_output=True, text=True, timeout=600)
-    assert hf.returncode == 0, hf.stderr[-3000:]
     passages, vectors, manifest = load_encoded(cut, with_rationales=True)
-    hf_passages, hf_vectors, _ = load_encoded(tmp_path / "hf", with_rationales=True)
-    assert passages == hf_passages and manifest["settings"]["backend"] == "vllm"  # rationales too
+    hf_vectors, hf_rationales = embedder.encode(
+        TEXTS, backend="hf", batch_size=2, temperature=0, max_new_tokens=24, return_rationales=True
+    )
+    assert [p["rationale"] for p in passages] == hf_rationales and manifest["settings"]["backend"] == "vllm"
     np.testing.assert_allclose(vectors, hf_vectors, atol=2e-5)
