@@ -81,8 +81,9 @@ class App:
             self.process.kill()
 
 
-@pytest.fixture
-def browser(tmp_path):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium for the module's apps (each test opens its own app's URL)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -98,7 +99,7 @@ def browser(tmp_path):
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium'}",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
         "--window-size=1280,1400",
     ):
         options.add_argument(flag)

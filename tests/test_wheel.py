@@ -134,3 +134,18 @@ def test_grace_encode_runs_on_four_texts(installed, tokenizer, tmp_path):
     run(command, installed["cwd"], installed["env"])
     manifest = json.loads((tmp_path / "encoded" / "manifest.json").read_text())
     assert manifest["rows"] == 4 and manifest["embedding_dim"] == 32
+
+
+def test_a_packaged_metric_is_pushed_by_name_and_the_install_is_not_written_to(installed, tmp_path):
+    from retrieval_policies.hub import LocalHub
+
+    package = run([installed["python"], "-c", "import retrieval_policies; print(retrieval_policies.__file__)"],
+                  installed["cwd"], installed["env"]).stdout.strip()  # fmt: skip
+    before = sorted(p.name for p in Path(package).parent.rglob("*") if "__pycache__" not in p.parts)
+    with LocalHub(tmp_path / "hub", authenticated=True) as hub:
+        env = {**hub.client_env(tmp_path / "hf_home"), "PATH": installed["env"]["PATH"]}
+        env.pop("PYTHONPATH", None)
+        result = run([installed["cli"], "push", "metric", "rag_answer", "me/rag_answer"], installed["cwd"], env)
+    assert "pushed me/rag_answer@main" in result.stdout and '"name": "rag_answer"' in result.stdout
+    after = sorted(p.name for p in Path(package).parent.rglob("*") if "__pycache__" not in p.parts)
+    assert after == before  # no .hub.json (nor anything else) written into the installed package
