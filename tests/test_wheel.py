@@ -136,8 +136,12 @@ def test_grace_encode_runs_on_four_texts(installed, tokenizer, tmp_path):
     assert manifest["rows"] == 4 and manifest["embedding_dim"] == 32
 
 
-def test_a_packaged_metric_is_pushed_by_name_and_the_install_is_not_written_to(installed, tmp_path):
+def test_a_packaged_metric_and_space_are_pushed_by_name_and_the_install_is_not_written_to(
+    installed, tokenizer, tmp_path
+):
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL
     from retrieval_policies.hub import LocalHub
+    from retrieval_policies.publishing.cards import render_grace_card
 
     package = run([installed["python"], "-c", "import retrieval_policies; print(retrieval_policies.__file__)"],
                   installed["cwd"], installed["env"]).stdout.strip()  # fmt: skip
@@ -146,6 +150,57 @@ def test_a_packaged_metric_is_pushed_by_name_and_the_install_is_not_written_to(i
         env = {**hub.client_env(tmp_path / "hf_home"), "PATH": installed["env"]["PATH"]}
         env.pop("PYTHONPATH", None)
         result = run([installed["cli"], "push", "metric", "rag_answer", "me/rag_answer"], installed["cwd"], env)
+        model = tmp_path / "grace"
+        GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(model)
+        render_grace_card(model, "me/grace", base_model=DEFAULT_BASE_MODEL)
+        run([installed["cli"], "push", "model", str(model), "me/grace", "--no-verify"], installed["cwd"], env)
+        space = run([installed["cli"], "push", "space", "grace", "me/grace-demo", "--model", "me/grace"],
+                    installed["cwd"], env).stdout  # fmt: skip
     assert "pushed me/rag_answer@main" in result.stdout and '"name": "rag_answer"' in result.stdout
+    assert "pushed me/grace-demo@main" in space and '"model": "me/grace"' in space
     after = sorted(p.name for p in Path(package).parent.rglob("*") if "__pycache__" not in p.parts)
     assert after == before  # no .hub.json (nor anything else) written into the installed package
+
+
+def test_hub_serve_rag_ask_and_grace_evaluate(installed, tokenizer, tmp_path):
+    import urllib.request
+
+    from retrieval_policies.corpora import iter_wikipedia_passages
+
+    server = subprocess.Popen(
+        [installed["cli"], "hub", "serve", "--root", str(tmp_path / "hub"), "--port", "0"],
+        cwd=installed["cwd"],
+        env=installed["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = server.stdout.readline().strip()
+        body = json.dumps({"name": "served", "organization": "me", "type": "model"}).encode()
+        request = urllib.request.Request(f"{url}/api/repos/create", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+
+    generator = tmp_path / "generator"
+    config = DynamicRAGConfig(answer_max_new_tokens=4)
+    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, config).save_pretrained(generator)
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"id": f"p{i}", "text": p.text} for i, p in zip(range(6), iter_wikipedia_passages())]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    command = [installed["cli"], "rag", "ask", "--corpus", str(corpus), "--cache-dir", str(tmp_path / "cache")]
+    command += ["--generator", str(generator), "--top-k", "2", "--json", "What is anarchism?"]
+    [answer] = json.loads(run(command, installed["cwd"], installed["env"]).stdout)
+    assert len(answer["passages"]) == 2 and {p["id"] for p in answer["passages"]} <= {r["id"] for r in rows}
+
+    grace = tmp_path / "grace"
+    GraceEmbedder(tiny_llama(tokenizer), tokenizer, GraceConfig(max_new_tokens=4)).save_pretrained(grace)
+    command = [installed["cli"], "grace", "evaluate", "--model", str(grace), "--tasks", "LocalLeeSTS"]
+    command += ["--no-rationale", "--output-dir", str(tmp_path / "mteb")]
+    result = run(command, installed["cwd"], installed["env"])
+    assert next(line for line in result.stdout.splitlines() if line.startswith("LocalLeeSTS")).split()[1] == (
+        "cosine_spearman"
+    )

@@ -1,4 +1,4 @@
-"""The ``retrieval-policies`` command: ``assets``, ``hub`` and ``demo`` (later issues add training and publishing)."""
+"""The ``retrieval-policies`` command: ``assets``, ``hub``, ``grace``, ``dynamicrag``, ``rag`` and ``push``."""
 
 from __future__ import annotations
 
@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     rag_eval.set_defaults(func=_rag_evaluate)
 
     push = commands.add_parser(
-        "push", help="publish a model, dataset or metric folder to the Hub (one commit, verified)"
+        "push", help="publish a model, dataset, metric or demo Space to the Hub (one commit, verified)"
     )
     push_kinds = push.add_subparsers(dest="action", required=True)
     for kind in ("model", "dataset", "metric", "space"):
