@@ -32,8 +32,9 @@ def run(command: list[str], cwd: Path, env: dict | None = None, timeout: int = 6
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
-    # no isolation: the build backend (setuptools) is the environment's, nothing is downloaded
-    run([sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)], out)
+    # the sdist, then the wheel built from the unpacked sdist (so the sdist is complete, and no stale build/ of the
+    # checkout reaches the wheel); no isolation: the build backend (setuptools) is the environment's, none downloaded
+    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)], out)
     (wheel,), (sdist,) = out.glob("*.whl"), out.glob("*.tar.gz")
     return {"wheel": wheel, "sdist": sdist}
 

