@@ -52,7 +52,10 @@ def installed(dist, tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("elsewhere")  # not the checkout: nothing of it on the path
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RETRIEVAL_POLICIES_CARD_TEMPLATES")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
-    return {"python": str(python), "cli": str(venv / "bin" / "retrieval-policies"), "cwd": workdir, "env": env}
+    where = run([str(python), "-c", "import retrieval_policies; print(retrieval_policies.__file__)"], workdir, env)
+    package = Path(where.stdout.strip()).parent  # the imported package's folder
+    return {"python": str(python), "cli": str(venv / "bin" / "retrieval-policies"), "cwd": workdir, "env": env,
+            "package": package}  # fmt: skip
 
 
 def test_both_artifacts_pass_twine_check_and_the_wheel_holds_the_package_data(dist):
@@ -71,9 +74,8 @@ def test_both_artifacts_pass_twine_check_and_the_wheel_holds_the_package_data(di
 
 
 def test_the_installed_package_is_the_wheel_and_reads_nothing_outside_it(installed):
-    where = run([installed["python"], "-c", "import retrieval_policies; print(retrieval_policies.__file__)"],
-                installed["cwd"], installed["env"])  # fmt: skip
-    assert str(Path(installed["python"]).parents[1]) in where.stdout and str(ROOT) not in where.stdout
+    package = str(installed["package"])
+    assert package.startswith(str(Path(installed["python"]).parents[1])) and str(ROOT) not in package
     text = run([installed["cli"], "--help"], installed["cwd"], installed["env"]).stdout
     for command in ("assets", "hub", "grace", "dynamicrag", "push"):
         assert command in text
@@ -144,9 +146,7 @@ def test_a_packaged_metric_and_space_are_pushed_by_name_and_the_install_is_not_w
     from retrieval_policies.hub import LocalHub
     from retrieval_policies.publishing.cards import render_grace_card
 
-    package = run([installed["python"], "-c", "import retrieval_policies; print(retrieval_policies.__file__)"],
-                  installed["cwd"], installed["env"]).stdout.strip()  # fmt: skip
-    before = sorted(p.name for p in Path(package).parent.rglob("*") if "__pycache__" not in p.parts)
+    before = sorted(p.name for p in installed["package"].rglob("*") if "__pycache__" not in p.parts)
     with LocalHub(tmp_path / "hub", authenticated=True) as hub:
         env = {**hub.client_env(tmp_path / "hf_home"), "PATH": installed["env"]["PATH"]}
         env.pop("PYTHONPATH", None)
@@ -159,7 +159,7 @@ def test_a_packaged_metric_and_space_are_pushed_by_name_and_the_install_is_not_w
                     installed["cwd"], env).stdout  # fmt: skip
     assert "pushed me/rag_answer@main" in result.stdout and '"name": "rag_answer"' in result.stdout
     assert "pushed me/grace-demo@main" in space and '"model": "me/grace"' in space
-    after = sorted(p.name for p in Path(package).parent.rglob("*") if "__pycache__" not in p.parts)
+    after = sorted(p.name for p in installed["package"].rglob("*") if "__pycache__" not in p.parts)
     assert after == before  # no .hub.json (nor anything else) written into the installed package
 
 

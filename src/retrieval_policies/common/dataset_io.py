@@ -105,8 +105,6 @@ def _local_folder_cache(folder: Path) -> str:
     )
     current = place / hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     if place.is_dir():  # the copies of this folder's earlier contents
-        import shutil
-
         for stale in place.iterdir():
             if stale != current:
                 shutil.rmtree(stale, ignore_errors=True)

@@ -7,8 +7,6 @@ import re
 
 import torch
 
-from .vllm_backend import _device, _llm, _stop_token_ids
-
 JUDGE_SYSTEM_PROMPT = (
     "You are an impartial judge of answers to questions. Given a question, the reference answer and a candidate "
     "answer, rate the candidate from 0 to 100 for relevance to the question, factual accuracy with respect to the "
@@ -109,11 +107,12 @@ class VLLMAnswerJudge:
         from transformers import AutoTokenizer
 
         from ..assets import resolve_model
+        from .vllm_backend import engine_device, engine_stop_token_ids, start_engine  # loaded only for vLLM
 
         folder = str(resolve_model(name_or_path))
         self.name, self.max_new_tokens = name_or_path, max_new_tokens
-        self.llm = llm if llm is not None else _llm(folder, _device(device_map), **llm_kwargs)
-        self.stop_token_ids = _stop_token_ids(folder, AutoTokenizer.from_pretrained(folder))
+        self.llm = llm if llm is not None else start_engine(folder, engine_device(device_map), **llm_kwargs)
+        self.stop_token_ids = engine_stop_token_ids(folder, AutoTokenizer.from_pretrained(folder))
 
     def replies(self, triples: list[tuple[str, str, str]]) -> list[str]:
         from vllm import SamplingParams

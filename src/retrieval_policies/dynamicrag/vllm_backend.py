@@ -13,7 +13,7 @@ from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, checkpoint_
 from ..models.grace.modeling_grace import vllm_placement
 
 
-def _llm(path: str, device=None, **llm_kwargs):
+def start_engine(path: str, device=None, **llm_kwargs):
     """``vllm.LLM`` on ``device`` (default: the first GPU, else the CPU; see ``vllm_placement``) with vLLM's own
     sampling defaults, not the checkpoint's generation_config.json (as the HF path sets it aside); a clear error
     without vLLM."""
@@ -30,12 +30,12 @@ def _llm(path: str, device=None, **llm_kwargs):
         return LLM(model=str(path), **options)
 
 
-def _device(device_map) -> str | None:
+def engine_device(device_map) -> str | None:
     """A single device named by a ``device_map`` setting ("cuda:1", "cpu"); None for "auto" or none."""
     return device_map if isinstance(device_map, str) and device_map != "auto" else None
 
 
-def _stop_token_ids(path: str, tokenizer) -> list[int]:
+def engine_stop_token_ids(path: str, tokenizer) -> list[int]:
     """The same stop tokens as the HF path (generation config's and tokenizer's EOS, chat turn ends)."""
     from transformers import GenerationConfig
 
@@ -58,7 +58,7 @@ class VLLMDynamicRAG(DynamicRAGModel):
 
         from transformers import AutoTokenizer
 
-        llm = llm if llm is not None else _llm(path, device, **llm_kwargs)
+        llm = llm if llm is not None else start_engine(path, device, **llm_kwargs)
         settings, model_config = Path(path) / DYNAMICRAG_CONFIG_NAME, Path(path) / "config.json"
         if config is None:  # the repo's settings, else the released checkpoints' (as DynamicRAGModel.from_pretrained)
             context = (
@@ -66,7 +66,7 @@ class VLLMDynamicRAG(DynamicRAGModel):
             )
             config = checkpoint_settings(settings if settings.is_file() else None, context)
         super().__init__(None, AutoTokenizer.from_pretrained(path), config)
-        self.stop_token_ids = _stop_token_ids(path, self.tokenizer)
+        self.stop_token_ids = engine_stop_token_ids(path, self.tokenizer)
         self.llm = llm
 
     def eos_ids(self) -> list[int]:
