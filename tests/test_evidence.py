@@ -70,32 +70,11 @@ def test_the_demo_summary_shows_the_committed_evidence_labelled(tmp_path):
     assert "reproduce: make evidence-dynamicrag" in lines
 
 
-def test_readme_tables_are_rendered_from_the_json(tmp_path):
-    readme = tmp_path / "README.md"
-    start, end = evidence._markers("grace")
-    readme.write_text(f"# Status\n\n{start}\nstale table\n{end}\n\nafter\n")
-    evidence.write("grace", _grace(), tmp_path)
-    assert evidence.render(readme, tmp_path) == ["grace"]  # dynamicrag: no JSON, no markers
-    assert evidence.rendered_block(readme, "grace") == evidence.table(_grace())
-    assert readme.read_text().endswith(f"{end}\n\nafter\n") and "stale" not in readme.read_text()
-    assert evidence.render(readme, tmp_path) == ["grace"] and evidence.rendered_block(
-        readme, "grace"
-    ) == evidence.table(_grace())
-
-
-def test_the_committed_evidence_matches_the_readme():
-    """recipes/README.md shows what recipes/evidence/*.json holds (re-render with scripts/evidence.py)."""
-    for method in evidence.METHODS:
-        data = evidence.load(method)
-        if data is not None:
-            assert evidence.rendered_block(evidence.README, method) == evidence.table(data), method
-
-
-def test_finish_adds_commit_and_stage_times_and_renders_the_readme(tmp_path, capsys):
+def test_finish_adds_commit_and_stage_times_and_prints_the_table(tmp_path, capsys):
     stages = evidence.Stages(tmp_path / "logs", cwd=evidence.PROJECT_ROOT)
     stages.run("one", tmp_path / "one.done", ["python", "-c", "pass"])
     report = {k: v for k, v in _grace().items() if k not in ("commit", "wall_seconds")}
-    path = evidence.finish("grace", report, stages, tmp_path, readme=None)
+    path = evidence.finish("grace", report, stages, tmp_path)
     data = evidence.load("grace", tmp_path)
     assert path == tmp_path / "grace.json" and data["commit"] == evidence.current_commit() and len(data["commit"]) == 40
     assert (
@@ -116,10 +95,10 @@ def test_the_commit_is_the_one_each_stage_ran_at_not_the_one_checked_out_at_the_
     resumed = evidence.Stages(logs, cwd=evidence.PROJECT_ROOT)
     resumed.run("train", tmp_path / "train.done", ["python", "-c", "raise SystemExit(1)"])  # skipped: marker exists
     report = {k: v for k, v in _grace().items() if k not in ("commit", "wall_seconds")}
-    evidence.finish("grace", report, resumed, tmp_path, readme=None)
+    evidence.finish("grace", report, resumed, tmp_path)
     assert evidence.load("grace", tmp_path)["commit"] == "f" * 40
     resumed.run("eval", tmp_path / "eval.done", ["python", "-c", "pass"])  # a stage at today's commit: both are named
-    data = json.loads(evidence.finish("grace", report, resumed, tmp_path, readme=None).read_text())
+    data = json.loads(evidence.finish("grace", report, resumed, tmp_path).read_text())
     assert data["commit"] == evidence.current_commit() and data["stage_commits"]["train"]["commit"] == "f" * 40
 
 
