@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A prepared GPU check on the device machine (see benchmarks/README.md). CHECK is grace or dynamicrag.
+# A prepared GPU check on the device machine (see docs/gpu.md). CHECK is grace or dynamicrag.
 #   here:   bash benchmarks/gpu_check.sh fetch CHECK    # wheels into .whl/ (git-ignored via .git/info/exclude)
 #   device: bash benchmarks/gpu_check.sh run CHECK      # (run with carry [".whl"]); writes $OUT/gpu_check_CHECK.json
 # The device image has torch, transformers 5.17, accelerate, peft, pyarrow and pandas; trl and datasets (and the

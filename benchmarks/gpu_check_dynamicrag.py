@@ -10,7 +10,7 @@ Every stage runs through its recipe's own ``main`` (recipes/dynamicrag/*.py), in
 5. DPO, 2 steps, bf16, with TRL loading the reference from the SFT folder (no deep copy);
 6. ``retrieval-policies dynamicrag evaluate`` of the DPO model on the test questions, on the GPU in bf16.
 
-Run on the device machine (wheels travel; see benchmarks/README.md):
+Run on the device machine (wheels travel; see docs/gpu.md):
     bash benchmarks/gpu_check.sh run dynamicrag   (after `bash benchmarks/gpu_check.sh fetch dynamicrag` here)
 On a CPU (to test the script itself): ``PYTHONPATH=src python benchmarks/gpu_check_dynamicrag.py --device cpu``.
 """

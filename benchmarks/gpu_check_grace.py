@@ -8,7 +8,7 @@ models and a byte-level tokenizer are built here).
    embeddings on the GPU.
 3. ``grace encode`` of 20,000 texts (HF backend, rationales of 16 tokens), texts/s printed.
 
-Run on the device machine (trl and datasets travel as wheels; see benchmarks/README.md):
+Run on the device machine (trl and datasets travel as wheels; see docs/gpu.md):
     PYTHONPATH=src python3 benchmarks/gpu_check_grace.py
 On a CPU (to test the script itself): ``--device cpu --texts 200``.
 """

@@ -55,7 +55,7 @@ class DemoSettings:
     dynamicrag_passages: int = 5
     dynamicrag_passage_words: int | None = 40  # passages cut at sentence ends to at most this many words: short prompts
     # behaviour-cloning targets of at most this many ids (None: up to every passage). The paper's 0..14 of 40 passages
-    # is about a third; targets of up to every passage teach a list of nearly all of them (recipes/README.md)
+    # is about a third; targets of up to every passage teach a list of nearly all of them (docs/experiments/dynamicrag.md)
     dynamicrag_target_ids: int | None = 2
     dynamicrag_max_seq_length: int = 1536  # the SFT/DPO max_length; the builder drops (and counts) longer examples
     sft_steps: int = 20  # enough for the reranker's output format (malformed share) at lr 3e-4, the demo's one result

@@ -244,7 +244,7 @@ def test_sentence_transformer_baseline_on_wordnet(tmp_path, wordnet_installed):
         output_dir=tmp_path,
     )
     assert [(r.task, r.metric) for r in rows] == [("LocalWordNetDefinitionRetrieval", "ndcg_at_10")]
-    assert rows[0].score == pytest.approx(0.5608, abs=0.005)  # the README's reference number
+    assert rows[0].score == pytest.approx(0.5608, abs=0.005)  # the reference number in docs/experiments/grace.md
     assert "LocalWordNetDefinitionRetrieval" in format_table(rows)
     assert list(tmp_path.rglob("LocalWordNetDefinitionRetrieval.json"))
 

@@ -4,7 +4,7 @@ resumable, stages reused)
 1. the cloze pool with a weak first stage (BM25 that sees the article title and 2 words of the cloze sentence, chosen
    by a hash of the question id; 10 passages of at most 40 words per question): the order of the passages is worth
    learning (answer in passage 1 for about half of the questions, somewhere in the 10 for three quarters), and
-   nothing in the order uses the answer. Behaviour cloning with a named deviation (recipes/README.md, run 4): only
+   nothing in the order uses the answer. Behaviour cloning with a named deviation (docs/experiments/dynamicrag.md, run 4): only
    the L = |relevant| target (the relevant ids, or None), because the paper's targets over every length taught a
    135M model one list for every question (`[1], [3], [4]`: the mode of the lengths, at the likeliest positions;
    run 2); the passages stay in the retriever's order (shown in random orders, run 3, the SFT model wrote `[9]` for

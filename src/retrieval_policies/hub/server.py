@@ -946,7 +946,7 @@ class LocalHubServer:
         header_timeout: float = HEADER_TIMEOUT_S,
         http: str = "h11",
     ):
-        """``http``: uvicorn's HTTP/1.1 parser, ``h11`` (default) or ``httptools`` (C; see benchmarks/README.md)."""
+        """``http``: uvicorn's HTTP/1.1 parser, ``h11`` (default) or ``httptools`` (C; see docs/experiments/benchmarks.md)."""
         import uvicorn
 
         protocol = _timed_protocol(http, header_timeout)
