@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import torch
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
 from transformers import AutoModelForCausalLM
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, OFFLINE_MODELS, resolve_model
@@ -32,6 +33,14 @@ def main() -> None:
     print(f"load from packaged GGUF: {from_gguf:.2f} s")
     print(f"load from fp32 cache:    {cached:.2f} s")
     print(f"speed-up ratio: {from_gguf / cached:.1f}x")
+    write_report(
+        "model_cache",
+        {
+            "load_from_gguf_s": round(from_gguf, 2),
+            "load_from_cache_s": round(cached, 2),
+            "ratio": round(from_gguf / cached, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
 
 from retrieval_policies import DynamicRAGModel
 from retrieval_policies.assets import DEFAULT_BASE_MODEL
@@ -98,6 +99,26 @@ def main() -> None:
         f"(b) rerank one query over {len(pool)} passages: DynamicRAG {tokens_dynamic} tokens, {t_dynamic:.2f} s | "
         f"pointwise {tokens_pointwise} tokens, {t_pointwise:.2f} s -> tokens ratio {tokens_pointwise / tokens_dynamic:.2f}x, "
         f"time ratio {t_pointwise / t_dynamic:.2f}x"
+    )
+    write_report(
+        "dynamicrag_costs",
+        {
+            "sampling": {
+                "questions": args.questions,
+                "samples": args.samples,
+                "batched_s": round(batched, 1),
+                "one_at_a_time_s": round(loop, 1),
+                "ratio": round(loop / batched, 2),
+            },
+            "rerank_one_query": {
+                "passages": len(pool),
+                "dynamicrag_tokens": tokens_dynamic,
+                "dynamicrag_s": round(t_dynamic, 2),
+                "pointwise_tokens": tokens_pointwise,
+                "pointwise_s": round(t_pointwise, 2),
+                "time_ratio": round(t_pointwise / t_dynamic, 2),
+            },
+        },
     )
 
 

@@ -21,6 +21,7 @@ import argparse
 import time
 
 import torch
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
 from sentence_transformers import SentenceTransformer, models
 
 from retrieval_policies import GraceEmbedder
@@ -74,9 +75,11 @@ def main() -> None:
     grace = GraceEmbedder.from_base(DEFAULT_BASE_MODEL, temperature=0.0, max_new_tokens=args.max_new_tokens)
     n = len(texts)
     if args.only_pooling:
-        return pooling_pass(grace)
+        write_report("grace_encode_pooling", {"pooling": pooling_pass(grace)})
+        return
     if args.only_decoding:
-        return decoding_loop(grace)
+        write_report("grace_encode_decoding", {"decoding": decoding_loop(grace)})
+        return
 
     # Warm-up, then (a).
     grace.encode(texts[:2], batch_size=2)
@@ -104,14 +107,29 @@ def main() -> None:
         f"(b) GRACE rationale=False: {n / t_fast:6.2f} texts/s | sentence-transformers mean pooling: {n / t_st:6.2f} texts/s"
     )
     print(f"    throughput ratio GRACE/ST: {t_st / t_fast:.2f}x (target >= 0.9x)")
-
+    report = {
+        "texts": n,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "a_rationale_vs_bare_generate_forward": {
+            "grace_texts_per_s": round(n / t_grace, 2),
+            "floor_texts_per_s": round(n / t_floor, 2),
+            "overhead": round(t_grace / t_floor - 1, 3),
+        },
+        "b_no_rationale_vs_sentence_transformers": {
+            "grace_texts_per_s": round(n / t_fast, 2),
+            "st_texts_per_s": round(n / t_st, 2),
+            "ratio": round(t_st / t_fast, 2),
+        },
+    }
     if not args.skip_batches:
-        batch_sizes(grace, args.max_new_tokens)
-    pooling_pass(grace)
-    decoding_loop(grace)
+        report["c_batch_sizes"] = batch_sizes(grace, args.max_new_tokens)
+    report["d_pooling"] = pooling_pass(grace)
+    report["e_decoding"] = decoding_loop(grace)
+    write_report("grace_encode", report)
 
 
-def decoding_loop(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64) -> None:
+def decoding_loop(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64) -> dict:
     """(e) the shared-prefix loop vs model.generate, both pooling the states they kept, same texts and batch."""
     from retrieval_policies.evaluation.local_tasks import _heldout_synsets
 
@@ -121,6 +139,7 @@ def decoding_loop(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64
     }
     settings = dict(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=None)
     grace.encode(workloads["WordNet lemmas"][:2], batch_size=2, **settings)
+    results = {}
     for name, texts in workloads.items():
         runs = {}
         for loop in (True, False):
@@ -138,9 +157,19 @@ def decoding_loop(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64
             f"model.generate {t_slow:.1f} s: {t_slow / t_fast:.2f}x (target >= 1.3x on the lemmas); "
             f"equal rationales {same:.0%}, max vector difference {abs(fast - slow).max():.1e}"
         )
+        results[name] = {
+            "texts": size,
+            "max_new_tokens": max_new_tokens,
+            "shared_prefix_s": round(t_fast, 1),
+            "generate_s": round(t_slow, 1),
+            "ratio": round(t_slow / t_fast, 2),
+            "equal_rationales": same,
+            "max_vector_difference": float(abs(fast - slow).max()),
+        }
+    return results
 
 
-def pooling_pass(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64) -> None:
+def pooling_pass(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64) -> dict:
     """(d) one generation that keeps its hidden states vs generation + a second forward, same texts and batch."""
     passages = [p.text for _, p in zip(range(size), iter_wikipedia_passages())]
     settings = dict(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=None)
@@ -163,6 +192,14 @@ def pooling_pass(grace: GraceEmbedder, size: int = 64, max_new_tokens: int = 64)
         f"{t_kept:.1f} s | generate + pooling forward {t_apart:.1f} s: {t_apart / t_kept:.2f}x (target >= 1.5x); "
         f"max vector difference {abs(kept - apart).max():.1e}"
     )
+    return {
+        "passages": size,
+        "max_new_tokens": max_new_tokens,
+        "kept_states_s": round(t_kept, 1),
+        "second_forward_s": round(t_apart, 1),
+        "ratio": round(t_apart / t_kept, 2),
+        "max_vector_difference": float(abs(kept - apart).max()),
+    }
 
 
 def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
@@ -176,7 +213,7 @@ def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
     return 2 * size**3 * done / (time.perf_counter() - start)
 
 
-def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> None:
+def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> dict:
     """(c) generation tokens/s per batch size against the matmul roofline; the batch size grace encode picks."""
     from retrieval_policies.grace.corpus import pick_batch_size
 
@@ -188,6 +225,7 @@ def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> None:
         f"(c) fp32 matmul: {flops / 1e9:.1f} GFLOP/s -> roofline {roofline:.0f} generated tokens/s "
         f"({parameters / 1e6:.0f}M matrix parameters)"
     )
+    results = {"matmul_gflops": round(flops / 1e9, 1), "roofline_tokens_per_s": round(roofline)}
     for size in (8, 32, 64):
         prompts = [grace.prompt_ids(t) for t in passages[:size]]
         grace.generate_rationales(prompts[:2], passages[:2], max_new_tokens=4, temperature=0, top_p=1.0, seed=0)
@@ -200,7 +238,10 @@ def batch_sizes(grace: GraceEmbedder, max_new_tokens: int) -> None:
         print(
             f"    batch {size:3d}: {tokens / seconds:7.1f} generated tokens/s = {tokens / seconds / roofline:.2f} of the roofline"
         )
-    print(f"    grace encode picks batch size {pick_batch_size(grace)} on {grace.device}")
+        results[f"batch_{size}_tokens_per_s"] = round(tokens / seconds, 1)
+    results["picked_batch_size"] = pick_batch_size(grace)
+    print(f"    grace encode picks batch size {results['picked_batch_size']} on {grace.device}")
+    return results
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
 
 
 def run(command: list[str], threads: int) -> float:
@@ -96,6 +97,19 @@ def main() -> None:
         print(f"  2 processes x 1 thread: {n / two:6.2f} texts/s ({two:.0f} s, model loading included)")
         print(
             f"  ratio 2x1 / 1x2: {one / two:.2f}x; max |difference| between the two outputs: {np.abs(a - b).max():.2e}"
+        )
+        write_report(
+            "grace_encode_processes",
+            {
+                "texts": n,
+                "rationale": bool(args.rationale),
+                "max_new_tokens": args.max_new_tokens,
+                "batch_size": args.batch_size,
+                "one_process_two_threads_s": round(one, 1),
+                "two_processes_one_thread_s": round(two, 1),
+                "ratio": round(one / two, 2),
+                "max_difference": float(np.abs(a - b).max()),
+            },
         )
 
 

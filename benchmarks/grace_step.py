@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import torch
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
 from transformers import TrainerCallback
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL
@@ -56,9 +57,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.only_rollouts:
-        return rollouts()
+        write_report("grace_step_rollouts", {"c_rollouts": rollouts()})
+        return
     if args.only_loss:
-        return loss_micro_batches()
+        write_report("grace_step_loss", {"d_loss_micro_batches": loss_micro_batches()})
+        return
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -135,6 +138,25 @@ def main() -> None:
         print(f"  {name}: {count} sequences, {timings[name]:.2f} s")
     values = list(timings.values())
     print(f"speed-up of the reward's embeddings: {values[1] / values[0]:.1f}x (target >= 3x)")
+    write_report(
+        "grace_step",
+        {
+            "prompts": args.prompts,
+            "group_size": args.group_size,
+            "max_completion_length": args.max_completion_length,
+            "a_step": {
+                "step_s": round(step, 2),
+                "reward_embeddings_s": round(embed, 2),
+                "reward_embeddings_share": round(embed / step, 3),
+                "whole_reward_share": round(whole / step, 3),
+            },
+            "b_embeddings": {
+                "once_per_unique_sequence_s": round(values[0], 2),
+                "published_per_member_s": round(values[1], 2),
+                "ratio": round(values[1] / values[0], 2),
+            },
+        },
+    )
 
 
 def evidence_trainer(prompts: int, group_size: int, **trainer_kwargs):
@@ -198,7 +220,7 @@ def evidence_trainer(prompts: int, group_size: int, **trainer_kwargs):
     return evidence, trainer, train
 
 
-def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
+def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> dict:
     """(c): the two rollout decodings of GraceGRPOTrainer on one generation batch, alternating."""
     import statistics
 
@@ -250,9 +272,22 @@ def rollouts(prompts: int = 4, group_size: int = 4, repeats: int = 3) -> None:
         f"{(mean['generate', 'rollouts'] + mean['generate', 'reward']) / (mean['shared_prefix', 'rollouts'] + mean['shared_prefix', 'reward']):.2f}x"
         " (target >= 1.3x)"
     )
+    report = {"prompts": prompts, "group_size": group_size, "repeats": repeats}
+    for decoding in decodings:
+        report[decoding] = {
+            "rollouts_s": round(mean[decoding, "rollouts"], 1),
+            "reward_s": round(mean[decoding, "reward"], 1),
+            "mean_completion_tokens": round(statistics.fmean(lengths[decoding]), 1),
+        }
+    report["ratio_rollouts_and_reward"] = round(
+        (mean["generate", "rollouts"] + mean["generate", "reward"])
+        / (mean["shared_prefix", "rollouts"] + mean["shared_prefix", "reward"]),
+        2,
+    )
+    return report
 
 
-def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int = 4, repeats: int = 3) -> None:
+def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int = 4, repeats: int = 3) -> list:
     """(d): the loss's forward and backward over one generation batch, whole vs length-sorted micro-batches."""
     import statistics
 
@@ -261,6 +296,7 @@ def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int
     evidence, trainer, train = evidence_trainer(prompts, group_size)
     model = trainer.model
     model.train()
+    report = []
     for batch_index in range(2):  # two generation batches: other prompts, other rollout lengths
         rows = [
             row
@@ -303,6 +339,18 @@ def loss_micro_batches(prompts: int = 4, group_size: int = 4, micro_batches: int
             f"{mean['whole'] / mean['by_length']:.2f}x (target >= 1.2x); gradients differ by at most {difference:.1e} "
             f"(largest {float(gradients['whole'].abs().max()):.1e})"
         )
+        report.append(
+            {
+                "batch": batch_index,
+                "rollout_tokens_min": min(lengths),
+                "rollout_tokens_max": max(lengths),
+                "whole_s": round(mean["whole"], 1),
+                "by_length_s": round(mean["by_length"], 1),
+                "ratio": round(mean["whole"] / mean["by_length"], 2),
+                "max_gradient_difference": difference,
+            }
+        )
+    return report
 
 
 if __name__ == "__main__":

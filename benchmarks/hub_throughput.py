@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -254,6 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(
             f"{kind} {'met' if worst[kind] >= 0.9 else 'NOT met'} (worst {worst[kind]:.2f})" for kind in args.http
         )
+    )
+    write_report(
+        "hub_throughput",
+        {
+            "lfs_file_mb": args.mb,
+            "small_commits": args.commits,
+            "repeats": args.repeats,
+            "best": best,
+            "worst_ratio_to_http_server": worst,
+        },
     )
     return 0
 

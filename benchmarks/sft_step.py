@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import write_report  # benchmarks/report.py (this folder is sys.path[0])
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -153,6 +155,17 @@ def main() -> None:
     print(
         f"SFT step (batch of 4, evidence data): every position {mean['full']:.1f} s, labelled positions only "
         f"{mean['compact']:.1f} s: {mean['full'] / mean['compact']:.2f}x; logged losses equal: {same}"
+    )
+    write_report(
+        "sft_step",
+        {
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "every_position_s": round(mean["full"], 2),
+            "labelled_positions_only_s": round(mean["compact"], 2),
+            "ratio": round(mean["full"] / mean["compact"], 2),
+            "same_losses": same,
+        },
     )
 
 
