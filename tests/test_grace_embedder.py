@@ -419,3 +419,25 @@ def test_models_whose_cache_cannot_drop_rows_decode_with_generate(embedder, monk
     monkeypatch.setattr("retrieval_policies.models.grace.modeling_grace._can_select_rows", lambda cache: False)
     assert embedder.generate_rationales(prompts, texts, **settings) == expected
     assert calls == [1]
+
+
+def test_encode_takes_sentence_transformers_keyword_arguments(tokenizer):
+    """What sentence-transformers users pass to encode works, or is refused saying why (never silently ignored)."""
+    import torch
+    from testing_utils import tiny_llama
+
+    from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+
+    grace = GraceEmbedder(tiny_llama(tokenizer).eval(), tokenizer, GraceConfig(max_new_tokens=3, temperature=0.0))
+    texts = ["A dog barked.", "Puppies bark."]
+    plain = grace.encode(texts, rationale=False)
+    tensor = grace.encode(texts, rationale=False, convert_to_tensor=True, normalize_embeddings=True, device="cpu")
+    assert isinstance(tensor, torch.Tensor) and torch.allclose(tensor, torch.from_numpy(plain))
+    raw = grace.encode(texts, rationale=False, normalize_embeddings=False)
+    assert abs(float((raw**2).sum(axis=1)[0]) - 1.0) > 1e-3  # not normalised when asked not to
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['prompt_name'\]"):
+        grace.encode(texts, prompt_name="query")
+    with pytest.raises(ValueError, match="runs on cpu, where it was loaded"):
+        grace.encode(texts, device="cuda:1")
+    with pytest.raises(ValueError, match="float32 embeddings only"):
+        grace.encode(texts, precision="int8")

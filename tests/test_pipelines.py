@@ -39,7 +39,7 @@ def test_grace_repo_is_a_pipeline_of_embeddings_with_rationales(tokenizer, tmp_p
     embedder.save_pretrained(tmp_path / "grace")
     config = json.loads((tmp_path / "grace" / "config.json").read_text())
     assert config["custom_pipelines"] == {
-        "grace-feature-extraction": {
+        "feature-extraction": {
             "impl": "pipeline_grace.GraceFeatureExtractionPipeline",
             "pt": ["AutoModelForCausalLM"],
             "type": "text",
@@ -53,12 +53,19 @@ def test_grace_repo_is_a_pipeline_of_embeddings_with_rationales(tokenizer, tmp_p
         from transformers import pipeline
         pipe = pipeline(model=sys.argv[1], trust_remote_code=True)
         many, one = pipe(["A dog barked all night.", "Puppies bark."]), pipe("Puppies bark.", rationale=False)
-        print(json.dumps({"class": type(pipe).__name__, "task": pipe.task, "many": many, "one": one}))
+        batched = pipe(["A dog barked all night.", "Puppies bark."] * 2, batch_size=3)
+        tagged = pipeline("feature-extraction", model=sys.argv[1], trust_remote_code=True)  # the card's pipeline_tag
+        streamed = list(tagged((t for t in ["A dog barked all night.", "Puppies bark."]), batch_size=2))
+        print(json.dumps({"class": type(pipe).__name__, "task": pipe.task, "many": many, "one": one,
+                          "batched": batched, "tagged": type(tagged).__name__, "streamed": streamed}))
     """,
         tmp_path / "grace",
     )
-    assert out["class"] == "GraceFeatureExtractionPipeline" and out["task"] == "grace-feature-extraction"
+    assert out["class"] == out["tagged"] == "GraceFeatureExtractionPipeline" and out["task"] == "feature-extraction"
     assert [o["rationale"] for o in out["many"]] == rationales
+    for got, want in zip(out["batched"] + out["streamed"], out["many"] * 3):  # batch_size and generators
+        assert got["rationale"] == want["rationale"] and got["embedding"] == pytest.approx(want["embedding"], abs=1e-5)
+    assert len(out["batched"]) == 4 and len(out["streamed"]) == 2
     for row, vector in zip(out["many"], expected):
         assert row["embedding"] == pytest.approx(vector.tolist(), abs=1e-5)
     prompt_only = embedder.encode("Puppies bark.", rationale=False)
@@ -81,12 +88,13 @@ def test_dynamicrag_repo_is_a_pipeline_that_reranks_then_answers(tokenizer, tmp_
         pipe = pipeline(model=sys.argv[1], trust_remote_code=True)
         one = pipe("Who wrote Hamlet?", passages=passages)
         many = pipe([{"question": "Who wrote Hamlet?", "passages": passages}] * 2)
+        batched = pipe([{"question": "Who wrote Hamlet?", "passages": passages}] * 3, batch_size=2)
         try:
             pipe("Who wrote Hamlet?", passages=passages, top_k=3)
             bad = None
         except TypeError as err:
             bad = str(err)
-        print(json.dumps({"class": type(pipe).__name__, "one": one, "many": many, "bad": bad}))
+        print(json.dumps({"class": type(pipe).__name__, "one": one, "many": many, "batched": batched, "bad": bad}))
     """,
         tmp_path / "dr",
         json.dumps(PASSAGES),
@@ -97,6 +105,7 @@ def test_dynamicrag_repo_is_a_pipeline_that_reranks_then_answers(tokenizer, tmp_
     assert [s["id"] for s in one["selected"]] == [i + 1 for i in expected["indices"]]
     assert [s["passage"] for s in one["selected"]] == expected["selected"]
     assert out["many"] == [one, one] and "unexpected arguments ['top_k']" in out["bad"]
+    assert out["batched"] == [one, one, one]
 
 
 def test_the_config_entries_are_what_the_registry_would_save():
@@ -116,3 +125,4 @@ def test_the_config_entries_are_what_the_registry_would_save():
             "type": info["type"],
         }
         assert (task, saved) == (modeling.PIPELINE_TASK, modeling.PIPELINE_ENTRY)
+    assert modeling_grace.PIPELINE_TAG == "feature-extraction"  # the config's key: the card's pipeline_tag

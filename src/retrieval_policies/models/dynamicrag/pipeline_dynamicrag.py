@@ -68,8 +68,13 @@ class DynamicRAGPipeline(Pipeline):
         return {"question": inputs["question"], "passages": inputs["passages"]}
 
     def _forward(self, inputs, task=None, **options):
-        out = self.reranker.call_batch([inputs["question"]], [inputs["passages"]], task=task, **options)[0]
-        return {**out, "question": inputs["question"]}
+        # batch_size > 1: the collate function hands over lists of questions and of passage lists; the outputs go back
+        # per key (lists) and the pipeline splits them into one item per question
+        questions, pools = inputs["question"], inputs["passages"]
+        if isinstance(questions, str):
+            return {**self.reranker.call_batch([questions], [pools], task=task, **options)[0], "question": questions}
+        outs = self.reranker.call_batch(list(questions), list(pools), task=task, **options)
+        return {key: [out[key] for out in outs] for key in outs[0]} | {"question": list(questions)}
 
     def postprocess(self, outputs):
         return {

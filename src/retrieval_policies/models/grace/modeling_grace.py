@@ -23,6 +23,7 @@ from .configuration_grace import BACKENDS, GRACE_CONFIG_NAME, GraceConfig
 
 CODE_FILES = ("modeling_grace.py", "configuration_grace.py", "pipeline_grace.py")
 PIPELINE_TASK = "grace-feature-extraction"
+PIPELINE_TAG = "feature-extraction"  # the card's pipeline_tag, and the task name pipeline() finds in config.json
 PIPELINE_ENTRY = {
     "impl": "pipeline_grace.GraceFeatureExtractionPipeline",
     "pt": ["AutoModelForCausalLM"],
@@ -268,14 +269,48 @@ class RationaleCache:
         return f"RationaleCache({str(self.folder)!r})"
 
 
+def _sentence_transformers_options(embedder, normalize, options: dict) -> tuple[bool | None, bool]:
+    """(normalize, return a tensor) from the keyword arguments sentence-transformers users pass to ``encode``;
+    anything GRACE cannot honour is an error that says why, never silently ignored."""
+    options = dict(options)
+    if "normalize_embeddings" in options:
+        value = options.pop("normalize_embeddings")
+        if normalize is not None and normalize != value:
+            raise ValueError("normalize and normalize_embeddings disagree: give one")
+        normalize = value
+    as_tensor = bool(options.pop("convert_to_tensor", False)) or options.pop("convert_to_numpy", True) is False
+    device = options.pop("device", None)
+    want, have = (torch.device(device) if device is not None else None), torch.device(embedder.device)
+    if want is not None and (
+        want.type != have.type or None not in (want.index, have.index) and want.index != have.index
+    ):
+        raise ValueError(
+            f"this embedder runs on {embedder.device}, where it was loaded (encode cannot move it to {device}): "
+            "load it with device_map=... (or SentenceTransformer(..., device=...))"
+        )
+    precision = options.pop("precision", "float32")
+    if precision != "float32":
+        raise ValueError(f"precision={precision!r}: GRACE returns float32 embeddings only")
+    if options:
+        raise TypeError(
+            f"encode() got unexpected keyword arguments {sorted(options)}; GRACE takes rationale, batch_size, "
+            "max_new_tokens, temperature, top_p, seed, normalize, return_rationales, show_progress_bar, cache_dir, "
+            "backend, and sentence-transformers' normalize_embeddings, convert_to_numpy, convert_to_tensor, device, "
+            "precision"
+        )
+    return normalize, as_tensor
+
+
 def add_auto_map(model_config) -> None:
     """Point ``AutoModel`` and ``pipeline()`` at this code in a causal LM's config (its own auto_map entries are kept)."""
     auto_map = dict(getattr(model_config, "auto_map", None) or {})
     auto_map["AutoModel"] = "modeling_grace.GraceEmbedder"
     model_config.auto_map = auto_map
-    # pipeline(model=repo, trust_remote_code=True): the entry transformers' Pipeline.save_pretrained writes for
-    # PIPELINE_REGISTRY's registration in pipeline_grace.py (a test keeps the two the same)
-    model_config.custom_pipelines = {PIPELINE_TASK: PIPELINE_ENTRY}
+    # pipeline(model=repo, trust_remote_code=True) and pipeline("feature-extraction", ...) (the card's pipeline_tag):
+    # the entry transformers' Pipeline.save_pretrained writes for the registration in pipeline_grace.py (a test keeps
+    # the two the same), under the tag. The registration keeps its own name: registering "feature-extraction" would
+    # replace transformers' built-in pipeline in every process that imports the module.
+    model_config.custom_pipelines = {PIPELINE_TAG: PIPELINE_ENTRY}
 
 
 def write_repo_files(folder, grace_config: GraceConfig) -> None:
@@ -1003,6 +1038,7 @@ class GraceEmbedder(torch.nn.Module):
         show_progress_bar: bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         backend: str | None = None,
+        **sentence_transformers_options,
     ):
         """Embed ``texts`` (a string or a list of strings).
 
@@ -1015,7 +1051,10 @@ class GraceEmbedder(torch.nn.Module):
         ``backend`` ("hf" or "vllm"; default from ``grace_config.json``) is who writes the rationales: vLLM gets all
         of a chunk's prompts at once (one request and seed per text), the pooling pass is always this HF model.
         Returns a float32 array [n, dim] (1-D for a single string), plus the rationales when ``return_rationales``.
+        sentence-transformers' ``normalize_embeddings``, ``convert_to_numpy``, ``convert_to_tensor``, ``device`` (the
+        model's own) and ``precision="float32"`` are accepted as ``SentenceTransformer.encode`` takes them.
         """
+        normalize, as_tensor = _sentence_transformers_options(self, normalize, sentence_transformers_options)
         single = isinstance(texts, str)
         texts = [texts] if single else texts
         if not isinstance(texts, (list, tuple)):
@@ -1100,7 +1139,8 @@ class GraceEmbedder(torch.nn.Module):
             bar.close()
             self.model.train(was_training)
         rows = [position[text] for text in requested]
-        out = torch.stack(embeddings)[rows].numpy()
+        out = torch.stack(embeddings)[rows]
+        out = out if as_tensor else out.numpy()
         if return_rationales:
             rationales = [rationales[i] for i in rows]
             return (out[0], rationales[0]) if single else (out, rationales)

@@ -54,13 +54,17 @@ class GraceFeatureExtractionPipeline(Pipeline):
         return {"text": text}
 
     def _forward(self, inputs, **options):
-        vectors, rationales = self.embedder.encode(
-            [inputs["text"]], return_rationales=True, show_progress_bar=False, **options
-        )
+        # with batch_size > 1 the pipeline's collate function hands over {"text": [texts]}; the outputs go back per key
+        # (an array of rows, a list of rationales) and the pipeline splits them into one item per text
+        texts = inputs["text"]
+        batch = texts if isinstance(texts, list) else [texts]
+        vectors, rationales = self.embedder.encode(batch, return_rationales=True, show_progress_bar=False, **options)
+        if isinstance(texts, list):
+            return {"embedding": vectors, "rationale": list(rationales)}
         return {"embedding": vectors[0], "rationale": rationales[0]}
 
     def postprocess(self, outputs):
-        return {"embedding": outputs["embedding"].tolist(), "rationale": outputs["rationale"]}
+        return {"embedding": outputs["embedding"].reshape(-1).tolist(), "rationale": outputs["rationale"]}
 
 
 PIPELINE_REGISTRY.register_pipeline(
