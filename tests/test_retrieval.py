@@ -193,3 +193,42 @@ def test_a_grace_embedder_as_the_dense_encoder(tokenizer, corpus, tmp_path):
     assert retriever.embeddings.shape == (12, 32)
     hits = retriever.search([small[3]["title"] + ". " + small[3]["text"]], top_n=3)[0]
     assert hits[0][0] == 3 and hits[0][1] == pytest.approx(1.0, abs=1e-4)  # a passage is its own nearest neighbour
+
+
+def test_dense_index_resumes_after_an_interruption(tokenizer, tmp_path, monkeypatch):
+    """The corpus embeddings are saved chunk by chunk: a build stopped part-way resumes at the first missing chunk
+    and ends equal to an uninterrupted build (a tiny random GRACE embedder, prompt only)."""
+    import numpy as np
+    from testing_utils import tiny_llama
+
+    from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+    from retrieval_policies.retrieval import DenseRetriever
+
+    grace = GraceEmbedder(tiny_llama(tokenizer).eval(), tokenizer, GraceConfig())
+    corpus = [p.text for p in islice(iter_wikipedia_passages(), 10)]
+    options = dict(encoder_id="tiny", grace_options={"rationale": False}, chunk_size=3)
+    whole = DenseRetriever(grace, corpus, **options).embeddings
+    real, calls = GraceEmbedder.encode, []
+
+    def stopped_at_the_third_chunk(self, texts, **kwargs):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, texts, **kwargs)
+
+    monkeypatch.setattr(GraceEmbedder, "encode", stopped_at_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        DenseRetriever(grace, corpus, cache_dir=tmp_path, **options)
+    [parts] = tmp_path.glob("*.parts")
+    assert calls == [3, 3, 3] and sorted(p.name for p in parts.iterdir()) == ["000000000.npy", "000000003.npy"]
+    calls.clear()
+    monkeypatch.setattr(
+        GraceEmbedder, "encode", lambda self, texts, **kw: calls.append(len(texts)) or real(self, texts, **kw)
+    )
+    resumed = DenseRetriever(grace, corpus, cache_dir=tmp_path, **options)
+    assert calls == [3, 1]  # only the chunks that were missing
+    np.testing.assert_allclose(resumed.embeddings, whole, atol=1e-6)
+    assert not parts.exists() and len(list(tmp_path.glob("embeddings-*.npy"))) == 1
+    calls.clear()
+    assert np.array_equal(DenseRetriever(grace, corpus, cache_dir=tmp_path, **options).embeddings, resumed.embeddings)
+    assert calls == []  # the saved whole is reused

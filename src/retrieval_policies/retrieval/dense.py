@@ -1,7 +1,7 @@
 """Dense and BM25 retrieval over a passage corpus; each question gets DPR-style ``ctxs``.
 
 Corpus embeddings are computed once and saved next to the corpus (keyed by encoder and corpus content), so a
-re-run reuses them. Search is exact inner product; with ``faiss-cpu`` installed, corpora above ``faiss_threshold``
+re-run reuses them; they are built in saved chunks, so an interrupted build resumes. Search is exact inner product; with ``faiss-cpu`` installed, corpora above ``faiss_threshold``
 passages use an HNSW index instead.
 """
 
@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..common.passages import as_passages
 from .labels import has_answer
@@ -84,10 +86,13 @@ class DenseRetriever:
         faiss_threshold: int = FAISS_THRESHOLD,
         embeddings: np.ndarray | None = None,
         grace_options: dict | None = None,
+        chunk_size: int = 256,
     ):
         """``embeddings``: the corpus's vectors when already computed (``from_encoded``); ``grace_options``: the GRACE
-        encode settings the queries are embedded with."""
-        self.corpus, self.encoder_id = as_passages(corpus), encoder_id
+        encode settings the queries are embedded with; ``chunk_size``: passages per saved chunk of the corpus."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.corpus, self.encoder_id, self.chunk_size = as_passages(corpus), encoder_id, chunk_size
         self._encode = _encode_fn(encoder, batch_size, grace_options)
         self.embeddings = self._corpus_embeddings(cache_dir) if embeddings is None else embeddings
         self._index = None
@@ -132,16 +137,59 @@ class DenseRetriever:
         return Path(cache_dir) / f"embeddings-{key}.npy"
 
     def _corpus_embeddings(self, cache_dir) -> np.ndarray:
+        """The corpus's vectors, encoded in chunks of ``chunk_size`` passages; with a ``cache_dir`` each chunk is saved
+        as it is done (written to a temporary file, then renamed), so an interrupted build resumes at the first
+        missing chunk, and the whole is saved as one file at the end."""
         path = self.cache_path(cache_dir) if cache_dir is not None else None
         if path is not None and path.is_file():
             logger.info("reusing corpus embeddings %s", path)
             return np.load(path)
-        embeddings = self._encode([passage_text(p) for p in self.corpus])
+        texts = [passage_text(p) for p in self.corpus]
+        parts = path.with_suffix(".parts") if path is not None else None
+        starts = range(0, len(texts), self.chunk_size)
+        done = [s for s in starts if parts is not None and (parts / f"{s:09d}.npy").is_file()]
+        if done:
+            logger.info("resuming corpus embeddings: %d of %d chunks already in %s", len(done), len(starts), parts)
+        chunks, started, encoded = {}, time.perf_counter(), 0
+        bar = tqdm(
+            total=len(texts),
+            initial=sum(min(self.chunk_size, len(texts) - s) for s in done),
+            unit="passage",
+            desc="corpus embeddings",
+            disable=len(starts) < 2,
+        )
+        for start in starts:
+            chunk_path = parts / f"{start:09d}.npy" if parts is not None else None
+            if chunk_path is not None and chunk_path.is_file():
+                chunks[start] = np.load(chunk_path)
+                continue
+            chunks[start] = self._encode(texts[start : start + self.chunk_size])
+            encoded += len(chunks[start])
+            if encoded == len(chunks[start]) and len(texts) > 2 * self.chunk_size:  # after the first chunk: the cost
+                left = len(texts) - sum(len(c) for c in chunks.values())
+                per = (time.perf_counter() - started) / encoded
+                logger.warning(
+                    "embedding %d passages at ~%.2f s each: ~%.0f min more%s; for a large corpus use "
+                    "`retrieval-policies grace encode` (resumable, one slice per GPU) and search its output",
+                    len(texts),
+                    per,
+                    left * per / 60,
+                    " (resumable: chunks are kept)" if parts is not None else "",
+                )
+            if chunk_path is not None:
+                parts.mkdir(parents=True, exist_ok=True)
+                tmp = chunk_path.with_suffix(f".tmp{os.getpid()}.npy")
+                np.save(tmp, chunks[start])
+                os.replace(tmp, chunk_path)
+            bar.update(len(chunks[start]))
+        bar.close()
+        embeddings = np.concatenate([chunks[s] for s in starts]) if texts else np.zeros((0, 0), np.float32)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
             np.save(tmp, embeddings)
             os.replace(tmp, path)
+            shutil.rmtree(parts, ignore_errors=True)
         return embeddings
 
     def search(self, questions: list[str], top_n: int = 20) -> list[list[tuple[int, float]]]:
