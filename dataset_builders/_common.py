@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from retrieval_policies.common.dataset_io import format_counts, push_dataset_folder, write_dataset_folder
 
@@ -20,6 +21,28 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_dir: str) -> N
     parser.add_argument(
         "--strict", action="store_true", help="fail on the first bad row (naming it) instead of dropping it"
     )
+
+
+def add_data_argument(parser: argparse.ArgumentParser, expected: str) -> None:
+    """``--data PATH``: the user's own rows (a JSONL/JSON/Parquet/CSV file or a dataset folder) instead of a source."""
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help=f"your own data: a JSONL, JSON, Parquet or CSV file or a dataset folder, one row per example with {expected} "
+        "(docs/own-data.md has examples)",
+    )
+
+
+def own_data(args: argparse.Namespace) -> bool:
+    """With ``--data``: the Hub-source options point at the user's file (checked to exist before anything loads)."""
+    if not args.data:
+        return False
+    if not Path(args.data).exists():
+        raise SystemExit(f"error: --data {args.data}: no such file or folder")
+    args.source, args.hub_dataset, args.hub_split = "hub", args.data, "train"
+    if hasattr(args, "hub_config"):
+        args.hub_config = None
+    return True
 
 
 def add_grace_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,3 +135,18 @@ def finish(
     if args.push_to_hub:
         print(f"pushed {push_dataset_folder(folder, args.push_to_hub, private=args.private)}")
     return 0
+
+
+def run(main) -> int:
+    """A builder's entry point: bad input (a missing file or column, a bad row under --strict, a source that cannot
+    be loaded) is one line and exit status 2, not a traceback; RETRIEVAL_POLICIES_TRACEBACK=1 shows it."""
+    import os
+    import sys
+
+    try:
+        return main()
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        if os.environ.get("RETRIEVAL_POLICIES_TRACEBACK"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_arguments, add_pool_arguments, finish, pool_options  # noqa: E402
+from _common import add_data_argument, add_output_arguments, add_pool_arguments, finish, own_data, pool_options, run  # noqa: E402
 
 from retrieval_policies.dynamicrag.builders import TRAINING_POOL, build_training_dataset  # noqa: E402
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_arguments(parser, "outputs/data/dynamicrag-training")
     add_pool_arguments(parser)
+    add_data_argument(
+        parser, "question, answers (a list of strings) and ctxs (a list of {title, text} passages, first-stage order)"
+    )
     parser.add_argument("--hub-dataset", default=TRAINING_POOL)
     parser.add_argument("--hub-split", default="train")
     parser.add_argument("--labeler", default="has_answer", help="has_answer, llm:<model> or monot5[:<name>]")
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.tokenizer is None) != (args.max_seq_length is None):
         parser.error("--tokenizer and --max-seq-length go together")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    own_data(args)
     configs, counts, dropped, source = build_training_dataset(
         source=args.source,
         hub_dataset=args.hub_dataset,
@@ -135,4 +139,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

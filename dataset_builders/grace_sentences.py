@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_grace_arguments, add_output_arguments, finish  # noqa: E402
+from _common import add_data_argument, add_grace_arguments, add_output_arguments, finish, own_data, run  # noqa: E402
 
 from retrieval_policies.grace.data import build_grace_dataset  # noqa: E402
 
@@ -33,10 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-dataset", help="a Hub dataset with a text column instead of the SimCSE file")
     parser.add_argument("--hub-config")
     parser.add_argument("--hub-split", default="train")
-    parser.add_argument("--text-column", default="text")
+    add_data_argument(parser, "a text column (--text-column)")
+    parser.add_argument("--text-column", default="text", help="the text column (default text)")
     add_grace_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    own_data(args)
     configs, counts, dropped, source = build_grace_dataset(
         mode="unsupervised",
         source=args.source,
@@ -69,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -1,6 +1,7 @@
 """Build GRACE supervised training triplets (query, positive, hard negative).
 
     python dataset_builders/grace_triplets.py --output-dir outputs/data/grace-triplets                 # Hub, else offline
+    python dataset_builders/grace_triplets.py --data my_triplets.jsonl --output-dir outputs/data/mine  # query, positive, negative
     python dataset_builders/grace_triplets.py --source hub --hub-dataset sentence-transformers/all-nli --hub-config triplet \\
         --query-column anchor --positive-column positive --negative-column negative
 """
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_grace_arguments, add_output_arguments, finish  # noqa: E402
+from _common import add_data_argument, add_grace_arguments, add_output_arguments, finish, own_data, run  # noqa: E402
 
 from retrieval_policies.grace.data import build_grace_dataset  # noqa: E402
 
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hub-config", default="triplet")
     parser.add_argument("--hub-split", default="train")
-    parser.add_argument("--query-column", default="anchor")
-    parser.add_argument("--positive-column", default="positive")
-    parser.add_argument("--negative-column", default="negative")
+    add_data_argument(parser, "the columns query, positive and negative (other names: --query-column ...)")
+    parser.add_argument("--query-column", help="the query's column (default: query with --data, anchor on the Hub)")
+    parser.add_argument("--positive-column", default="positive", help="the positive's column (default positive)")
+    parser.add_argument("--negative-column", default="negative", help="the hard negative's column (default negative)")
     parser.add_argument(
         "--offline-sources",
         default="wordnet,wikipedia",
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     add_grace_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    columns = {"query": args.query_column, "positive": args.positive_column, "negative": args.negative_column}
+    query_column = args.query_column or ("query" if own_data(args) else "anchor")
+    columns = {"query": query_column, "positive": args.positive_column, "negative": args.negative_column}
     configs, counts, dropped, source = build_grace_dataset(
         mode="supervised",
         source=args.source,
@@ -86,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

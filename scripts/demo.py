@@ -681,6 +681,7 @@ def _render_cards(output_dir: str, settings_json: str) -> None:
         rationales=grace_rationales(demo.paths["grace"], max_new_tokens=settings.grace_eval_tokens),
         snippet_max_new_tokens=settings.grace_eval_tokens,
         local_tasks=tuple(settings.grace_eval_tasks),
+        decoding={"temperature": 0.0, "max_new_tokens": settings.grace_eval_tokens},
     )
     run = out / "dynamicrag-run"
     render_dynamicrag_card(

@@ -97,9 +97,13 @@ def test_grace_card_with_results_rationales_and_curves(grace_folder):
         results=RESULTS,
         baseline=[{**RESULTS[0], "score": 0.55}],
         rationales=rationales,
+        decoding={"temperature": 0.0, "max_new_tokens": 16},
     )
     text = (grace_folder / "README.md").read_text()
     assert check_folder("model", grace_folder) == []  # license, pipeline tag and model-index validate
+    # the scores' decoding is stated next to the repo's own defaults, which every loading route uses
+    assert "with rationales at temperature 0.0 (greedy) and at most 16 new tokens" in text
+    assert "Loading the repo uses its own defaults (temperature 1.0, at most 4 new tokens)" in text
     data = card.data.to_dict()
     assert data["pipeline_tag"] == "feature-extraction" and {"custom_code", "mteb", "sentence-transformers"} <= set(
         data["tags"]
@@ -148,8 +152,25 @@ def test_dynamicrag_card_with_and_without_evaluation(dynamicrag_folder):
     )
     text = (dynamicrag_folder / "README.md").read_text()
     assert check_folder("model", dynamicrag_folder) == []
-    assert card.data.to_dict()["pipeline_tag"] == "text-ranking"
+    assert card.data.to_dict()["pipeline_tag"] == "text-generation"  # listwise: not a cross-encoder
     assert "| dynamicrag | 0.4000 | 0.4000 | 2.10 | 0.5000 | 0.9000 | 0.7000 |" in text and "| same-k |" in text
+    empty = {
+        "scores": {
+            "dynamicrag": {**REPORT["scores"]["dynamicrag"], "selection_mean_k": 0.0, "selection_precision": 1.0}
+        }
+    }
+    render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL, evaluation=empty)
+    assert "| dynamicrag | 0.4000 | 0.4000 | 0.00 | – | 0.9000 |" in (dynamicrag_folder / "README.md").read_text()
+    card = render_dynamicrag_card(
+        dynamicrag_folder,
+        "demo/dr-tiny",
+        base_model=DEFAULT_BASE_MODEL,
+        evaluation=REPORT,
+        evaluation_data="cloze (pool/test)",
+        example=example,
+        stages={"dpo": dynamicrag_folder},
+    )
+    text = (dynamicrag_folder / "README.md").read_text()
     assert text.index("| dynamicrag |") < text.index("| same-k |") < text.index("| top-1 |")
     assert "2 held-out questions of `cloze (pool/test)`" in text and "Malformed reranker outputs: 0.0%." in text
     assert "- **Selected ids:** [1]" in text and "- **Answer:** Shakespeare" in text and "| `beta` | `0.1` |" in text

@@ -62,7 +62,7 @@ def test_runnable_blocks_run_as_written(document, tmp_path):
 
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("recipes", "dataset_builders"):
+    for name in ("recipes", "dataset_builders", "docs"):
         (work / name).symlink_to(ROOT / name)
     tokens = tmp_path / "hub.tokens"
     token = add_token(tokens, "me", "write")

@@ -163,3 +163,38 @@ def test_rag_ask_command(tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and "missing.jsonl': no such file or folder" in bad.stderr
+
+
+def test_rag_ask_shows_the_reranker_output_when_it_selects_nothing(tmp_path, tokenizer, capsys):
+    """A reranker whose output is no id list selects nothing: the text output says what it wrote, and that it was
+    repaired, instead of an answer from no passages that hides why (a tiny random model writes no id list)."""
+    from testing_utils import tiny_llama
+
+    from retrieval_policies import cli
+    from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
+
+    config = DynamicRAGConfig(rerank_max_new_tokens=6, answer_max_new_tokens=4, temperature=0.0)
+    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, config).save_pretrained(tmp_path / "reranker")
+    data = tmp_path / "corpus.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "text": p.text}) + "\n"
+            for i, p in enumerate(islice(iter_wikipedia_passages(), 4))
+        )
+    )
+    argv = [
+        "rag",
+        "ask",
+        "--corpus",
+        str(data),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--reranker",
+        str(tmp_path / "reranker"),
+    ]
+    assert cli.main([*argv, "What is anarchism?"]) == 0
+    out = capsys.readouterr().out
+    assert "passages (0 selected of 4 retrieved)" in out and "reranker output (malformed, repaired): '" in out
+    assert cli.main([*argv, "--json", "What is anarchism?"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    assert answer["malformed"] is True and answer["reranker_output"] and answer["passages"] == []

@@ -1,4 +1,5 @@
-"""The ``retrieval-policies`` command: ``assets``, ``hub``, ``grace``, ``dynamicrag``, ``rag`` and ``push``."""
+"""The ``retrieval-policies`` command: ``assets``, ``hub``, ``grace`` (evaluate, encode, embed), ``dynamicrag`` (evaluate,
+rerank), ``rag``, ``push`` and ``card``."""
 
 from __future__ import annotations
 
@@ -47,6 +48,27 @@ def _assets_list(args: argparse.Namespace) -> int:
     print("corpus  wikipedia, lee: from the gensim==4.4.0 wheel")
     print("corpus  wordnet: from Debian's wordnet-base (/usr/share/wordnet)")
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count, a size or a length)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _raise_interrupt(*_) -> None:
@@ -189,9 +211,10 @@ def _grace_evaluate(args: argparse.Namespace) -> int:
 
 def _grace_encode(args: argparse.Namespace) -> int:
     from .assets import resolve_model
-    from .grace.corpus import encode_corpus
+    from .grace.corpus import check_data, encode_corpus
     from .models.grace import GraceEmbedder
 
+    check_data(args.data, config=args.config, split=args.split, column=args.column, id_column=args.id_column)
     embedder = GraceEmbedder.from_pretrained(resolve_model(args.model), **_placement(args))
     try:
         embedder.vllm_kwargs = _vllm_kwargs(args)
@@ -222,6 +245,69 @@ def _grace_encode(args: argparse.Namespace) -> int:
             f"{manifest['rows']} texts in {len(manifest['shards'])} shards under {args.output} "
             f"({manifest['encoded_now']} encoded now by {manifest['processes']} process(es), {rate:.1f} texts/s)"
         )
+    return 0
+
+
+def _grace_embed(args: argparse.Namespace) -> int:
+    import json
+
+    from .assets import resolve_model
+    from .models.grace import GraceEmbedder
+
+    embedder = GraceEmbedder.from_pretrained(resolve_model(args.model), **_placement(args))
+    options = {
+        k: v
+        for k, v in {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}.items()
+        if v is not None
+    }
+    vectors, rationales = embedder.encode(
+        args.texts, rationale=not args.no_rationale, return_rationales=True, show_progress_bar=False, **options
+    )
+    similarity = (vectors @ vectors.T).round(4).tolist()
+    if args.json:
+        rows = [
+            {"text": t, "rationale": r, "embedding": v.tolist()} for t, r, v in zip(args.texts, rationales, vectors)
+        ]
+        print(json.dumps({"texts": rows, "similarity": similarity}, indent=2))
+        return 0
+    for i, (text, rationale) in enumerate(zip(args.texts, rationales), 1):
+        print(f"[{i}] {text}")
+        if rationale is not None:
+            print(f"    rationale: {rationale}")
+    print(f"cosine similarity ({vectors.shape[1]} dimensions):")
+    for i, row in enumerate(similarity, 1):
+        print(f"  [{i}] " + " ".join(f"{s:7.4f}" for s in row))
+    return 0
+
+
+def _dynamicrag_rerank(args: argparse.Namespace) -> int:
+    import json
+
+    from .assets import resolve_model
+    from .models.dynamicrag import DynamicRAGModel
+
+    model = DynamicRAGModel.from_pretrained(resolve_model(args.model), **_placement(args))
+    result = model.rerank(args.query, args.passage)
+    answer = None if args.no_answer else model.answer(args.query, result.passages)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "selected": [i + 1 for i in result.indices],
+                    "raw": result.raw,
+                    "malformed": bool(result.malformed),
+                    "answer": answer,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"reranker output: {' | '.join(result.raw)!r}{' (malformed, repaired)' if result.malformed else ''}")
+    print(f"selected ({len(result.indices)} of {len(args.passage)}):")
+    for i in result.indices:
+        print(f"  [{i + 1}] {args.passage[i][:160]}")
+    if answer is not None:
+        print(f"answer: {answer}")
     return 0
 
 
@@ -278,6 +364,25 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def hub_repo_id(text: str) -> str:
+    from .publishing.push import hub_repo_id as check
+
+    return check(text)
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .publishing.cards import render_model_card
+
+    if (Path(args.folder) / "README.md").exists() and not args.force:
+        print(f"error: {args.folder}/README.md exists (--force replaces it)", file=sys.stderr)
+        return 2
+    render_model_card(args.folder, args.repo_id, base_model=args.base_model, examples=not args.no_examples)
+    print(
+        f"wrote {Path(args.folder) / 'README.md'} (push with `retrieval-policies push model {args.folder} {args.repo_id}`)"
+    )
+    return 0
+
+
 def _rag_placement(args: argparse.Namespace) -> dict:
     return {k: v for k, v in _placement(args).items() if k in ("device_map", "dtype")}
 
@@ -313,6 +418,9 @@ def _rag_ask(args: argparse.Namespace) -> int:
         if answer.rationale:
             print(f"rationale (GRACE, the query): {answer.rationale}")
         print(f"answer: {answer.answer}")
+        if answer.reranker_output is not None and (answer.malformed or not answer.passages):
+            flag = "malformed, repaired" if answer.malformed else "well-formed"
+            print(f"reranker output ({flag}): {answer.reranker_output!r}")
         print(f"passages ({len(answer.passages)} selected of {len(answer.retrieved)} retrieved):")
         for p in answer.passages:
             print(f"  [{p['id']}] (rank {p['rank']}) {p.get('title') or ''}: {p['text'][:160]}")
@@ -370,8 +478,10 @@ def _add_rag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="dataset config of --corpus")
     parser.add_argument("--split", default="train", help="dataset split of --corpus (default train)")
     parser.add_argument("--generator", help="who writes the answer (default: the reranker's own LLM; SmolLM2 for none)")
-    parser.add_argument("--top-n", type=int, default=20, help="passages retrieved per question (default 20)")
-    parser.add_argument("--top-k", type=int, default=5, help="passages answered from without a reranker (default 5)")
+    parser.add_argument("--top-n", type=positive_int, default=20, help="passages retrieved per question (default 20)")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=5, help="passages answered from without a reranker (default 5)"
+    )
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where corpus indexes are kept and reused")
     parser.add_argument("--no-rationale", action="store_true", help="GRACE embeds prompts alone (fast; no rationale)")
     _add_placement_arguments(parser)
@@ -396,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrieval-policies", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors in the log")
+    parser.add_argument("--traceback", action="store_true", help="show the traceback of an input error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     assets = commands.add_parser("assets", help="offline base models and corpora").add_subparsers(
@@ -462,9 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-rationale", action="store_true", help="embed the prompt alone (the paper's Base row)")
     evaluate.add_argument(
-        "--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)"
+        "--temperature",
+        type=non_negative_float,
+        help="rationale sampling temperature (0 = greedy; default from the repo)",
     )
-    evaluate.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
+    evaluate.add_argument("--max-new-tokens", type=positive_int, help="rationale length limit (default from the repo)")
     evaluate.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
     evaluate.add_argument("--system-prompt", help="the rationale instruction (default from the repo)")
     evaluate.add_argument(
@@ -472,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a GRACE triplet dataset folder: evaluate its validation split "
         "(TripletValidationRetrieval; alone unless --tasks is given too)",
     )
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--batch-size", type=positive_int, default=8, help="texts per batch")
     evaluate.add_argument("--rationale-cache", help="folder caching generated rationales across runs")
     evaluate.add_argument(
         "--documents-without-rationale",
@@ -496,7 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--split", default="train")
     encode.add_argument("--column", default="text", help="the text column (default text)")
     encode.add_argument("--id-column", default="id", help="the id column (default id; the row number when absent)")
-    encode.add_argument("--output", required=True, help="folder for the shards and manifest.json (rerun to resume)")
+    encode.add_argument(
+        "--output", "--output-dir", required=True, help="folder for the shards and manifest.json (rerun to resume)"
+    )
     encode.add_argument(
         "--backend", choices=["hf", "vllm"], help="who writes the rationales (default from the repo: hf)"
     )
@@ -505,25 +620,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         help="texts per generate / forward batch (default: picked for the device: 32 on a CPU, what the GPU memory fits)",
     )
-    encode.add_argument("--shard-size", type=int, default=10_000, help="rows per Parquet shard (default 10000)")
+    encode.add_argument(
+        "--shard-size", type=positive_int, default=10_000, help="rows per Parquet shard (default 10000)"
+    )
     encode.add_argument(
         "--no-rationale", action="store_true", help="embed the prompt alone (fast; the paper's Base row)"
     )
     encode.add_argument(
-        "--temperature", type=float, help="rationale sampling temperature (0 = greedy; default from the repo)"
+        "--temperature",
+        type=non_negative_float,
+        help="rationale sampling temperature (0 = greedy; default from the repo)",
     )
-    encode.add_argument("--max-new-tokens", type=int, help="rationale length limit (default from the repo)")
+    encode.add_argument("--max-new-tokens", type=positive_int, help="rationale length limit (default from the repo)")
     encode.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
     encode.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_placement_arguments(encode)
     encode.set_defaults(func=_grace_encode)
 
+    embed = grace.add_parser("embed", help="a quick look: embed a few texts, print their rationales and similarities")
+    embed.add_argument("texts", nargs="+", help="the texts")
+    embed.add_argument("--model", required=True, help="GRACE repo or folder, or a chat LLM name (untrained GRACE)")
+    embed.add_argument("--no-rationale", action="store_true", help="embed the prompt alone")
+    embed.add_argument("--max-new-tokens", type=positive_int, help="rationale length limit (default from the repo)")
+    embed.add_argument("--temperature", type=non_negative_float, help="0 = greedy (default from the repo)")
+    embed.add_argument("--seed", type=int, help="sampling seed (default from the repo)")
+    embed.add_argument(
+        "--json", action="store_true", help="print texts, rationales, embeddings and similarities as JSON"
+    )
+    _add_placement_arguments(embed)
+    embed.set_defaults(func=_grace_embed)
+
     dynamicrag = commands.add_parser("dynamicrag", help="DynamicRAG rerankers").add_subparsers(
         dest="action", required=True
     )
+    rerank = dynamicrag.add_parser(
+        "rerank", help="a quick look: rerank passages given on the command line, then answer"
+    )
+    rerank.add_argument("--model", required=True, help="DynamicRAG repo or folder, or a chat LLM name (untrained)")
+    rerank.add_argument("--query", required=True, help="the question")
+    rerank.add_argument("--passage", action="append", required=True, help="a passage (repeat, in first-stage order)")
+    rerank.add_argument("--no-answer", action="store_true", help="rerank only")
+    rerank.add_argument("--json", action="store_true", help="print the selection, raw output and answer as JSON")
+    _add_placement_arguments(rerank)
+    rerank.set_defaults(func=_dynamicrag_rerank)
+
     dr_eval = dynamicrag.add_parser(
         "evaluate", help="rerank -> answer over an evaluation set, with fixed top-k baselines"
     )
@@ -533,11 +676,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dr_eval.add_argument("--config", help="dataset config (e.g. wiki_cloze, nq)")
     dr_eval.add_argument("--split", default="test")
-    dr_eval.add_argument("--max-questions", type=int)
+    dr_eval.add_argument("--max-questions", type=positive_int, help="the first N questions (default: all)")
     dr_eval.add_argument(
-        "--top-k", type=int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)"
+        "--top-k", type=positive_int, nargs="+", default=[1, 3, 5], help="fixed top-k baselines (default 1 3 5)"
     )
-    dr_eval.add_argument("--batch-size", type=int, default=8)
+    dr_eval.add_argument("--batch-size", type=positive_int, default=8, help="questions per generation batch")
     dr_eval.add_argument(
         "--task",
         choices=["short", "fever", "long", "arc"],
@@ -550,8 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt format (default: the repo's; "
         "published, the released checkpoints' format, for a folder without dynamicrag_config.json)",
     )
-    dr_eval.add_argument("--rerank-max-new-tokens", type=int, help="override the repo's reranker output limit")
-    dr_eval.add_argument("--answer-max-new-tokens", type=int, help="override the repo's answer length limit")
+    dr_eval.add_argument("--rerank-max-new-tokens", type=positive_int, help="override the repo's reranker output limit")
+    dr_eval.add_argument("--answer-max-new-tokens", type=positive_int, help="override the repo's answer length limit")
     dr_eval.add_argument("--output", help="JSON file for scores and per-question predictions")
     dr_eval.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="who generates (rerank and answer)")
     dr_eval.add_argument(
@@ -572,8 +715,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rerank the whole pool in windows of N (default: the first N passages in one call, as published)",
     )
-    dr_eval.add_argument("--max-passages", type=int, help="N, the passages the reranker sees (default from the repo)")
-    dr_eval.add_argument("--temperature", type=float, help="reranker sampling temperature (default from the repo)")
+    dr_eval.add_argument(
+        "--max-passages", type=positive_int, help="N, the passages the reranker sees (default from the repo)"
+    )
+    dr_eval.add_argument(
+        "--temperature", type=non_negative_float, help="reranker sampling temperature (default from the repo)"
+    )
     dr_eval.add_argument("--seed", type=int, default=0, help="seed of the reranker's sampling when temperature > 0")
     _add_placement_arguments(dr_eval)
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
@@ -595,11 +742,17 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=_rag_ask)
     rag_eval = rag.add_parser("evaluate", help="every retriever x reranker combination on the cloze test questions")
     rag_eval.add_argument(
-        "--retrievers", nargs="+", default=["bm25"], help="GRACE repos, sentence-transformers models, bm25"
+        "--retrievers",
+        "--retriever",
+        nargs="+",
+        default=["bm25"],
+        help="GRACE repos, sentence-transformers models, bm25",
     )
-    rag_eval.add_argument("--rerankers", nargs="+", default=["none"], help="DynamicRAG repos and/or none (top-k)")
-    rag_eval.add_argument("--max-questions", type=int, default=20, help="cloze test questions (default 20)")
-    rag_eval.add_argument("--batch-size", type=int, default=8)
+    rag_eval.add_argument(
+        "--rerankers", "--reranker", nargs="+", default=["none"], help="DynamicRAG repos and/or none (top-k)"
+    )
+    rag_eval.add_argument("--max-questions", type=positive_int, default=20, help="cloze test questions (default 20)")
+    rag_eval.add_argument("--batch-size", type=positive_int, default=8, help="questions per batch")
     rag_eval.add_argument("--output", help="JSON file for the table")
     _add_rag_arguments(rag_eval)
     rag_eval.set_defaults(func=_rag_evaluate)
@@ -624,7 +777,36 @@ def build_parser() -> argparse.ArgumentParser:
             ).run_push(kind, args)
         )
 
+    card = commands.add_parser(
+        "card", help="render the model card (README.md) of a trained or saved GRACE / DynamicRAG folder"
+    )
+    card.add_argument("folder", help="the model folder (training output or save_pretrained)")
+    card.add_argument("repo_id", type=hub_repo_id, help="the repo id the card names (owner/name)")
+    card.add_argument(
+        "--base-model", help="the model it was trained from (default: the folder's training_settings.json)"
+    )
+    card.add_argument("--no-examples", action="store_true", help="no example outputs (they run the model once)")
+    card.add_argument("--force", action="store_true", help="replace an existing README.md")
+    card.set_defaults(func=_card)
+
     return parser
+
+
+# The project's own errors about its input (a missing model or file, a bad column, row, id or setting): one line and
+# exit status 2, as argparse does for bad arguments; anything else is a bug and keeps its traceback.
+def _input_errors() -> tuple[type[BaseException], ...]:
+    from .assets import ModelNotAvailableError
+
+    errors: list[type[BaseException]] = [ModelNotAvailableError, FileNotFoundError, NotADirectoryError, ValueError]
+    try:
+        from datasets.exceptions import DatasetNotFoundError
+
+        errors.append(DatasetNotFoundError)
+    except ImportError:  # pragma: no cover
+        pass
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    return (*errors, RepositoryNotFoundError, RevisionNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -637,7 +819,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("retrieval_policies").setLevel(logging.WARNING if args.quiet else logging.INFO)
     logging.getLogger("retrieval_policies.hub").setLevel(logging.WARNING)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _input_errors() as err:
+        if args.traceback:
+            raise
+        print(f"error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

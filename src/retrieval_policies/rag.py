@@ -33,6 +33,8 @@ class RagAnswer:
     retrieved: list[dict]  # the first stage's top-n, best first (rank is 1-based)
     rationale: str | None = None  # what a GRACE retriever wrote about the question (why it retrieved what it did)
     seconds: dict = field(default_factory=dict)  # retrieve / rerank / answer, this question's share of its batch
+    reranker_output: str | None = None  # what the DynamicRAG reranker wrote (None without a reranker)
+    malformed: bool = False  # its output was not a well-formed id list and was repaired (ids dropped, or none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -241,8 +243,10 @@ class RetrievalPolicyPipeline:
                 questions, [r[:n] for r in retrieved], **({} if seed is None else {"seed": seed})
             )
             selected = [r.passages for r in reranked]
+            raw = [(" | ".join(r.raw), bool(r.malformed)) for r in reranked]
         else:
             selected = [r[: self.top_k] for r in retrieved]
+            raw = [(None, False)] * len(questions)
         reranked_at = time.perf_counter()
         answers = self.generator.answer_batch(
             questions, selected, task=task or self.task, ids=[[p["rank"] for p in s] for s in selected]
@@ -255,8 +259,10 @@ class RetrievalPolicyPipeline:
         }
         share = {k: round(v / len(questions), 4) for k, v in share.items()}
         return [
-            RagAnswer(q, a, s, r, rationale, dict(share))
-            for q, a, s, r, rationale in zip(questions, answers, selected, retrieved, rationales)
+            RagAnswer(q, a, s, r, rationale, dict(share), output, malformed)
+            for q, a, s, r, rationale, (output, malformed) in zip(
+                questions, answers, selected, retrieved, rationales, raw
+            )
         ]
 
 

@@ -149,6 +149,11 @@ def _load_dataset(name: str, config: str | None, split: str):
     from datasets import load_dataset
 
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(Path(name).suffix.lower())
+    looks_local = builder is not None or str(name).startswith((".", "/", "~"))
+    if looks_local and not Path(name).exists():  # not a Hub id: say so instead of the Hub client's id error
+        raise FileNotFoundError(f"{name}: no such file or folder")
+    if builder and Path(name).is_file() and Path(name).stat().st_size == 0:
+        raise ValueError(f"{name}: the file is empty")
     if Path(name).is_file() and builder:  # a downloaded file (e.g. the Echo training mix's JSONL): no config
         return load_dataset(builder, data_files=str(name), split="train", download_mode="force_redownload")
     if Path(name).is_dir():

@@ -57,6 +57,18 @@ class EncodeSettings:
         return asdict(self)
 
 
+DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def check_data(
+    data, *, config: str | None = None, split: str = "train", column: str = "text", id_column: str | None = "id"
+) -> None:
+    """Fail before a model loads: the data is there and its first row has the columns asked for."""
+    for _ in stream_texts(data, config=config, split=split, column=column, id_column=id_column):
+        return
+    raise ValueError(f"{data} ({config or 'default'}/{split}) has no rows: nothing to encode")
+
+
 def stream_texts(
     data: str, *, config: str | None = None, split: str = "train", column: str = "text", id_column: str | None = "id"
 ) -> Iterator[tuple[str, str]]:
@@ -72,9 +84,13 @@ def stream_texts(
         return
 
     path = Path(data)
+    if not path.exists() and (path.suffix.lower() in DATA_SUFFIXES or str(data).startswith((".", "/", "~"))):
+        raise FileNotFoundError(f"{data}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:  # datasets' readers end an empty file in StopIteration
+        return
     if path.is_file():
         suffix = path.suffix.lower()
-        builder = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(suffix)
+        builder = DATA_SUFFIXES.get(suffix)
         if builder is None:
             raise ValueError(f"{data}: unknown file type {suffix!r}; expected .parquet, .jsonl, .json or .csv")
         stream = load_dataset(builder, data_files=str(path), split="train", streaming=True)
@@ -300,10 +316,15 @@ def encode_corpus(
         elapsed = time.perf_counter() - started
         bar.set_postfix(texts_per_s=f"{done / elapsed:.1f}")
 
-    total, ids, texts = 0, [], []
+    total, ids, texts, seen = 0, [], [], {}
     for row, (text_id, text) in enumerate(
         stream_texts(data, config=config, split=split, column=column, id_column=id_column)
     ):
+        if text_id in seen:  # a search over the output could not tell the two rows apart (rag refuses them too)
+            raise ValueError(
+                f"{label}: rows {seen[text_id]} and {row} have the same id {text_id!r}; ids must be unique"
+            )
+        seen[text_id] = row
         total = row + 1
         shard = row // shard_size
         if shard % num_processes == process_index:

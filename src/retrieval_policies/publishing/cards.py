@@ -198,6 +198,14 @@ def grace_rationales(
     return [{"text": t, "rationale": r} for t, r in zip(texts, rationales)]
 
 
+def _grace_defaults(folder: Path) -> dict:
+    from ..models.grace import GRACE_CONFIG_NAME
+
+    path = folder / GRACE_CONFIG_NAME
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return {"temperature": saved.get("temperature"), "max_new_tokens": saved.get("max_new_tokens")}
+
+
 def render_grace_card(
     folder: str | os.PathLike,
     repo_id: str,
@@ -210,8 +218,11 @@ def render_grace_card(
     license: str = "apache-2.0",
     snippet_max_new_tokens: int = 32,
     local_tasks: tuple[str, ...] = ("LocalLeeSTS",),
+    decoding: dict | None = None,
 ):
-    """Write README.md (and the training-curve PNG when a log history is there) into a GRACE repo folder."""
+    """Write README.md (and the training-curve PNG when a log history is there) into a GRACE repo folder.
+    ``decoding`` ({temperature, max_new_tokens}) is how ``results`` were measured: the card says so next to the
+    repo's own defaults, which every loading route uses."""
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
@@ -253,6 +264,8 @@ def render_grace_card(
         widget=WIDGET,
         max_new_tokens=snippet_max_new_tokens,
         local_tasks=list(local_tasks),
+        decoding=decoding,
+        settings_defaults=_grace_defaults(folder),
     )
     card.save(folder / "README.md")
     return card
@@ -353,7 +366,7 @@ def render_dynamicrag_card(
         base_model=base_model,
         datasets=datasets or None,
         library_name="transformers",
-        pipeline_tag="text-ranking",
+        pipeline_tag="text-generation",  # listwise and generative: not a cross-encoder ("text-ranking" invited that)
         model_name=repo_id,
         eval_results=eval_results,
         tags=["dynamicrag", "reranker", "rag", "custom_code", "retrieval-policies"],
@@ -376,6 +389,56 @@ def render_dynamicrag_card(
     )
     card.save(folder / "README.md")
     return card
+
+
+# ---------------------------------------------------------------------------------------------- any model folder
+def model_kind(folder: str | os.PathLike) -> str:
+    """``grace`` or ``dynamicrag``, from the method's settings file in the folder; an error naming what is missing."""
+    from ..models.dynamicrag import DYNAMICRAG_CONFIG_NAME
+    from ..models.grace import GRACE_CONFIG_NAME
+
+    folder = Path(folder)
+    kinds = [
+        k
+        for k, name in (("grace", GRACE_CONFIG_NAME), ("dynamicrag", DYNAMICRAG_CONFIG_NAME))
+        if (folder / name).is_file()
+    ]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"{folder}: not a GRACE or DynamicRAG model folder (it needs exactly one of {GRACE_CONFIG_NAME} or "
+            f"{DYNAMICRAG_CONFIG_NAME}, as training and save_pretrained write)"
+        )
+    return kinds[0]
+
+
+def folder_base_model(folder: str | os.PathLike) -> str | None:
+    """The model a folder was trained from, as its recipe recorded it (``training_settings.json``)."""
+    path = Path(folder) / "training_settings.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    for part in ("script", "model", "training"):
+        name = (saved.get(part) or {}).get("model_name_or_path")
+        if name:
+            return str(name)
+    return None
+
+
+def render_model_card(folder: str | os.PathLike, repo_id: str, *, base_model: str | None = None, examples: bool = True):
+    """The card of a GRACE or DynamicRAG folder from what the folder holds (its settings, log history and, with
+    ``examples``, a real call of the model), for a model trained or saved outside the demo."""
+    kind = model_kind(folder)
+    base_model = base_model or folder_base_model(folder)
+    if not base_model:
+        raise ValueError(
+            f"{folder}: no training_settings.json names the base model; give it (--base-model NAME, or "
+            "base_model=... in Python)"
+        )
+    if kind == "grace":
+        rationales = grace_rationales(folder, max_new_tokens=32) if examples else None
+        return render_grace_card(folder, repo_id, base_model=base_model, rationales=rationales)
+    example = dynamicrag_example(folder) if examples else None
+    return render_dynamicrag_card(folder, repo_id, base_model=base_model, example=example)
 
 
 # ---------------------------------------------------------------------------------------------- metric Spaces

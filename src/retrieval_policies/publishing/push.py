@@ -315,6 +315,8 @@ def push_folder(
                 commit_message=commit_message,
             )
     else:
+        if kind == "model" and folder.is_dir() and not (folder / "README.md").exists():
+            _render_missing_card(folder, repo_id)
         report = _push_checked(
             kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run, commit_message=commit_message
         )
@@ -323,6 +325,20 @@ def push_folder(
 
         record_push(folder, repo_id, kind=kind, revision=report["revision"], commit=report.get("commit"))
     return report
+
+
+def _render_missing_card(folder: Path, repo_id: str) -> None:
+    """A trained folder without a card gets one rendered from what it holds, as `retrieval-policies card` does."""
+    from .cards import render_model_card
+
+    try:
+        render_model_card(folder, repo_id)
+    except ValueError as err:
+        raise IncompleteFolderError(
+            f"README.md (the card) is missing and cannot be rendered from the folder: {err}. Render it with "
+            f"`retrieval-policies card {folder} {repo_id} --base-model NAME`"
+        ) from None
+    print(f"{folder}: no card, rendered README.md from the folder (`retrieval-policies card` refreshes it)")
 
 
 def _push_checked(kind: str, folder: Path, repo_id: str, *, revision, private, dry_run, commit_message) -> dict:
@@ -446,14 +462,31 @@ def verify_repo(
 
 
 # ---------------------------------------------------------------------------------------------- command line
+def hub_repo_id(text: str) -> str:
+    """An argparse type: a repo id the Hub accepts, checked before anything is read or uploaded."""
+    import argparse
+
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Hub repo id (owner/name): {err}") from None
+    return text
+
+
 def add_push_arguments(parser, *, space: bool = False) -> None:
     parser.add_argument(
         "folder",
         help="the folder to publish; for a metric or a demo Space also a packaged one's name (rag_answer, grace)",
     )
     if space:
-        parser.add_argument("--model", required=True, help="the model repo the Space shows (named in its card)")
-    parser.add_argument("repo_id", help="owner/name on the Hub (HF_ENDPOINT; the token from HF_TOKEN or the login)")
+        parser.add_argument(
+            "--model", required=True, type=hub_repo_id, help="the model repo the Space shows (named in its card)"
+        )
+    parser.add_argument(
+        "repo_id", type=hub_repo_id, help="owner/name on the Hub (HF_ENDPOINT; the token from HF_TOKEN or the login)"
+    )
     parser.add_argument("--revision", help="a branch to commit to (created if needed; default main)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--dry-run", action="store_true", help="check the folder and list what would be uploaded")
