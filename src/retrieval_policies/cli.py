@@ -71,10 +71,6 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def _raise_interrupt(*_) -> None:
-    raise KeyboardInterrupt
-
-
 def _hub_serve(args: argparse.Namespace) -> int:
     from .hub import make_server
 
@@ -109,7 +105,9 @@ def _hub_serve(args: argparse.Namespace) -> int:
         )
     print(f"serving a local Hub for {args.root} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     print(server.url, flush=True)  # after the warnings: a caller that reads the URL and stops the server saw them
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # stop cleanly on `kill` as on Ctrl-C
+    # stop cleanly on `kill` as on Ctrl-C: ask the server to exit (uvicorn checks the flag in its loop, also when the
+    # signal comes before it starts); raising from the handler could land in a weakref callback and be swallowed
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
