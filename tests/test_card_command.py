@@ -54,3 +54,14 @@ def test_push_renders_a_missing_card_from_the_training_settings(tokenizer, tmp_p
     out = capsys.readouterr().out
     assert "rendered README.md" in out and "  README.md" in out
     assert _metadata(folder)[0]["base_model"] == BASE
+    # the placeholder card TRL's trainers write at save is replaced; a card of the user's own is kept
+    (folder / "README.md").write_text(
+        "---\nlibrary_name: transformers\ntags:\n- generated_from_trainer\n- trl\n- grpo\n---\n# x\n"
+    )
+    assert cli.main(["push", "model", str(folder), "me/trained", "--dry-run"]) == 0
+    assert (
+        "rendered README.md" in capsys.readouterr().out and _metadata(folder)[0]["pipeline_tag"] == "feature-extraction"
+    )
+    (folder / "README.md").write_text("---\nlicense: mit\npipeline_tag: feature-extraction\n---\n# mine\n")
+    assert cli.main(["push", "model", str(folder), "me/trained", "--dry-run"]) == 0
+    assert "rendered" not in capsys.readouterr().out and "# mine" in (folder / "README.md").read_text()

@@ -154,23 +154,6 @@ def test_dynamicrag_card_with_and_without_evaluation(dynamicrag_folder):
     assert check_folder("model", dynamicrag_folder) == []
     assert card.data.to_dict()["pipeline_tag"] == "text-generation"  # listwise: not a cross-encoder
     assert "| dynamicrag | 0.4000 | 0.4000 | 2.10 | 0.5000 | 0.9000 | 0.7000 |" in text and "| same-k |" in text
-    empty = {
-        "scores": {
-            "dynamicrag": {**REPORT["scores"]["dynamicrag"], "selection_mean_k": 0.0, "selection_precision": 1.0}
-        }
-    }
-    render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL, evaluation=empty)
-    assert "| dynamicrag | 0.4000 | 0.4000 | 0.00 | – | 0.9000 |" in (dynamicrag_folder / "README.md").read_text()
-    card = render_dynamicrag_card(
-        dynamicrag_folder,
-        "demo/dr-tiny",
-        base_model=DEFAULT_BASE_MODEL,
-        evaluation=REPORT,
-        evaluation_data="cloze (pool/test)",
-        example=example,
-        stages={"dpo": dynamicrag_folder},
-    )
-    text = (dynamicrag_folder / "README.md").read_text()
     assert text.index("| dynamicrag |") < text.index("| same-k |") < text.index("| top-1 |")
     assert "2 held-out questions of `cloze (pool/test)`" in text and "Malformed reranker outputs: 0.0%." in text
     assert "- **Selected ids:** [1]" in text and "- **Answer:** Shakespeare" in text and "| `beta` | `0.1` |" in text
@@ -185,6 +168,14 @@ def test_dynamicrag_card_with_and_without_evaluation(dynamicrag_folder):
         and "No evaluation results were attached" in text
         and "## Example" not in text
     )
+    empty = {
+        "scores": {
+            "dynamicrag": {**REPORT["scores"]["dynamicrag"], "selection_mean_k": 0.0, "selection_precision": 1.0}
+        }
+    }
+    render_dynamicrag_card(dynamicrag_folder, "demo/dr-tiny", base_model=DEFAULT_BASE_MODEL, evaluation=empty)
+    # precision is undefined with nothing selected: a dash, not the metric's 1.0
+    assert "| dynamicrag | 0.4000 | 0.4000 | 0.00 | – | 0.9000 |" in (dynamicrag_folder / "README.md").read_text()
 
 
 def test_training_curves_skip_what_was_not_logged(tmp_path):
@@ -291,3 +282,10 @@ def test_every_card_snippet_runs_against_the_local_hub(client, grace_folder, dyn
         assert client.json(SNIPPETS, repo, repo_type[kind], "0", home="reader")["ran"] == runnable
     # the mteb snippet uses retrieval-policies' encoder wrapper, so it runs with the project importable
     assert client.json(SNIPPETS, "demo/grace-tiny", "model", "1", home="reader", timeout=900)["ran"] == 1
+
+
+def test_a_nan_score_never_reaches_the_card_metadata():
+    from retrieval_policies.publishing.cards import _eval_results
+
+    rows = [{**RESULTS[0], "score": float("nan")}, RESULTS[0]]
+    assert [r.metric_value for r in _eval_results(rows)] == [round(RESULTS[0]["score"], 4)]

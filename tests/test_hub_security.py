@@ -120,6 +120,23 @@ def test_an_unparseable_content_length_cannot_smuggle_a_second_request(local_hub
     assert snapshot(local_hub) == before and local_hub.storage.get_repo("model", repo)
 
 
+def test_content_length_with_transfer_encoding_is_a_400_and_runs_no_hidden_request(local_hub, repo):
+    """RFC 9112 6.1: a request framed both ways is refused and its connection closed, so the bytes after the chunked
+    body (a second, hidden request) never run."""
+    before = snapshot(local_hub)
+    hidden = (
+        b"DELETE /api/repos/delete HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 41\r\n\r\n"
+        b'{"name": "target", "organization": "org"}'
+    )
+    request = (
+        b"POST /api/validate-yaml HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n" + hidden
+    )
+    answer = raw_request(local_hub, request)
+    assert status_of(answer) == 400 and answer.count(b"HTTP/1.1 ") == 1 and b"connection: close" in answer.lower()
+    assert snapshot(local_hub) == before and local_hub.storage.get_repo("model", repo)
+
+
 def test_bad_chunk_sizes_are_a_400(local_hub, repo):
     before = snapshot(local_hub)
     request = (
@@ -137,6 +154,7 @@ def test_bad_chunk_sizes_are_a_400(local_hub, repo):
         test_a_chunked_commit_without_its_last_chunk_commits_nothing,
         test_the_whole_body_commits,
         test_an_unparseable_content_length_cannot_smuggle_a_second_request,
+        test_content_length_with_transfer_encoding_is_a_400_and_runs_no_hidden_request,
         test_bad_chunk_sizes_are_a_400,
     ],
 )
@@ -517,6 +535,40 @@ def test_a_broken_token_file_is_refused_naming_the_line(tmp_path):
         make_server(tmp_path / "root", token_file=path)
 
 
+def test_a_token_file_that_breaks_or_goes_refuses_every_token(tmp_path, caplog):
+    """Fail closed: after a bad edit or a deleted file no old token stays valid (the server said nothing before)."""
+    import os
+
+    from retrieval_policies.hub.auth import Tokens, add_token
+
+    path = tmp_path / "tokens"
+    alice = add_token(path, "alice", "write")
+    tokens = Tokens(path)
+    assert tokens.lookup(alice).user == "alice"
+    with open(path, "a") as f:
+        f.write("a broken line\n")
+    assert tokens.lookup(alice) is None and "refusing every token" in caplog.text
+    path.write_text(f"{alice} alice write\n")  # fixed: accepted again
+    assert tokens.lookup(alice).user == "alice"
+    os.remove(path)
+    assert tokens.lookup(alice) is None
+
+
+def test_hub_token_revoke_removes_a_token_or_a_user(tmp_path, capsys):
+    from retrieval_policies import cli
+    from retrieval_policies.hub.auth import Tokens, add_token, parse_token_file
+
+    path = tmp_path / "tokens"
+    alice, bob, bob2 = add_token(path, "alice"), add_token(path, "bob"), add_token(path, "bob", "read")
+    tokens = Tokens(path)
+    assert cli.main(["hub", "token", "revoke", "--token-file", str(path), "--user", "bob"]) == 0
+    assert "revoked 2 token(s)" in capsys.readouterr().err
+    assert tokens.lookup(bob) is None and tokens.lookup(bob2) is None and tokens.lookup(alice).user == "alice"
+    assert cli.main(["hub", "token", "revoke", "--token-file", str(path), "--token", alice]) == 0
+    assert parse_token_file(path) == {} and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert cli.main(["hub", "token", "revoke", "--token-file", str(path), "--user", "nobody"]) == 1
+
+
 # ------------------------------------------------------------------------------------------------ paths, cards, hosts
 @pytest.mark.parametrize(
     "path",
@@ -596,6 +648,34 @@ def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, rep
     answer = _get(local_hub, f"/api/models/{repo}", local_hub.token)
     assert status_of(answer) == 200 and len(answer) < 10_000
     assert "cardData" not in json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize(
+    "yaml_text, expected",
+    [
+        ("date: 2024-01-01", {"date": "2024-01-01"}),
+        ("at: 2024-01-01 10:30:00", {"at": "2024-01-01T10:30:00"}),
+        ("score: .nan\nbest: .inf\nok: 1.5", {"ok": 1.5}),
+        ("blob: !!binary aGVsbG8=\nlicense: mit", {"license": "mit"}),
+        ("tags: !!set {a: null}", {"tags": ["a"]}),
+        ("2024-01-01: new year", {"2024-01-01": "new year"}),
+        ("big: " + "9" * 5000 + "\nlicense: mit", None),  # PyYAML refuses to build it: a card without metadata
+        ("big: " + "9" * 4200 + "\nlicense: mit", {"license": "mit"}),
+    ],
+)
+def test_card_yaml_the_hub_accepts_is_card_data_as_json(local_hub, repo, yaml_text, expected):
+    """Card YAML the real Hub accepts never makes a 500: dates become ISO strings, sets lists, and values JSON cannot
+    hold (non-finite numbers, binary, integers too long to print) are left out."""
+    storage = local_hub.storage
+    storage.commit(
+        storage.get_repo("model", repo),
+        "main",
+        [{"kind": "add_bytes", "path": "README.md", "data": f"---\n{yaml_text}\n---\n# card\n".encode()}],
+        title="card",
+    )
+    answer = _get(local_hub, f"/api/models/{repo}", local_hub.token)
+    assert status_of(answer) == 200, answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2]).get("cardData") == expected
 
 
 @pytest.mark.parametrize(
@@ -835,3 +915,53 @@ def test_fuzzed_json_bodies_never_give_a_5xx(local_hub, repo):
 
     fuzz()
     assert counts["requests"] == 1000
+
+
+@pytest.mark.parametrize(
+    "what, request_line, body",
+    [
+        (
+            "an integer over 4,300 digits in JSON",
+            "POST /api/repos/create",
+            b'{"name": "big", "n": 1' + b"0" * 5000 + b"}",
+        ),
+        (
+            "an integer over 4,300 digits in a commit",
+            "POST /api/models/org/target/commit/main",
+            b'{"key": "header", "value": {"summary": "s", "n": 1' + b"0" * 5000 + b"}}\n",
+        ),
+        (
+            "a lone surrogate in a path",
+            "POST /api/models/org/target/commit/main",
+            b'{"key": "header", "value": {"summary": "s"}}\n{"key": "file", "value": {"path": "a\\ud800", "content": "eA==", "encoding": "base64"}}\n',
+        ),
+        (
+            "a lone surrogate in a commit message",
+            "POST /api/models/org/target/commit/main",
+            b'{"key": "header", "value": {"summary": "bad \\ud800"}}\n{"key": "file", "value": {"path": "a.txt", "content": "eA==", "encoding": "base64"}}\n',
+        ),
+        ("a Unicode digit as an LFS size", "PUT /lfs-upload/" + "a" * 64 + "/%C2%B2", b"x"),
+    ],
+)
+def test_hostile_values_are_a_400_not_a_500(local_hub, repo, what, request_line, body):
+    before = snapshot(local_hub)
+    answer = raw_request(
+        local_hub,
+        f"{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body,
+    )
+    assert 400 <= status_of(answer) < 500, (what, answer[:300])
+    assert snapshot(local_hub) == before
+    # the history still lists after the refused commit
+    assert status_of(_get(local_hub, f"/api/models/{repo}/commits/main", local_hub.token)) == 200
+
+
+def test_a_second_server_on_the_same_root_is_refused(tmp_path):
+    first = make_server(tmp_path / "root")
+    try:
+        with pytest.raises(ValueError, match="already serving .*one server per root"):
+            make_server(tmp_path / "root")
+    finally:
+        first.server_close()
+    make_server(tmp_path / "root").server_close()  # released with the first

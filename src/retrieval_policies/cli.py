@@ -134,6 +134,14 @@ def _hub_token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_token_revoke(args: argparse.Namespace) -> int:
+    from .hub.auth import revoke_tokens
+
+    removed = revoke_tokens(args.token_file, user=args.user, token=args.token)
+    print(f"revoked {removed} token(s) in {args.token_file}" + ("" if removed else ": none matched"), file=sys.stderr)
+    return 0 if removed else 1
+
+
 def _placement(args: argparse.Namespace) -> dict:
     """GraceEmbedder.from_pretrained's placement arguments from --device / --dtype / --attn-implementation."""
     from .grace.corpus import local_device
@@ -370,8 +378,9 @@ def hub_repo_id(text: str) -> str:
 
 def _card(args: argparse.Namespace) -> int:
     from .publishing.cards import render_model_card
+    from .publishing.push import trainer_card
 
-    if (Path(args.folder) / "README.md").exists() and not args.force:
+    if (Path(args.folder) / "README.md").exists() and not args.force and not trainer_card(Path(args.folder)):
         print(f"error: {args.folder}/README.md exists (--force replaces it)", file=sys.stderr)
         return 2
     render_model_card(args.folder, args.repo_id, base_model=args.base_model, examples=not args.no_examples)
@@ -550,6 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
     token_add.add_argument("--user", required=True, help="the user the token acts as (whoami reports it)")
     token_add.add_argument("--role", choices=["read", "write"], default="write")
     token_add.set_defaults(func=_hub_token_add)
+    token_revoke = token.add_parser(
+        "revoke", help="remove a token, or every token of a user (the file is rewritten atomically)"
+    )
+    token_revoke.add_argument("--token-file", required=True)
+    who = token_revoke.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="revoke every token of this user")
+    who.add_argument("--token", help="revoke this token")
+    token_revoke.set_defaults(func=_hub_token_revoke)
 
     grace = commands.add_parser("grace", help="GRACE embedders").add_subparsers(dest="action", required=True)
     evaluate = grace.add_parser("evaluate", help="mteb evaluation: local tasks offline, built-in MTEB tasks with a Hub")

@@ -7,6 +7,7 @@ server). Tokens are compared in constant time and never logged; the file is writ
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
 ROLES = ("read", "write")
 _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~+/=-]{16,256}$")
@@ -75,6 +77,28 @@ def add_token(path: str | os.PathLike, user: str, role: str = "write") -> str:
     return token
 
 
+def revoke_tokens(path: str | os.PathLike, *, user: str | None = None, token: str | None = None) -> int:
+    """Remove a token (or every token of ``user``) from the token file, rewritten atomically (mode 0600); returns
+    how many were removed. A running server stops accepting them at its next request."""
+    if (user is None) == (token is None):
+        raise TokenFileError("give a user or a token to revoke, not both")
+    path = Path(path)
+    kept, removed = [], 0
+    for known, principal in parse_token_file(path).items():
+        if (token is not None and hmac.compare_digest(known.encode(), token.encode())) or principal.user == user:
+            removed += 1
+        else:
+            kept.append(f"{known} {principal.user} {principal.role}\n")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return removed
+
+
 class Tokens:
     """The token file, re-read when its modification time or size changes."""
 
@@ -95,8 +119,11 @@ class Tokens:
         with self._lock:
             try:
                 self._reload()
-            except (OSError, TokenFileError):
-                pass  # keep serving the last good file
+            except (OSError, TokenFileError) as err:  # fail closed: a revoked token must never stay valid
+                if self._tokens or self._stamp is not None:
+                    logger.error("token file unreadable, refusing every token until it is fixed: %s", err)
+                self._tokens, self._stamp = {}, None
+                return None
             found = None
             for known, principal in self._tokens.items():  # constant time per comparison, every token compared
                 if hmac.compare_digest(known.encode(), token.encode()):

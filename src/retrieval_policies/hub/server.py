@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import functools
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -88,22 +91,55 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+_DROP = object()
+JSON_INT_BITS = 13_000  # ~3,900 digits: Python refuses to print ints of more than 4,300 (sys.int_info)
+
+
+def _json_safe(value):
+    """YAML values as the JSON the Hub returns for card data: dates and timestamps as ISO strings, sets as lists,
+    keys as strings; non-finite floats, binary and huge integers dropped (anything else would make a 500)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            safe_key, safe_item = _json_safe(key), _json_safe(item)
+            if safe_key is not _DROP and safe_item is not _DROP:
+                out[safe_key if isinstance(safe_key, str) else json.dumps(safe_key)] = safe_item
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_json_safe(v) for v in value]
+        return [v for v in items if v is not _DROP]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= JSON_INT_BITS else _DROP
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _DROP
+    return _DROP  # bytes (!!binary) and anything a custom tag might build
+
+
 def _card_data(storage: HubStorage, commit: Commit) -> dict | None:
-    """The README's YAML front matter, or None when it is missing, too large or unparseable (as the Hub shows such a
-    card: without metadata)."""
+    """The README's YAML front matter as JSON-safe data, or None when it is missing, too large or unparseable (as the
+    Hub shows such a card: without metadata). Parsed once per README blob (content-addressed)."""
     entry = commit.files.get("README.md")
     if entry is None:
         return None
-    with open(storage.blob_path(entry.sha256), "rb") as f:  # the front matter is at the start: never read more
+    return _parse_card(storage.blob_path(entry.sha256), entry.sha256)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_card(path: Path, sha256: str) -> dict | None:
+    with open(path, "rb") as f:  # the front matter is at the start: never read more
         text = f.read(MAX_CARD_YAML_BYTES + 16).decode("utf-8", errors="replace")
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
     if not match or len(match.group(1).encode()) > MAX_CARD_YAML_BYTES:
         return None
     try:
         data = yaml.load(match.group(1), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: an int of more digits than Python prints
         return None
-    return data if isinstance(data, dict) else None
+    return _json_safe(data) if isinstance(data, dict) else None
 
 
 def header_safe(text: str, limit: int = 500) -> str:
@@ -118,11 +154,16 @@ def _error_response(err: HubError, extra: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": err.message, **(extra or {})}, err.status, headers)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only, and few enough to convert (``"²".isdigit()`` is true and ``int("²")`` raises)."""
+    return bool(re.fullmatch(r"[0-9]{1,30}", text))
+
+
 async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
     """The whole request body, or a HubError: larger than ``limit``, cut off before its end (the client went away,
     or a chunked body without its last chunk), or not complete within ``timeout`` seconds."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _is_number(declared) and int(declared) > limit:
         raise HubError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
     try:
@@ -230,6 +271,26 @@ class LoopbackGuard:
                 problem = f"requests from the web origin {origin[:100]!r} are refused (not a loopback origin)"
             if problem:
                 return await _error_response(HubError(403, problem))(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class FramingGuard:
+    """ASGI middleware: a request with both Content-Length and Transfer-Encoding is refused with 400 and the
+    connection closed (RFC 9112 6.1: the two disagree on where the body ends, the classic request-smuggling shape;
+    h11 reads it by Transfer-Encoding and would run the bytes after it as a second request)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope.get("headers", [])}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                response = _error_response(
+                    HubError(400, "a request may not carry both Content-Length and Transfer-Encoding")
+                )
+                response.headers["Connection"] = "close"
+                return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
@@ -483,7 +544,7 @@ class HubApp:
             return {k: (v if len(v) > 1 or k == "paths" else v[0]) for k, v in form.items()}
         try:
             parsed = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:  # ValueError: bad JSON, bad UTF-8, an int over 4,300 digits
             raise HubError(400, f"request body is not valid JSON: {type(err).__name__}") from None
         if not isinstance(parsed, dict):
             raise HubError(400, "request body must be a JSON object")
@@ -774,12 +835,12 @@ class HubApp:
     async def _lfs_upload(self, request: Request) -> Response:
         """Streamed to disk as it arrives (never held in memory); each chunk must come within the body timeout."""
         oid, size = request.path_params["oid"], request.path_params["size"]
-        if not size.isdigit():
+        if not _is_number(size):
             return _error_response(HubError(400, f"invalid size {size!r}"))
         if self.tokens is not None:  # the URL from an LFS batch answer, signed and not expired
             expires, signature = request.query_params.get("expires", ""), request.query_params.get("signature", "")
             if (
-                not expires.isdigit()
+                not _is_number(expires)
                 or int(expires) < time.time()
                 or not hmac.compare_digest(
                     signature.encode(), self._upload_signature(oid, int(size), int(expires)).encode()
@@ -854,7 +915,7 @@ class HubApp:
             try:
                 item = json.loads(line)
                 key, value = item["key"], item["value"]
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
+            except (ValueError, RecursionError, KeyError, TypeError):  # ValueError: also an int over 4,300 digits
                 raise HubError(400, f"commit payload line {lineno} is not a {{'key', 'value'}} JSON object") from None
             if not isinstance(value, dict):
                 raise HubError(400, f"commit payload line {lineno}: 'value' must be an object")
@@ -903,6 +964,11 @@ class HubApp:
             or not (parent is None or isinstance(parent, str))
         ):
             raise HubError(400, "commit header: 'summary', 'description' and 'parentCommit' must be strings")
+        for name, text in (("summary", title), ("description", message)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: stored, it would break every later history listing
+                raise HubError(400, f"commit header: {name!r} is not valid UTF-8 (a lone surrogate)") from None
         commit = self.storage.commit(repo, revision, operations, title=title, message=message, parent_commit=parent)
         url = f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}/commit/{commit.sha}"
         return JSONResponse({"success": True, "commitOid": commit.sha, "commitUrl": url})
@@ -931,6 +997,21 @@ class HubApp:
         return BlobResponse(blob, headers=headers, media_type="application/octet-stream", stat_result=os.stat(blob))
 
 
+def _lock_root(root: Path):
+    """An exclusive lock on ``root/.server.lock`` for as long as the returned file is open; a second server on the
+    same root is refused (a ValueError naming the root) instead of interleaving commits with the first."""
+    import fcntl
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    handle = open(Path(root) / ".server.lock", "a+")  # noqa: SIM115 - held open for the server's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ValueError(f"another local Hub server is already serving {root}: one server per root") from None
+    return handle
+
+
 class LocalHubServer:
     """The app served by uvicorn (h11) on a socket bound here, so that port 0 is known before serving and a bad
     address fails with a clear error."""
@@ -952,6 +1033,7 @@ class LocalHubServer:
         protocol = _timed_protocol(http, header_timeout)
 
         self.hub_app = app
+        self._root_lock = _lock_root(app.storage.root)  # one server per root: two would lose each other's commits
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -959,9 +1041,10 @@ class LocalHubServer:
             self.socket.bind((host, port))
         except OSError as err:
             self.socket.close()
+            self._root_lock.close()
             raise ValueError(f"cannot bind the local Hub to {host!r} port {port}: {err.strerror or err}") from None
         self.socket.listen(128)
-        asgi = LoopbackGuard(app.app) if loopback_only else app.app
+        asgi = FramingGuard(LoopbackGuard(app.app) if loopback_only else app.app)
         config = uvicorn.Config(
             asgi,
             http=protocol,
@@ -994,6 +1077,7 @@ class LocalHubServer:
 
     def server_close(self) -> None:
         self.socket.close()
+        self._root_lock.close()  # releases the root for the next server
 
 
 def make_server(

@@ -91,6 +91,12 @@ def validate_repo_path(path: str) -> str:
     """Refuse file names that could escape the repo or that git would not store (``..``, absolute, empty parts)."""
     if not isinstance(path, str) or not path:
         raise HubError(400, "empty file path")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no file system or git stores it
+        raise HubError(
+            400, f"file path {path.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8"
+        ) from None
     if "\\" in path or CONTROL_RE.search(path):
         raise HubError(400, f"invalid character (a backslash or a control character) in file path {path!r}")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):

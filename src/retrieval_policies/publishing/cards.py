@@ -184,6 +184,7 @@ def _eval_results(rows: list[dict]):
             metric_value=round(row["score"], 4),
         )
         for row in rows
+        if math.isfinite(row["score"])  # a NaN score would be written as .nan, which no client reads back as a number
     ]
 
 

@@ -315,7 +315,7 @@ def push_folder(
                 commit_message=commit_message,
             )
     else:
-        if kind == "model" and folder.is_dir() and not (folder / "README.md").exists():
+        if kind == "model" and folder.is_dir() and (not (folder / "README.md").exists() or trainer_card(folder)):
             _render_missing_card(folder, repo_id)
         report = _push_checked(
             kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run, commit_message=commit_message
@@ -325,6 +325,13 @@ def push_folder(
 
         record_push(folder, repo_id, kind=kind, revision=report["revision"], commit=report.get("commit"))
     return report
+
+
+def trainer_card(folder: Path) -> bool:
+    """Whether README.md is the placeholder TRL's trainers write when they save (tagged ``trl``, not a card of this
+    project): push and ``retrieval-policies card`` replace it with the model's own card."""
+    tags = _card_metadata(Path(folder), []).get("tags") or []
+    return isinstance(tags, list) and "trl" in tags and "retrieval-policies" not in tags
 
 
 def _render_missing_card(folder: Path, repo_id: str) -> None:
@@ -338,7 +345,7 @@ def _render_missing_card(folder: Path, repo_id: str) -> None:
             f"README.md (the card) is missing and cannot be rendered from the folder: {err}. Render it with "
             f"`retrieval-policies card {folder} {repo_id} --base-model NAME`"
         ) from None
-    print(f"{folder}: no card, rendered README.md from the folder (`retrieval-policies card` refreshes it)")
+    print(f"{folder}: no card of its own, rendered README.md from the folder (`retrieval-policies card` refreshes it)")
 
 
 def _push_checked(kind: str, folder: Path, repo_id: str, *, revision, private, dry_run, commit_message) -> dict:
