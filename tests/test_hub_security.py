@@ -637,15 +637,20 @@ def test_a_file_and_a_folder_of_the_same_name_are_refused_in_both_orders(local_h
         "x: " + "[" * 5000 + "]" * 5000,
     ],
 )
-def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, repo, yaml_text):
-    storage = local_hub.storage
+def _info_with_card(hub, repo: str, yaml_text: str) -> bytes:
+    """model_info's raw answer after a commit of a README whose front matter is ``yaml_text``."""
+    storage = hub.storage
     storage.commit(
         storage.get_repo("model", repo),
         "main",
         [{"kind": "add_bytes", "path": "README.md", "data": f"---\n{yaml_text}\n---\n# card\n".encode()}],
         title="card",
     )
-    answer = _get(local_hub, f"/api/models/{repo}", local_hub.token)
+    return _get(hub, f"/api/models/{repo}", hub.token)
+
+
+def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, repo, yaml_text):
+    answer = _info_with_card(local_hub, repo, yaml_text)
     assert status_of(answer) == 200 and len(answer) < 10_000
     assert "cardData" not in json.loads(answer.partition(b"\r\n\r\n")[2])
 
@@ -666,14 +671,7 @@ def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, rep
 def test_card_yaml_the_hub_accepts_is_card_data_as_json(local_hub, repo, yaml_text, expected):
     """Card YAML the real Hub accepts never makes a 500: dates become ISO strings, sets lists, and values JSON cannot
     hold (non-finite numbers, binary, integers too long to print) are left out."""
-    storage = local_hub.storage
-    storage.commit(
-        storage.get_repo("model", repo),
-        "main",
-        [{"kind": "add_bytes", "path": "README.md", "data": f"---\n{yaml_text}\n---\n# card\n".encode()}],
-        title="card",
-    )
-    answer = _get(local_hub, f"/api/models/{repo}", local_hub.token)
+    answer = _info_with_card(local_hub, repo, yaml_text)
     assert status_of(answer) == 200, answer[:300]
     assert json.loads(answer.partition(b"\r\n\r\n")[2]).get("cardData") == expected
 
