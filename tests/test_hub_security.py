@@ -628,15 +628,6 @@ def test_a_file_and_a_folder_of_the_same_name_are_refused_in_both_orders(local_h
     assert status_of(answer) == 409 and snapshot(local_hub) == before
 
 
-@pytest.mark.parametrize(
-    "yaml_text",
-    [
-        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
-        "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]",
-        "a: &a [*a]",
-        "x: " + "[" * 5000 + "]" * 5000,
-    ],
-)
 def _info_with_card(hub, repo: str, yaml_text: str) -> bytes:
     """model_info's raw answer after a commit of a README whose front matter is ``yaml_text``."""
     storage = hub.storage
@@ -649,6 +640,15 @@ def _info_with_card(hub, repo: str, yaml_text: str) -> bytes:
     return _get(hub, f"/api/models/{repo}", hub.token)
 
 
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]",
+        "a: &a [*a]",
+        "x: " + "[" * 5000 + "]" * 5000,
+    ],
+)
 def test_hostile_card_yaml_gives_a_small_answer_without_card_data(local_hub, repo, yaml_text):
     answer = _info_with_card(local_hub, repo, yaml_text)
     assert status_of(answer) == 200 and len(answer) < 10_000
