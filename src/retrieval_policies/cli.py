@@ -378,9 +378,9 @@ def hub_repo_id(text: str) -> str:
 
 def _card(args: argparse.Namespace) -> int:
     from .publishing.cards import render_model_card
-    from .publishing.push import trainer_card
+    from .publishing.push import needs_own_card
 
-    if (Path(args.folder) / "README.md").exists() and not args.force and not trainer_card(Path(args.folder)):
+    if not args.force and not needs_own_card(Path(args.folder)):
         print(f"error: {args.folder}/README.md exists (--force replaces it)", file=sys.stderr)
         return 2
     render_model_card(args.folder, args.repo_id, base_model=args.base_model, examples=not args.no_examples)
@@ -810,18 +810,20 @@ def build_parser() -> argparse.ArgumentParser:
 # The project's own errors about its input (a missing model or file, a bad column, row, id or setting): one line and
 # exit status 2, as argparse does for bad arguments; anything else is a bug and keeps its traceback.
 def _input_errors() -> tuple[type[BaseException], ...]:
-    from .assets import ModelNotAvailableError
-
-    errors: list[type[BaseException]] = [ModelNotAvailableError, FileNotFoundError, NotADirectoryError, ValueError]
-    try:
-        from datasets.exceptions import DatasetNotFoundError
-
-        errors.append(DatasetNotFoundError)
-    except ImportError:  # pragma: no cover
-        pass
+    from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    return (*errors, RepositoryNotFoundError, RevisionNotFoundError)
+    from .assets import ModelNotAvailableError
+
+    return (
+        ModelNotAvailableError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+        DatasetNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,13 +145,23 @@ def load_split(
     return dataset.select_columns(columns) if columns is not None else dataset
 
 
+DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def data_file_builder(name) -> str | None:
+    """The ``datasets`` builder of a data file's name (``json``, ``parquet``, ``csv``), None for anything else. A
+    name that is a local path (a data-file suffix, or starting with ``.``, ``/`` or ``~``) must exist: it is not a Hub
+    id, so say so instead of the Hub client's repo-id error."""
+    builder = DATA_FILE_BUILDERS.get(Path(name).suffix.lower())
+    if (builder is not None or str(name).startswith((".", "/", "~"))) and not Path(name).exists():
+        raise FileNotFoundError(f"{name}: no such file or folder")
+    return builder
+
+
 def _load_dataset(name: str, config: str | None, split: str):
     from datasets import load_dataset
 
-    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(Path(name).suffix.lower())
-    looks_local = builder is not None or str(name).startswith((".", "/", "~"))
-    if looks_local and not Path(name).exists():  # not a Hub id: say so instead of the Hub client's id error
-        raise FileNotFoundError(f"{name}: no such file or folder")
+    builder = data_file_builder(name)
     if builder and Path(name).is_file() and Path(name).stat().st_size == 0:
         raise ValueError(f"{name}: the file is empty")
     if Path(name).is_file() and builder:  # a downloaded file (e.g. the Echo training mix's JSONL): no config

@@ -57,9 +57,6 @@ class EncodeSettings:
         return asdict(self)
 
 
-DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-
-
 def check_data(
     data, *, config: str | None = None, split: str = "train", column: str = "text", id_column: str | None = "id"
 ) -> None:
@@ -83,14 +80,13 @@ def stream_texts(
         yield from iter_passage_texts(data)
         return
 
-    path = Path(data)
-    if not path.exists() and (path.suffix.lower() in DATA_SUFFIXES or str(data).startswith((".", "/", "~"))):
-        raise FileNotFoundError(f"{data}: no such file or folder")
+    from ..common.dataset_io import data_file_builder
+
+    path, builder = Path(data), data_file_builder(data)
     if path.is_file() and path.stat().st_size == 0:  # datasets' readers end an empty file in StopIteration
         return
     if path.is_file():
         suffix = path.suffix.lower()
-        builder = DATA_SUFFIXES.get(suffix)
         if builder is None:
             raise ValueError(f"{data}: unknown file type {suffix!r}; expected .parquet, .jsonl, .json or .csv")
         stream = load_dataset(builder, data_files=str(path), split="train", streaming=True)

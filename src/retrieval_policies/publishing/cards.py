@@ -200,11 +200,12 @@ def grace_rationales(
 
 
 def _grace_defaults(folder: Path) -> dict:
-    from ..models.grace import GRACE_CONFIG_NAME
+    """The decoding every loading route of the repo uses unless told otherwise (its grace_config.json)."""
+    from ..models.grace import GRACE_CONFIG_NAME, GraceConfig
 
     path = folder / GRACE_CONFIG_NAME
-    saved = json.loads(path.read_text()) if path.is_file() else {}
-    return {"temperature": saved.get("temperature"), "max_new_tokens": saved.get("max_new_tokens")}
+    config = GraceConfig.load(path) if path.is_file() else GraceConfig()
+    return {"temperature": config.temperature, "max_new_tokens": config.max_new_tokens}
 
 
 def render_grace_card(

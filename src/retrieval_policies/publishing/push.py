@@ -315,7 +315,7 @@ def push_folder(
                 commit_message=commit_message,
             )
     else:
-        if kind == "model" and folder.is_dir() and (not (folder / "README.md").exists() or trainer_card(folder)):
+        if kind == "model" and folder.is_dir() and needs_own_card(folder):
             _render_missing_card(folder, repo_id)
         report = _push_checked(
             kind, folder, repo_id, revision=revision, private=private, dry_run=dry_run, commit_message=commit_message
@@ -327,10 +327,13 @@ def push_folder(
     return report
 
 
-def trainer_card(folder: Path) -> bool:
-    """Whether README.md is the placeholder TRL's trainers write when they save (tagged ``trl``, not a card of this
-    project): push and ``retrieval-policies card`` replace it with the model's own card."""
-    tags = _card_metadata(Path(folder), []).get("tags") or []
+def needs_own_card(folder: Path) -> bool:
+    """No README.md, or only the placeholder TRL's trainers write when they save (tagged ``trl``, not a card of this
+    project): push and ``retrieval-policies card`` render the model's own card then, and keep any other."""
+    folder = Path(folder)
+    if not (folder / "README.md").exists():
+        return True
+    tags = _card_metadata(folder, []).get("tags") or []
     return isinstance(tags, list) and "trl" in tags and "retrieval-policies" not in tags
 
 

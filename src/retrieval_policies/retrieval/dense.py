@@ -1,8 +1,8 @@
 """Dense and BM25 retrieval over a passage corpus; each question gets DPR-style ``ctxs``.
 
 Corpus embeddings are computed once and saved next to the corpus (keyed by encoder and corpus content), so a
-re-run reuses them; they are built in saved chunks, so an interrupted build resumes. Search is exact inner product; with ``faiss-cpu`` installed, corpora above ``faiss_threshold``
-passages use an HNSW index instead.
+re-run reuses them; they are built in saved chunks, so an interrupted build resumes. Search is exact inner product;
+with ``faiss-cpu`` installed, corpora above ``faiss_threshold`` passages use an HNSW index instead.
 """
 
 from __future__ import annotations
@@ -69,6 +69,14 @@ def _encode_fn(encoder, batch_size: int, grace_options: dict | None = None) -> C
         return (vectors, list(written)) if rationales else vectors
 
     return encode
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file renamed into place: an interrupted write never leaves a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 class DenseRetriever:
@@ -147,27 +155,25 @@ class DenseRetriever:
         texts = [passage_text(p) for p in self.corpus]
         parts = path.with_suffix(".parts") if path is not None else None
         starts = range(0, len(texts), self.chunk_size)
-        done = [s for s in starts if parts is not None and (parts / f"{s:09d}.npy").is_file()]
-        if done:
-            logger.info("resuming corpus embeddings: %d of %d chunks already in %s", len(done), len(starts), parts)
+        saved = {s for s in starts if parts is not None and (parts / f"{s:09d}.npy").is_file()}
+        if saved:
+            logger.info("resuming corpus embeddings: %d of %d chunks already in %s", len(saved), len(starts), parts)
         chunks, started, encoded = {}, time.perf_counter(), 0
         bar = tqdm(
             total=len(texts),
-            initial=sum(min(self.chunk_size, len(texts) - s) for s in done),
+            initial=sum(min(self.chunk_size, len(texts) - s) for s in saved),
             unit="passage",
             desc="corpus embeddings",
             disable=len(starts) < 2,
         )
         for start in starts:
-            chunk_path = parts / f"{start:09d}.npy" if parts is not None else None
-            if chunk_path is not None and chunk_path.is_file():
-                chunks[start] = np.load(chunk_path)
+            if start in saved:
+                chunks[start] = np.load(parts / f"{start:09d}.npy")
                 continue
             chunks[start] = self._encode(texts[start : start + self.chunk_size])
-            encoded += len(chunks[start])
-            if encoded == len(chunks[start]) and len(texts) > 2 * self.chunk_size:  # after the first chunk: the cost
+            if encoded == 0 and len(texts) > 2 * self.chunk_size:  # after the first chunk encoded now: the cost
                 left = len(texts) - sum(len(c) for c in chunks.values())
-                per = (time.perf_counter() - started) / encoded
+                per = (time.perf_counter() - started) / len(chunks[start])
                 logger.warning(
                     "embedding %d passages at ~%.2f s each: ~%.0f min more%s; for a large corpus use "
                     "`retrieval-policies grace encode` (resumable, one slice per GPU) and search its output",
@@ -176,19 +182,14 @@ class DenseRetriever:
                     left * per / 60,
                     " (resumable: chunks are kept)" if parts is not None else "",
                 )
-            if chunk_path is not None:
-                parts.mkdir(parents=True, exist_ok=True)
-                tmp = chunk_path.with_suffix(f".tmp{os.getpid()}.npy")
-                np.save(tmp, chunks[start])
-                os.replace(tmp, chunk_path)
+            encoded += len(chunks[start])
+            if parts is not None:
+                _save_atomically(parts / f"{start:09d}.npy", chunks[start])
             bar.update(len(chunks[start]))
         bar.close()
         embeddings = np.concatenate([chunks[s] for s in starts]) if texts else np.zeros((0, 0), np.float32)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, embeddings)
-            os.replace(tmp, path)
+            _save_atomically(path, embeddings)
             shutil.rmtree(parts, ignore_errors=True)
         return embeddings
 
