@@ -483,7 +483,9 @@ class Demo:
         )
         self.stage("evaluate vs untrained", evals / "dynamicrag-trained.json", self.evaluate)
         self.stage("render cards", None, self.render_cards)
-        with LocalHub(self.out / "hub", authenticated=True) as hub:  # pushed and read with tokens, never printed
+        with LocalHub(
+            self.out / "hub", authenticated=True, user="demo"
+        ) as hub:  # pushed and read with tokens, never printed
             self.hub_url = hub.url
             self.hub_env = hub.client_env(self.out / "hf_home")
             self.stage("push to the local Hub", None, self.push)

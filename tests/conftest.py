@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 import transformers
-from testing_utils import FAKE_VLLM, ClientRunner
+from testing_utils import FAKE_VLLM, TEST_ORGS, ClientRunner
 
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.hub import LocalHub
@@ -38,7 +38,9 @@ def fake_vllm(monkeypatch):
 
 @pytest.fixture
 def local_hub(tmp_path):
-    with LocalHub(tmp_path / "hub", authenticated=True) as hub:  # clients send hub.token, as against the Hub
+    """A token-authenticated Hub (clients send ``hub.token``, as against the Hub) whose user belongs to the
+    organizations the tests write in."""
+    with LocalHub(tmp_path / "hub", authenticated=True, orgs=TEST_ORGS) as hub:
         yield hub
 
 

@@ -5,10 +5,12 @@ All traffic is on 127.0.0.1, bounded in count and time. Raw sockets send what a 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 
 import pytest
+from testing_utils import TEST_ORGS
 
 from retrieval_policies.hub import LocalHub, make_server
 
@@ -160,7 +162,7 @@ def test_bad_chunk_sizes_are_a_400(local_hub, repo):
 )
 def test_the_httptools_parser_holds_against_the_framing_attacks(tmp_path, attack):
     """``hub serve --http httptools`` (the C parser, a named option) frames bodies as h11 does: the same tests pass."""
-    with LocalHub(tmp_path / "hub", authenticated=True, http="httptools") as hub:
+    with LocalHub(tmp_path / "hub", authenticated=True, orgs=TEST_ORGS, http="httptools") as hub:
         hub.storage.create_repo("model", "org/target")
         attack(hub, "org/target")
 
@@ -438,7 +440,6 @@ def test_visibility_changes_through_settings(local_hub, repo):
 
 
 def test_lfs_upload_urls_must_be_signed_by_the_hub(local_hub, repo):
-    import hashlib
 
     data = b"lfs content" * 10
     oid = hashlib.sha256(data).hexdigest()
@@ -567,6 +568,22 @@ def test_hub_token_revoke_removes_a_token_or_a_user(tmp_path, capsys):
     assert cli.main(["hub", "token", "revoke", "--token-file", str(path), "--token", alice]) == 0
     assert parse_token_file(path) == {} and oct(path.stat().st_mode & 0o777) == "0o600"
     assert cli.main(["hub", "token", "revoke", "--token-file", str(path), "--user", "nobody"]) == 1
+
+
+def test_hub_token_add_with_organizations(tmp_path, capsys):
+    from retrieval_policies import cli
+    from retrieval_policies.hub.auth import Tokens
+
+    path = tmp_path / "tokens"
+    assert (
+        cli.main(["hub", "token", "add", "--token-file", str(path), "--user", "alice", "--org", "lab", "--org", "x"])
+        == 0
+    )
+    token = capsys.readouterr().out.strip()
+    principal = Tokens(path).lookup(token)
+    assert principal.orgs == ("lab", "x") and principal.owns("lab") and not principal.owns("bob")
+    assert cli.main(["hub", "token", "add", "--token-file", str(path), "--user", "bob", "--org", "bad/org"]) == 2
+    assert "invalid user or organization name 'bad/org'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ paths, cards, hosts
@@ -743,6 +760,31 @@ def test_temporary_files_left_by_a_kill_are_removed_at_start(tmp_path):
     (storage.tmp / "tmpdef456.json").write_text("{")
     restarted = HubStorage(tmp_path)
     assert restarted.removed_at_start == 2 and list(restarted.tmp.iterdir()) == []
+
+
+def test_a_full_disk_leaves_no_temporary_files_and_the_next_commit_lands(tmp_path, monkeypatch):
+    """Every failed write removes its temp file, so once space is free again the server works without a restart."""
+    import errno
+    import os
+
+    from retrieval_policies.hub.storage import HubStorage
+
+    storage = HubStorage(tmp_path)
+    repo = storage.create_repo("model", "org/full")
+    real_fsync = os.fsync
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    operations = [{"kind": "add_bytes", "path": "big.txt", "data": b"x" * 1000}]
+    with pytest.raises(OSError, match="No space"):
+        storage.commit(repo, "main", operations, title="full")
+    with pytest.raises(OSError, match="No space"):
+        storage.put_blob_stream([b"abc"], hashlib.sha256(b"abc").hexdigest(), 3)
+    assert list(storage.tmp.iterdir()) == []
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed
+    assert "big.txt" in storage.commit(repo, "main", operations, title="room again").files
 
 
 # ------------------------------------------------------------------------------------------------ property-based fuzz

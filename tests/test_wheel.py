@@ -147,7 +147,7 @@ def test_a_packaged_metric_and_space_are_pushed_by_name_and_the_install_is_not_w
     from retrieval_policies.publishing.cards import render_grace_card
 
     before = sorted(p.name for p in installed["package"].rglob("*") if "__pycache__" not in p.parts)
-    with LocalHub(tmp_path / "hub", authenticated=True) as hub:
+    with LocalHub(tmp_path / "hub", authenticated=True, user="me") as hub:
         env = {**hub.client_env(tmp_path / "hf_home"), "PATH": installed["env"]["PATH"]}
         env.pop("PYTHONPATH", None)
         result = run([installed["cli"], "push", "metric", "rag_answer", "me/rag_answer"], installed["cwd"], env)

@@ -20,6 +20,8 @@ import retrieval_policies.spaces
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 PACKAGED_METRICS = Path(retrieval_policies.metrics.__file__).parent  # the metric modules shipped in the package
 PACKAGED_SPACES = Path(retrieval_policies.spaces.__file__).parent  # the demo Spaces shipped in the package
+# the organizations the user of the ``local_hub`` fixture belongs to: the namespaces the tests push to
+TEST_ORGS = ("org", "demo", "a", "weights", "test", "me")
 
 
 def load_recipe(method: str, stage: str):
@@ -99,11 +101,11 @@ class ClientRunner:
     is a separate HF_HOME: a reader with a new home cannot be served from the writer's cache.
     """
 
-    def __init__(self, hub, workdir: Path):  # hub: a retrieval_policies.hub.LocalHub
-        self.hub, self.workdir = hub, workdir
+    def __init__(self, hub, workdir: Path, token: str | None = None):  # hub: a retrieval_policies.hub.LocalHub
+        self.hub, self.workdir, self.token = hub, workdir, token  # token: HF_TOKEN (default: the hub's write token)
 
     def __call__(self, code: str, *args: str, home: str = "writer", check: bool = True, timeout: int = 600):
-        env = self.hub.client_env(self.workdir / f"hf_home_{home}")
+        env = self.hub.client_env(self.workdir / f"hf_home_{home}", token=self.token)
         result = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code), *args],
             env=env,

@@ -98,8 +98,8 @@ def _hub_serve(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"tokens from {args.token_file} ({len(server.hub_app.tokens)}): writes need a write token, private "
-            "repos are hidden from requests without a token",
+            f"tokens from {args.token_file} ({len(server.hub_app.tokens)}): a token reads public repos and its "
+            "user's private ones, and a write token writes only in its user's and organizations' namespaces",
             file=sys.stderr,
             flush=True,
         )
@@ -121,14 +121,15 @@ def _hub_token_add(args: argparse.Namespace) -> int:
     from .hub.auth import TokenFileError, add_token
 
     try:
-        token = add_token(args.token_file, args.user, args.role)
+        token = add_token(args.token_file, args.user, args.role, args.org)
     except (TokenFileError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(token)
     print(
-        f"added a {args.role} token for {args.user!r} to {args.token_file}: it is shown only now; clients use it as "
-        "HF_TOKEN",
+        f"added a {args.role} token for {args.user!r}"
+        + (f" (organizations: {', '.join(args.org)})" if args.org else "")
+        + f" to {args.token_file}: it is shown only now; clients use it as HF_TOKEN",
         file=sys.stderr,
     )
     return 0
@@ -547,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--token-file",
-        help="'token user read|write' lines (`hub token add`): writes need a write "
-        "token, private repos need a token; without it nothing is authenticated",
+        help="'token user read|write [org,...]' lines (`hub token add`): a token reads public repos and its user's "
+        "private ones and writes only in its user's and organizations' namespaces; without it nothing is authenticated",
     )
     serve.set_defaults(func=_hub_serve)
     token = hub.add_parser("token", help="access tokens of a local Hub").add_subparsers(
@@ -558,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_add.add_argument("--token-file", required=True)
     token_add.add_argument("--user", required=True, help="the user the token acts as (whoami reports it)")
     token_add.add_argument("--role", choices=["read", "write"], default="write")
+    token_add.add_argument(
+        "--org",
+        action="append",
+        default=[],
+        help="an organization the user belongs to (repeatable): its repos are the user's too",
+    )
     token_add.set_defaults(func=_hub_token_add)
     token_revoke = token.add_parser(
         "revoke", help="remove a token, or every token of a user (the file is rewritten atomically)"

@@ -1,7 +1,10 @@
-"""Access tokens of the local Hub: a token file of ``token user role`` lines (role ``read`` or ``write``).
+"""Access tokens of the local Hub: a token file of ``token user role [org,org...]`` lines (role ``read`` or
+``write``; the organizations the user belongs to, optional).
 
 ``hub serve --token-file FILE`` reads it (and re-reads it when it changes, so ``hub token add`` works on a running
-server). Tokens are compared in constant time and never logged; the file is written with mode 0600.
+server). Tokens are compared in constant time and never logged; the file is written with mode 0600. As on the Hub, a
+token acts for its user: it reads public repos and the private repos of its user's namespaces (the user's own and its
+organizations'), and a write token writes only there.
 """
 
 from __future__ import annotations
@@ -23,14 +26,24 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~+/=-]{16,256}$")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request is from: the token's user and role."""
+    """Who a request is from: the token's user, role and organizations. ``everywhere``: the single user of a Hub
+    without a token file, who owns every namespace."""
 
     user: str
     role: str
+    orgs: tuple[str, ...] = ()
+    everywhere: bool = False
 
     @property
     def can_write(self) -> bool:
         return self.role == "write"
+
+    def owns(self, namespace: str) -> bool:
+        """Whether repos in ``namespace`` are this user's (its own name or one of its organizations)."""
+        return self.everywhere or namespace == self.user or namespace in self.orgs
+
+    def line(self, token: str) -> str:
+        return " ".join([token, self.user, self.role, *([",".join(self.orgs)] if self.orgs else [])]) + "\n"
 
 
 class TokenFileError(ValueError):
@@ -45,25 +58,33 @@ def parse_token_file(path: str | os.PathLike) -> dict[str, Principal]:
         if not line or line.startswith("#"):
             continue
         fields = line.split()
-        if len(fields) != 3:
-            raise TokenFileError(f"{path}, line {number}: expected 'token user read|write', got {len(fields)} fields")
-        token, user, role = fields
+        if len(fields) not in (3, 4):
+            raise TokenFileError(
+                f"{path}, line {number}: expected 'token user read|write [org,org...]', got {len(fields)} fields"
+            )
+        token, user, role = fields[:3]
         if not _TOKEN_RE.match(token):
             raise TokenFileError(f"{path}, line {number}: the token must be 16-256 URL-safe characters")
-        if not _USER_RE.match(user):
-            raise TokenFileError(f"{path}, line {number}: invalid user name {user!r}")
-        if role not in ROLES:
-            raise TokenFileError(f"{path}, line {number}: role must be 'read' or 'write', got {role!r}")
-        tokens[token] = Principal(user, role)
+        try:
+            tokens[token] = _principal(user, role, fields[3].split(",") if len(fields) == 4 else ())
+        except TokenFileError as err:
+            raise TokenFileError(f"{path}, line {number}: {err}") from None
     return tokens
 
 
-def add_token(path: str | os.PathLike, user: str, role: str = "write") -> str:
-    """Append a new random token for ``user`` to the token file (created with mode 0600) and return it."""
-    if not _USER_RE.match(user):
-        raise TokenFileError(f"invalid user name {user!r}: letters, digits, '.', '_', '-'")
+def _principal(user: str, role: str, orgs) -> Principal:
+    for name in (user, *orgs):
+        if not _USER_RE.match(name):
+            raise TokenFileError(f"invalid user or organization name {name!r}: letters, digits, '.', '_', '-'")
     if role not in ROLES:
         raise TokenFileError(f"role must be 'read' or 'write', got {role!r}")
+    return Principal(user, role, tuple(dict.fromkeys(o for o in orgs if o != user)))
+
+
+def add_token(path: str | os.PathLike, user: str, role: str = "write", orgs: tuple[str, ...] | list[str] = ()) -> str:
+    """Append a new random token for ``user`` (a member of ``orgs``) to the token file (created with mode 0600) and
+    return it."""
+    principal = _principal(user, role, orgs)
     path = Path(path)
     if path.exists():
         parse_token_file(path)  # refuse to append to a broken file
@@ -71,7 +92,7 @@ def add_token(path: str | os.PathLike, user: str, role: str = "write") -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(f"{token} {user} {role}\n")
+        f.write(principal.line(token))
         f.flush()
         os.fsync(f.fileno())
     return token
@@ -88,7 +109,7 @@ def revoke_tokens(path: str | os.PathLike, *, user: str | None = None, token: st
         if (token is not None and hmac.compare_digest(known.encode(), token.encode())) or principal.user == user:
             removed += 1
         else:
-            kept.append(f"{known} {principal.user} {principal.role}\n")
+            kept.append(principal.line(known))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

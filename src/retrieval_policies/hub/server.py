@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import datetime
 import functools
 import hashlib
@@ -43,6 +44,7 @@ from starlette.routing import Route
 
 from .auth import Principal, Tokens
 from .storage import (
+    LOCAL_USER,
     REPO_TYPES,
     Commit,
     FileEntry,
@@ -58,7 +60,6 @@ from .storage import (
 
 logger = logging.getLogger(__name__)
 
-LOCAL_USER = "local-user"
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
 _KINDS = {"models": "model", **_TYPE_PREFIXES}
 MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
@@ -66,6 +67,9 @@ MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regula
 BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
 UPLOAD_CHUNK = DOWNLOAD_CHUNK = 1 << 20  # bytes handed over at a time when streaming LFS files
 UPLOAD_READ_AHEAD = 8  # chunks of an LFS upload received while the worker thread hashes and writes earlier ones
+MAX_UPLOADS = 24  # LFS uploads in progress at once: below the 40 worker threads, so other requests are always served
+MAX_UPLOADS_PER_USER = 6  # and per user, so one user's stalled uploads cannot take every upload slot
+UPLOAD_MIN_RATE = 64 * 1024  # bytes/s an LFS upload must average (after BODY_TIMEOUT_S of grace) to be kept open
 HEADER_TIMEOUT_S = 10.0  # a connection whose request line and headers have not arrived by then is closed
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -409,6 +413,9 @@ class HubApp:
         """``tokens``: the token file; without it every request may read and write everything (unauthenticated)."""
         self.storage, self.tokens = storage, tokens
         self._upload_secret = secrets.token_bytes(32)  # signs LFS upload URLs (the clients PUT to them without a token)
+        self._uploaded: set[tuple[str, str]] = set()  # (user, sha256) of the LFS objects each user uploaded
+        self.max_uploads, self.max_uploads_per_user = MAX_UPLOADS, MAX_UPLOADS_PER_USER
+        self._uploading: collections.Counter[str] = collections.Counter()  # uploads in progress per user
         self.max_json_bytes, self.max_commit_bytes, self.body_timeout = max_json_bytes, max_commit_bytes, body_timeout
         repo = "/api/{kind}/{namespace}/{name}"
         routes = [
@@ -478,7 +485,7 @@ class HubApp:
         if "principal" in request.scope:
             return request.scope["principal"]
         if self.tokens is None:
-            principal = Principal(LOCAL_USER, "write")
+            principal = Principal(LOCAL_USER, "write", everywhere=True)
         else:
             principal = None
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -498,10 +505,31 @@ class HubApp:
         if not principal.can_write:
             raise HubError(403, f"the token of {principal.user!r} is read-only: this request needs a write token")
 
-    def _upload_signature(self, oid: str, size: int, expires: int) -> str:
-        return hmac.new(self._upload_secret, f"{oid}:{size}:{expires}".encode(), hashlib.sha256).hexdigest()
+    def _upload_signature(self, oid: str, size: int, expires: int, user: str) -> str:
+        return hmac.new(self._upload_secret, f"{oid}:{size}:{expires}:{user}".encode(), hashlib.sha256).hexdigest()
 
-    def _repo(self, request: Request, repo_type: str | None = None) -> Repo:
+    def _may_reference(self, principal: Principal, repo: Repo, oid: str) -> bool:
+        """Whether a commit by ``principal`` to ``repo`` may name the stored LFS object ``oid`` without uploading it:
+        it is in the repo already, or this user uploaded it to this server. Otherwise whether a hash exists on the
+        server (from someone else's private repo) would leak, and knowing a hash would be enough to read the data."""
+        if not self.storage.has_blob(oid):
+            return False
+        if principal.everywhere or (principal.user, oid) in self._uploaded:
+            return True
+        return oid in self.storage.head_blobs(repo)
+
+    @staticmethod
+    def _require_owner(principal: Principal, namespace: str, action: str) -> None:
+        if not principal.owns(namespace):
+            raise HubError(
+                403,
+                f"You don't have the rights to {action} in the namespace {namespace!r}: the token of "
+                f"{principal.user!r} writes only in its user's and organizations' namespaces",
+            )
+
+    def _repo(self, request: Request, repo_type: str | None = None, *, write: bool = False) -> Repo:
+        """The request's repo, if the caller may read it (a private repo of someone else is not found, as on the
+        Hub); ``write``: and may write it (its namespace is the caller's)."""
         params = request.path_params
         if repo_type is None:
             repo_type = _KINDS.get(params.get("kind", ""))
@@ -513,8 +541,11 @@ class HubApp:
                 raise HubError(404, f"no such endpoint: {request.method} {request.url.path}")
             name = name[:-4]
         repo = self.storage.get_repo(repo_type, f"{params['namespace']}/{name}")
-        if repo.settings.get("private") and self._principal(request) is None:
+        principal = self._principal(request)
+        if repo.settings.get("private") and (principal is None or not principal.owns(params["namespace"])):
             raise repo_not_found(repo_type, repo.repo_id)  # as the Hub answers: the name does not leak
+        if write:
+            self._require_owner(principal, params["namespace"], f"write to {repo.repo_id}")
         return repo
 
     @staticmethod
@@ -567,7 +598,7 @@ class HubApp:
                 "type": "user",
                 "name": principal.user,
                 "fullname": principal.user,
-                "orgs": [],
+                "orgs": [{"name": org, "fullname": org, "type": "org"} for org in principal.orgs],
                 "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": principal.role}},
             }
         )
@@ -580,9 +611,11 @@ class HubApp:
         repo_type = body.get("type") or "model"
         if repo_type not in REPO_TYPES:
             raise HubError(400, f"invalid repo type {repo_type!r}")
-        name, organization = body.get("name"), body.get("organization") or LOCAL_USER
+        principal = self._principal(request)
+        name, organization = body.get("name"), body.get("organization") or principal.user
         if not name or not isinstance(name, str) or not isinstance(organization, str):
             raise HubError(400, "repo creation needs a string 'name' (and 'organization', if given)")
+        self._require_owner(principal, organization, "create repos")
         repo_id = f"{organization}/{name}"
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         private = body.get("private")
@@ -598,14 +631,15 @@ class HubApp:
         return JSONResponse({"url": f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}", "name": repo.repo_id})
 
     def _delete_repo(self, request: Request, data: bytes):
-        body = self._body(request, data)
+        body, principal = self._body(request, data), self._principal(request)
         repo_type, organization, name = (
             body.get("type") or "model",
-            body.get("organization") or LOCAL_USER,
+            body.get("organization") or principal.user,
             body.get("name"),
         )
         if not all(isinstance(v, str) for v in (repo_type, organization, name)):
             raise HubError(400, "repo deletion needs a string 'name' (and 'organization', 'type', if given)")
+        self._require_owner(principal, organization, "delete repos")  # the same answer whether the repo exists or not
         self.storage.delete_repo(repo_type, f"{organization}/{name}")
         return JSONResponse({})
 
@@ -720,7 +754,7 @@ class HubApp:
         history = self.storage.history(self._repo(request), self._api_rest(request))
         return JSONResponse(
             [
-                {"id": c.sha, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": LOCAL_USER}]}
+                {"id": c.sha, "title": c.title, "message": c.message, "date": c.date, "authors": [{"user": c.author}]}
                 for c in history
             ]
         )
@@ -739,7 +773,7 @@ class HubApp:
         )
 
     def _branch(self, request: Request, data: bytes):
-        repo, branch = self._repo(request), self._api_rest(request)
+        repo, branch = self._repo(request, write=True), self._api_rest(request)
         if request.method == "DELETE":
             self.storage.delete_branch(repo, branch)
         else:
@@ -757,12 +791,12 @@ class HubApp:
             private = body["visibility"] == "private"
         if private is not None and not isinstance(private, bool):
             raise HubError(400, "'private' must be true or false")
-        self.storage.update_settings(self._repo(request), private=private)
+        self.storage.update_settings(self._repo(request, write=True), private=private)
         return JSONResponse({})
 
     # ================================================================= uploads
     def _preupload(self, request: Request, data: bytes):
-        repo = self._repo(request)
+        repo = self._repo(request, write=True)
         body = self._body(request, data)
         head = self.storage.resolve(repo, self._api_rest(request))
         files = body.get("files") or []
@@ -790,13 +824,13 @@ class HubApp:
         return JSONResponse({"files": answers, "commitOid": head.sha})
 
     def _lfs_batch(self, request: Request, data: bytes):
-        self._repo(request, self._prefixed_type(request))  # 404 unless the repo exists and the caller may see it
+        repo = self._repo(request, self._prefixed_type(request), write=True)
         body = self._body(request, data)
         if body.get("operation", "upload") != "upload":
             raise HubError(
                 400, "the local Hub serves LFS downloads through /resolve; only 'upload' batches are supported"
             )
-        objects_in = body.get("objects") or []
+        objects_in, principal = body.get("objects") or [], self._principal(request)
         if not isinstance(objects_in, list) or not all(isinstance(o, dict) for o in objects_in):
             raise HubError(400, "'objects' must be a list of objects")
         objects = []
@@ -818,13 +852,13 @@ class HubApp:
                 )
                 continue
             answer = {"oid": oid, "size": size, "authenticated": True}
-            if not self.storage.has_blob(oid):
+            if not self._may_reference(principal, repo, oid):
                 expires = int(time.time()) + 3600
-                signature = self._upload_signature(oid, size, expires)
+                signature = self._upload_signature(oid, size, expires, principal.user)
                 answer["actions"] = {
                     "upload": {
                         "href": f"{self._base_url(request)}/lfs-upload/{oid}/{size}"
-                        f"?expires={expires}&signature={signature}"
+                        f"?expires={expires}&user={quote(principal.user)}&signature={signature}"
                     }
                 }
             objects.append(answer)
@@ -837,13 +871,14 @@ class HubApp:
         oid, size = request.path_params["oid"], request.path_params["size"]
         if not _is_number(size):
             return _error_response(HubError(400, f"invalid size {size!r}"))
-        if self.tokens is not None:  # the URL from an LFS batch answer, signed and not expired
-            expires, signature = request.query_params.get("expires", ""), request.query_params.get("signature", "")
+        query = request.query_params
+        expires, signature, user = query.get("expires", ""), query.get("signature", ""), query.get("user", LOCAL_USER)
+        if self.tokens is not None:  # the URL from an LFS batch answer, signed (for its user) and not expired
             if (
                 not _is_number(expires)
                 or int(expires) < time.time()
                 or not hmac.compare_digest(
-                    signature.encode(), self._upload_signature(oid, int(size), int(expires)).encode()
+                    signature.encode(), self._upload_signature(oid, int(size), int(expires), user).encode()
                 )
             ):
                 return _error_response(
@@ -853,6 +888,22 @@ class HubApp:
                         "ask the LFS batch endpoint for a new one",
                     )
                 )
+        if sum(self._uploading.values()) >= self.max_uploads or self._uploading[user] >= self.max_uploads_per_user:
+            return _error_response(  # huggingface_hub retries a 503 with backoff
+                HubError(
+                    503,
+                    f"too many LFS uploads in progress ({'for ' + user if self._uploading[user] else 'in all'}): retry later",
+                )
+            )
+        self._uploading[user] += 1
+        try:
+            return await self._receive_upload(request, oid, int(size), user)
+        finally:
+            self._uploading[user] -= 1
+
+    async def _receive_upload(self, request: Request, oid: str, size: int, user: str) -> Response:
+        # the whole transfer has a deadline too (a trickle of one byte per body timeout would otherwise hold it)
+        deadline = time.monotonic() + self.body_timeout + size / UPLOAD_MIN_RATE
         stream = request.stream()
         # The body is received here (in ~1 MiB chunks, up to UPLOAD_READ_AHEAD ahead) while the worker thread
         # hashes and writes earlier chunks: receiving and writing overlap, as they did with a blocking server.
@@ -862,7 +913,7 @@ class HubApp:
             parts, got = [], 0
             while got < UPLOAD_CHUNK:
                 try:
-                    with anyio.fail_after(self.body_timeout):
+                    with anyio.fail_after(max(0.0, min(self.body_timeout, deadline - time.monotonic()))):
                         part = await stream.__anext__()
                 except StopAsyncIteration:
                     break
@@ -892,7 +943,7 @@ class HubApp:
         async with anyio.create_task_group() as group, receive:
             group.start_soon(receive_body)
             try:
-                await anyio.to_thread.run_sync(self.storage.put_blob_stream, chunks(), oid, int(size))
+                await anyio.to_thread.run_sync(self.storage.put_blob_stream, chunks(), oid, size)
             except (HubError, ClientDisconnect, TimeoutError) as err:
                 failure = err
             group.cancel_scope.cancel()  # a refused upload stops receiving
@@ -901,11 +952,16 @@ class HubApp:
         if isinstance(failure, ClientDisconnect):
             return _error_response(HubError(400, "upload ended before its declared end: nothing was stored"))
         if isinstance(failure, TimeoutError):
-            return _error_response(HubError(408, f"no upload data for {self.body_timeout:.0f} s: nothing was stored"))
+            return _error_response(
+                HubError(
+                    408, "the upload stalled or was too slow (the body timeout or its deadline): nothing was stored"
+                )
+            )
+        self._uploaded.add((user, oid))
         return Response(status_code=200)
 
     def _commit(self, request: Request, data: bytes):
-        repo, revision = self._repo(request), self._api_rest(request)
+        repo, revision = self._repo(request, write=True), self._api_rest(request)
         if _flag(request.query_params, "create_pr"):
             raise HubError(400, "pull requests are not supported by the local Hub: commit to a branch instead")
         header, operations = None, []
@@ -969,7 +1025,17 @@ class HubApp:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: stored, it would break every later history listing
                 raise HubError(400, f"commit header: {name!r} is not valid UTF-8 (a lone surrogate)") from None
-        commit = self.storage.commit(repo, revision, operations, title=title, message=message, parent_commit=parent)
+        principal = self._principal(request)
+        for op in operations:
+            if op["kind"] == "add_lfs" and not self._may_reference(principal, repo, op["oid"]):
+                raise HubError(
+                    422,
+                    f"LFS object {str(op['oid'])[:64]} was never uploaded to {repo.repo_id} (upload it through "
+                    "the LFS batch API first)",
+                )
+        commit = self.storage.commit(
+            repo, revision, operations, title=title, message=message, parent_commit=parent, author=principal.user
+        )
         url = f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}/commit/{commit.sha}"
         return JSONResponse({"success": True, "commitOid": commit.sha, "commitUrl": url})
 
@@ -1119,10 +1185,13 @@ class LocalHub:
         *,
         token_file: str | Path | None = None,
         authenticated: bool = False,
+        user: str = LOCAL_USER,
+        orgs: tuple[str, ...] = (),
         http: str = "h11",
     ):
         """``authenticated``: make a token file next to ``root`` with a write token (``.token``) and a read token
-        (``.read_token``) for the local user, as the demo and the tests run; ``token_file``: use that one."""
+        (``.read_token``) for ``user``, a member of ``orgs`` (so it writes in those namespaces), as the demo and the
+        tests run; ``token_file``: use that one."""
         from .auth import add_token
 
         self.root = Path(root)
@@ -1130,8 +1199,8 @@ class LocalHub:
         if authenticated and token_file is None:
             token_file = self.root.parent / f"{self.root.name}.tokens"
             self.token, self.read_token = (
-                add_token(token_file, LOCAL_USER, "write"),
-                add_token(token_file, LOCAL_USER, "read"),
+                add_token(token_file, user, "write", orgs),
+                add_token(token_file, user, "read", orgs),
             )
         self._server = make_server(root, host, port, token_file=token_file, http=http)
         self._thread: threading.Thread | None = None

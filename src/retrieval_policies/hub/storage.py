@@ -14,6 +14,7 @@ exists, so an interrupted request never leaves a half-written blob, commit or re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 REPO_TYPES = ("model", "dataset", "space")
+LOCAL_USER = "local-user"  # the user of a Hub without tokens, and the author of commits made before authors
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -160,6 +162,7 @@ class Commit:
     message: str
     date: str
     files: dict[str, FileEntry]
+    author: str = LOCAL_USER
 
     def to_json(self) -> dict:
         return {
@@ -168,13 +171,15 @@ class Commit:
             "title": self.title,
             "message": self.message,
             "date": self.date,
+            "author": self.author,
             "files": {path: entry.to_json() for path, entry in sorted(self.files.items())},
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Commit:
         files = {path: FileEntry(**entry) for path, entry in data["files"].items()}
-        return cls(data["sha"], data["parent"], data["title"], data["message"], data["date"], files)
+        author = data.get("author", LOCAL_USER)  # commits written before authors were recorded
+        return cls(data["sha"], data["parent"], data["title"], data["message"], data["date"], files, author)
 
 
 @dataclass(frozen=True)
@@ -213,12 +218,24 @@ class HubStorage:
     # ----------------------------------------------------------------- atomic file helpers
     def _write_json(self, path: Path, data: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        self._write_atomically(path, json.dumps(data, indent=1).encode())
+
+    def _write_atomically(self, path: Path | None, data: bytes) -> str:
+        """Write ``data`` to a temp file and rename it to ``path`` (None: return the temp file). The temp file is
+        removed on every failure (a full disk must not stay full of half-written files)."""
+        fd, tmp = tempfile.mkstemp(dir=self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if path is not None:
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return tmp
 
     @staticmethod
     def _read_json(path: Path) -> dict:
@@ -235,12 +252,12 @@ class HubStorage:
     def put_blob_bytes(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
         if not self.has_blob(sha256):
-            fd, tmp = tempfile.mkstemp(dir=self.tmp)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            self._publish_blob(tmp, sha256)
+            tmp = self._write_atomically(None, data)
+            try:
+                self._publish_blob(tmp, sha256)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)  # already renamed, unless publishing failed
         return sha256
 
     def put_blob_stream(
@@ -304,9 +321,12 @@ class HubStorage:
             self._write_json(path / "refs.json", {"branches": {"main": commit.sha}})
             return repo
 
-    def delete_repo(self, repo_type: str, repo_id: str) -> None:
+    def delete_repo(self, repo_type: str, repo_id: str) -> int:
+        """Delete the repo and the blobs no other repo references (its data does not stay behind); returns how many
+        blobs were removed."""
         repo = self.get_repo(repo_type, repo_id)
         with self._lock:
+            doomed = self._blobs_of(repo.path)
             trash = self.tmp / f"deleted-{uuid.uuid4().hex}"
             os.replace(repo.path, trash)
             for dirpath, dirnames, filenames in os.walk(trash, topdown=False):
@@ -315,6 +335,24 @@ class HubStorage:
                 for dirname in dirnames:
                     os.rmdir(os.path.join(dirpath, dirname))
             os.rmdir(trash)
+            for other in (self.root / "repos").glob("*/*/*"):
+                doomed -= self._blobs_of(other)
+                if not doomed:
+                    break
+            for sha256 in doomed:
+                self.blob_path(sha256).unlink(missing_ok=True)
+            return len(doomed)
+
+    def _blobs_of(self, repo_path: Path) -> set[str]:
+        """The sha256 of every file in every commit of a repo (its whole history, as downloads by sha can reach)."""
+        blobs = set()
+        for commit in (repo_path / "commits").glob("*.json"):
+            blobs.update(entry["sha256"] for entry in self._read_json(commit)["files"].values())
+        return blobs
+
+    def head_blobs(self, repo: Repo) -> set[str]:
+        """The sha256 of the files at the repo's branch heads."""
+        return {e.sha256 for sha in self.branches(repo).values() for e in self.resolve(repo, sha).files.values()}
 
     def update_settings(self, repo: Repo, **changes) -> Repo:
         with self._lock:
@@ -375,13 +413,19 @@ class HubStorage:
         return FileEntry(sha256, size, True, git_blob_sha1(lfs_pointer(sha256, size)))
 
     def _new_commit(
-        self, repo: Repo, parent: str | None, title: str, message: str, files: dict[str, FileEntry]
+        self,
+        repo: Repo,
+        parent: str | None,
+        title: str,
+        message: str,
+        files: dict[str, FileEntry],
+        author: str = LOCAL_USER,
     ) -> Commit:
         date = _now()
         seed = json.dumps(
             [parent, title, message, date, uuid.uuid4().hex, sorted((p, e.git_oid) for p, e in files.items())]
         )
-        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, title, message, date, files)
+        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, title, message, date, files, author)
         self._write_json(repo.path / "commits" / f"{commit.sha}.json", commit.to_json())
         return commit
 
@@ -394,6 +438,7 @@ class HubStorage:
         title: str,
         message: str = "",
         parent_commit: str | None = None,
+        author: str = LOCAL_USER,
     ) -> Commit:
         """Apply ``operations`` (already-validated dicts: add_bytes / add_lfs / delete_file / delete_folder) to ``branch``.
 
@@ -432,7 +477,7 @@ class HubStorage:
                 else:  # pragma: no cover - the server only builds the kinds above
                     raise HubError(400, f"unknown commit operation {kind!r}")
             check_no_file_folder_conflict(files)
-            commit = self._new_commit(repo, head.sha, title, message, files)
+            commit = self._new_commit(repo, head.sha, title, message, files, author)
             refs = self._read_json(repo.path / "refs.json")
             refs["branches"][branch] = commit.sha
             self._write_json(repo.path / "refs.json", refs)
