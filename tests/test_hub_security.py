@@ -341,6 +341,35 @@ def test_bodies_over_the_limit_are_a_413_and_a_stalled_body_a_408(tmp_path):
         server.server_close()
 
 
+def test_anonymous_bodies_are_small_and_paths_info_is_bounded(local_hub, repo):
+    """Without a token a JSON body may be 256 KiB (20 connections cannot hold 16 MiB each); paths-info answers for
+    many paths in one pass over the files, and refuses more than 10,000."""
+    big = json.dumps({"paths": ["a" * 100] * 3000}).encode()  # ~310 KiB
+    request = (
+        f"POST /api/models/{repo}/paths-info/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(big)}\r\nConnection: close\r\n\r\n"
+    ).encode() + big
+    assert status_of(raw_request(local_hub, request, authorized=True)) == 413  # no token
+    answer = raw_request(local_hub, request)  # the same body with a token
+    assert status_of(answer) == 200 and json.loads(answer.partition(b"\r\n\r\n")[2]) == []
+    storage = local_hub.storage
+    operations = [{"kind": "add_bytes", "path": f"d{i % 7}/e/f{i}.txt", "data": b"x"} for i in range(2000)]
+    storage.commit(storage.get_repo("model", repo), "main", operations, title="many files")
+    asked = json.dumps({"paths": ["d3", "d3/e", "d3/e/f3.txt", "d3/e/f4.txt", "d", "d3/"] * 1600}).encode()
+    request = request.split(b"Content-Length")[0] + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(asked)
+    answer = raw_request(local_hub, request + asked)
+    found = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert status_of(answer) == 200 and {(e["path"], e["type"]) for e in found} == {
+        ("d3", "directory"),
+        ("d3/e", "directory"),
+        ("d3/e/f3.txt", "file"),
+    }
+    too_many = json.dumps({"paths": ["x"] * 10_001}).encode()
+    request = request.split(b"Content-Length")[0] + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(too_many)
+    answer = raw_request(local_hub, request + too_many)
+    assert status_of(answer) == 400 and b"at most 10000 paths" in answer
+
+
 def test_ipv6_loopback_is_bound_or_refused_cleanly(tmp_path):
     try:
         server = make_server(tmp_path, host="::1")

@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
 _KINDS = {"models": "model", **_TYPE_PREFIXES}
 MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
+MAX_ANONYMOUS_JSON_BYTES = 256 * 1024  # JSON bodies of requests without a token (validate-yaml, paths-info)
+MAX_PATHS_INFO = 10_000  # paths asked about in one paths-info request
 MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regular, < 10 MB each) files
 BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
 UPLOAD_CHUNK = DOWNLOAD_CHUNK = 1 << 20  # bytes handed over at a time when streaming LFS files
@@ -469,6 +471,8 @@ class HubApp:
                 data = None
                 if body is not None:
                     limit = self.max_commit_bytes if body == "commit" else self.max_json_bytes
+                    if principal is None:  # anyone may send these: holding big bodies must need a token
+                        limit = min(limit, MAX_ANONYMOUS_JSON_BYTES)
                     data = await read_body(request, limit, self.body_timeout)
                 return await run_in_threadpool(handler, request, data)
             except HubError as err:
@@ -740,13 +744,17 @@ class HubApp:
         paths = [paths] if isinstance(paths, str) else paths
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise HubError(400, "'paths' must be a list of strings")
+        if len(paths) > MAX_PATHS_INFO:
+            raise HubError(400, f"paths-info takes at most {MAX_PATHS_INFO} paths per request, got {len(paths)}")
         expand = str(body.get("expand", "false")).lower() in ("true", "1")
+        folders = {f.rsplit("/", 1)[0] for f in commit.files if "/" in f}
+        folders |= {f.rsplit("/", i)[0] for f in folders for i in range(1, f.count("/") + 1)}  # and their parents
         entries = []
-        for path in paths:
+        for path in paths:  # cost: files + paths, not files x paths
             path = validate_repo_path(path.strip("/")) if path.strip("/") else ""
             if path in commit.files:
                 entries.append(self._entry_json(path, commit.files[path], commit, expand))
-            elif path and any(p.startswith(path + "/") for p in commit.files):
+            elif path in folders:
                 entries.append(self._entry_json(path, None, commit, expand))
         return JSONResponse(entries)
 
