@@ -48,8 +48,8 @@ def write_baseline(rev: str, folder: Path) -> Path:
 
 
 def load_baseline_file(path: Path):
-    """That file as ``retrieval_policies.hub._baseline_server`` (its relative imports are today's storage layer)."""
-    spec = importlib.util.spec_from_file_location("retrieval_policies.hub._baseline_server", path)
+    """That file as ``local_hub._baseline_server`` (its relative imports are today's storage layer)."""
+    spec = importlib.util.spec_from_file_location("local_hub._baseline_server", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -59,7 +59,7 @@ def load_baseline_file(path: Path):
 def serve(kind: str, root: Path, baseline_file: Path | None) -> None:
     """Child process: serve ``root`` with one server kind, print its URL and token, stop when stdin closes."""
     if kind != "old":  # the new server, with uvicorn's ``kind`` parser
-        from retrieval_policies.hub import LocalHub
+        from local_hub import LocalHub
 
         hub = LocalHub(root, authenticated=True, http=kind).start()
         url, token, stop = hub.url, hub.token, hub.stop

@@ -468,7 +468,7 @@ class Demo:
 
     # ------------------------------------------------------------------ the whole job
     def main(self) -> dict:
-        from retrieval_policies.hub import LocalHub
+        from local_hub import LocalHub
 
         started = time.time()
         print(

@@ -11,8 +11,8 @@ import pytest
 import transformers
 from testing_utils import FAKE_VLLM, TEST_ORGS, ClientRunner
 
+from local_hub import LocalHub
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
-from retrieval_policies.hub import LocalHub
 
 # The recipes log to trackio (report_to: trackio): the suite's runs go to a folder of its own, never to ~/.cache.
 os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="trackio-tests-"))

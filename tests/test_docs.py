@@ -57,8 +57,8 @@ def test_a_marker_without_a_block_names_the_line(tmp_path):
 def test_runnable_blocks_run_as_written(document, tmp_path):
     """Each block of a page runs in order in one working folder (the checkout's recipes and builders linked in),
     against the real SmolLM2 and a local Hub whose token belongs to the user ``me``."""
-    from retrieval_policies.hub import LocalHub
-    from retrieval_policies.hub.auth import add_token
+    from local_hub import LocalHub
+    from local_hub.auth import add_token
 
     work = tmp_path / "work"
     work.mkdir()

@@ -14,8 +14,8 @@ import json
 import pytest
 from testing_utils import ClientRunner
 
-from retrieval_policies.hub import LocalHub
-from retrieval_policies.hub.auth import add_token
+from local_hub import LocalHub
+from local_hub.auth import add_token
 
 
 class Users:

@@ -12,7 +12,7 @@ import socket
 import pytest
 from testing_utils import TEST_ORGS
 
-from retrieval_policies.hub import LocalHub, make_server
+from local_hub import LocalHub, make_server
 
 
 def raw_request(hub, data: bytes, *, half_close: bool = False, timeout: float = 10, authorized: bool = False) -> bytes:
@@ -294,8 +294,9 @@ def test_deeply_nested_and_non_utf8_bodies_are_a_400(local_hub, repo):
 
 
 def test_bodies_over_the_limit_are_a_413_and_a_stalled_body_a_408(tmp_path):
-    from retrieval_policies.hub.server import HubApp, LocalHubServer
-    from retrieval_policies.hub.storage import HubStorage
+    from local_hub.app import LocalHubServer
+    from local_hub.routes import HubApp
+    from local_hub.storage import HubStorage
 
     server = LocalHubServer(
         HubApp(HubStorage(tmp_path), max_json_bytes=1000, max_commit_bytes=2000, body_timeout=1), "127.0.0.1", 0
@@ -555,7 +556,7 @@ def test_hub_token_add_and_serve_never_print_the_token(tmp_path):
 
 
 def test_a_broken_token_file_is_refused_naming_the_line(tmp_path):
-    from retrieval_policies.hub.auth import TokenFileError, parse_token_file
+    from local_hub.auth import TokenFileError, parse_token_file
 
     path = tmp_path / "tokens"
     path.write_text("# comment\nhf_local_abcdefghijklmnop alice write\nhf_local_qrstuvwxyzabcdef bob admin\n")
@@ -569,7 +570,7 @@ def test_a_token_file_that_breaks_or_goes_refuses_every_token(tmp_path, caplog):
     """Fail closed: after a bad edit or a deleted file no old token stays valid (the server said nothing before)."""
     import os
 
-    from retrieval_policies.hub.auth import Tokens, add_token
+    from local_hub.auth import Tokens, add_token
 
     path = tmp_path / "tokens"
     alice = add_token(path, "alice", "write")
@@ -585,8 +586,8 @@ def test_a_token_file_that_breaks_or_goes_refuses_every_token(tmp_path, caplog):
 
 
 def test_hub_token_revoke_removes_a_token_or_a_user(tmp_path, capsys):
+    from local_hub.auth import Tokens, add_token, parse_token_file
     from retrieval_policies import cli
-    from retrieval_policies.hub.auth import Tokens, add_token, parse_token_file
 
     path = tmp_path / "tokens"
     alice, bob, bob2 = add_token(path, "alice"), add_token(path, "bob"), add_token(path, "bob", "read")
@@ -600,8 +601,8 @@ def test_hub_token_revoke_removes_a_token_or_a_user(tmp_path, capsys):
 
 
 def test_hub_token_add_with_organizations(tmp_path, capsys):
+    from local_hub.auth import Tokens
     from retrieval_policies import cli
-    from retrieval_policies.hub.auth import Tokens
 
     path = tmp_path / "tokens"
     assert (
@@ -756,8 +757,9 @@ def test_a_silent_or_trickling_connection_is_closed_after_the_header_timeout(tmp
     import threading
     import time
 
-    from retrieval_policies.hub.server import HubApp, LocalHubServer
-    from retrieval_policies.hub.storage import HubStorage
+    from local_hub.app import LocalHubServer
+    from local_hub.routes import HubApp
+    from local_hub.storage import HubStorage
 
     server = LocalHubServer(HubApp(HubStorage(tmp_path)), "127.0.0.1", 0, header_timeout=0.5, http=http)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -782,7 +784,7 @@ def test_a_silent_or_trickling_connection_is_closed_after_the_header_timeout(tmp
 
 
 def test_temporary_files_left_by_a_kill_are_removed_at_start(tmp_path):
-    from retrieval_policies.hub.storage import HubStorage
+    from local_hub.storage import HubStorage
 
     storage = HubStorage(tmp_path)
     (storage.tmp / "tmpabc123").write_bytes(b"half an upload")
@@ -796,7 +798,7 @@ def test_a_full_disk_leaves_no_temporary_files_and_the_next_commit_lands(tmp_pat
     import errno
     import os
 
-    from retrieval_policies.hub.storage import HubStorage
+    from local_hub.storage import HubStorage
 
     storage = HubStorage(tmp_path)
     repo = storage.create_repo("model", "org/full")

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from retrieval_policies.hub import HubError, HubStorage, LocalHub, make_server
-from retrieval_policies.hub.storage import validate_repo_path
+from local_hub import HubError, HubStorage, LocalHub, make_server
+from local_hub.storage import validate_repo_path
 
 
 def http(
@@ -190,7 +190,7 @@ def test_range_requests(local_hub):
 def test_blobs_of_several_chunks_come_back_whole_and_in_ranges(local_hub):
     """Blobs are read one 1 MiB chunk ahead: whole files, ranges across chunk boundaries, a range that ends inside
     a chunk and several ranges in one request all come back byte for byte."""
-    from retrieval_policies.hub.server import DOWNLOAD_CHUNK
+    from local_hub.transport import DOWNLOAD_CHUNK
 
     data = os.urandom(2 * DOWNLOAD_CHUNK + 12345)
     repo = local_hub.storage.create_repo("model", "org/chunks")

@@ -218,7 +218,7 @@ def _serve(root: Path):
     import sys
     import time
 
-    from retrieval_policies.hub import hub_client_env
+    from local_hub import hub_client_env
 
     port = _free_port()
     server = subprocess.Popen(

@@ -67,6 +67,7 @@ def test_both_artifacts_pass_twine_check_and_the_wheel_holds_the_package_data(di
     for template in ("grace.md", "dynamicrag.md", "dataset.md", "metric.md", "space.md"):
         assert f"retrieval_policies/templates/{template}" in names
     assert "retrieval_policies/metrics/metric_widget.py" in names
+    assert {"local_hub/app.py", "local_hub/routes.py", "local_hub/transport.py"} <= names  # the Hub, its own package
     for metric in METRICS:
         for file in (f"{metric}.py", "README.md", "card.yaml", "app.py", "requirements.txt"):
             assert f"retrieval_policies/metrics/{metric}/{file}" in names
@@ -142,8 +143,8 @@ def test_grace_encode_runs_on_four_texts(installed, tokenizer, tmp_path):
 def test_a_packaged_metric_and_space_are_pushed_by_name_and_the_install_is_not_written_to(
     installed, tokenizer, tmp_path
 ):
+    from local_hub import LocalHub
     from retrieval_policies.assets import DEFAULT_BASE_MODEL
-    from retrieval_policies.hub import LocalHub
     from retrieval_policies.publishing.cards import render_grace_card
 
     before = sorted(p.name for p in installed["package"].rglob("*") if "__pycache__" not in p.parts)

@@ -101,7 +101,7 @@ class ClientRunner:
     is a separate HF_HOME: a reader with a new home cannot be served from the writer's cache.
     """
 
-    def __init__(self, hub, workdir: Path, token: str | None = None):  # hub: a retrieval_policies.hub.LocalHub
+    def __init__(self, hub, workdir: Path, token: str | None = None):  # hub: a local_hub.LocalHub
         self.hub, self.workdir, self.token = hub, workdir, token  # token: HF_TOKEN (default: the hub's write token)
 
     def __call__(self, code: str, *args: str, home: str = "writer", check: bool = True, timeout: int = 600):

@@ -71,11 +71,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def _local_hub():
+    """The local Hub package (its own package, installed with the ``[hub]`` extra), or an error naming the extra."""
+    try:
+        import local_hub
+    except ModuleNotFoundError as err:
+        raise ValueError(
+            f"the local Hub needs {err.name}, which is not installed: pip install 'retrieval-policies[hub]'"
+        ) from None
+    return local_hub
+
+
 def _hub_serve(args: argparse.Namespace) -> int:
-    from .hub import make_server
+    make_server = _local_hub().make_server
 
     if args.verbose:
-        logging.getLogger("retrieval_policies.hub").setLevel(logging.INFO)
+        logging.getLogger("local_hub").setLevel(logging.INFO)
     try:
         server = make_server(
             args.root,
@@ -118,7 +129,8 @@ def _hub_serve(args: argparse.Namespace) -> int:
 
 
 def _hub_token_add(args: argparse.Namespace) -> int:
-    from .hub.auth import TokenFileError, add_token
+    _local_hub()
+    from local_hub.auth import TokenFileError, add_token
 
     try:
         token = add_token(args.token_file, args.user, args.role, args.org)
@@ -136,7 +148,7 @@ def _hub_token_add(args: argparse.Namespace) -> int:
 
 
 def _hub_token_revoke(args: argparse.Namespace) -> int:
-    from .hub.auth import revoke_tokens
+    revoke_tokens = _local_hub().revoke_tokens
 
     removed = revoke_tokens(args.token_file, user=args.user, token=args.token)
     print(f"revoked {removed} token(s) in {args.token_file}" + ("" if removed else ": none matched"), file=sys.stderr)
@@ -842,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model = [DEFAULT_BASE_MODEL]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("retrieval_policies").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    logging.getLogger("retrieval_policies.hub").setLevel(logging.WARNING)
+    logging.getLogger("local_hub").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except _input_errors() as err:

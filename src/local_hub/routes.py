@@ -13,36 +13,28 @@ declared end commits nothing.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import collections
-import datetime
-import functools
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import math
 import os
 import re
 import secrets
-import socket
-import threading
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote
 
 import anyio
-import yaml
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .auth import Principal, Tokens
+from .cards import card_data
 from .storage import (
     LOCAL_USER,
     REPO_TYPES,
@@ -57,336 +49,21 @@ from .storage import (
     validate_repo_path,
     wants_lfs,
 )
+from .transport import BODY_TIMEOUT_S, BlobResponse, error_response, header_safe, is_number, read_body
 
 logger = logging.getLogger(__name__)
 
+UPLOAD_CHUNK = 1 << 20  # bytes handed to the writer thread at a time when receiving an LFS upload
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
 _KINDS = {"models": "model", **_TYPE_PREFIXES}
 MAX_JSON_BYTES = 16 * 1024 * 1024  # JSON bodies (preupload, paths-info, LFS batch, settings)
 MAX_ANONYMOUS_JSON_BYTES = 256 * 1024  # JSON bodies of requests without a token (validate-yaml, paths-info)
 MAX_PATHS_INFO = 10_000  # paths asked about in one paths-info request
 MAX_COMMIT_BYTES = 256 * 1024 * 1024  # an NDJSON commit with its inline (regular, < 10 MB each) files
-BODY_TIMEOUT_S = 120.0  # a body that has not arrived whole by then is refused (a stalled or cut-off upload)
-UPLOAD_CHUNK = DOWNLOAD_CHUNK = 1 << 20  # bytes handed over at a time when streaming LFS files
 UPLOAD_READ_AHEAD = 8  # chunks of an LFS upload received while the worker thread hashes and writes earlier ones
 MAX_UPLOADS = 24  # LFS uploads in progress at once: below the 40 worker threads, so other requests are always served
 MAX_UPLOADS_PER_USER = 6  # and per user, so one user's stalled uploads cannot take every upload slot
 UPLOAD_MIN_RATE = 64 * 1024  # bytes/s an LFS upload must average (after BODY_TIMEOUT_S of grace) to be kept open
-HEADER_TIMEOUT_S = 10.0  # a connection whose request line and headers have not arrived by then is closed
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-MAX_CARD_YAML_BYTES = 256 * 1024
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without anchors and aliases: a card cannot expand into megabytes ("billion laughs") or loop."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not allowed in a card")
-        return super().compose_node(parent, index)
-
-
-_DROP = object()
-JSON_INT_BITS = 13_000  # ~3,900 digits: Python refuses to print ints of more than 4,300 (sys.int_info)
-
-
-def _json_safe(value):
-    """YAML values as the JSON the Hub returns for card data: dates and timestamps as ISO strings, sets as lists,
-    keys as strings; non-finite floats, binary and huge integers dropped (anything else would make a 500)."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            safe_key, safe_item = _json_safe(key), _json_safe(item)
-            if safe_key is not _DROP and safe_item is not _DROP:
-                out[safe_key if isinstance(safe_key, str) else json.dumps(safe_key)] = safe_item
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_json_safe(v) for v in value]
-        return [v for v in items if v is not _DROP]
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value.isoformat()
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value if value.bit_length() <= JSON_INT_BITS else _DROP
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _DROP
-    return _DROP  # bytes (!!binary) and anything a custom tag might build
-
-
-def _card_data(storage: HubStorage, commit: Commit) -> dict | None:
-    """The README's YAML front matter as JSON-safe data, or None when it is missing, too large or unparseable (as the
-    Hub shows such a card: without metadata). Parsed once per README blob (content-addressed)."""
-    entry = commit.files.get("README.md")
-    if entry is None:
-        return None
-    return _parse_card(storage.blob_path(entry.sha256), entry.sha256)
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_card(path: Path, sha256: str) -> dict | None:
-    with open(path, "rb") as f:  # the front matter is at the start: never read more
-        text = f.read(MAX_CARD_YAML_BYTES + 16).decode("utf-8", errors="replace")
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.DOTALL)
-    if not match or len(match.group(1).encode()) > MAX_CARD_YAML_BYTES:
-        return None
-    try:
-        data = yaml.load(match.group(1), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: an int of more digits than Python prints
-        return None
-    return _json_safe(data) if isinstance(data, dict) else None
-
-
-def header_safe(text: str, limit: int = 500) -> str:
-    """``text`` as a header value: printable ASCII only (no CR/LF or other control characters), at most ``limit``."""
-    return _CONTROL.sub(" ", text.encode("ascii", "replace").decode())[:limit]
-
-
-def _error_response(err: HubError, extra: dict | None = None) -> JSONResponse:
-    headers = {"X-Error-Message": header_safe(err.message)}
-    if err.code:
-        headers["X-Error-Code"] = header_safe(err.code)
-    return JSONResponse({"error": err.message, **(extra or {})}, err.status, headers)
-
-
-def _is_number(text: str) -> bool:
-    """ASCII digits only, and few enough to convert (``"²".isdigit()`` is true and ``int("²")`` raises)."""
-    return bool(re.fullmatch(r"[0-9]{1,30}", text))
-
-
-async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
-    """The whole request body, or a HubError: larger than ``limit``, cut off before its end (the client went away,
-    or a chunked body without its last chunk), or not complete within ``timeout`` seconds."""
-    declared = request.headers.get("content-length")
-    if declared is not None and _is_number(declared) and int(declared) > limit:
-        raise HubError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    try:
-        with anyio.fail_after(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise HubError(413, f"request body is over the limit of {limit} bytes")
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise HubError(
-            400, f"request body ended after {size} bytes, before its declared end: nothing was stored"
-        ) from None
-    except TimeoutError:
-        raise HubError(408, f"request body not complete after {timeout:.0f} s: nothing was stored") from None
-    return b"".join(chunks)
-
-
-class _ReadAheadFile:
-    """A blob read one chunk ahead in a worker thread: the next chunk comes off the disk while the current one is
-    being sent, so the socket does not sit idle during each read (http.server's blocking writes overlapped the two
-    for free; reading on demand halved the download rate). Reads return at most ``size`` bytes, as a file's do."""
-
-    def __init__(self, path, chunk_size: int):
-        self._file = open(path, "rb")  # noqa: SIM115 (closed by aclose)
-        self._chunk = chunk_size
-        self._loop = asyncio.get_running_loop()
-        self._ahead: asyncio.Future | None = None
-        self._left = b""
-
-    def _read_ahead(self) -> None:
-        self._ahead = self._loop.run_in_executor(None, self._file.read, self._chunk)
-
-    async def _settle(self) -> None:
-        if self._ahead is not None:
-            await self._ahead
-            self._ahead = None
-
-    async def seek(self, offset: int) -> None:
-        await self._settle()
-        self._left = b""
-        self._file.seek(offset)
-
-    async def read(self, size: int) -> bytes:
-        if not self._left:
-            if self._ahead is None:
-                self._read_ahead()
-            self._left, self._ahead = await self._ahead, None
-            if len(self._left) == self._chunk:  # a full chunk: more may follow
-                self._read_ahead()
-        chunk, self._left = self._left[:size], self._left[size:]
-        return chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._settle()
-        finally:
-            self._file.close()
-
-
-class BlobResponse(FileResponse):
-    """Starlette's FileResponse (ranges, HEAD), reading 1 MiB at a time (not 64 KiB) and one chunk ahead.
-
-    Overrides FileResponse's file opener, a private hook of the pinned Starlette (pyproject pins it exactly)."""
-
-    chunk_size = DOWNLOAD_CHUNK
-
-    @asynccontextmanager
-    async def _open_file(self):
-        file = _ReadAheadFile(self.path, self.chunk_size)
-        try:
-            yield file
-        finally:
-            with anyio.CancelScope(shield=True):  # closing must finish even when the transfer is cancelled
-                await file.aclose()
-
-
-def _host_name(host: str) -> str:
-    """The name in a Host header or an origin's netloc, without the port ("[::1]:80" -> "::1")."""
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-class LoopbackGuard:
-    """ASGI middleware for a loopback server: a request must name a loopback Host (so a DNS-rebinding page cannot
-    reach it by another name), and a browser's Origin, when sent, must be a loopback one (so a page of another site
-    cannot post to it: a cross-origin 'simple' POST is not stopped by CORS)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            from starlette.datastructures import Headers
-
-            headers = Headers(scope=scope)
-            host, origin = headers.get("host", ""), headers.get("origin")
-            problem = None
-            if not is_loopback(_host_name(host)):
-                problem = (
-                    f"Host {host[:100]!r} is not a loopback address: this local Hub only answers requests to itself"
-                )
-            elif origin is not None and not is_loopback(_host_name(origin.split("://", 1)[-1].split("/", 1)[0])):
-                problem = f"requests from the web origin {origin[:100]!r} are refused (not a loopback origin)"
-            if problem:
-                return await _error_response(HubError(403, problem))(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-class FramingGuard:
-    """ASGI middleware: a request with both Content-Length and Transfer-Encoding is refused with 400 and the
-    connection closed (RFC 9112 6.1: the two disagree on where the body ends, the classic request-smuggling shape;
-    h11 reads it by Transfer-Encoding and would run the bytes after it as a second request)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            names = {name.lower() for name, _ in scope.get("headers", [])}
-            if b"content-length" in names and b"transfer-encoding" in names:
-                response = _error_response(
-                    HubError(400, "a request may not carry both Content-Length and Transfer-Encoding")
-                )
-                response.headers["Connection"] = "close"
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-HTTP_PROTOCOLS = ("h11", "httptools")  # uvicorn's two HTTP/1.1 parsers; h11 is the default
-
-
-class _HeadTimer:
-    """A header timeout for uvicorn's HTTP protocols: a connection whose request head is not complete within
-    ``header_timeout`` seconds (a silent or trickling client) is closed. uvicorn's own keep-alive timeout closes
-    idle connections between requests; the body timeout is the app's."""
-
-    header_timeout: float
-    _head_timer = None
-
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None and not self.transport.is_closing():
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._waiting_for_head() and not self.transport.is_closing():
-            self.transport.close()
-
-    def _waiting_for_head(self) -> bool:
-        raise NotImplementedError
-
-    def connection_lost(self, exc) -> None:
-        self._disarm_head_timer()
-        super().connection_lost(exc)
-
-
-def _timed_protocol(http: str, header_timeout: float):
-    """uvicorn's ``http`` protocol class (``h11``, the pure-Python parser, or ``httptools``, the C one) with the
-    header timeout of :class:`_HeadTimer`."""
-    if http == "h11":
-        import h11
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-
-        class TimedH11Protocol(_HeadTimer, H11Protocol):
-            def _waiting_for_head(self) -> bool:
-                return self.conn.their_state is h11.IDLE
-
-            def _watch_head(self) -> None:
-                (self._arm_head_timer if self._waiting_for_head() else self._disarm_head_timer)()
-
-            def connection_made(self, transport) -> None:
-                super().connection_made(transport)
-                self._watch_head()
-
-            def data_received(self, data: bytes) -> None:
-                super().data_received(data)
-                if not self._waiting_for_head() or self._head_timer is None:
-                    self._watch_head()
-
-        protocol = TimedH11Protocol
-    elif http == "httptools":
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        class TimedHttpToolsProtocol(_HeadTimer, HttpToolsProtocol):
-            # the head is awaited from the connection's start and again after each response, until its headers end
-            _in_request = False
-
-            def _waiting_for_head(self) -> bool:
-                return not self._in_request
-
-            def connection_made(self, transport) -> None:
-                super().connection_made(transport)
-                self._arm_head_timer()
-
-            def on_headers_complete(self) -> None:
-                self._in_request = True
-                self._disarm_head_timer()
-                super().on_headers_complete()
-
-            def on_response_complete(self) -> None:
-                super().on_response_complete()
-                self._in_request = False
-                if not self.pipeline:
-                    self._arm_head_timer()
-
-        protocol = TimedHttpToolsProtocol
-    else:
-        raise ValueError(f"unknown HTTP protocol {http!r}: use one of {', '.join(HTTP_PROTOCOLS)}")
-    protocol.header_timeout = header_timeout
-    return protocol
 
 
 def raw_parts(request: Request) -> list[str]:
@@ -456,7 +133,7 @@ class HubApp:
 
     # ================================================================= plumbing
     async def _not_found(self, request: Request, exc: Exception) -> Response:
-        return _error_response(HubError(404, header_safe(f"no such endpoint: {request.method} {request.url.path}")))
+        return error_response(HubError(404, header_safe(f"no such endpoint: {request.method} {request.url.path}")))
 
     def _wrap(self, handler, *, body: str | None = None, write: bool = False):
         """An endpoint: check the token (a write token for ``write``), read the body whole (``json`` or ``commit``
@@ -476,10 +153,10 @@ class HubApp:
                     data = await read_body(request, limit, self.body_timeout)
                 return await run_in_threadpool(handler, request, data)
             except HubError as err:
-                return _error_response(err)
+                return error_response(err)
             except Exception as err:  # noqa: BLE001 - a 500 that names the error, and the traceback in the log
                 logger.exception("local hub: unhandled error on %s %s", request.method, request.url.path)
-                return _error_response(HubError(500, f"internal error: {type(err).__name__}"))
+                return error_response(HubError(500, f"internal error: {type(err).__name__}"))
 
         return endpoint
 
@@ -631,7 +308,7 @@ class HubApp:
             if err.status != 409:
                 raise
             # like the Hub, a 409 names the existing repo: create_repo(exist_ok=True) reads its url from the body
-            return _error_response(err, {"url": f"{self._base_url(request)}/{prefix}{repo_id}"})
+            return error_response(err, {"url": f"{self._base_url(request)}/{prefix}{repo_id}"})
         return JSONResponse({"url": f"{self._base_url(request)}/{repo.url_prefix}{repo.repo_id}", "name": repo.repo_id})
 
     def _delete_repo(self, request: Request, data: bytes):
@@ -679,7 +356,7 @@ class HubApp:
             "tags": [],
             "siblings": siblings,
         }
-        card = _card_data(self.storage, commit)
+        card = card_data(self.storage, commit)
         if card is not None:
             info["cardData"] = card
             if isinstance(card.get("tags"), list):
@@ -877,19 +554,19 @@ class HubApp:
     async def _lfs_upload(self, request: Request) -> Response:
         """Streamed to disk as it arrives (never held in memory); each chunk must come within the body timeout."""
         oid, size = request.path_params["oid"], request.path_params["size"]
-        if not _is_number(size):
-            return _error_response(HubError(400, f"invalid size {size!r}"))
+        if not is_number(size):
+            return error_response(HubError(400, f"invalid size {size!r}"))
         query = request.query_params
         expires, signature, user = query.get("expires", ""), query.get("signature", ""), query.get("user", LOCAL_USER)
         if self.tokens is not None:  # the URL from an LFS batch answer, signed (for its user) and not expired
             if (
-                not _is_number(expires)
+                not is_number(expires)
                 or int(expires) < time.time()
                 or not hmac.compare_digest(
                     signature.encode(), self._upload_signature(oid, int(size), int(expires), user).encode()
                 )
             ):
-                return _error_response(
+                return error_response(
                     HubError(
                         403,
                         "LFS upload URL is not signed by this Hub or has expired: "
@@ -897,10 +574,10 @@ class HubApp:
                     )
                 )
         if sum(self._uploading.values()) >= self.max_uploads or self._uploading[user] >= self.max_uploads_per_user:
-            return _error_response(  # huggingface_hub retries a 503 with backoff
+            return error_response(  # huggingface_hub retries a 503 with backoff
                 HubError(
                     503,
-                    f"too many LFS uploads in progress ({'for ' + user if self._uploading[user] else 'in all'}): retry later",
+                    f"too many LFS uploads in progress ({'of ' + user if self._uploading[user] else 'in all'}): retry later",
                 )
             )
         self._uploading[user] += 1
@@ -956,11 +633,11 @@ class HubApp:
                 failure = err
             group.cancel_scope.cancel()  # a refused upload stops receiving
         if isinstance(failure, HubError):
-            return _error_response(failure)
+            return error_response(failure)
         if isinstance(failure, ClientDisconnect):
-            return _error_response(HubError(400, "upload ended before its declared end: nothing was stored"))
+            return error_response(HubError(400, "upload ended before its declared end: nothing was stored"))
         if isinstance(failure, TimeoutError):
-            return _error_response(
+            return error_response(
                 HubError(
                     408, "the upload stalled or was too slow (the body timeout or its deadline): nothing was stored"
                 )
@@ -1069,188 +746,3 @@ class HubApp:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
         blob = self.storage.blob_path(entry.sha256)
         return BlobResponse(blob, headers=headers, media_type="application/octet-stream", stat_result=os.stat(blob))
-
-
-def _lock_root(root: Path):
-    """An exclusive lock on ``root/.server.lock`` for as long as the returned file is open; a second server on the
-    same root is refused (a ValueError naming the root) instead of interleaving commits with the first."""
-    import fcntl
-
-    Path(root).mkdir(parents=True, exist_ok=True)
-    handle = open(Path(root) / ".server.lock", "a+")  # noqa: SIM115 - held open for the server's lifetime
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ValueError(f"another local Hub server is already serving {root}: one server per root") from None
-    return handle
-
-
-class LocalHubServer:
-    """The app served by uvicorn (h11) on a socket bound here, so that port 0 is known before serving and a bad
-    address fails with a clear error."""
-
-    def __init__(
-        self,
-        app: HubApp,
-        host: str,
-        port: int,
-        *,
-        access_log: bool = False,
-        loopback_only: bool = True,
-        header_timeout: float = HEADER_TIMEOUT_S,
-        http: str = "h11",
-    ):
-        """``http``: uvicorn's HTTP/1.1 parser, ``h11`` (default) or ``httptools`` (C; see docs/experiments/benchmarks.md)."""
-        import uvicorn
-
-        protocol = _timed_protocol(http, header_timeout)
-
-        self.hub_app = app
-        self._root_lock = _lock_root(app.storage.root)  # one server per root: two would lose each other's commits
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind((host, port))
-        except OSError as err:
-            self.socket.close()
-            self._root_lock.close()
-            raise ValueError(f"cannot bind the local Hub to {host!r} port {port}: {err.strerror or err}") from None
-        self.socket.listen(128)
-        asgi = FramingGuard(LoopbackGuard(app.app) if loopback_only else app.app)
-        config = uvicorn.Config(
-            asgi,
-            http=protocol,
-            lifespan="off",
-            log_level="warning",
-            access_log=access_log,
-            timeout_keep_alive=5,
-            server_header=False,
-        )
-        self.server = uvicorn.Server(config)
-
-    @property
-    def server_address(self) -> tuple[str, int]:
-        return self.socket.getsockname()[:2]
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    @property
-    def storage(self) -> HubStorage:
-        return self.hub_app.storage
-
-    def serve_forever(self) -> None:
-        self.server.run(sockets=[self.socket])
-
-    def shutdown(self) -> None:
-        self.server.should_exit = True
-
-    def server_close(self) -> None:
-        self.socket.close()
-        self._root_lock.close()  # releases the root for the next server
-
-
-def make_server(
-    root: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    allow_remote: bool = False,
-    verbose: bool = False,
-    token_file: str | Path | None = None,
-    http: str = "h11",
-) -> LocalHubServer:
-    """A server over ``root`` bound to ``host:port`` (port 0 picks a free port); refuses non-loopback hosts by default.
-    ``token_file``: ``token user read|write`` lines (``auth.add_token``); without it nothing is authenticated."""
-    if not allow_remote and not is_loopback(host):
-        raise ValueError(
-            f"refusing to bind the local Hub to {host!r}: it is meant for loopback use; use a loopback "
-            "address (127.0.0.1) or pass allow_remote=True / --allow-remote if you really mean it"
-        )
-    tokens = Tokens(token_file) if token_file is not None else None
-    return LocalHubServer(
-        HubApp(HubStorage(root), tokens=tokens),
-        host,
-        port,
-        access_log=verbose,
-        loopback_only=not allow_remote,
-        http=http,
-    )
-
-
-class LocalHub:
-    """The local Hub running in a background thread: ``with LocalHub(root) as hub: os.environ["HF_ENDPOINT"] = hub.url``."""
-
-    def __init__(
-        self,
-        root: str | Path,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        token_file: str | Path | None = None,
-        authenticated: bool = False,
-        user: str = LOCAL_USER,
-        orgs: tuple[str, ...] = (),
-        http: str = "h11",
-    ):
-        """``authenticated``: make a token file next to ``root`` with a write token (``.token``) and a read token
-        (``.read_token``) for ``user``, a member of ``orgs`` (so it writes in those namespaces), as the demo and the
-        tests run; ``token_file``: use that one."""
-        from .auth import add_token
-
-        self.root = Path(root)
-        self.token = self.read_token = None
-        if authenticated and token_file is None:
-            token_file = self.root.parent / f"{self.root.name}.tokens"
-            self.token, self.read_token = (
-                add_token(token_file, user, "write", orgs),
-                add_token(token_file, user, "read", orgs),
-            )
-        self._server = make_server(root, host, port, token_file=token_file, http=http)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    @property
-    def storage(self) -> HubStorage:
-        return self._server.storage
-
-    def client_env(self, hf_home: str | Path, *, token: str | None = None, base: dict | None = None) -> dict:
-        """``hub_client_env`` for this Hub, with its write token (or ``token``) when it is authenticated."""
-        from .client_env import hub_client_env
-
-        return hub_client_env(self.url, hf_home, token=token or self.token or "local-hub-token", base=base)
-
-    def start(self) -> LocalHub:
-        import time
-
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-hub", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the local Hub did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        if self._thread is not None:
-            self._thread.join()
-        self._server.server_close()
-
-    def __enter__(self) -> LocalHub:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        auth = "unauthenticated" if self._server.hub_app.tokens is None else "token-authenticated"
-        return f"LocalHub(url={self.url!r}, root={str(self.root)!r}, {auth})"
