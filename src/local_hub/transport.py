@@ -222,7 +222,12 @@ class _HeadTimer:
 
 def timed_protocol(http: str, header_timeout: float):
     """uvicorn's ``http`` protocol class (``h11``, the pure-Python parser, or ``httptools``, the C one) with the
-    header timeout of :class:`_HeadTimer`."""
+    header timeout of :class:`_HeadTimer`.
+
+    The only subclass of uvicorn's (private) protocol classes, kept because the need is measured: uvicorn has no
+    timeout for the request head, and a client that sends one header byte at a time held a connection open for as
+    long as it liked (tests/test_hub_security.py::test_a_silent_or_trickling_connection_is_closed_after_the_header_
+    timeout fails without it). The classes are pinned by constraints.txt; the test catches a uvicorn change."""
     if http == "h11":
         import h11
         from uvicorn.protocols.http.h11_impl import H11Protocol
