@@ -864,13 +864,33 @@ class _Connection:
         raise AssertionError("unreachable")
 
 
+HUGE_INT = "__a JSON integer of 5,000 digits__"  # json.dumps cannot write one: put in after encoding
+
+
+def _hostile_scalars(text_size: int):
+    """What a client never sends but an attacker does: lone surrogates (escaped as JSON allows), Unicode digits,
+    integers beyond what Python converts, besides the ordinary scalars."""
+    from hypothesis import strategies as st
+
+    return (
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**40), 2**40)
+        | st.text(max_size=text_size)
+        | st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)
+        | st.sampled_from(["²", "٣", "１２", "1\u0660", HUGE_INT, "\x00", "a/../b"])
+    )
+
+
+def _encode(value) -> bytes:
+    return json.dumps(value).encode().replace(json.dumps(HUGE_INT).encode(), b"9" * 5000)
+
+
 def test_fuzzed_commit_payloads_never_give_a_5xx_or_change_a_refused_repo(local_hub, repo):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    scalars = (
-        st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=30)
-    )
+    scalars = _hostile_scalars(30) | st.floats(allow_nan=False)
     values = st.recursive(
         scalars,
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -878,7 +898,7 @@ def test_fuzzed_commit_payloads_never_give_a_5xx_or_change_a_refused_repo(local_
     )
     paths = st.sampled_from(
         ["a.txt", "d/b.txt", "../x", ".git/x", "", "a.txt/c", 5, None, "x" * 300, "ok\n.txt"]
-    ) | st.text(max_size=20)
+    ) | _hostile_scalars(20)
     operation = (
         st.fixed_dictionaries(
             {
@@ -908,9 +928,7 @@ def test_fuzzed_commit_payloads_never_give_a_5xx_or_change_a_refused_repo(local_
     )
     @given(st.lists(operation, min_size=0, max_size=5), st.booleans())
     def fuzz(lines, raw_bytes):
-        body = b"\n".join(
-            json.dumps(line).encode() if not raw_bytes or i else b"\xff{not json" for i, line in enumerate(lines)
-        )
+        body = b"\n".join(_encode(line) if not raw_bytes or i else b"\xff{not json" for i, line in enumerate(lines))
         before = _light_snapshot(local_hub)
         status = connection.request("POST", f"/api/models/{repo}/commit/main", body, "application/x-ndjson")
         counts["requests"] += 1
@@ -928,7 +946,7 @@ def test_fuzzed_json_bodies_never_give_a_5xx(local_hub, repo):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
+    scalars = _hostile_scalars(20)
     values = st.recursive(
         scalars,
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -980,12 +998,67 @@ def test_fuzzed_json_bodies_never_give_a_5xx(local_hub, repo):
     @given(endpoints, bodies, st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]))
     def fuzz(endpoint, body, content_type):
         method, path = endpoint
-        status = connection.request(method, path, json.dumps(body).encode(), content_type)
+        status = connection.request(method, path, _encode(body), content_type)
         counts["requests"] += 1
         assert status < 500, (status, method, path, body)
 
     fuzz()
     assert counts["requests"] == 1000
+
+
+def test_fuzzed_card_yaml_never_gives_a_5xx(local_hub, repo):
+    """Cards built from YAML the Hub accepts and YAML it does not (tags, dates, non-finite and huge numbers, anchors,
+    surrogates): committing them and reading the repo's info never answers a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = st.sampled_from(
+        [
+            "2024-01-01",
+            "2024-01-01T10:00:00Z",
+            ".nan",
+            "-.inf",
+            "!!binary aGVsbG8=",
+            "!!set {a, b}",
+            "!!timestamp 2001-12-14",
+            "!!python/object:os.system x",
+            "!!float x",
+            "9" * 5000,
+            "&a [*a]",
+            "*undefined",
+            "'\udc80'",
+            '"\ud800"',
+            "[1, {2: 3}]",
+            "{2024-01-01: x}",
+            "null",
+            "~",
+            "text",
+        ]
+    )
+    keys = st.sampled_from(["tags", "pipeline_tag", "library_name", "model-index", "2024-01-02", "? complex", "x"])
+    card = st.lists(st.tuples(keys, values), max_size=5).map(
+        lambda items: "---\n" + "".join(f"{k}: {v}\n" for k, v in items) + "---\n# card\n"
+    )
+    connection = _Connection(local_hub)
+    counts = {"requests": 0}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @given(card)
+    def fuzz(text):
+        content = base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()
+        body = (
+            _encode({"key": "header", "value": {"summary": "card"}})
+            + b"\n"
+            + _encode({"key": "file", "value": {"path": "README.md", "encoding": "base64", "content": content}})
+        )
+        status = connection.request("POST", f"/api/models/{repo}/commit/main", body, "application/x-ndjson")
+        assert status < 500, (status, text)
+        status = connection.request("GET", f"/api/models/{repo}", b"", "application/json")
+        counts["requests"] += 2
+        assert status < 500, (status, text)
+
+    fuzz()
+    assert counts["requests"] == 300
 
 
 @pytest.mark.parametrize(
