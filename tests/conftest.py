@@ -33,6 +33,7 @@ def fake_vllm(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "vllm", module)  # dataclasses look their module up while it is executed
     spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", module.sampling_params)
     return module
 
 

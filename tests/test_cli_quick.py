@@ -39,3 +39,37 @@ def test_dynamicrag_rerank_shows_the_selection_the_raw_output_and_the_answer(tok
     assert out["malformed"] == bool(expected.malformed) and out["answer"] == model.answer(
         "Who wrote Hamlet?", expected.passages
     )
+    # constrained, within a budget of one passage: a well-formed list, cut, and the tokens it leaves
+    assert (
+        cli.main([*argv, *[x for p in passages for x in ("--passage", p)], "--json", "--constrained", "--max-k", "1"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    constrained = model.rerank("Who wrote Hamlet?", passages, constrained=True, max_k=1)
+    assert out["malformed"] is False and out["selected"] == [i + 1 for i in constrained.indices]
+    assert len(out["selected"]) <= 1 and out["context_tokens"] == constrained.context_tokens
+    with pytest.raises(SystemExit):  # argparse refuses a negative budget
+        cli.main([*argv, "--passage", "x", "--max-context-tokens", "-1"])
+
+
+def test_rag_evaluate_compares_rerankers_and_top_k_within_token_budgets(tokenizer, tmp_path):
+    from retrieval_policies.rag import evaluate_pipelines, format_table
+
+    config = DynamicRAGConfig(rerank_max_new_tokens=12, answer_max_new_tokens=3, max_passages=4)
+    model = DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer, config)
+    corpus = [{"id": f"p{i}", "title": f"T{i}", "text": f"Fact {i}: the answer is {i}."} for i in range(10)]
+    rows = [{"question": f"What is fact {i}?", "answers": [str(i)]} for i in range(3)]
+    table = evaluate_pipelines(
+        [("bm25", model), ("bm25", "none")], rows, corpus, generator=model, top_n=4, top_k=3, cache_dir=None,
+        batch_size=2, show_progress_bar=False, budgets=[20, 40], constrained=True,
+    )  # fmt: skip
+    assert [(r["reranker"] != "none", r["budget"]) for r in table] == [
+        (True, None), (True, 20), (True, 40), (False, None), (False, 20), (False, 40)
+    ]  # fmt: skip
+    for row in table:
+        if row["budget"] is not None:
+            assert row["mean_tokens"] <= row["budget"]
+    top_k = {r["budget"]: r for r in table if r["reranker"] == "none"}
+    assert top_k[None]["mean_k"] == 3 and top_k[20]["mean_k"] < top_k[40]["mean_k"] <= 3
+    text = format_table(table)
+    assert "budget" in text.splitlines()[0] and "tokens" in text.splitlines()[0]

@@ -95,7 +95,7 @@ def test_malformed_outputs_are_counted(tiny, monkeypatch):
 
 def test_real_generation_never_raises_and_answers(tiny):
     out = tiny("Who wrote Hamlet?", ["Hamlet is a play.", {"title": "Shakespeare", "text": "He wrote Hamlet."}])
-    assert set(out) == {"selected", "indices", "answer", "raw", "malformed", "out_of_range"}
+    assert set(out) == {"selected", "indices", "answer", "raw", "malformed", "out_of_range", "context_tokens"}
     assert all(0 <= i < 2 for i in out["indices"]) and isinstance(out["answer"], str)
     assert len(tiny.answer_batch(["a?", "b?"], [[], ["x"]])) == 2
 
@@ -263,6 +263,7 @@ def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, fake_vllm)
     from testing_utils import tiny_llama
 
     from retrieval_policies.dynamicrag.vllm_backend import VLLMDynamicRAG
+    from retrieval_policies.models.dynamicrag.constrained_dynamicrag import id_list_regex
 
     vllm = fake_vllm
     if True:
@@ -288,3 +289,8 @@ def test_vllm_dynamicrag_against_the_fake_matches_hf_greedy(tmp_path, fake_vllm)
         # greedy with several samples: one request (vLLM refuses n > 1 when greedy), its reply repeated
         assert fast.generate_texts(conversations[:1], max_new_tokens=5, num_samples=2) == expected[:1] * 2
         assert vllm.CALLS[-1][1]["params"].n == 1
+        # constrained: one request per conversation, each with the id-list regex of its own N, and room for the list
+        fast.rerank_batch(["q1", "q2"], [["a", "b"], ["c", "d", "e"]], constrained=True)
+        requests = vllm.CALLS[-1][1]["params"]
+        assert [r.structured_outputs.regex for r in requests] == [id_list_regex(2), id_list_regex(3)]
+        assert all(r.max_tokens >= len("[1], [2], [3]") for r in requests)

@@ -113,6 +113,10 @@ def test_the_fake_accepts_only_what_real_vllm_accepts():
     assert fake.LLM_KEYWORDS <= real_llm, fake.LLM_KEYWORDS - real_llm
     real_params = set(inspect.signature(vllm.SamplingParams).parameters)
     assert {f.name for f in dataclasses.fields(fake.SamplingParams)} <= real_params
+    from vllm.sampling_params import StructuredOutputsParams
+
+    real_structured = set(inspect.signature(StructuredOutputsParams).parameters)
+    assert {f.name for f in dataclasses.fields(fake.StructuredOutputsParams)} <= real_structured
     for method in ("generate", "chat"):
         fake_args = list(inspect.signature(getattr(fake.LLM, method)).parameters)
         real_args = list(inspect.signature(getattr(vllm.LLM, method)).parameters)
@@ -198,6 +202,15 @@ def test_dynamicrag_generation_and_evaluation_equal_the_hf_path(engine, tmp_path
     rows = load_eval_rows(str(tmp_path / "eval"), config="mini")
     reports = [evaluate_dynamicrag(m, rows, top_ks=(1,), batch_size=2, show_progress_bar=False) for m in (hf, fast)]
     assert reports[1]["predictions"] == reports[0]["predictions"] and reports[1]["scores"] == reports[0]["scores"]
+    # constrained decoding through vLLM's structured outputs: every reply is in the id-list format of its window
+    import re
+
+    from retrieval_policies.models.dynamicrag.constrained_dynamicrag import id_list_regex
+
+    pools = [[c["text"] for c in row["ctxs"]] for row in ROWS] + [[f"Fact {i}." for i in range(12)]]
+    questions = [row["question"] for row in ROWS] + ["Which fact?"]
+    for result, pool in zip(fast.rerank_batch(questions, pools, constrained=True), pools):
+        assert all(re.fullmatch(id_list_regex(len(pool)), raw) for raw in result.raw), result.raw
 
 
 def test_dynamicrag_evaluate_command_with_the_vllm_backend(engine_made_here, tmp_path, capsys):

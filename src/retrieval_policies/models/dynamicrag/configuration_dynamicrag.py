@@ -16,7 +16,9 @@ DYNAMICRAG_CONFIG_NAME = "dynamicrag_config.json"
 class DynamicRAGConfig:
     """Decoding defaults of the two calls (method spec §1.5, §1.9). ``max_passages`` is how many passages the reranker
     sees at once (40 for 8k-context models, 20 for 4k); larger pools are reranked in a tournament. ``prompt_profile``
-    is ``"project"`` (this project's one format) or ``"published"`` (the released checkpoints' format, §6)."""
+    is ``"project"`` (this project's one format) or ``"published"`` (the released checkpoints' format, §6).
+    ``constrained_decoding``: the reranker can only write a well-formed list of distinct ids (or None), so every
+    output parses; off by default, and off for the published profile unless asked (the paper decodes freely)."""
 
     max_passages: int = 20
     rerank_max_new_tokens: int = 100
@@ -24,6 +26,7 @@ class DynamicRAGConfig:
     temperature: float = 0.0  # reranker sampling at inference; 0 = greedy (sampling trajectories uses T = 0.4)
     task: str = "short"
     prompt_profile: str = "project"
+    constrained_decoding: bool = False
     format_version: int = 1
 
     def __post_init__(self):

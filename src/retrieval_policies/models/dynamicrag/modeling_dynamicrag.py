@@ -12,17 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
 from transformers.utils import cached_file
 
 from .configuration_dynamicrag import DYNAMICRAG_CONFIG_NAME, DynamicRAGConfig
-from .prompts_dynamicrag import generator_messages, parse_selection, reranker_messages
+from .constrained_dynamicrag import IdListLogitsProcessor
+from .prompts_dynamicrag import format_passages, generator_messages, parse_selection, reranker_messages
 
 CODE_FILES = (
     "modeling_dynamicrag.py",
     "configuration_dynamicrag.py",
     "prompts_dynamicrag.py",
     "pipeline_dynamicrag.py",
+    "constrained_dynamicrag.py",
 )
 PIPELINE_TASK = "dynamicrag-rerank-answer"
 PIPELINE_ENTRY = {"impl": "pipeline_dynamicrag.DynamicRAGPipeline", "pt": ["AutoModelForCausalLM"], "type": "text"}
@@ -160,6 +162,27 @@ class RerankResult:
     raw: list[str] = field(default_factory=list)  # every raw reranker output (one per window and round)
     malformed: int = 0  # how many of those needed repair
     out_of_range: int = 0  # how many held an id above the passages shown (the published evaluation dropped those)
+    context_tokens: int | None = None  # the selected passages' tokens as the generator reads them (with a budget)
+    cut: int = 0  # selected passages left out to keep within the budget
+
+
+def passage_tokens(tokenizer, passages: list) -> list[int]:
+    """Tokens each passage takes in the generator's prompt (``{i}. Topic: {title}`` + ``Content: {text}`` and the
+    newline that joins it to the next), counted with ``tokenizer``."""
+    return [len(tokenizer(format_passages([p]) + "\n", add_special_tokens=False)["input_ids"]) for p in passages]
+
+
+def cut_to_budget(tokens: list[int], *, max_k: int | None = None, max_context_tokens: int | None = None) -> int:
+    """How many of a selection's passages (their ``tokens``, in the reranker's order) fit the budget: at most
+    ``max_k`` passages and ``max_context_tokens`` tokens, whole passages, stopping at the first that does not fit."""
+    if (max_k is not None and max_k < 0) or (max_context_tokens is not None and max_context_tokens < 0):
+        raise ValueError(f"budgets must be >= 0, got max_k={max_k}, max_context_tokens={max_context_tokens}")
+    kept, used = 0, 0
+    for count in tokens[: len(tokens) if max_k is None else max_k]:
+        if max_context_tokens is not None and used + count > max_context_tokens:
+            break
+        kept, used = kept + 1, used + count
+    return kept
 
 
 class DynamicRAGModel(torch.nn.Module):
@@ -269,10 +292,12 @@ class DynamicRAGModel(torch.nn.Module):
         temperature: float = 0.0,
         seed: int | None = None,
         num_samples: int = 1,
+        id_lists: list[int] | None = None,
     ) -> list[str]:
         """One batched generation (left padding, KV cache) over chat conversations; returns the decoded replies,
         ``num_samples`` per conversation (consecutive). The samples of a conversation share one prefill of its
-        prompt: the prompt's KV cache is computed once and repeated for each sample."""
+        prompt: the prompt's KV cache is computed once and repeated for each sample. ``id_lists``: N per
+        conversation, to constrain each reply to an id list over 1..N (constrained_dynamicrag.py)."""
         if not conversations:
             return []
         prompts = [
@@ -308,6 +333,12 @@ class DynamicRAGModel(torch.nn.Module):
             input_ids = input_ids.repeat_interleave(num_samples, dim=0)
             attention = attention.repeat_interleave(num_samples, dim=0)
             extra["cache"] = cache
+        if id_lists is not None:
+            if len(id_lists) != len(conversations):
+                raise ValueError(f"{len(conversations)} conversations but {len(id_lists)} passage counts")
+            rows = [n for n in id_lists for _ in range(num_samples)]
+            processor = IdListLogitsProcessor(self.tokenizer, rows, width, self.eos_ids(), max_new_tokens)
+            extra["logits_processor"] = LogitsProcessorList([processor])
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -326,8 +357,15 @@ class DynamicRAGModel(torch.nn.Module):
         max_passages: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
+        constrained: bool | None = None,
+        max_k: int | None = None,
+        max_context_tokens: int | None = None,
     ) -> list[RerankResult]:
-        """Rerank many queries together. A pool larger than ``max_passages`` goes through a tournament: it is cut into
+        """Rerank many queries together. ``constrained`` (default: the config's ``constrained_decoding``): decode
+        only well-formed lists of distinct ids within the window, so no output needs repair. ``max_k`` /
+        ``max_context_tokens``: a budget at inference; the selection, in the reranker's order, is cut to at most
+        that many passages / tokens of context (whole passages, counted with this model's tokenizer, which is the
+        generator's when the model answers too). A pool larger than ``max_passages`` goes through a tournament: it is cut into
         windows of ``max_passages``, each window's selection is mapped back through that window's offset, the
         selections are united in order without duplicates, and this repeats until the survivors fit in one window,
         which is then reranked for the final order. Each round is one batched generation over all windows of all
@@ -336,6 +374,7 @@ class DynamicRAGModel(torch.nn.Module):
             raise ValueError(f"{len(queries)} queries but {len(pools)} passage lists")
         n = max_passages or self.dynamicrag_config.max_passages
         temperature = self.dynamicrag_config.temperature if temperature is None else temperature
+        constrained = self.dynamicrag_config.constrained_decoding if constrained is None else constrained
         results = [RerankResult([], []) for _ in queries]
         candidates = [list(range(len(pool))) for pool in pools]
         final = [False] * len(queries)
@@ -358,6 +397,7 @@ class DynamicRAGModel(torch.nn.Module):
                 max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens,
                 temperature=temperature,
                 seed=None if seed is None else seed + round_number,
+                id_lists=[len(window) for _, window in jobs] if constrained else None,
             )
             round_number += 1
             selected: dict[int, list[int]] = {}
@@ -380,6 +420,12 @@ class DynamicRAGModel(torch.nn.Module):
                     candidates[q] = chosen
         for result, pool in zip(results, pools):
             result.passages = [pool[i] for i in result.indices]
+            if max_k is not None or max_context_tokens is not None:
+                tokens = passage_tokens(self.tokenizer, result.passages)
+                kept = cut_to_budget(tokens, max_k=max_k, max_context_tokens=max_context_tokens)
+                result.cut = len(result.indices) - kept
+                result.indices, result.passages = result.indices[:kept], result.passages[:kept]
+                result.context_tokens = sum(tokens[:kept])
         return results
 
     def rerank(self, query: str, passages: list, **kwargs) -> RerankResult:
@@ -419,6 +465,7 @@ class DynamicRAGModel(torch.nn.Module):
                 "raw": r.raw,
                 "malformed": r.malformed,
                 "out_of_range": r.out_of_range,
+                "context_tokens": r.context_tokens,
             }
             for r, a in zip(reranked, answers)
         ]

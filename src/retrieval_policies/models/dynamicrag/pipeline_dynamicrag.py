@@ -22,7 +22,8 @@ class DynamicRAGPipeline(Pipeline):
     → a list of results) → ``{"answer", "selected": [{"id", "passage"}], "indices"}``: ``id`` is a passage's
     1-based number in the input, ``indices`` the 0-based positions, both in DynamicRAG's order. Passages are strings
     or ``{"title", "text"}`` dicts. Keyword arguments: ``task`` (short / fever / long / arc), ``max_passages``,
-    ``temperature``, ``seed``."""
+    ``temperature``, ``seed``, ``constrained`` (an id list that always parses), ``max_k`` and ``max_context_tokens``
+    (a budget: the selection is cut to it, and ``context_tokens`` says what the answer was written from)."""
 
     _load_tokenizer = True
     _load_processor = False
@@ -48,12 +49,30 @@ class DynamicRAGPipeline(Pipeline):
             inputs = {"question": inputs, "passages": passages}
         return super().__call__(inputs, **kwargs)
 
-    def _sanitize_parameters(self, task=None, max_passages=None, temperature=None, seed=None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        task=None,
+        max_passages=None,
+        temperature=None,
+        seed=None,
+        constrained=None,
+        max_k=None,
+        max_context_tokens=None,
+        **kwargs,
+    ):
         if kwargs:
             raise TypeError(
-                f"unexpected arguments {sorted(kwargs)} (DynamicRAG takes task, max_passages, temperature and seed)"
+                f"unexpected arguments {sorted(kwargs)} (DynamicRAG takes task, max_passages, temperature, seed, "
+                "constrained, max_k and max_context_tokens)"
             )
-        options = {"max_passages": max_passages, "temperature": temperature, "seed": seed}
+        options = {
+            "max_passages": max_passages,
+            "temperature": temperature,
+            "seed": seed,
+            "constrained": constrained,
+            "max_k": max_k,
+            "max_context_tokens": max_context_tokens,
+        }
         return {}, {"task": task, **{k: v for k, v in options.items() if v is not None}}, {}
 
     def preprocess(self, inputs):
@@ -82,6 +101,7 @@ class DynamicRAGPipeline(Pipeline):
             "indices": outputs["indices"],
             "selected": [{"id": i + 1, "passage": p} for i, p in zip(outputs["indices"], outputs["selected"])],
             "malformed": outputs["malformed"],
+            "context_tokens": outputs["context_tokens"],
         }
 
 
