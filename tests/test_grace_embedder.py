@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from testing_utils import tiny_llama
 from transformers import AutoTokenizer
 
 from retrieval_policies import GraceEmbedder
@@ -441,3 +442,30 @@ def test_encode_takes_sentence_transformers_keyword_arguments(tokenizer):
         grace.encode(texts, device="cuda:1")
     with pytest.raises(ValueError, match="float32 embeddings only"):
         grace.encode(texts, precision="int8")
+
+
+def test_shared_terms_are_content_words_and_phrases_in_order():
+    from retrieval_policies.models.grace.modeling_grace import shared_terms
+
+    first = "The river bank flooded after the heavy rain in spring."
+    second = "Heavy rain made the river bank overflow; spring floods are common."
+    assert shared_terms(first, second) == ["river bank", "heavy rain", "spring"]
+    assert shared_terms("The of and", "the of and") == []  # stop words only
+    assert shared_terms("Paris 1889", "In 1889, Paris hosted a fair") == ["paris", "1889"]
+
+
+def test_explain_ranks_documents_and_shows_both_rationales(tokenizer):
+    embedder = GraceEmbedder(tiny_llama(tokenizer).eval(), tokenizer, GraceConfig(max_new_tokens=4, temperature=0.0))
+    documents = ["A dog barked at the mailman.", "Stocks fell sharply today.", "The puppy barked loudly."]
+    explained = embedder.explain("Why did the dog bark?", documents)
+    vectors, rationales = embedder.encode(["Why did the dog bark?", *documents], return_rationales=True)
+    scores = vectors[1:] @ vectors[0]
+    assert [e["index"] for e in explained] == sorted(range(3), key=lambda i: -scores[i])
+    assert [e["rank"] for e in explained] == [1, 2, 3]
+    for e in explained:
+        assert e["score"] == pytest.approx(float(scores[e["index"]]), abs=1e-5)
+        assert e["query_rationale"] == rationales[0] and e["document_rationale"] == rationales[e["index"] + 1]
+    shared = {e["index"]: e["shared"] for e in explained}
+    assert "dog" in shared[0] and "barked" not in shared[1]
+    with pytest.raises(ValueError, match="non-empty list"):
+        embedder.explain("q", [])

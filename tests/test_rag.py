@@ -53,6 +53,10 @@ def test_grace_and_dynamicrag_answer_with_ids_and_a_rationale_and_reuse_the_inde
     assert [p["rank"] for p in out.retrieved] == list(range(1, 9)) and {p["id"] for p in out.retrieved} <= ids
     assert all(p["id"] in ids for p in out.passages) and len(out.passages) <= 5  # DynamicRAG sees max_passages
     assert out.rationale and isinstance(out.rationale, str)  # what GRACE wrote about the query
+    title_words = {w.lower() for w in corpus[0].title.split() if len(w) > 3}
+    assert all(isinstance(p["shared"], list) for p in out.retrieved)  # why each hit matched
+    for hit in (p for p in out.retrieved if p["id"] == corpus[0].id):  # the asked-for passage shares its title
+        assert not title_words or title_words & set(" ".join(hit["shared"]).split()), hit["shared"]
     assert set(out.seconds) == {"retrieve", "rerank", "answer"}
     # The second pipeline over the same corpus embeds only its queries: the corpus's vectors come from the cache.
     calls = []

@@ -471,6 +471,8 @@ def _rag_ask(args: argparse.Namespace) -> int:
         )
         for p in answer.passages:
             print(f"  [{p['id']}] (rank {p['rank']}) {p.get('title') or ''}: {p['text'][:160]}")
+            if p.get("shared"):
+                print(f"      shared with the question and its rationale: {', '.join(p['shared'])}")
         print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in answer.seconds.items()))
     return 0
 

@@ -30,6 +30,8 @@ class RagAnswer:
     question: str
     answer: str
     passages: list[dict]  # the selected passages, in the order the answer saw them: {id, title, text, score, rank}
+    # (with a GRACE retriever also "shared": the words and phrases the question and its rationale share with the
+    # passage and its own rationale, when the index kept one: why it matched)
     retrieved: list[dict]  # the first stage's top-n, best first (rank is 1-based)
     rationale: str | None = None  # what a GRACE retriever wrote about the question (why it retrieved what it did)
     seconds: dict = field(default_factory=dict)  # retrieve / rerank / answer, this question's share of its batch
@@ -258,6 +260,14 @@ class RetrievalPolicyPipeline:
             [{**self.corpus[i], "score": float(score), "rank": rank} for rank, (i, score) in enumerate(row, 1)]
             for row in hits
         ]
+        for question, rationale, row in zip(questions, rationales, retrieved):
+            if rationale is not None:  # a GRACE retriever: why each hit matched
+                from .models.grace.modeling_grace import shared_terms
+
+                asked = f"{question} {rationale}"
+                for passage in row:
+                    written = f"{passage.get('title') or ''} {passage['text']} {passage.get('rationale') or ''}"
+                    passage["shared"] = shared_terms(asked, written)
         retrieved_at = time.perf_counter()
         if self.reranker is not None:
             n = self.reranker.dynamicrag_config.max_passages

@@ -1190,6 +1190,59 @@ class GraceEmbedder(torch.nn.Module):
         return [(hit["ids"], hit["eos"], h) for hit, h in zip(found, hidden)]
 
 
+    def explain(self, query: str, documents: list[str], **encode_options) -> list[dict]:
+        """Why each document matched ``query``, best first: the cosine of their embeddings, the query's and the
+        document's rationales side by side, and the words and two-word phrases the query and its rationale share
+        with the document and its rationale (stop words left out). ``encode_options`` go to :meth:`encode`."""
+        if not isinstance(query, str) or not isinstance(documents, (list, tuple)) or not documents:
+            raise ValueError("explain takes a query string and a non-empty list of document strings")
+        vectors, rationales = self.encode([query, *documents], return_rationales=True, **encode_options)
+        vectors = torch.as_tensor(vectors)
+        vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+        scores = (vectors[1:] @ vectors[0]).tolist()
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])
+        asked = f"{query} {rationales[0] or ''}"
+        return [
+            {
+                "rank": rank,
+                "index": i,
+                "document": documents[i],
+                "score": scores[i],
+                "query_rationale": rationales[0],
+                "document_rationale": rationales[i + 1],
+                "shared": shared_terms(asked, f"{documents[i]} {rationales[i + 1] or ''}"),
+            }
+            for rank, i in enumerate(order, start=1)
+        ]
+
+
+# A small English stop-word list (the Hub copy imports no NLP library): what "shared words" leaves out.
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between both
+    but by can could did do does doing down during each few for from further had has have having he her here hers
+    him his how i if in into is it its itself just me more most my no nor not now of off on once only or other our
+    ours out over own same she should so some such than that the their theirs them then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with would you your
+    also may might must shall one two text query document passage""".split()
+)
+
+
+def _content_words(text: str) -> list[str]:
+    words = "".join(ch.lower() if ch.isalnum() else " " for ch in text).split()
+    return [w for w in words if w not in STOP_WORDS and (len(w) > 1 or w.isdigit())]
+
+
+def shared_terms(first: str, second: str, limit: int = 12) -> list[str]:
+    """The two-word phrases, then the words, of ``first`` that ``second`` has too (lowercased, stop words left out),
+    in ``first``'s order, at most ``limit``; a word inside a shared phrase is not listed again."""
+    a, b = _content_words(first), _content_words(second)
+    b_words, b_pairs = set(b), set(zip(b, b[1:]))
+    phrases = list(dict.fromkeys(f"{x} {y}" for x, y in zip(a, a[1:]) if (x, y) in b_pairs))
+    covered = {w for phrase in phrases for w in phrase.split()}
+    words = list(dict.fromkeys(w for w in a if w in b_words and w not in covered))
+    return (phrases + words)[:limit]
+
+
 class GraceSentenceTransformerModule(torch.nn.Module):
     """The sentence-transformers face of a GRACE repo (``modules.json`` points here): same vectors as ``encode``."""
 
