@@ -469,3 +469,60 @@ def test_explain_ranks_documents_and_shows_both_rationales(tokenizer):
     assert "dog" in shared[0] and "barked" not in shared[1]
     with pytest.raises(ValueError, match="non-empty list"):
         embedder.explain("q", [])
+
+
+def test_a_swapped_rationale_changes_the_embedding_and_faithfulness_reports_it(tokenizer, monkeypatch, tmp_path):
+    from retrieval_policies import cli
+    from retrieval_policies.grace import faithfulness
+
+    embedder = GraceEmbedder(tiny_llama(tokenizer).eval(), tokenizer, GraceConfig(max_new_tokens=4, temperature=0.0))
+    texts = ["A dog barked.", "Stocks fell.", "Rain in Spain."]
+    vectors, rationales = embedder.encode(texts, return_rationales=True)
+    own = embedder.encode_with_rationales(texts, rationales)
+    sequences = [
+        embedder.prompt_ids(t) + tokenizer(r, add_special_tokens=False)["input_ids"] for t, r in zip(texts, rationales)
+    ]
+    expected = torch.nn.functional.normalize(
+        embedder.embed_sequences(sequences, [embedder.prefix_length(embedder.prompt_ids(t)) for t in texts]), dim=-1
+    )
+    np.testing.assert_allclose(own, expected.numpy(), atol=1e-5)
+    written = ["It is about a dog.", "Markets went down.", "Weather in Europe."]  # distinct, unlike a random model's
+    mine, swapped = (
+        embedder.encode_with_rationales(texts, written),
+        embedder.encode_with_rationales(texts, written[1:] + written[:1]),
+    )
+    assert (np.sum(mine * swapped, axis=1) < 1 - 1e-4).all()  # another text's rationale moves every vector
+    assert sorted(faithfulness.derangement(7, seed=3)) == list(range(7))
+    assert all(i != j for i, j in enumerate(faithfulness.derangement(7, seed=3)))
+    relevant = [{0}, {1}]
+    perfect = np.eye(2, dtype=np.float32)
+    assert faithfulness.ndcg_at_10(perfect, perfect, relevant) == 1.0
+    assert faithfulness.ndcg_at_10(perfect, perfect[::-1], relevant) == pytest.approx(1 / np.log2(3))
+
+    corpus = ["dog, hound", "stock, share", "rain, shower"]
+    task = (["a barking animal", "a financial security"], corpus, [{0}, {1}])
+    monkeypatch.setattr(faithfulness, "load_retrieval_task", lambda name, max_queries=None: task)
+    embedder.save_pretrained(tmp_path / "g")
+    output = tmp_path / "faithfulness.json"
+    command = ["grace", "faithfulness", "--model", str(tmp_path / "g"), "--output", str(output), "--batch-size", "2"]
+    assert cli.main(command) == 0
+    [report] = json.loads(output.read_text())["tasks"]
+    assert set(report["ndcg_at_10"]) == {"own_rationale", "swapped_rationale", "no_rationale"}
+    assert 0 < report["cosine_own_vs_swapped"] <= 1 + 1e-6 and report["queries"] == 2 and report["documents"] == 3
+    assert report["swap_loss"] == pytest.approx(
+        report["ndcg_at_10"]["own_rationale"] - report["ndcg_at_10"]["swapped_rationale"]
+    )
+
+
+def test_faithfulness_reads_the_local_retrieval_tasks():
+    from retrieval_policies.corpora import WordNet, WordNetNotFoundError
+    from retrieval_policies.grace.faithfulness import load_retrieval_task
+
+    try:
+        WordNet()
+    except WordNetNotFoundError as err:
+        pytest.skip(str(err))
+    queries, corpus, relevant = load_retrieval_task("LocalWordNetDefinitionRetrieval", max_queries=3)
+    assert len(queries) == 3 and len(relevant) == 3 and all(len(r) == 1 and max(r) < len(corpus) for r in relevant)
+    with pytest.raises(ValueError, match="local retrieval tasks"):
+        load_retrieval_task("LocalLeeSTS")

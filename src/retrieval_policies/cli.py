@@ -278,6 +278,41 @@ def _grace_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grace_faithfulness(args: argparse.Namespace) -> int:
+    import json
+
+    from .assets import resolve_model
+    from .grace.faithfulness import rationale_faithfulness
+    from .models.grace import GraceEmbedder
+
+    embedder = GraceEmbedder.from_pretrained(resolve_model(args.model), **_placement(args))
+    options = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    reports = [
+        rationale_faithfulness(
+            embedder,
+            task,
+            max_queries=args.max_queries,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            show_progress_bar=not args.quiet,
+            **options,
+        )
+        for task in args.task
+    ]
+    for report in reports:
+        scores = report["ndcg_at_10"]
+        print(
+            f"{report['task']} ({report['queries']} queries, {report['documents']} documents) nDCG@10: own rationale "
+            f"{scores['own_rationale']:.4f}, another text's {scores['swapped_rationale']:.4f}, none "
+            f"{scores['no_rationale']:.4f}; cosine own vs swapped {report['cosine_own_vs_swapped']:.4f}"
+        )
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"model": args.model, "tasks": reports}, indent=2) + "\n")
+        print(f"written to {args.output}")
+    return 0
+
+
 def _grace_embed(args: argparse.Namespace) -> int:
     import json
 
@@ -734,6 +769,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_placement_arguments(embed)
     embed.set_defaults(func=_grace_embed)
+
+    faithful = grace.add_parser(
+        "faithfulness", help="does the embedding depend on the rationale? own vs swapped vs no rationale"
+    )
+    faithful.add_argument("--model", required=True, help="GRACE repo or folder, or a chat LLM name (untrained GRACE)")
+    faithful.add_argument(
+        "--task",
+        nargs="+",
+        default=["LocalWordNetDefinitionRetrieval"],
+        choices=["LocalWordNetDefinitionRetrieval", "LocalWikipediaSectionRetrieval"],
+        help="local retrieval tasks (default LocalWordNetDefinitionRetrieval)",
+    )
+    faithful.add_argument("--max-queries", type=positive_int, help="the first N queries (default: all)")
+    faithful.add_argument("--max-new-tokens", type=positive_int, help="rationale length limit (default from the repo)")
+    faithful.add_argument("--batch-size", type=positive_int, default=16)
+    faithful.add_argument("--seed", type=int, default=0, help="seed of the swap (a random derangement of the texts)")
+    faithful.add_argument("--output", help="JSON file for the report")
+    _add_placement_arguments(faithful)
+    faithful.set_defaults(func=_grace_faithfulness)
 
     dynamicrag = commands.add_parser("dynamicrag", help="DynamicRAG rerankers").add_subparsers(
         dest="action", required=True

@@ -1189,6 +1189,29 @@ class GraceEmbedder(torch.nn.Module):
                     cache.put(keys[j], {**found[j], "text": self.tokenizer.decode(ids, skip_special_tokens=True)})
         return [(hit["ids"], hit["eos"], h) for hit, h in zip(found, hidden)]
 
+    @torch.no_grad()
+    def encode_with_rationales(self, texts: list[str], rationales: list[str], *, batch_size: int = 8):
+        """Embed each text with the rationale given for it (not one it writes): prompt ⊕ the rationale's tokens, pooled
+        as :meth:`encode` pools (without an EOS), L2-normalised, as a float32 array. What a rationale contributes can
+        be measured by swapping them."""
+        if len(texts) != len(rationales):
+            raise ValueError(f"{len(texts)} texts but {len(rationales)} rationales")
+        was_training = self.model.training
+        self.model.eval()
+        vectors = []
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = list(zip(texts[start : start + batch_size], rationales[start : start + batch_size]))
+                prompts = [self.prompt_ids(self.truncate_text(text)) for text, _ in batch]
+                sequences = [
+                    p + self.tokenizer(r or "", add_special_tokens=False)["input_ids"]
+                    for p, (_, r) in zip(prompts, batch)
+                ]
+                pooled = self.embed_sequences(sequences, [self.prefix_length(p) for p in prompts])
+                vectors.append(torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu())
+        finally:
+            self.model.train(was_training)
+        return torch.cat(vectors).numpy()
 
     def explain(self, query: str, documents: list[str], **encode_options) -> list[dict]:
         """Why each document matched ``query``, best first: the cosine of their embeddings, the query's and the
