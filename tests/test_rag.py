@@ -198,7 +198,7 @@ def test_rag_ask_shows_the_reranker_output_when_it_selects_nothing(tmp_path, tok
     ]
     assert cli.main([*argv, "What is anarchism?"]) == 0
     out = capsys.readouterr().out
-    assert "passages (0 selected of 4 retrieved)" in out and "reranker output (malformed, repaired): '" in out
+    assert "passages (0 selected of 4 retrieved, 0 tokens)" in out and "reranker output (malformed, repaired): '" in out
     assert cli.main([*argv, "--json", "What is anarchism?"]) == 0
     [answer] = json.loads(capsys.readouterr().out)
     assert answer["malformed"] is True and answer["reranker_output"] and answer["passages"] == []

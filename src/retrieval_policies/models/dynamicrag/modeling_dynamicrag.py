@@ -397,7 +397,7 @@ class DynamicRAGModel(torch.nn.Module):
                 max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens,
                 temperature=temperature,
                 seed=None if seed is None else seed + round_number,
-                id_lists=[len(window) for _, window in jobs] if constrained else None,
+                **({"id_lists": [len(window) for _, window in jobs]} if constrained else {}),
             )
             round_number += 1
             selected: dict[int, list[int]] = {}
