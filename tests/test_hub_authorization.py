@@ -286,3 +286,43 @@ def test_stalled_uploads_hold_only_their_users_slots(users):
         time.sleep(0.01)
     data = b"alice's second file"
     assert users.call(None, "PUT", upload_url("alice", "alice/open", data), data)[0] == 200
+
+
+def test_two_users_pushing_at_once_each_land_in_their_own_repo_only(users):
+    """Concurrent commits by alice and bob (each to their own repo, and each trying the other's): every own commit
+    lands, in order, authored by its user; no attempt on the other's repo lands."""
+    import threading
+
+    assert users.call("bob", "POST", "/api/repos/create", {"name": "mine", "private": True})[0] == 200
+    outcomes: dict[str, list[int]] = {"alice": [], "bob": []}
+
+    def push(who: str, own: str, other: str) -> None:
+        for i in range(8):
+            outcomes[who].append(
+                users.call(
+                    who,
+                    "POST",
+                    f"/api/models/{own}/commit/main",
+                    commit(inline(f"{who}-{i}", b"x"), summary=f"{who} {i}"),
+                )[0]
+            )
+            outcomes[who].append(
+                users.call(who, "POST", f"/api/models/{other}/commit/main", commit(inline("intruder", b"x")))[0]
+            )
+
+    threads = [
+        threading.Thread(target=push, args=("alice", "alice/secret", "bob/mine")),
+        threading.Thread(target=push, args=("bob", "bob/mine", "alice/secret")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes["alice"] == [200, 404] * 8 and outcomes["bob"] == [200, 404] * 8  # the other's repo is private
+    for who, repo in (("alice", "alice/secret"), ("bob", "bob/mine")):
+        status, history = users.call(who, "GET", f"/api/models/{repo}/commits/main")
+        pushed = [c for c in history if c["title"].startswith(f"{who} ")]
+        assert status == 200 and [c["title"] for c in pushed] == [f"{who} {i}" for i in reversed(range(8))]
+        assert all(c["authors"] == [{"user": who}] for c in pushed)
+        files = users.hub.storage.resolve(users.hub.storage.get_repo("model", repo), "main").files
+        assert "intruder" not in files and {f"{who}-{i}" for i in range(8)} <= set(files)

@@ -82,20 +82,29 @@ def _principal(user: str, role: str, orgs) -> Principal:
 
 
 def add_token(path: str | os.PathLike, user: str, role: str = "write", orgs: tuple[str, ...] | list[str] = ()) -> str:
-    """Append a new random token for ``user`` (a member of ``orgs``) to the token file (created with mode 0600) and
-    return it."""
+    """Add a new random token for ``user`` (a member of ``orgs``) to the token file (rewritten atomically, mode 0600;
+    comment lines are not kept) and return it."""
     principal = _principal(user, role, orgs)
     path = Path(path)
+    lines = []
     if path.exists():
-        parse_token_file(path)  # refuse to append to a broken file
+        lines = [known_principal.line(known) for known, known_principal in parse_token_file(path).items()]
     token = f"hf_local_{secrets.token_urlsafe(24)}"
+    _write_token_file(path, [*lines, principal.line(token)])
+    return token
+
+
+def _write_token_file(path: Path, lines: list[str]) -> None:
+    """Write the whole file to a temp file (mode 0600) and rename it over ``path``: a reader (the server) sees the
+    old file or the new one, never half a line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(principal.line(token))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(lines)
         f.flush()
         os.fsync(f.fileno())
-    return token
+    os.replace(tmp, path)
 
 
 def revoke_tokens(path: str | os.PathLike, *, user: str | None = None, token: str | None = None) -> int:
@@ -110,13 +119,7 @@ def revoke_tokens(path: str | os.PathLike, *, user: str | None = None, token: st
             removed += 1
         else:
             kept.append(principal.line(known))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_token_file(path, kept)
     return removed
 
 
