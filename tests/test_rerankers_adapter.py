@@ -84,3 +84,26 @@ def test_a_saved_repo_loads_by_name_with_its_settings(tmp_path):
     assert (
         DynamicRAGRanker(str(tmp_path / "dr"), max_passages=7).model.dynamicrag_config.max_passages == 7
     )  # given ones
+
+
+def test_reranker_routes_a_dynamicrag_folder_and_refuses_it_as_a_cross_encoder(tmp_path, monkeypatch):
+    import huggingface_hub
+    import rerankers
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no Hub here: do not wait for one
+
+    from retrieval_policies.integrations.rerankers import Reranker, is_dynamicrag
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    DynamicRAGModel(tiny_llama(tokenizer).eval(), tokenizer).save_pretrained(tmp_path / "dr")
+    assert is_dynamicrag(tmp_path / "dr") and not is_dynamicrag(tmp_path)
+    assert isinstance(Reranker(str(tmp_path / "dr"), verbose=0), DynamicRAGRanker)
+    with pytest.raises(ValueError, match="not a cross-encoder: it has no scoring head"):
+        Reranker(str(tmp_path / "dr"), model_type="cross-encoder")
+    # anything else is rerankers' own choice (here: an unknown type, which rerankers reports itself)
+    calls = []
+    monkeypatch.setattr(
+        rerankers, "Reranker", lambda name, model_type=None, **kw: calls.append((name, model_type)) or "theirs"
+    )
+    assert Reranker("some/cross-encoder", model_type="cross-encoder") == "theirs"
+    assert calls == [("some/cross-encoder", "cross-encoder")]

@@ -78,3 +78,37 @@ class DynamicRAGRanker(BaseRanker):
             "and has no score for one document alone; call rank(query, docs) and read each "
             "result's rank, score (derived from the order) and metadata['selected']"
         )
+
+
+def is_dynamicrag(model_name_or_path) -> bool:
+    """Whether a folder or Hub repo holds a DynamicRAG model (its ``dynamicrag_config.json``)."""
+    from pathlib import Path
+
+    from transformers.utils import cached_file
+
+    if isinstance(model_name_or_path, (str, Path)) and Path(model_name_or_path).is_dir():
+        return (Path(model_name_or_path) / "dynamicrag_config.json").is_file()
+    try:
+        found = cached_file(
+            str(model_name_or_path), "dynamicrag_config.json", _raise_exceptions_for_missing_entries=False
+        )
+    except OSError:
+        return False
+    return found is not None
+
+
+def Reranker(model_name: str, model_type: str | None = None, **kwargs):  # noqa: N802 - rerankers' own spelling
+    """``rerankers.Reranker`` that knows DynamicRAG: a DynamicRAG folder or repo gets a :class:`DynamicRAGRanker`
+    (rerankers alone picks a class from the name and would load it as a cross-encoder, with a randomly initialised
+    score head); asking for it as a ``cross-encoder`` is refused with that explanation; anything else is rerankers'."""
+    import rerankers
+
+    if is_dynamicrag(model_name):
+        if model_type not in (None, "dynamicrag"):
+            raise ValueError(
+                f"{model_name} is a DynamicRAG model, a listwise generative reranker, not a {model_type}: it has no "
+                "scoring head (as a cross-encoder its score weights would be random). Leave model_type out, or use "
+                "retrieval_policies.integrations.rerankers.DynamicRAGRanker"
+            )
+        return DynamicRAGRanker(model_name, **kwargs)
+    return rerankers.Reranker(model_name, model_type=model_type, **kwargs)
