@@ -232,3 +232,44 @@ def test_dense_index_resumes_after_an_interruption(tokenizer, tmp_path, monkeypa
     calls.clear()
     assert np.array_equal(DenseRetriever(grace, corpus, cache_dir=tmp_path, **options).embeddings, resumed.embeddings)
     assert calls == []  # the saved whole is reused
+
+
+def test_dense_index_resumes_after_kill_9(tokenizer, tmp_path):
+    """The build in its own process, SIGKILLed once two chunks are saved: no chunk file is half-written (each is
+    renamed into place) and the resumed build equals an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from testing_utils import tiny_llama
+
+    from retrieval_policies.models.grace import GraceConfig, GraceEmbedder
+    from retrieval_policies.retrieval import DenseRetriever
+
+    GraceEmbedder(tiny_llama(tokenizer).eval(), tokenizer, GraceConfig()).save_pretrained(tmp_path / "g")
+    corpus = [p.text for p in islice(iter_wikipedia_passages(), 12)]
+    options = dict(encoder_id="tiny", grace_options={"rationale": False}, chunk_size=2)
+    code = f"""
+import time
+from retrieval_policies.models.grace import GraceEmbedder
+from retrieval_policies.retrieval import DenseRetriever
+grace = GraceEmbedder.from_pretrained({str(tmp_path / "g")!r})
+real = GraceEmbedder.encode
+GraceEmbedder.encode = lambda self, texts, **kw: time.sleep(1) or real(self, texts, **kw)  # slow enough to kill
+DenseRetriever(grace, {corpus!r}, cache_dir={str(tmp_path / "cache")!r}, **{options!r})
+"""
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(tmp_path.glob("cache/*.parts/*.npy"))) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    [parts] = tmp_path.glob("cache/*.parts")
+    saved = sorted(p.name for p in parts.iterdir() if p.suffix == ".npy")
+    assert 2 <= len(saved) < 6 and all(np.load(parts / name).shape[0] == 2 for name in saved)
+    grace = GraceEmbedder.from_pretrained(tmp_path / "g")
+    resumed = DenseRetriever(grace, corpus, cache_dir=tmp_path / "cache", **options)
+    np.testing.assert_allclose(resumed.embeddings, DenseRetriever(grace, corpus, **options).embeddings, atol=1e-6)
