@@ -196,6 +196,7 @@ def test_push_a_demo_space_names_its_model_and_runs_its_example_from_the_hub(cli
         "model": "demo/tiny-grace",
         "matrix": [3, 4],
         "rationales": 3,
+        "explained": 2,
         "card_snippets_run": 0,
     }
     card = client.json(

@@ -142,6 +142,8 @@ def _load_app_module(folder: Path, monkeypatch):
 
 
 def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
+    from selenium.webdriver.support.ui import WebDriverWait
+
     folder = tmp_path / "grace-tiny"
     GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(temperature=0.0)).save_pretrained(
         folder
@@ -156,6 +158,13 @@ def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
         table = browser.find_element("css selector", "#matrix").text.split("\n")
         assert table[0] == "Cosine similarity"  # and every similarity the app computed is on the page
         assert all(f"{value:g}" in table for value in matrix.drop(columns="text").to_numpy().ravel())
+        hits = app_module.explain(app_module.EXAMPLE, 32)  # "why does each text match the first?"
+        browser.find_element("css selector", "#why").click()
+        WebDriverWait(browser, 120).until(
+            lambda b: all(t in b.find_element("css selector", "#hits").text for t in hits["text"])
+        )
+        shown = browser.find_element("css selector", "#hits").text
+        assert all(f"{score:g}" in shown for score in hits["score"]) and "shared" in shown
         _screenshot(browser, tmp_path, "space-grace")
     finally:
         app.stop()

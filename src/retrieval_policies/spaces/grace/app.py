@@ -31,6 +31,28 @@ def embed(text_block: str, max_new_tokens: float = 32):
     return matrix, "\n".join(f"{name}: {rationale}" for name, rationale in zip(names, rationales))
 
 
+def explain(text_block: str, max_new_tokens: float = 32):
+    """Why each other text matches the first (the query), best first: the score, both rationales side by side and the
+    words they share (GraceEmbedder.explain)."""
+    texts = [line.strip() for line in (text_block or "").splitlines() if line.strip()]
+    if len(texts) < 2:
+        raise gr.Error("Give a query on the first line and at least one text after it.")
+    hits = space_model.model(HERE).explain(texts[0], texts[1:], temperature=0.0, max_new_tokens=int(max_new_tokens))
+    return pd.DataFrame(
+        [
+            {
+                "rank": h["rank"],
+                "text": f"#{h['index'] + 2}",
+                "score": round(h["score"], 3),
+                "query's rationale": h["query_rationale"],
+                "text's rationale": h["document_rationale"],
+                "shared": ", ".join(h["shared"]),
+            }
+            for h in hits
+        ]
+    )
+
+
 def check() -> dict:
     """The example through the app's function (what a push verifies): the matrix's shape and the rationales."""
     matrix, rationales = embed(EXAMPLE, 8)
@@ -38,6 +60,7 @@ def check() -> dict:
         "model": space_model.model_repo(HERE),
         "matrix": list(matrix.shape),
         "rationales": len(rationales.splitlines()),
+        "explained": len(explain(EXAMPLE, 8)),
     }
 
 
@@ -53,6 +76,9 @@ def build() -> gr.Blocks:
         matrix = gr.Dataframe(label="Cosine similarity", elem_id="matrix")
         rationales = gr.Textbox(label="Rationales", lines=5, elem_id="rationales")
         run.click(embed, [texts, tokens], [matrix, rationales])
+        why = gr.Button("Why does each text match the first?", elem_id="why")
+        hits = gr.Dataframe(label="The first text as the query: score, both rationales, shared words", elem_id="hits")
+        why.click(explain, [texts, tokens], [hits])
     return demo
 
 
