@@ -45,7 +45,7 @@ def measure(model: DynamicRAGModel, rows: list[dict], constrained: bool) -> dict
         "selection_recall": round(scores["selection_recall"], 4),
         "mean_k": round(scores["selection_mean_k"], 3),
         "seconds_per_question": round(seconds / len(rows), 2),
-        "top_1_exact_match": round(report["scores"]["top_1"]["exact_match"], 4),
+        "top_1_exact_match": round(report["scores"]["top-1"]["exact_match"], 4),
     }
 
 
