@@ -271,3 +271,17 @@ def test_a_nan_score_never_reaches_the_card_metadata():
 
     rows = [{**RESULTS[0], "score": float("nan")}, RESULTS[0]]
     assert [r.metric_value for r in _eval_results(rows)] == [round(RESULTS[0]["score"], 4)]
+
+
+def test_grace_card_shows_the_faithfulness_report_found_in_the_folder(grace_folder):
+    report = {
+        "task": "LocalWordNetDefinitionRetrieval",
+        "ndcg_at_10": {"own_rationale": 0.41, "swapped_rationale": 0.3, "no_rationale": 0.35},
+        "cosine_own_vs_swapped": 0.93,
+    }
+    render_grace_card(grace_folder, "demo/g", base_model=DEFAULT_BASE_MODEL)
+    assert "Does the embedding depend on the rationale?" not in (grace_folder / "README.md").read_text()
+    (grace_folder / "faithfulness.json").write_text(json.dumps({"model": "x", "tasks": [report]}))
+    render_grace_card(grace_folder, "demo/g", base_model=DEFAULT_BASE_MODEL)
+    card = (grace_folder / "README.md").read_text()
+    assert "| LocalWordNetDefinitionRetrieval | 0.4100 | 0.3000 | 0.3500 | 0.9300 |" in card

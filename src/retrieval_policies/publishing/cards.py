@@ -208,6 +208,12 @@ def _grace_defaults(folder: Path) -> dict:
     return {"temperature": config.temperature, "max_new_tokens": config.max_new_tokens}
 
 
+def _faithfulness(folder: Path) -> list[dict]:
+    """The task reports of ``retrieval-policies grace faithfulness --output FOLDER/faithfulness.json``, if run."""
+    path = folder / "faithfulness.json"
+    return json.loads(path.read_text())["tasks"] if path.is_file() else []
+
+
 def render_grace_card(
     folder: str | os.PathLike,
     repo_id: str,
@@ -221,10 +227,12 @@ def render_grace_card(
     snippet_max_new_tokens: int = 32,
     local_tasks: tuple[str, ...] = ("LocalLeeSTS",),
     decoding: dict | None = None,
+    faithfulness: list[dict] | None = None,
 ):
     """Write README.md (and the training-curve PNG when a log history is there) into a GRACE repo folder.
     ``decoding`` ({temperature, max_new_tokens}) is how ``results`` were measured: the card says so next to the
-    repo's own defaults, which every loading route uses."""
+    repo's own defaults, which every loading route uses. ``faithfulness``: the task reports of ``grace faithfulness``
+    (default: the folder's ``faithfulness.json``, when there is one)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
@@ -268,6 +276,7 @@ def render_grace_card(
         local_tasks=list(local_tasks),
         decoding=decoding,
         settings_defaults=_grace_defaults(folder),
+        faithfulness=faithfulness if faithfulness is not None else _faithfulness(folder),
     )
     card.save(folder / "README.md")
     return card
