@@ -308,7 +308,15 @@ def _grace_faithfulness(args: argparse.Namespace) -> int:
         )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"model": args.model, "tasks": reports}, indent=2) + "\n")
+        import datetime
+
+        record = {
+            "date": datetime.date.today().isoformat(),
+            "command": " ".join(["retrieval-policies", *sys.argv[1:]]),
+            "model": args.model,
+            "tasks": reports,
+        }
+        Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
         print(f"written to {args.output}")
     return 0
 
