@@ -304,7 +304,9 @@ def _grace_faithfulness(args: argparse.Namespace) -> int:
         print(
             f"{report['task']} ({report['queries']} queries, {report['documents']} documents) nDCG@10: own rationale "
             f"{scores['own_rationale']:.4f}, another text's {scores['swapped_rationale']:.4f}, none "
-            f"{scores['no_rationale']:.4f}; cosine own vs swapped {report['cosine_own_vs_swapped']:.4f}"
+            f"{scores['no_rationale']:.4f}; swapping loses {report['swap_loss']:.4f} (95% CI over queries "
+            f"{report['swap_loss_ci95'][0]:.4f} to {report['swap_loss_ci95'][1]:.4f}); cosine own vs swapped "
+            f"{report['cosine_own_vs_swapped']:.4f}"
         )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

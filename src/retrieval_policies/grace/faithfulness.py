@@ -26,17 +26,29 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     return [order[(at[i] + 1) % n] for i in range(n)]  # each index goes to its successor in one random cycle
 
 
-def ndcg_at_10(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: list[set[int]]) -> float:
-    """Mean nDCG@10 with binary relevance (the local tasks' main score), ranking by cosine (the vectors are
-    normalised)."""
+def ndcg_per_query(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
+    """nDCG@10 of each query with binary relevance (the local tasks' main score), ranking by cosine (the vectors
+    are normalised)."""
     scores = query_vectors @ corpus_vectors.T
-    total = 0.0
+    out = []
     for row, wanted in zip(scores, relevant):
         top = np.argsort(-row, kind="stable")[:10]
         dcg = sum(1 / math.log2(rank + 2) for rank, doc in enumerate(top) if int(doc) in wanted)
         ideal = sum(1 / math.log2(rank + 2) for rank in range(min(len(wanted), 10)))
-        total += dcg / ideal if ideal else 0.0
-    return total / len(relevant)
+        out.append(dcg / ideal if ideal else 0.0)
+    return np.array(out)
+
+
+def ndcg_at_10(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: list[set[int]]) -> float:
+    """Mean nDCG@10 over the queries."""
+    return float(ndcg_per_query(query_vectors, corpus_vectors, relevant).mean())
+
+
+def paired_bootstrap_ci(differences: np.ndarray, *, resamples: int = 10_000, seed: int = 0) -> list[float]:
+    """95% percentile interval of the mean of per-query differences, resampling queries with replacement."""
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), size=(resamples, len(differences)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def load_retrieval_task(name: str, max_queries: int | None = None) -> tuple[list[str], list[str], list[set[int]]]:
@@ -78,16 +90,21 @@ def rationale_faithfulness(
     swapped = embedder.encode_with_rationales(texts, [rationales[j] for j in swap], batch_size=batch_size)
     bare = embedder.encode(texts, rationale=False, batch_size=batch_size, show_progress_bar=show_progress_bar)
     q = len(queries)
-    scores = {
-        name: ndcg_at_10(vectors[:q], vectors[q:], relevant)
+    per_query = {
+        name: ndcg_per_query(vectors[:q], vectors[q:], relevant)
         for name, vectors in (("own_rationale", own), ("swapped_rationale", swapped), ("no_rationale", bare))
     }
+    scores = {name: float(values.mean()) for name, values in per_query.items()}
+    loss = per_query["own_rationale"] - per_query["swapped_rationale"]
     return {
         "task": task,
         "queries": q,
         "documents": len(corpus),
         "ndcg_at_10": scores,
         "swap_loss": scores["own_rationale"] - scores["swapped_rationale"],
+        "swap_loss_ci95": paired_bootstrap_ci(loss, seed=seed),  # over queries: how sure the loss is
+        "queries_better_with_own": int((loss > 0).sum()),
+        "queries_better_with_swapped": int((loss < 0).sum()),
         "cosine_own_vs_swapped": float(np.mean(np.sum(own * swapped, axis=1))),
         "cosine_own_vs_none": float(np.mean(np.sum(own * bare, axis=1))),
         "seed": seed,
