@@ -526,11 +526,3 @@ def test_faithfulness_reads_the_local_retrieval_tasks():
     assert len(queries) == 3 and len(relevant) == 3 and all(len(r) == 1 and max(r) < len(corpus) for r in relevant)
     with pytest.raises(ValueError, match="local retrieval tasks"):
         load_retrieval_task("LocalLeeSTS")
-
-
-def test_the_paired_bootstrap_interval_on_hand_computed_cases():
-    from retrieval_policies.grace.faithfulness import paired_bootstrap_ci
-
-    assert paired_bootstrap_ci(np.full(20, 0.25)) == [0.25, 0.25]  # no spread: the interval is the point
-    low, high = paired_bootstrap_ci(np.array([1.0, -1.0] * 50), seed=1)
-    assert low < 0 < high and high - low == pytest.approx(2 * 1.96 * 0.1, abs=0.05)  # ±1.96 × sd/√n, sd 1, n 100

@@ -11,6 +11,7 @@ import random
 
 import numpy as np
 
+from ..common.statistics import paired_bootstrap_ci, sign_test
 from ..models.grace import GraceEmbedder
 
 RETRIEVAL_TASKS = ("LocalWordNetDefinitionRetrieval", "LocalWikipediaSectionRetrieval")
@@ -42,13 +43,6 @@ def ndcg_per_query(query_vectors: np.ndarray, corpus_vectors: np.ndarray, releva
 def ndcg_at_10(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: list[set[int]]) -> float:
     """Mean nDCG@10 over the queries."""
     return float(ndcg_per_query(query_vectors, corpus_vectors, relevant).mean())
-
-
-def paired_bootstrap_ci(differences: np.ndarray, *, resamples: int = 10_000, seed: int = 0) -> list[float]:
-    """95% percentile interval of the mean of per-query differences, resampling queries with replacement."""
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, len(differences), size=(resamples, len(differences)))].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def load_retrieval_task(name: str, max_queries: int | None = None) -> tuple[list[str], list[str], list[set[int]]]:
@@ -103,8 +97,7 @@ def rationale_faithfulness(
         "ndcg_at_10": scores,
         "swap_loss": scores["own_rationale"] - scores["swapped_rationale"],
         "swap_loss_ci95": paired_bootstrap_ci(loss, seed=seed),  # over queries: how sure the loss is
-        "queries_better_with_own": int((loss > 0).sum()),
-        "queries_better_with_swapped": int((loss < 0).sum()),
+        "sign_test": sign_test(loss),  # queries better with the own rationale than with a swapped one, and worse
         "cosine_own_vs_swapped": float(np.mean(np.sum(own * swapped, axis=1))),
         "cosine_own_vs_none": float(np.mean(np.sum(own * bare, axis=1))),
         "seed": seed,
