@@ -1,7 +1,8 @@
 """The demo Spaces and the metric Spaces' widgets, seen working in a real browser: each app is started on loopback
 as a Space runs it (`python app.py`), driven in headless Chromium (selenium), its example submitted, and the answer
 on the page compared with the same call made here. Screenshots go to $RETRIEVAL_POLICIES_SCREENSHOTS when set (the
-README's come from there)."""
+docs' come from there); $RETRIEVAL_POLICIES_SPACE_GRACE / $RETRIEVAL_POLICIES_SPACE_DYNAMICRAG name trained model
+folders to run the Spaces on instead of tiny random ones (the docs' screenshots show the demo's trained models)."""
 
 from __future__ import annotations
 
@@ -144,10 +145,11 @@ def _load_app_module(folder: Path, monkeypatch):
 def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    folder = tmp_path / "grace-tiny"
-    GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(temperature=0.0)).save_pretrained(
-        folder
-    )
+    folder = Path(os.environ.get("RETRIEVAL_POLICIES_SPACE_GRACE") or tmp_path / "grace-tiny").resolve()
+    if not folder.exists():
+        GraceEmbedder(tiny_llama(tokenizer, layers=2).eval(), tokenizer, GraceConfig(temperature=0.0)).save_pretrained(
+            folder
+        )
     monkeypatch.setenv("MODEL_REPO", str(folder))
     app_module = _load_app_module(PACKAGED_SPACES / "grace", monkeypatch)
     matrix, expected = app_module.embed(app_module.EXAMPLE, 32)  # the same call, made here
@@ -171,12 +173,13 @@ def test_grace_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
 
 
 def test_dynamicrag_space_in_a_browser(tokenizer, tmp_path, browser, monkeypatch):
-    folder = tmp_path / "dynamicrag-tiny"
-    DynamicRAGModel(
-        tiny_llama(tokenizer, layers=2).eval(),
-        tokenizer,
-        DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=8, temperature=0.0),
-    ).save_pretrained(folder)
+    folder = Path(os.environ.get("RETRIEVAL_POLICIES_SPACE_DYNAMICRAG") or tmp_path / "dynamicrag-tiny").resolve()
+    if not folder.exists():
+        DynamicRAGModel(
+            tiny_llama(tokenizer, layers=2).eval(),
+            tokenizer,
+            DynamicRAGConfig(rerank_max_new_tokens=8, answer_max_new_tokens=8, temperature=0.0),
+        ).save_pretrained(folder)
     monkeypatch.setenv("MODEL_REPO", str(folder))
     app_module = _load_app_module(PACKAGED_SPACES / "dynamicrag", monkeypatch)
     table, expected = app_module.rerank_and_answer(app_module.QUESTION, app_module.PASSAGES)

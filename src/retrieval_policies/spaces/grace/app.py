@@ -28,7 +28,8 @@ def embed(text_block: str, max_new_tokens: float = 32):
     names = [f"#{i}" for i in range(1, len(texts) + 1)]
     matrix = pd.DataFrame((vectors @ vectors.T).astype("float64").round(3), columns=names)
     matrix.insert(0, "text", names)
-    return matrix, "\n".join(f"{name}: {rationale}" for name, rationale in zip(names, rationales))
+    lines = (f"{name}: {' '.join(rationale.split())}" for name, rationale in zip(names, rationales))  # one line each
+    return matrix, "\n".join(lines)
 
 
 def explain(text_block: str, max_new_tokens: float = 32):
