@@ -53,11 +53,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--trained", help="a trained DynamicRAG folder to measure too")
+    parser.add_argument("--trained-only", action="store_true", help="measure --trained alone (a file of its own)")
     args = parser.parse_args()
+    if args.trained_only and not args.trained:
+        parser.error("--trained-only needs --trained")
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         rows = build_rows(Path(tmp) / "eval", args.questions)
-    models = {"untrained SmolLM2": lambda: DynamicRAGModel.from_base(DEFAULT_BASE_MODEL, max_passages=10)}
+    models = {}
+    if not args.trained_only:
+        models["untrained SmolLM2"] = lambda: DynamicRAGModel.from_base(DEFAULT_BASE_MODEL, max_passages=10)
     if args.trained:
         models["trained"] = lambda: DynamicRAGModel.from_pretrained(args.trained, device_map="cpu", dtype="float32")
     results = {}
@@ -69,7 +74,7 @@ def main() -> None:
         results[name] = {"free": free, "constrained": constrained}
         print(name, results[name], flush=True)
     write_report(
-        "dynamicrag_constrained",
+        "dynamicrag_constrained_trained" if args.trained_only else "dynamicrag_constrained",
         {
             "questions": len(rows),
             "passages": 10,
