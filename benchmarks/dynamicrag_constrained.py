@@ -71,7 +71,7 @@ def main() -> None:
         model.dynamicrag_config.rerank_max_new_tokens, model.dynamicrag_config.answer_max_new_tokens = 48, 16
         free, constrained = measure(model, rows, False), measure(model, rows, True)
         constrained["cost_ratio"] = round(constrained["seconds_per_question"] / free["seconds_per_question"], 2)
-        results[name] = {"free": free, "constrained": constrained}
+        results[name] = {"max_passages": model.dynamicrag_config.max_passages, "free": free, "constrained": constrained}
         print(name, results[name], flush=True)
     write_report(
         "dynamicrag_constrained_trained" if args.trained_only else "dynamicrag_constrained",
