@@ -26,6 +26,10 @@ from retrieval_policies.assets import DEFAULT_BASE_MODEL
 from retrieval_policies.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: the demo runs its recipes and dataset builders
+if str(ROOT) not in sys.path:  # `python scripts/demo.py` (make demo) puts scripts/ first on the path, not the checkout
+    sys.path.insert(0, str(ROOT))
+from scripts.evidence import summary_rows  # noqa: E402 - the evidence tables the summary shows
+
 LAUNCH = [
     "-m",
     "accelerate.commands.launch",
@@ -551,7 +555,6 @@ class Demo:
             for key, p in pushed.items()
         ]
         from retrieval_policies.common.tracking import PROJECT, dashboard_command, logged_runs
-        from scripts.evidence import summary_rows
 
         logs = self.out / "trackio"
         training_logs = {

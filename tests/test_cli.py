@@ -62,3 +62,9 @@ def test_demo_command_stops_at_the_failing_stage_and_names_its_log(tmp_path):
     )
     assert "no-such-model" in (tmp_path / "demo" / "logs" / "data.log").read_text()
     assert "[ 1]" not in result.stdout  # no stage line for a stage that did not finish
+    # what `make demo` runs imports everything the summary needs (the summary once failed as `python scripts/demo.py`)
+    assert "No module named" not in result.stderr
+    help_run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--help"], capture_output=True, text=True
+    )
+    assert help_run.returncode == 0, help_run.stderr[-2000:]
