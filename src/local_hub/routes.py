@@ -189,15 +189,24 @@ class HubApp:
     def _upload_signature(self, oid: str, size: int, expires: int, user: str) -> str:
         return hmac.new(self._upload_secret, f"{oid}:{size}:{expires}:{user}".encode(), hashlib.sha256).hexdigest()
 
-    def _may_reference(self, principal: Principal, repo: Repo, oid: str) -> bool:
-        """Whether a commit by ``principal`` to ``repo`` may name the stored LFS object ``oid`` without uploading it:
+    def _referable(self, principal: Principal, repo: Repo):
+        """A test of whether a commit by ``principal`` to ``repo`` may name a stored LFS object without uploading it:
         it is in the repo already, or this user uploaded it to this server. Otherwise whether a hash exists on the
-        server (from someone else's private repo) would leak, and knowing a hash would be enough to read the data."""
-        if not self.storage.has_blob(oid):
-            return False
-        if principal.everywhere or (principal.user, oid) in self._uploaded:
-            return True
-        return oid in self.storage.head_blobs(repo)
+        server (from someone else's private repo) would leak, and knowing a hash would be enough to read the data.
+        The repo's files are read once per request, when first needed."""
+        in_repo: set[str] | None = None
+
+        def may_reference(oid: str) -> bool:
+            nonlocal in_repo
+            if not self.storage.has_blob(oid):
+                return False
+            if principal.everywhere or (principal.user, oid) in self._uploaded:
+                return True
+            if in_repo is None:
+                in_repo = self.storage.head_blobs(repo)
+            return oid in in_repo
+
+        return may_reference
 
     @staticmethod
     def _require_owner(principal: Principal, namespace: str, action: str) -> None:
@@ -516,6 +525,7 @@ class HubApp:
                 400, "the local Hub serves LFS downloads through /resolve; only 'upload' batches are supported"
             )
         objects_in, principal = body.get("objects") or [], self._principal(request)
+        may_reference = self._referable(principal, repo)
         if not isinstance(objects_in, list) or not all(isinstance(o, dict) for o in objects_in):
             raise HubError(400, "'objects' must be a list of objects")
         objects = []
@@ -537,7 +547,7 @@ class HubApp:
                 )
                 continue
             answer = {"oid": oid, "size": size, "authenticated": True}
-            if not self._may_reference(principal, repo, oid):
+            if not may_reference(oid):
                 expires = int(time.time()) + 3600
                 signature = self._upload_signature(oid, size, expires, principal.user)
                 answer["actions"] = {
@@ -573,11 +583,12 @@ class HubApp:
                         "ask the LFS batch endpoint for a new one",
                     )
                 )
-        if sum(self._uploading.values()) >= self.max_uploads or self._uploading[user] >= self.max_uploads_per_user:
+        per_user = self._uploading[user] >= self.max_uploads_per_user
+        if per_user or sum(self._uploading.values()) >= self.max_uploads:
             return error_response(  # huggingface_hub retries a 503 with backoff
                 HubError(
                     503,
-                    f"too many LFS uploads in progress ({'of ' + user if self._uploading[user] else 'in all'}): retry later",
+                    f"too many LFS uploads in progress ({'of ' + user if per_user else 'in all'}): retry later",
                 )
             )
         self._uploading[user] += 1
@@ -711,8 +722,9 @@ class HubApp:
             except UnicodeEncodeError:  # a lone surrogate: stored, it would break every later history listing
                 raise HubError(400, f"commit header: {name!r} is not valid UTF-8 (a lone surrogate)") from None
         principal = self._principal(request)
+        may_reference = self._referable(principal, repo)
         for op in operations:
-            if op["kind"] == "add_lfs" and not self._may_reference(principal, repo, op["oid"]):
+            if op["kind"] == "add_lfs" and not may_reference(op["oid"]):
                 raise HubError(
                     422,
                     f"LFS object {str(op['oid'])[:64]} was never uploaded to {repo.repo_id} (upload it through "

@@ -260,10 +260,11 @@ class RetrievalPolicyPipeline:
             [{**self.corpus[i], "score": float(score), "rank": rank} for rank, (i, score) in enumerate(row, 1)]
             for row in hits
         ]
+        from .models.dynamicrag.modeling_dynamicrag import fit_to_budget
+        from .models.grace.modeling_grace import shared_terms
+
         for question, rationale, row in zip(questions, rationales, retrieved):
             if rationale is not None:  # a GRACE retriever: why each hit matched
-                from .models.grace.modeling_grace import shared_terms
-
                 asked = f"{question} {rationale}"
                 for passage in row:
                     written = f"{passage.get('title') or ''} {passage['text']} {passage.get('rationale') or ''}"
@@ -282,13 +283,13 @@ class RetrievalPolicyPipeline:
         else:
             selected = [r[: self.top_k] for r in retrieved]
             raw = [(None, False)] * len(questions)
-        from .models.dynamicrag.modeling_dynamicrag import cut_to_budget, passage_tokens
-
-        tokens = [passage_tokens(self.generator.tokenizer, s) for s in selected]
-        kept = [cut_to_budget(t, max_k=max_k, max_context_tokens=max_context_tokens) for t in tokens]
-        cut = [len(s) - k for s, k in zip(selected, kept)]
-        selected = [s[:k] for s, k in zip(selected, kept)]
-        context_tokens = [sum(t[:k]) for t, k in zip(tokens, kept)]
+        fitted = [
+            fit_to_budget(self.generator.tokenizer, s, max_k=max_k, max_context_tokens=max_context_tokens)
+            for s in selected
+        ]
+        cut = [len(s) - kept for s, (kept, _) in zip(selected, fitted)]
+        selected = [s[:kept] for s, (kept, _) in zip(selected, fitted)]
+        context_tokens = [tokens for _, tokens in fitted]
         reranked_at = time.perf_counter()
         answers = self.generator.answer_batch(
             questions, selected, task=task or self.task, ids=[[p["rank"] for p in s] for s in selected]

@@ -98,8 +98,6 @@ class VLLMDynamicRAG(DynamicRAGModel):
         expression cannot forbid a repeated id, which the HF path's processor does; the parser drops a repeat)."""
         if not conversations:
             return []
-        import importlib
-
         from vllm import SamplingParams
 
         greedy = temperature == 0
@@ -116,11 +114,12 @@ class VLLMDynamicRAG(DynamicRAGModel):
         else:
             if len(id_lists) != len(conversations):
                 raise ValueError(f"{len(conversations)} conversations but {len(id_lists)} passage counts")
-            structured = importlib.import_module("vllm.sampling_params").StructuredOutputsParams
+            from vllm.sampling_params import StructuredOutputsParams
+
             params = [
                 SamplingParams(
                     **{**options, "max_tokens": max(max_new_tokens, _longest_list_tokens(n))},
-                    structured_outputs=structured(regex=id_list_regex(n)),
+                    structured_outputs=StructuredOutputsParams(regex=id_list_regex(n)),
                 )
                 for n in id_lists
             ]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
-NONE_OUTPUT = "None"
+from .prompts_dynamicrag import NONE_OUTPUT
+
 _FORMAT_CHARS = re.compile(r"^[\[\]0-9, None]+$")
 
 
@@ -58,7 +59,7 @@ def advance(state: IdListState | None, text: str, n: int) -> IdListState | None:
             state = IdListState("none", written) if NONE_OUTPUT.startswith(written) else None
         elif mode in ("open", "digits"):
             digits = state.text
-            if ch.isdigit() and ch in "0123456789":
+            if ch in "0123456789":
                 state = (
                     IdListState("digits", digits + ch, state.used)
                     if _id_prefix_ok(digits + ch, n, state.used)

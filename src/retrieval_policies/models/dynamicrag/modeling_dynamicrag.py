@@ -185,6 +185,13 @@ def cut_to_budget(tokens: list[int], *, max_k: int | None = None, max_context_to
     return kept
 
 
+def fit_to_budget(tokenizer, passages: list, *, max_k=None, max_context_tokens=None) -> tuple[int, int]:
+    """(how many of ``passages`` fit the budget, their tokens), counted with ``tokenizer`` (see :func:`cut_to_budget`)."""
+    tokens = passage_tokens(tokenizer, passages)
+    kept = cut_to_budget(tokens, max_k=max_k, max_context_tokens=max_context_tokens)
+    return kept, sum(tokens[:kept])
+
+
 class DynamicRAGModel(torch.nn.Module):
     def __init__(self, model, tokenizer, config: DynamicRAGConfig | None = None):
         super().__init__()
@@ -421,11 +428,11 @@ class DynamicRAGModel(torch.nn.Module):
         for result, pool in zip(results, pools):
             result.passages = [pool[i] for i in result.indices]
             if max_k is not None or max_context_tokens is not None:
-                tokens = passage_tokens(self.tokenizer, result.passages)
-                kept = cut_to_budget(tokens, max_k=max_k, max_context_tokens=max_context_tokens)
+                kept, result.context_tokens = fit_to_budget(
+                    self.tokenizer, result.passages, max_k=max_k, max_context_tokens=max_context_tokens
+                )
                 result.cut = len(result.indices) - kept
                 result.indices, result.passages = result.indices[:kept], result.passages[:kept]
-                result.context_tokens = sum(tokens[:kept])
         return results
 
     def rerank(self, query: str, passages: list, **kwargs) -> RerankResult:
