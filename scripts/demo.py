@@ -645,7 +645,13 @@ def format_evidence(rows: list[dict]) -> list[str]:
             + (f" ({row['file']}, commit {row['commit']})" if "file" in row else ""),
         ]
         for name in dict.fromkeys([*row.get("before", {}), *row.get("after", {})]):
-            lines.append(f"  {name:<57} {_fmt(row['before'].get(name)):>8} {_fmt(row['after'].get(name)):>8}")
+            line = f"  {name:<57} {_fmt(row['before'].get(name)):>8} {_fmt(row['after'].get(name)):>8}"
+            if comparison := row.get("comparisons", {}).get(name):
+                low, high = comparison["ci95"]
+                line += f"  {comparison['difference']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]"
+            lines.append(line)
+        if "objective" in row:
+            lines.append(f"  trained: {row['objective']}")
         lines.append(f"  reproduce: {row['command']}")
     return lines
 

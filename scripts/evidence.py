@@ -4,8 +4,12 @@
 A file holds ``before`` and ``after`` (metric name → value), ``criteria_met`` (bool), ``criteria`` (name → bool, what
 was checked), ``seeds``, ``command`` (what reproduces it), ``commit`` (the code it ran: the commit its stages ran at,
 with ``stage_commits`` when they differ and ``clean_tree`` false when a stage ran on uncommitted changes),
-``wall_seconds``, and free
-``notes`` / ``runs`` (every run tried, kept so that a criterion not met shows its diagnosis).
+``wall_seconds``, ``provenance`` (``weights``: where the weights came from; ``objective``: what was trained, with its
+named deviations), and optional ``comparisons`` (metric → ``difference`` of after from before, its ``ci95``
+[low, high] (a paired bootstrap over queries), ``sign_test`` (better, worse, p_value; null where the metric is not a
+per-query mean)), ``before_label`` / ``after_label`` (what the two columns are), ``headline`` (the criterion the
+headline claim rests on), and free ``notes`` / ``runs`` (every run tried, kept so that a criterion not met shows its
+diagnosis).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ REQUIRED = {
     "command": str,
     "commit": str,
     "wall_seconds": (int, float),
+    "provenance": dict,
 }
 DYNAMICRAG_KEYS = ("em", "recall", "mean_k", "malformed", "best_topk_em", "retriever_recall_same_k")
 
@@ -44,6 +49,18 @@ def validate(data: dict, *, method: str, source: str = "evidence") -> dict:
         for name, value in data[side].items():
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"{source}: {side}[{name!r}] must be a number, got {value!r}")
+    for key in ("weights", "objective"):
+        if not isinstance(data["provenance"].get(key), str):
+            raise ValueError(f"{source}: provenance lacks {key!r} (where the weights came from, what was trained)")
+    for name, comparison in data.get("comparisons", {}).items():
+        ci = comparison.get("ci95") if isinstance(comparison, dict) else None
+        if not (
+            isinstance(ci, list)
+            and len(ci) == 2
+            and all(isinstance(v, (int, float)) for v in ci)
+            and isinstance(comparison.get("difference"), (int, float))
+        ):
+            raise ValueError(f"{source}: comparisons[{name!r}] needs a number 'difference' and 'ci95' [low, high]")
     if method == "dynamicrag":
         missing = [k for k in DYNAMICRAG_KEYS if k not in data["after"]]
         if missing:
@@ -99,21 +116,43 @@ def load(method: str, folder: Path = EVIDENCE_DIR) -> dict | None:
     return validate(data, method=method, source=str(path))
 
 
+def _comparison_cells(comparison: dict | None) -> list[str]:
+    if comparison is None:
+        return ["", ""]
+    low, high = comparison["ci95"]
+    sign = comparison.get("sign_test")
+    return [
+        f"{comparison['difference']:+.4f} [{low:+.4f}, {high:+.4f}]",
+        f"{sign['better']} / {sign['worse']} (p = {sign['p_value']:.2g})" if sign else "",
+    ]
+
+
 def table(data: dict) -> str:
-    """Markdown: one row per metric, before and after, then whether the criteria were met."""
+    """Markdown: one row per metric, before and after (with the difference's 95% CI and sign test where the file has
+    them), then the criteria, the seeds and what was trained."""
     names = list(dict.fromkeys([*data["before"], *data["after"]]))
-    lines = ["| metric | before | after |", "|---|---|---|"]
+    comparisons = data.get("comparisons", {})
+    before_label, after_label = data.get("before_label", "before"), data.get("after_label", "after")
+    header = ["metric", "before", "after"] + (
+        ["after − before [95% CI]", "queries better / worse"] if comparisons else []
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         before, after = data["before"].get(name), data["after"].get(name)
-        lines.append(
-            f"| {name} | {'' if before is None else f'{before:.4f}'} | {'' if after is None else f'{after:.4f}'} |"
-        )
+        cells = [name, "" if before is None else f"{before:.4f}", "" if after is None else f"{after:.4f}"]
+        cells += _comparison_cells(comparisons.get(name)) if comparisons else []
+        lines.append("| " + " | ".join(cells) + " |")
     checked = ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in data.get("criteria", {}).items())
     lines.append("")
+    if (before_label, after_label) != ("before", "after"):
+        lines.append(f"Before: {before_label}; after: {after_label}.")
+        lines.append("")
     lines.append(
         f"Criteria {'met' if data['criteria_met'] else 'not met'}{f' ({checked})' if checked else ''}; seeds "
         f"{data['seeds']}; {data['wall_seconds'] / 60:.0f} min; reproduce: `{data['command']}`."
     )
+    lines.append("")
+    lines.append(f"Trained: {data['provenance']['objective']}. Weights: {data['provenance']['weights']}.")
     return "\n".join(lines)
 
 
@@ -154,6 +193,8 @@ def summary_rows(folder: Path = EVIDENCE_DIR) -> list[dict]:
                 "status": "criteria met" if data["criteria_met"] else "criteria not met",
                 "before": data["before"],
                 "after": data["after"],
+                "comparisons": data.get("comparisons", {}),
+                "objective": data["provenance"]["objective"],
                 "command": data["command"],
                 "commit": data["commit"][:12],
                 "file": f"recipes/evidence/{method}.json",

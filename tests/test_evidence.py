@@ -20,6 +20,7 @@ def _grace() -> dict:
         "command": "make evidence-grace",
         "commit": "0123456789abcdef",
         "wall_seconds": 4200.0,
+        "provenance": {"weights": "the packaged Q4_1 GGUF, dequantised to fp32", "objective": "GRACE GRPO"},
     }
 
 
@@ -40,6 +41,8 @@ def test_evidence_round_trip_and_table(tmp_path):
         (lambda d: d.update(criteria_met="yes"), "field 'criteria_met' must be bool"),
         (lambda d: d["after"].update(LocalLeeSTS="high"), r"after\['LocalLeeSTS'\] must be a number"),
         (lambda d: d.update(seeds=3), "field 'seeds' must be list"),
+        (lambda d: d["provenance"].pop("weights"), "provenance lacks 'weights'"),
+        (lambda d: d.update(comparisons={"LocalLeeSTS": {"difference": 0.1}}), r"comparisons\['LocalLeeSTS'\] needs"),
     ],
 )
 def test_a_bad_evidence_file_names_its_field(tmp_path, change, message):
@@ -51,6 +54,38 @@ def test_a_bad_evidence_file_names_its_field(tmp_path, change, message):
     (tmp_path / "grace.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=str(tmp_path / "grace.json")):
         evidence.load("grace", tmp_path)
+
+
+def test_the_table_and_the_demo_show_the_confidence_intervals(tmp_path):
+    data = {
+        **_grace(),
+        "before_label": "the best untrained configuration per task",
+        "after_label": "the mean of 3 seeds",
+        "comparisons": {
+            "LocalWordNetDefinitionRetrieval": {
+                "difference": 0.014,
+                "ci95": [-0.02, 0.05],
+                "sign_test": {"better": 26, "worse": 18, "p_value": 0.29},
+            }
+        },
+    }
+    evidence.write("grace", data, tmp_path)
+    table = evidence.table(evidence.load("grace", tmp_path))
+    assert (
+        "| LocalWordNetDefinitionRetrieval | 0.3570 | 0.3710 | +0.0140 [-0.0200, +0.0500] | 26 / 18 (p = 0.29) |"
+        in table
+    )
+    assert "Before: the best untrained configuration per task; after: the mean of 3 seeds." in table
+    assert "Trained: GRACE GRPO. Weights: the packaged Q4_1 GGUF, dequantised to fp32." in table
+    lines = "\n".join(format_evidence(evidence.summary_rows(tmp_path)))
+    assert "+0.0140, 95% CI [-0.0200, +0.0500]" in lines and "trained: GRACE GRPO" in lines
+
+
+def test_the_committed_evidence_follows_the_schema():
+    for method in evidence.METHODS:
+        data = evidence.load(method)
+        assert data is not None and "Q4_1" in data["provenance"]["weights"]
+    assert evidence.load("dynamicrag")["runs"] and not evidence.load("dynamicrag")["criteria_met"]
 
 
 def test_dynamicrag_evidence_reports_its_keys(tmp_path):
@@ -139,3 +174,27 @@ def test_the_demo_summary_labels_its_one_learning_check_and_the_evidence(tmp_pat
     assert "DynamicRAG's SFT (20 steps x 4, evaluated on 8 held-out questions)" in text
     assert "not a result" in text and "latest committed evidence, grace: criteria met" in text
     assert text.index("latest committed evidence") > text.index("malformed outputs")
+
+
+def _recipe(method: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{method}_evidence", evidence.PROJECT_ROOT / "recipes" / method / "evidence.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grace_criteria_need_the_interval_above_zero_and_name_the_objective():
+    grace = _recipe("grace")
+    comparisons = {task: {"ci95": [0.01, 0.05]} for task in grace.TASKS}
+    assert all(grace.criteria_of(comparisons).values())
+    comparisons[grace.HELD_OUT]["ci95"] = [-0.04, 0.11]  # a positive mean whose interval includes 0: not a claim
+    comparisons["LocalLeeSTS"]["ci95"] = [-0.03, 0.0]  # an interval touching 0 from below: not lowered
+    failed = [name for name, met in grace.criteria_of(comparisons).items() if not met]
+    assert failed == [f"{grace.HELD_OUT}: the 95% CI of the gain over the best untrained configuration above 0"]
+    assert "per-member contrastive reward" in grace.objective({"contrastive": "member", "truncation": "exclude"})
+    assert grace.objective({"contrastive": "group"}) == "GRACE GRPO (the published reward)"
+    assert set(grace.BASELINES) == {"short prompt", "published prompt", "no rationale"}

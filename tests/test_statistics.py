@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval_policies.common.statistics import paired_bootstrap_ci, sign_test
+from retrieval_policies.common.statistics import bootstrap_ci, paired_bootstrap_ci, sign_test
 
 
 def test_the_paired_bootstrap_interval():
@@ -23,3 +23,14 @@ def test_the_sign_test():
     assert result["better"] == 26 and result["worse"] == 18 and result["p_value"] == pytest.approx(0.2912, abs=1e-4)
     assert sign_test([1.0] * 10)["p_value"] == pytest.approx(2 / 2**10)  # all better: 2 × (1/2)^10
     assert sign_test([0.0, 0.0])["p_value"] == 1.0
+
+
+def test_the_bootstrap_of_any_statistic():
+    values = np.array([1.0, -1.0] * 50)
+    # of the mean, it is the paired interval (the same resamples for the same seed)
+    assert bootstrap_ci(lambda idx: values[idx].mean(), 100, resamples=2000, seed=3) == pytest.approx(
+        paired_bootstrap_ci(values, resamples=2000, seed=3)
+    )
+    assert bootstrap_ci(lambda idx: 0.5, 10, resamples=50) == [0.5, 0.5]
+    with pytest.raises(ValueError, match="at least one item"):
+        bootstrap_ci(lambda idx: 0.0, 0)

@@ -227,6 +227,7 @@ def _grace_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             placement=_placement(args),
             validation_data=args.validation_data,
+            predictions_dir=args.predictions_dir,
             **options,
         )
     except ValueError as err:
@@ -693,6 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--output-dir", default="results/mteb", help="mteb ResultCache folder (default results/mteb)")
     evaluate.add_argument("--name", help="model name in the result files (default from --model)")
+    evaluate.add_argument(
+        "--predictions-dir",
+        help="also save mteb's per-query (per-pair) predictions here: what paired comparisons and their "
+        "confidence intervals are computed from (retrieval_policies.evaluation.paired)",
+    )
     evaluate.add_argument(
         "--sentence-transformer", action="store_true", help="evaluate a plain sentence-transformers model (baselines)"
     )

@@ -27,3 +27,14 @@ def sign_test(differences) -> dict:
     n, k = better + worse, min(better, worse)
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
     return {"better": better, "worse": worse, "p_value": p}
+
+
+def bootstrap_ci(statistic, n: int, *, resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile interval of ``statistic(indices)`` over resamples of ``n`` paired items with replacement: for a
+    statistic that is not a mean of per-item differences (a difference of two correlations, say)."""
+    if n <= 0:
+        raise ValueError("a bootstrap needs at least one item")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=np.float64)
+    tail = 100 * (1 - level) / 2
+    return [float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100 - tail))]

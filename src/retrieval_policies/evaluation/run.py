@@ -19,15 +19,15 @@ class ScoreRow:
 
 
 def resolve_tasks(names: list[str] | None, validation_data: str | None = None) -> list:
-    """Task instances: local task names (all of them by default, none when only ``validation_data`` is given) or
+    """Task instances: local task names (the default set by default, none when only ``validation_data`` is given) or
     built-in mteb task names, and ``TripletValidationRetrieval`` on ``validation_data``'s validation split."""
     import mteb
 
-    from .local_tasks import LOCAL_TASKS, TripletValidationRetrieval
+    from .local_tasks import DEFAULT_LOCAL_TASKS, LOCAL_TASKS, TripletValidationRetrieval
 
     if validation_data is not None:
         return [*(resolve_tasks(names) if names else []), TripletValidationRetrieval(validation_data)]
-    names = names or list(LOCAL_TASKS)
+    names = names or [cls.metadata.name for cls in DEFAULT_LOCAL_TASKS]
     builtin = [n for n in names if n not in LOCAL_TASKS]
     tasks = [LOCAL_TASKS[n]() for n in names if n in LOCAL_TASKS]
     if builtin:
@@ -62,13 +62,15 @@ def evaluate_model(
     query_options: dict | None = None,
     system_prompt: str | None = None,
     validation_data: str | None = None,
+    predictions_dir: str | Path | None = None,
     **encode_options,
 ) -> list[ScoreRow]:
     """Evaluate a GRACE model (repo, folder or base chat LLM) or a sentence-transformers model on ``tasks`` or a
     ``benchmark`` (an mteb benchmark name or a project preset); write mteb's result files under ``output_dir`` and
     return the main score of each task. ``placement``: ``device_map`` / ``dtype`` / ``attn_implementation``;
     ``system_prompt`` replaces the repo's rationale instruction (to compare an untrained model under a trained one's);
-    ``validation_data``: a GRACE triplet dataset whose validation split is evaluated too (``TripletValidationRetrieval``)."""
+    ``validation_data``: a GRACE triplet dataset whose validation split is evaluated too (``TripletValidationRetrieval``);
+    ``predictions_dir``: where mteb also saves each task's per-query predictions (for ``evaluation.paired``)."""
     import mteb
 
     from ..assets import resolve_model
@@ -109,6 +111,7 @@ def evaluate_model(
         cache=mteb.ResultCache(str(output_dir)),
         encode_kwargs={"batch_size": batch_size},
         overwrite_strategy="always",
+        prediction_folder=str(predictions_dir) if predictions_dir else None,
         show_progress_bar=False,
     )
     by_name = {r.task_name: r for r in results.task_results}
