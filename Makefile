@@ -47,11 +47,12 @@ timed = start=$$(date +%s); echo "== $(1): $(2)"; $(2); rc=$$?; \
 	echo "== $(1): $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 # Evidence that training helps, on this CPU (resumable; results in recipes/evidence/*.json, see docs/evidence.md).
+# EVIDENCE_ARGS passes options on, e.g. make evidence-dynamicrag EVIDENCE_ARGS="--cell a --validation-only"
 evidence-grace: setup
-	$(BIN)/python recipes/grace/evidence.py
+	$(BIN)/python recipes/grace/evidence.py $(EVIDENCE_ARGS)
 
 evidence-dynamicrag: setup
-	$(BIN)/python recipes/dynamicrag/evidence.py
+	$(BIN)/python recipes/dynamicrag/evidence.py $(EVIDENCE_ARGS)
 
 setup: $(VENV)/.installed wordnet chromium assets
 

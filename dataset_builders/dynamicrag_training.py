@@ -63,6 +63,24 @@ def main(argv: list[str] | None = None) -> int:
         "ids renumbered, so position cannot predict the target (default 0: the retriever's order)",
     )
     parser.add_argument(
+        "--no-empty-targets",
+        action="store_true",
+        help="a named deviation: no `None` targets (questions without a relevant passage make no reranker record)",
+    )
+    parser.add_argument(
+        "--restate-query",
+        action="store_true",
+        help="a named prompt option (RankGPT-style): the query again after the passages; train and run the "
+        "model with it (sft.py --restate_query true stores it in the repo)",
+    )
+    parser.add_argument(
+        "--warmup",
+        choices=["curriculum", "teacher"],
+        help="also write config sft_warmup for a first SFT phase: curriculum (2-passage pools, one relevant, "
+        "shuffled) or teacher (the full order of the passages by word overlap with the question)",
+    )
+    parser.add_argument("--warmup-copies", type=int, default=1, help="warm-up records per question (default 1)")
+    parser.add_argument(
         "--general-data", help="mix in general instructions from this Hub dataset (e.g. yahma/alpaca-cleaned)"
     )
     parser.add_argument("--general-count", type=int, default=0)
@@ -104,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         max_seq_length=args.max_seq_length,
         bc_targets=args.bc_targets,
         shuffled_orders=args.shuffled_orders,
+        empty_targets=not args.no_empty_targets,
+        restate_query=args.restate_query,
+        warmup=args.warmup,
+        warmup_copies=args.warmup_copies,
         **pool_options(args),
     )
     settings = {
@@ -115,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     deviations += (
         [f"named deviation: each target shown in {args.shuffled_orders} random passage orders, ids renumbered"]
         if args.shuffled_orders
+        else []
+    )
+    deviations += ["named deviation: no None targets"] if args.no_empty_targets else []
+    deviations += ["named prompt option: the query restated after the passages"] if args.restate_query else []
+    deviations += (
+        [f"`sft_warmup`: {args.warmup_copies} {args.warmup} warm-up record(s) per question (a first SFT phase)"]
+        if args.warmup
         else []
     )
     settings["deviations"] = "; ".join(deviations) or "the paper's targets, in the retriever's order"

@@ -353,3 +353,38 @@ def test_examples_over_the_trainers_max_length_are_dropped_and_counted(monkeypat
             "completion": [{"role": "assistant", "content": "x"}],
         }
         refuse_over_length([short_one, long_one], tokenizer, 40, name="data (sft/train)")
+
+
+def test_a_warmup_builds_its_own_config_checked_against_the_length_limit(monkeypatch):
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
+    from retrieval_policies.dynamicrag import builders
+    from retrieval_policies.models.dynamicrag.prompts_dynamicrag import restates_query
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_BASE_MODEL, offline=True))
+    rows = _source_rows("nq", n=4)
+    rows[0]["ctxs"][3]["text"] = "a very long passage " * 60  # its teacher record shows it: dropped and counted
+    monkeypatch.setattr(builders, "question_pool", lambda **kw: ([dict(r) for r in rows], Counter(), "test"))
+    configs, counts, dropped, _ = builders.build_training_dataset(
+        max_passages=4,
+        max_length=3,
+        dpo_fraction=0.0,
+        tokenizer=tokenizer,
+        max_seq_length=400,
+        warmup="teacher",
+        restate_query=True,
+        empty_targets=False,
+    )
+    warmup = configs["sft_warmup"]["train"]
+    assert (
+        [r["id"] for r in warmup]
+        and all(r["length"] == 4 for r in warmup)
+        and "nq0-teacher0" not in {r["id"] for r in warmup}
+    )
+    assert dropped["sft_warmup/train: reranker records over 400 tokens"] == 1
+    assert counts["sft_warmup/train"] == len(warmup) == 3
+    assert all(restates_query(r["prompt"]) for r in warmup + [r for r in configs["sft"]["train"] if r["length"] >= 0])
+    assert "sft_warmup" not in builders.build_training_dataset(max_passages=4, max_length=3, dpo_fraction=0.0)[0]

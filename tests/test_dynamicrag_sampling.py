@@ -10,6 +10,7 @@ from transformers import AutoTokenizer
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 from retrieval_policies.dynamicrag.sampling import completed_ids, sample_trajectories
 from retrieval_policies.models.dynamicrag import DynamicRAGConfig, DynamicRAGModel
+from retrieval_policies.models.dynamicrag.prompts_dynamicrag import reranker_messages
 
 ROWS = [
     {
@@ -55,7 +56,17 @@ def test_sampling_is_batched_and_complete(tmp_path):
         assert len(line["trajectories"]) == 3 and len(line["ctxs"]) == 4  # only the passages the model was shown
         assert all(set(t) == {"output", "ids", "malformed", "answer"} for t in line["trajectories"])
         assert all(1 <= i <= 4 for t in line["trajectories"] for i in t["ids"])
+        row = next(r for r in ROWS if r["id"] == line["id"])
+        assert line["prompt"] == reranker_messages(row["question"], row["ctxs"][:4])  # what DPO's pairs will show
     assert counts["sampled"] == 3 and counts["outputs"] == 9
+
+
+def test_a_model_trained_with_the_restated_query_samples_with_it(tmp_path):
+    model, _ = _model()
+    model.dynamicrag_config.restate_query = True
+    sample_trajectories(model, ROWS[:1], tmp_path / "t.jsonl", num_samples=2, show_progress_bar=False)
+    line = json.loads((tmp_path / "t.jsonl").read_text())
+    assert line["prompt"][1]["content"].endswith("Query (again): Question number 0?")
 
 
 def test_sampling_resumes_after_an_interruption(tmp_path):

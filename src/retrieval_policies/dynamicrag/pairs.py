@@ -91,7 +91,8 @@ def preference_pairs(
             {
                 "id": f"{record['id']}-rerank",
                 "kind": "reranker",
-                "prompt": reranker_messages(record["question"], ctxs),
+                # the prompt the lists were sampled from (older trajectory files have none: the project prompt)
+                "prompt": record.get("prompt") or reranker_messages(record["question"], ctxs),
                 "chosen": [{"role": "assistant", "content": format_selection(best["ids"])}],
                 "rejected": [{"role": "assistant", "content": format_selection(worst["ids"])}],
                 "chosen_reward": max(rewards),

@@ -53,12 +53,12 @@ def sample_trajectories(
     todo = [r for r in rows if r["id"] not in done]
     n = model.dynamicrag_config.max_passages
     counts = {"skipped_done": len(rows) - len(todo), "sampled": 0, "malformed": 0, "outputs": 0, "answer_calls": 0}
-    profile = model.dynamicrag_config.prompt_profile
+    profile, restate = model.dynamicrag_config.prompt_profile, model.dynamicrag_config.restate_query
     with open(path, "a", encoding="utf-8") as sink:
         for start in tqdm(range(0, len(todo), batch_size), desc="sampling", disable=not show_progress_bar):
             batch = todo[start : start + batch_size]
             shown = [r["ctxs"][:n] for r in batch]
-            conversations = [reranker_messages(r["question"], ctxs, profile) for r, ctxs in zip(batch, shown)]
+            conversations = [reranker_messages(r["question"], ctxs, profile, restate) for r, ctxs in zip(batch, shown)]
             # The batch's own seed (from its ids): the same batch samples the same lists, wherever it falls in a run.
             batch_seed = seed + int(hashlib.sha256("\n".join(r["id"] for r in batch).encode()).hexdigest()[:8], 16)
             outputs = model.generate_texts(
@@ -95,6 +95,7 @@ def sample_trajectories(
                     "question": row["question"],
                     "answers": row["answers"],
                     "ctxs": shown[q],
+                    "prompt": conversations[q],  # what the lists were sampled from: DPO's prompt (pairs.py)
                     "task": row.get("task", "short"),
                     "trajectories": trajectories,
                 }

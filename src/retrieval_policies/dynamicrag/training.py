@@ -22,6 +22,25 @@ def load_policy(name_or_path: str, *, dtype=torch.float32):
     return model, tokenizer, settings
 
 
+def align_prompt_options(settings: DynamicRAGConfig, dataset, *, name: str) -> None:
+    """Set ``settings.restate_query`` from the reranker prompts of ``dataset`` (so the repo runs with the prompt it
+    was trained on); refuse a dataset that mixes both prompts, or one that drops the option a model was trained with."""
+    from ..models.dynamicrag.prompts_dynamicrag import RERANKER_SYSTEM_PROMPT, restates_query
+
+    kinds = {restates_query(row["prompt"]) for row in dataset if row["prompt"][0]["content"] == RERANKER_SYSTEM_PROMPT}
+    if len(kinds) > 1:
+        raise ValueError(f"{name}: some reranker prompts restate the query after the passages and some do not")
+    if not kinds:
+        return
+    (restated,) = kinds
+    if settings.restate_query and not restated:
+        raise ValueError(
+            f"{name}: the model was trained with restate_query (the query again after the passages) but these "
+            "reranker prompts do not restate it: rebuild the data with --restate-query"
+        )
+    settings.restate_query = restated
+
+
 REFERENCE_FOLDER = "reference-sft-merged"
 
 

@@ -4,11 +4,19 @@ Behaviour-cloning targets teach the reranker when to stop: for each length L in 
 |relevant| <= L, the target is the relevant ids (shuffled) then L - |relevant| shuffled irrelevant ids. The prompt
 never states L. L = 0 ("None") arises only for questions with no relevant passage; questions with more than
 max_length relevant passages are skipped. Caps per length and in total; one seeded RNG makes it reproducible.
+
+Named options, none of them the paper's (each off by default): ``targets="relevant"`` (only L = |relevant|),
+``shuffled_orders`` (passages shown in random orders, ids renumbered, so position cannot predict the target),
+``empty_targets=False`` (no ``None`` targets), ``restate_query`` (the query again after the passages), and the
+warm-up records of ``warmup_examples`` (a first SFT phase before the behaviour-cloning one): ``"curriculum"`` (pools
+of 2 passages, one relevant and one not, shuffled) and ``"teacher"`` (the full order of every passage by a free
+lexical teacher, the words each passage shares with the question).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -55,10 +63,13 @@ def behaviour_cloning_examples(
     stats: BCStats | None = None,
     targets: str = "paper",
     shuffled_orders: int = 0,
+    empty_targets: bool = True,
+    restate_query: bool = False,
 ) -> list[dict]:
     """Reranker BC records from rows with ``question`` and ``ctxs`` (each ctx: title, text, and ``relevant`` or
     ``has_answer``). Questions are visited in a seeded random order so the caps do not favour the file's head.
-    ``targets`` and ``shuffled_orders``: the named deviations in the module docstring (defaults: the paper)."""
+    ``targets``, ``shuffled_orders``, ``empty_targets``, ``restate_query``: the named options in the module docstring
+    (defaults: the paper)."""
     if targets not in BC_TARGETS:
         raise ValueError(f"targets must be one of {BC_TARGETS}, got {targets!r}")
     if shuffled_orders < 0:
@@ -73,6 +84,8 @@ def behaviour_cloning_examples(
         stats.questions += 1
         if len(relevant) > max_length:
             stats.skipped_too_many_relevant += 1
+            continue
+        if not relevant and not empty_targets:
             continue
         irrelevant = [i for i in range(1, len(ctxs) + 1) if i not in set(relevant)]
         longest = len(relevant) if targets == "relevant" else min(max_length, len(ctxs))
@@ -90,11 +103,69 @@ def behaviour_cloning_examples(
                         + (f"-order{copy}" if shuffled_orders else ""),
                         "kind": "reranker",
                         "length": length,
-                        "prompt": reranker_messages(question, shown),
+                        "prompt": reranker_messages(question, shown, restate_query=restate_query),
                         "completion": [{"role": "assistant", "content": format_selection(shown_target)}],
                     }
                 )
                 stats.per_length[length] += 1
+    return examples
+
+
+WARMUPS = ("curriculum", "teacher")
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from has have he her his in is it its of on or she that the their they this to "
+    "was were which who with".split()
+)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def lexical_order(question: str, ctxs: list) -> list[int]:
+    """Every passage id (1-based) by how many of the question's content words its title and text share, most
+    first; ties keep the shown order. The free teacher of the ``"teacher"`` warm-up."""
+    words = content_words(question)
+    overlap = [len(words & content_words(f"{c.get('title') or ''} {c['text']}")) for c in ctxs]
+    return sorted(range(1, len(ctxs) + 1), key=lambda i: -overlap[i - 1])
+
+
+def warmup_examples(
+    rows: list[dict], kind: str, *, seed: int = 42, copies: int = 1, shuffled: bool = False, restate_query: bool = False
+) -> list[dict]:
+    """Reranker records for a warm-up SFT phase (``kind`` in ``WARMUPS``, see the module docstring): ``copies``
+    records per question (different irrelevant passages, or orders). ``shuffled``: the teacher's pools in random
+    orders, ids renumbered (the curriculum's pairs are always shuffled)."""
+    if kind not in WARMUPS:
+        raise ValueError(f"warm-up must be one of {WARMUPS}, got {kind!r}")
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    rng = random.Random(seed)
+    examples = []
+    for index, row in enumerate(rows):
+        question, ctxs, relevant = _check_row(row, index)
+        irrelevant = [i for i in range(1, len(ctxs) + 1) if i not in set(relevant)]
+        for copy in range(copies):
+            if kind == "curriculum":
+                if not relevant or not irrelevant:
+                    break
+                answer, other = rng.choice(relevant), rng.choice(irrelevant)
+                pair = [answer, other] if rng.random() < 0.5 else [other, answer]
+                shown, target = [ctxs[i - 1] for i in pair], [pair.index(answer) + 1]
+            else:
+                shown = _shown(ctxs, [], rng)[0] if shuffled else ctxs
+                target = lexical_order(question, shown)
+            examples.append(
+                {
+                    "id": f"{row.get('id', index)}-{kind}{copy}",
+                    "kind": "reranker",
+                    "length": len(target),
+                    "prompt": reranker_messages(question, shown, restate_query=restate_query),
+                    "completion": [{"role": "assistant", "content": format_selection(target)}],
+                }
+            )
+    rng.shuffle(examples)
     return examples
 
 

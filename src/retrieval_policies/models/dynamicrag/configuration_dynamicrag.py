@@ -18,7 +18,9 @@ class DynamicRAGConfig:
     sees at once (40 for 8k-context models, 20 for 4k); larger pools are reranked in a tournament. ``prompt_profile``
     is ``"project"`` (this project's one format) or ``"published"`` (the released checkpoints' format, §6).
     ``constrained_decoding``: the reranker can only write a well-formed list of distinct ids (or None), so every
-    output parses; off by default, and off for the published profile unless asked (the paper decodes freely)."""
+    output parses; off by default, and off for the published profile unless asked (the paper decodes freely).
+    ``restate_query``: the reranker prompt repeats the query after the passages (a named prompt option, RankGPT-style;
+    off, the paper's prompt, by default); a model trained with it must be run with it, so it is stored here."""
 
     max_passages: int = 20
     rerank_max_new_tokens: int = 100
@@ -27,6 +29,7 @@ class DynamicRAGConfig:
     task: str = "short"
     prompt_profile: str = "project"
     constrained_decoding: bool = False
+    restate_query: bool = False
     format_version: int = 1
 
     def __post_init__(self):

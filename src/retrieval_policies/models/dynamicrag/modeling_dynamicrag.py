@@ -283,7 +283,8 @@ class DynamicRAGModel(torch.nn.Module):
             f"DynamicRAGModel(backbone={type(self.model).__name__}, name={self.model.config.name_or_path!r}, "
             f"max_passages={c.max_passages}, temperature={c.temperature}, task={c.task!r}, "
             f"prompt_profile={c.prompt_profile!r}, "
-            f"malformed={self.malformed_outputs}/{self.reranker_outputs})"
+            + ("restate_query=True, " if c.restate_query else "")
+            + f"malformed={self.malformed_outputs}/{self.reranker_outputs})"
         )
 
     def eos_ids(self) -> list[int]:
@@ -398,9 +399,9 @@ class DynamicRAGModel(torch.nn.Module):
                 jobs += [(q, window) for window in windows]
             if not jobs:
                 break
-            profile = self.dynamicrag_config.prompt_profile
+            profile, restate = self.dynamicrag_config.prompt_profile, self.dynamicrag_config.restate_query
             outputs = self.generate_texts(
-                [reranker_messages(queries[q], [pools[q][i] for i in window], profile) for q, window in jobs],
+                [reranker_messages(queries[q], [pools[q][i] for i in window], profile, restate) for q, window in jobs],
                 max_new_tokens=self.dynamicrag_config.rerank_max_new_tokens,
                 temperature=temperature,
                 seed=None if seed is None else seed + round_number,

@@ -70,6 +70,7 @@ PUBLISHED_TASK_INSTRUCTIONS = {  # the released inference script's "remember" li
     "arc": "Please answer the following questions and directly output the answer options.",
 }
 NONE_OUTPUT = "None"
+RESTATED_QUERY_PREFIX = "Query (again): "
 _ID_RE = re.compile(r"\[\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*\]")  # [3] and the repairable [3,1,2]
 
 
@@ -95,12 +96,23 @@ def _check_profile(profile: str) -> None:
         raise ValueError(f"unknown prompt profile {profile!r}: expected one of {list(PROMPT_PROFILES)}")
 
 
-def reranker_messages(question: str, passages, profile: str = "project") -> list[dict]:
-    """The reranker's chat: the query, then the passages numbered 1..N (one newline after the query when published)."""
+def reranker_messages(question: str, passages, profile: str = "project", restate_query: bool = False) -> list[dict]:
+    """The reranker's chat: the query, then the passages numbered 1..N (one newline after the query when published).
+    ``restate_query`` (a named prompt option, RankGPT-style; not the paper's): the query again after the passages,
+    so the first id is written right after the question rather than ~600 tokens after it."""
     _check_profile(profile)
     gap = "\n" if profile == "published" else "\n\n"
     user = f"Query: {question.strip()}{gap}Retrieved Content:\n{format_passages(passages)}"
+    if restate_query:
+        user += f"{gap}{RESTATED_QUERY_PREFIX}{question.strip()}"
     return [{"role": "system", "content": RERANKER_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def restates_query(messages: list[dict]) -> bool:
+    """Whether a reranker chat was built with ``restate_query`` (its user message ends with the query again)."""
+    user = messages[-1]["content"] if messages else ""
+    head, _, tail = user.rpartition(RESTATED_QUERY_PREFIX)
+    return bool(head) and "\n" not in tail.strip() and user.startswith(f"Query: {tail.strip()}")
 
 
 def _published_context(passages, ids) -> str:
