@@ -63,7 +63,7 @@ def grace_folder(tmp_path, tokenizer):
         json.dumps(
             {
                 "stage": "grpo-supervised",
-                "script": {"tau": 0.1},
+                "script": {"tau": 0.1, "contrastive": "member", "truncation": "exclude"},
                 "training": {"learning_rate": 1e-5, "num_generations": 4},
             }
         )
@@ -111,6 +111,11 @@ def test_grace_card_with_results_rationales_and_curves(grace_folder):
     assert data["widget"][0]["source_sentence"] and data["base_model"] == DEFAULT_BASE_MODEL
     assert data["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.61
     assert "| LocalLeeSTS | STS | cosine_spearman | 0.5500 | 0.6100 |" in text
+    # what was trained, its named deviations included
+    assert (
+        "contrastive similarity of\nthese embeddings: GRACE GRPO with a per-member contrastive reward (contrastive: member"
+        in text
+    )
     assert (
         "The key idea is a river's edge." in text
         and "| `tau` | `0.1` |" in text
@@ -131,6 +136,10 @@ def test_grace_card_without_results_or_history(grace_folder):
     text = (grace_folder / "README.md").read_text()
     assert "model-index" not in card.data.to_dict() and "No evaluation results were attached" in text
     assert "training curves" not in text and not (grace_folder / "training_curves.png").exists()
+    settings = json.loads((grace_folder / "training_settings.json").read_text())
+    (grace_folder / "training_settings.json").write_text(json.dumps({**settings, "script": {"tau": 0.1}}))
+    render_grace_card(grace_folder, "demo/grace-tiny", base_model=DEFAULT_BASE_MODEL)
+    assert "these embeddings. The weights" in (grace_folder / "README.md").read_text()  # not recorded: not claimed
     assert check_folder("model", grace_folder) == []
 
 

@@ -51,15 +51,9 @@ WEIGHTS = (
 
 def objective(config: dict) -> str:
     """The trained objective's name, with its named deviations from the published method."""
-    deviations = []
-    if config.get("contrastive") == "member":
-        deviations.append(
-            "a per-member contrastive reward (contrastive: member, a named deviation; the published per-group "
-            "reward collapsed at this scale, docs/experiments/grace.md)"
-        )
-    if config.get("truncation") == "exclude":
-        deviations.append("truncated rollouts excluded from the advantage (truncation: exclude)")
-    return "GRACE GRPO" + (f" with {' and '.join(deviations)}" if deviations else " (the published reward)")
+    from retrieval_policies.grace.rewards import objective_name
+
+    return objective_name(config.get("contrastive", "group"), config.get("truncation", "penalty"))
 
 
 def training_log(run: Path) -> list[dict]:

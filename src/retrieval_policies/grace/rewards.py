@@ -32,6 +32,20 @@ TRUNCATION = ("penalty", "exclude")
 CONTRASTIVE = ("group", "member")
 
 
+def objective_name(contrastive: str = "group", truncation: str = "penalty") -> str:
+    """What a GRACE run trained, in words, with its named deviations: for every headline that reports its result
+    (the evidence, the model card)."""
+    deviations = []
+    if contrastive == "member":
+        deviations.append(
+            "a per-member contrastive reward (contrastive: member, a named deviation; the published per-group reward "
+            "collapsed at this scale, docs/experiments/grace.md)"
+        )
+    if truncation == "exclude":
+        deviations.append("truncated rollouts excluded from the advantage (truncation: exclude)")
+    return "GRACE GRPO" + (f" with {' and '.join(deviations)}" if deviations else " (the published reward)")
+
+
 @dataclass
 class RewardWeights:
     tau: float = 0.1

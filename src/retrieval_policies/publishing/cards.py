@@ -214,6 +214,16 @@ def _faithfulness(folder: Path) -> list[dict]:
     return json.loads(path.read_text())["tasks"] if path.is_file() else []
 
 
+def _grace_objective(folder: Path) -> str | None:
+    """What the folder's run trained (its recipe's ``contrastive`` and ``truncation``), None when not recorded."""
+    from ..grace.rewards import objective_name
+
+    script = _settings(folder, ("contrastive", "truncation"))
+    if "contrastive" not in script and "truncation" not in script:
+        return None
+    return objective_name(script.get("contrastive", "group"), script.get("truncation", "penalty"))
+
+
 def render_grace_card(
     folder: str | os.PathLike,
     repo_id: str,
@@ -270,6 +280,7 @@ def render_grace_card(
         results=[{**row, "before": before.get(row["task"])} for row in results or []],
         rationales=rationales or [],
         settings=_settings(folder, GRACE_SETTING_KEYS),
+        objective=_grace_objective(folder),
         curves=CURVES_FILE if curves else None,
         widget=WIDGET,
         max_new_tokens=snippet_max_new_tokens,
