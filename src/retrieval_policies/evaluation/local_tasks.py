@@ -97,7 +97,25 @@ def _retrieval_split(queries: list[dict], corpus: list[dict], relevant: dict[str
     }
 
 
-class LocalWordNetDefinitionRetrieval(AbsTaskRetrieval):
+class _DefinitionRetrieval:
+    """A definition → its headword task over ``max_documents`` entries, every ``query_every``-th entry a query."""
+
+    def __init__(self, max_documents: int, query_every: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.max_documents, self.query_every = max_documents, query_every
+
+    def _load(self, entries: list[tuple[str, str, str]]) -> None:
+        """``entries``: (document id, headword text, definition), already in the task's order."""
+        entries = entries[: self.max_documents]
+        corpus = [{"id": doc, "title": "", "text": text} for doc, text, _ in entries]
+        chosen = entries[:: self.query_every]
+        queries = [{"id": f"q-{doc}", "text": definition} for doc, _, definition in chosen]
+        relevant = {f"q-{doc}": {doc: 1} for doc, _, _ in chosen}
+        self.dataset = {"default": {"test": _retrieval_split(queries, corpus, relevant)}}
+        self.data_loaded = True
+
+
+class LocalWordNetDefinitionRetrieval(_DefinitionRetrieval, AbsTaskRetrieval):
     metadata = TaskMetadata(
         name="LocalWordNetDefinitionRetrieval",
         description="Retrieve the words (lemmas) of a WordNet 3.0 synset from its definition, among held-out synsets.",
@@ -114,17 +132,11 @@ class LocalWordNetDefinitionRetrieval(AbsTaskRetrieval):
     )
 
     def __init__(self, max_documents: int = 300, query_every: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        self.max_documents, self.query_every = max_documents, query_every
+        super().__init__(max_documents, query_every, **kwargs)
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        synsets = sorted(_heldout_synsets(), key=lambda s: s.id)[: self.max_documents]
-        corpus = [{"id": s.id, "title": "", "text": ", ".join(s.lemmas)} for s in synsets]
-        chosen = synsets[:: self.query_every]
-        queries = [{"id": f"q-{s.id}", "text": s.definition} for s in chosen]
-        relevant = {f"q-{s.id}": {s.id: 1} for s in chosen}
-        self.dataset = {"default": {"test": _retrieval_split(queries, corpus, relevant)}}
-        self.data_loaded = True
+        synsets = sorted(_heldout_synsets(), key=lambda s: s.id)
+        self._load([(s.id, ", ".join(s.lemmas), s.definition) for s in synsets])
 
 
 class LocalWikipediaSectionRetrieval(AbsTaskRetrieval):
@@ -243,7 +255,7 @@ class TripletValidationRetrieval(AbsTaskRetrieval):
         self.data_loaded = True
 
 
-class LocalFoldocDefinitionRetrieval(AbsTaskRetrieval):
+class LocalFoldocDefinitionRetrieval(_DefinitionRetrieval, AbsTaskRetrieval):
     metadata = TaskMetadata(
         name="LocalFoldocDefinitionRetrieval",
         description="Retrieve a computing term from the first sentence of its FOLDOC definition (a source no training data touches).",
@@ -260,8 +272,7 @@ class LocalFoldocDefinitionRetrieval(AbsTaskRetrieval):
     )
 
     def __init__(self, max_documents: int = 240, query_every: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        self.max_documents, self.query_every = max_documents, query_every
+        super().__init__(max_documents, query_every, **kwargs)
 
     @staticmethod
     def usable(term: str, definition: str) -> bool:
@@ -280,13 +291,7 @@ class LocalFoldocDefinitionRetrieval(AbsTaskRetrieval):
         by_term: dict[str, Any] = {}
         for entry in entries:  # one entry per term, whatever its case ("Domain" and "domain")
             by_term.setdefault(entry.term.lower(), entry)
-        entries = list(by_term.values())[: self.max_documents]
-        corpus = [{"id": f"foldoc-{i}", "title": "", "text": e.term} for i, e in enumerate(entries)]
-        chosen = list(range(0, len(entries), self.query_every))
-        queries = [{"id": f"q-foldoc-{i}", "text": entries[i].definition} for i in chosen]
-        relevant = {f"q-foldoc-{i}": {f"foldoc-{i}": 1} for i in chosen}
-        self.dataset = {"default": {"test": _retrieval_split(queries, corpus, relevant)}}
-        self.data_loaded = True
+        self._load([(f"foldoc-{i}", e.term, e.definition) for i, e in enumerate(by_term.values())])
 
 
 # the default set (`grace evaluate` without --tasks, the demo, the cards); FOLDOC is asked for by name
