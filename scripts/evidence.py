@@ -172,6 +172,9 @@ def finish(method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DI
     if len(distinct) > 1 or len(known) < len(stages.commits):
         report["stage_commits"] = stages.commits  # stages of a resumed run ran at different (or unrecorded) commits
     path = write(method, report, folder)
+    print("stage seconds (earlier runs' for the stages a resumed run skipped):")
+    print("\n".join(f"  {name:<40} {seconds:>8.0f}" for name, seconds in stages.seconds.items()))
+    print(f"  {'total':<40} {stages.total():>8.0f}")
     print(table(report))
     print(f"wrote {path}")
     return path
@@ -241,6 +244,7 @@ class Stages:
         if not Path(marker).exists():
             Path(marker).write_text("")
         self.seconds[name] = round(time.time() - started, 1)
+        print(f"{name}: {self.seconds[name]:.0f} s", flush=True)
         self.record.write_text(json.dumps({**self.previous, **self.seconds}, indent=1) + "\n")
         self.previous_commits[name] = self.commits[name]
         self.commit_record.write_text(json.dumps(self.previous_commits, indent=1) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -112,10 +113,9 @@ def test_finish_adds_commit_and_stage_times_and_prints_the_table(tmp_path, capsy
     path = evidence.finish("grace", report, stages, tmp_path)
     data = evidence.load("grace", tmp_path)
     assert path == tmp_path / "grace.json" and data["commit"] == evidence.current_commit() and len(data["commit"]) == 40
-    assert (
-        data["stage_seconds"] == {"one": data["wall_seconds"]}
-        and "| LocalWordNetDefinitionRetrieval |" in capsys.readouterr().out
-    )
+    printed = capsys.readouterr().out
+    assert data["stage_seconds"] == {"one": data["wall_seconds"]} and "| LocalWordNetDefinitionRetrieval |" in printed
+    assert "one: 0 s" in printed and re.search(r"\n  one +\d+\n  total +\d+\n", printed)  # each stage's seconds
     assert data["clean_tree"] is evidence.tree_is_clean() and "stage_commits" not in data
 
 
