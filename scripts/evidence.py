@@ -3,7 +3,8 @@
 
 A file holds ``before`` and ``after`` (metric name → value), ``criteria_met`` (bool), ``criteria`` (name → bool, what
 was checked), ``seeds``, ``command`` (what reproduces it), ``commit`` (the code it ran: the commit its stages ran at,
-with ``stage_commits`` when they differ and ``clean_tree`` false when a stage ran on uncommitted changes),
+with ``stage_commits`` when they differ, ``clean_tree`` false when a stage ran on uncommitted changes, and
+``report_commit`` when the code that computed the file from the stages' outputs was another),
 ``wall_seconds``, ``provenance`` (``weights``: where the weights came from; ``objective``: what was trained, with its
 named deviations), and optional ``comparisons`` (metric → ``difference`` of after from before, its ``ci95``
 [low, high] (a paired bootstrap over queries), ``sign_test`` (better, worse, p_value; null where the metric is not a
@@ -169,6 +170,8 @@ def finish(method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DI
         "wall_seconds": stages.total(),
         "stage_seconds": stages.seconds,
     }
+    if (now := current_commit(stages.cwd)) != commit:
+        report["report_commit"] = now  # the code that computed this file from the stages' outputs
     if len(distinct) > 1 or len(known) < len(stages.commits):
         report["stage_commits"] = stages.commits  # stages of a resumed run ran at different (or unrecorded) commits
     path = write(method, report, folder)

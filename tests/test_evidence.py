@@ -131,7 +131,8 @@ def test_the_commit_is_the_one_each_stage_ran_at_not_the_one_checked_out_at_the_
     resumed.run("train", tmp_path / "train.done", ["python", "-c", "raise SystemExit(1)"])  # skipped: marker exists
     report = {k: v for k, v in _grace().items() if k not in ("commit", "wall_seconds")}
     evidence.finish("grace", report, resumed, tmp_path)
-    assert evidence.load("grace", tmp_path)["commit"] == "f" * 40
+    resumed_data = evidence.load("grace", tmp_path)
+    assert resumed_data["commit"] == "f" * 40 and resumed_data["report_commit"] == evidence.current_commit()
     resumed.run("eval", tmp_path / "eval.done", ["python", "-c", "pass"])  # a stage at today's commit: both are named
     data = json.loads(evidence.finish("grace", report, resumed, tmp_path).read_text())
     assert data["commit"] == evidence.current_commit() and data["stage_commits"]["train"]["commit"] == "f" * 40

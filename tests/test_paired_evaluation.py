@@ -105,3 +105,10 @@ def test_the_foldoc_task_never_shows_the_term_in_its_query():
     for query in split["queries"]:
         (doc,) = split["relevant_docs"][query["id"]]
         assert terms[doc].lower() not in query["text"].lower() and len(query["text"].split()) >= 6
+
+
+def test_saved_predictions_next_to_the_results_are_not_read_as_results(tmp_path):
+    from retrieval_policies.publishing.cards import mteb_results
+
+    _save(tmp_path / "predictions", "LocalLeeSTS", {"cosine_scores": [0.1]})
+    assert mteb_results(tmp_path) == []

@@ -133,12 +133,13 @@ RATIONALE_TEXTS = (
 
 
 def mteb_results(results_dir: str | os.PathLike) -> list[dict]:
-    """Main score of every mteb result file under ``results_dir``: [{task, type, metric, score, split}]."""
+    """Main score of every mteb result file under ``results_dir``: [{task, type, metric, score, split}] (saved
+    per-query predictions, ``*_predictions.json``, are not result files and are skipped)."""
     import mteb
 
     rows = []
     for path in sorted(Path(results_dir).rglob("*.json")):
-        if path.name == "model_meta.json":
+        if path.name == "model_meta.json" or path.name.endswith("_predictions.json"):
             continue
         result = mteb.TaskResult.from_disk(path)
         task = (
