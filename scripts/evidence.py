@@ -157,6 +157,30 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+TASK_LABELS = {
+    "LocalWordNetDefinitionRetrieval": "held-out WordNet synsets",
+    "LocalFoldocDefinitionRetrieval": "FOLDOC (a source no training data touches)",
+    "LocalWikipediaSectionRetrieval": "held-out Wikipedia sections",
+    "LocalLeeSTS": "LeeSTS",
+}
+
+
+def headline(data: dict) -> str:
+    """The claims of an evidence file in one sentence, each difference with its 95% CI and whether the interval
+    clears 0: what the README and the demo say, generated from the committed JSON (tests keep the README's copy
+    equal to it)."""
+    parts = []
+    for name, comparison in data.get("comparisons", {}).items():
+        low, high = comparison["ci95"]
+        verdict = "a gain" if low > 0 else "a loss" if high < 0 else "no clear change"
+        parts.append(
+            f"{TASK_LABELS.get(name, name)} {comparison['difference']:+.3f} "
+            f"(95% CI {low:+.3f} to {high:+.3f}: {verdict})"
+        )
+    met = "met" if data["criteria_met"] else "not met"
+    return f"{'; '.join(parts)}. Criteria {met} ({len(data['seeds'])} seeds)."
+
+
 def finish(method: str, report: dict, stages: Stages, folder: Path = EVIDENCE_DIR) -> Path:
     """The end of an evidence run: add the commit the stages ran at and their seconds, write the JSON, print the
     table (the docs render theirs from the JSON when they are built)."""

@@ -199,3 +199,28 @@ def test_grace_criteria_need_the_interval_above_zero_and_name_the_objective():
     assert "per-member contrastive reward" in grace.objective({"contrastive": "member", "truncation": "exclude"})
     assert grace.objective({"contrastive": "group"}) == "GRACE GRPO (the published reward)"
     assert set(grace.BASELINES) == {"short prompt", "published prompt", "no rationale"}
+
+
+def test_the_readme_states_the_committed_grace_claims_as_the_json_has_them():
+    readme = " ".join((evidence.PROJECT_ROOT / "README.md").read_text().split())
+    data = evidence.load("grace")
+    assert evidence.headline(data) in readme
+    assert (
+        "per-member contrastive reward" in readme and "per-member contrastive reward" in data["provenance"]["objective"]
+    )
+
+
+def test_the_headline_says_whether_each_interval_clears_zero():
+    data = {
+        **_grace(),
+        "criteria_met": False,
+        "comparisons": {
+            "LocalWordNetDefinitionRetrieval": {"difference": 0.047, "ci95": [-0.023, 0.114]},
+            "LocalLeeSTS": {"difference": 0.03, "ci95": [0.01, 0.05]},
+            "X": {"difference": -0.03, "ci95": [-0.05, -0.01]},
+        },
+    }
+    assert evidence.headline(data) == (
+        "held-out WordNet synsets +0.047 (95% CI -0.023 to +0.114: no clear change); LeeSTS +0.030 (95% CI +0.010 to "
+        "+0.050: a gain); X -0.030 (95% CI -0.050 to -0.010: a loss). Criteria not met (2 seeds)."
+    )
