@@ -20,7 +20,8 @@ resumable, stages reused)
 - `run4`: the committed run 4: 40-word passages in the retriever's order, `--bc-targets relevant`, reranker and
   generator records mixed, 64 steps;
 - `a`: passages shown in a shuffled order (position carries no information), reranker-only records without `None`
-  targets, 20-word passages, 240 steps; then 32 steps on the generator records (so the model can answer again);
+  targets, 20-word passages, 240 steps; then 32 steps on reranker and generator records (so the model can answer
+  again; generator records alone erased the id lists in cell a's first run, 2026-12-07);
 - `b`: `a` with the question restated after the passages (`--restate-query`, RankGPT-style);
 - `c`: `a` after a curriculum warm-up on pools of 2 passages (one relevant, one not, shuffled; 80 steps);
 - `d`: `a` after a warm-up on a lexical teacher's full order of the 10 ids (word overlap with the question; 120 steps).
@@ -66,7 +67,8 @@ class Cell:
 
 _SHUFFLED = ["--passage-words", "20", "--shuffled-orders", "1", "--no-empty-targets"]
 _RERANKER = ("sft", ["--kinds", "reranker", "--max_steps", "240"])
-_GENERATOR = ("generator", ["--kinds", "generator", "--max_steps", "32"])
+# cell a's generator phase (generator records alone) erased the id-list format: the phase mixes both kinds
+_GENERATOR = ("generator", ["--kinds", "reranker", "generator", "--max_steps", "32"])
 CELLS = {
     "run4": Cell(
         "run 4 (committed 2026-12-05): 40-word passages in the retriever's order, relevant-only targets, reranker "
@@ -75,7 +77,7 @@ CELLS = {
     ),
     "a": Cell(
         "shuffled passage order + reranker-only records without None targets + 20-word passages, 240 steps; then "
-        "32 steps on the generator records",
+        "32 steps on reranker and generator records",
         _SHUFFLED,
         [_RERANKER, _GENERATOR],
     ),
