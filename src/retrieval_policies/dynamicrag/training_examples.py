@@ -16,7 +16,6 @@ lexical teacher, the words each passage shares with the question).
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -112,22 +111,16 @@ def behaviour_cloning_examples(
 
 
 WARMUPS = ("curriculum", "teacher")
-_WORD_RE = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by for from has have he her his in is it its of on or she that the their they this to "
-    "was were which who with".split()
-)
-
-
-def content_words(text: str) -> set[str]:
-    return {w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS}
 
 
 def lexical_order(question: str, ctxs: list) -> list[int]:
     """Every passage id (1-based) by how many of the question's content words its title and text share, most
-    first; ties keep the shown order. The free teacher of the ``"teacher"`` warm-up."""
-    words = content_words(question)
-    overlap = [len(words & content_words(f"{c.get('title') or ''} {c['text']}")) for c in ctxs]
+    first; ties keep the shown order. The free teacher of the ``"teacher"`` warm-up; words as GRACE's
+    ``shared_terms`` counts them (lowercased, stop words left out)."""
+    from ..models.grace.modeling_grace import content_words  # torch-heavy: only when a teacher is asked for
+
+    words = set(content_words(question))
+    overlap = [len(words & set(content_words(f"{c.get('title') or ''} {c['text']}"))) for c in ctxs]
     return sorted(range(1, len(ctxs) + 1), key=lambda i: -overlap[i - 1])
 
 

@@ -1250,7 +1250,8 @@ STOP_WORDS = frozenset(
 )
 
 
-def _content_words(text: str) -> list[str]:
+def content_words(text: str) -> list[str]:
+    """The words of ``text``, lowercased, without stop words and one-letter words (digits kept)."""
     words = "".join(ch.lower() if ch.isalnum() else " " for ch in text).split()
     return [w for w in words if w not in STOP_WORDS and (len(w) > 1 or w.isdigit())]
 
@@ -1258,7 +1259,7 @@ def _content_words(text: str) -> list[str]:
 def shared_terms(first: str, second: str, limit: int = 12) -> list[str]:
     """The two-word phrases, then the words, of ``first`` that ``second`` has too (lowercased, stop words left out),
     in ``first``'s order, at most ``limit``; a word inside a shared phrase is not listed again."""
-    a, b = _content_words(first), _content_words(second)
+    a, b = content_words(first), content_words(second)
     b_words, b_pairs = set(b), set(zip(b, b[1:]))
     phrases = list(dict.fromkeys(f"{x} {y}" for x, y in zip(a, a[1:]) if (x, y) in b_pairs))
     covered = {w for phrase in phrases for w in phrase.split()}
