@@ -152,6 +152,79 @@ def test_the_evidence_compares_per_question_with_the_best_fixed_top_k():
     assert [name for name, _ in evidence.CELLS["d"].phases] == ["warmup", "sft", "generator"]
 
 
+def test_seeds_pool_per_question_each_against_its_own_best_top_k():
+    evidence = _evidence()
+    report, relevant = _report()
+    second = {  # a second seed whose reranker answers wrongly everywhere; its best top-k is top-3 (EM 0.75)
+        "predictions": [
+            {
+                **p,
+                "dynamicrag": {"answer": "Nice", "selected": [2]},
+                "top-3": {"answer": "Paris", "selected": [0, 1, 2]} if i else p["top-3"],
+            }
+            for i, p in enumerate(report["predictions"])
+        ],
+        "scores": {"top-1": {"exact_match": 0.5}, "top-3": {"exact_match": 0.75}},
+    }
+    em = evidence.comparisons_of([report, second], relevant)["em"]
+    # per question: seed 1 [+1, 0, -1, +1], seed 2 against top-3 [0, -1, -1, -1]: means [0.5, -0.5, -1, 0]
+    assert em["baseline"] == "best fixed top-k per seed: top-1, top-3"
+    assert em["seeds"] == [0.25, -0.75] and em["difference"] == pytest.approx(-0.25)
+    assert em["sign_test"]["better"] == 1 and em["sign_test"]["worse"] == 2
+    assert evidence.mean_scores([{"em": 0.2}, {"em": 0.4}]) == {"em": pytest.approx(0.3)}
+    assert evidence.seed_sd([0.2]) is None and evidence.seed_sd([0.2, 0.4]) == pytest.approx(0.1414, abs=1e-4)
+    shorter = {**second, "predictions": second["predictions"][:3]}
+    with pytest.raises(ValueError, match="same questions"):
+        evidence.comparisons_of([report, shorter], relevant)
+
+
+def test_the_evidence_command_trains_each_seed_and_pools_them(tmp_path, monkeypatch, capsys):
+    """The stages `--seeds 42 7` runs (recorded, not run): seed 42's in the output folder, seed 7's in seed-7/, each
+    stage given its seed; the JSON pools the two seeds' evaluations."""
+    import json
+
+    import retrieval_policies.common.dataset_io as dataset_io
+    from scripts import evidence as runner
+
+    evidence = _evidence()
+    report, relevant = _report()
+    dynamic = {"exact_match": 0.75, "f1": 0.8, "selection_recall": 1.0, "selection_mean_k": 1.0}
+    report["scores"] |= {
+        "dynamicrag": dynamic | {"selection_malformed_rate": 0.0},
+        "same-k": {"exact_match": 0.5, "selection_recall": 0.0},
+    }
+    rows = [
+        {"id": q, "ctxs": [{"relevant": i in wanted, "has_answer": i in wanted} for i in range(3)]}
+        for q, wanted in relevant.items()
+    ]
+    monkeypatch.setattr(dataset_io, "load_split", lambda *args, **kwargs: rows)
+    ran = []
+
+    def run(self, name, marker, command):
+        ran.append((name, command))
+        marker = Path(marker)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(report) if marker.suffix == ".json" else "done")
+        self.seconds[name], self.commits[name] = 1.0, None
+
+    monkeypatch.setattr(runner.Stages, "run", run)
+    out = tmp_path / "run"
+    args = ["--cell", "a", "--seeds", "42", "7", "--output-dir", str(out), "--evidence-dir", str(tmp_path)]
+    assert evidence.main(args) == 0
+    names = [name for name, _ in ran]
+    assert names[:4] == ["data", "sft", "generator", "evaluate sft-validation"]
+    assert "sft-seed7" in names and "dpo-seed7" in names and "evaluate dpo-seed7" in names
+    commands = dict(ran)
+    for name in ("sft", "sample", "dpo"):
+        assert commands[name][commands[name].index("--seed") + 1] == "42"
+        assert commands[f"{name}-seed7"][commands[f"{name}-seed7"].index("--seed") + 1] == "7"
+    assert str(out / "seed-7" / "sft") in commands["generator-seed7"]  # the second phase starts from the first
+    written = json.loads((tmp_path / "dynamicrag.json").read_text())
+    assert written["seeds"] == [42, 7] and set(written["by_seed"]) == {"42", "7"}
+    assert written["comparisons"]["em"]["seeds"] == [0.25, 0.25] and written["noise"]["em"] == 0.0
+    assert written["command"] == "make evidence-dynamicrag EVIDENCE_ARGS='--cell a --seeds 42 7'"
+
+
 def test_rerank_uses_the_restated_prompt_of_its_repo():
     from test_dynamicrag_sampling import _model
 

@@ -29,9 +29,11 @@ resumable, stages reused)
 Criteria: after SFT the greedy outputs parse (malformed <= 1%) with a variable k (more than one k over the
 questions); after DPO, EM >= the best fixed top-k of the same generator, and the selected passages' recall above
 the retriever's at the same k, each with the 95% interval reported (the headline claim needs its lower bound above
-0). Every stage that has its output is skipped, so an interrupted run continues.
+0). Every stage that has its output is skipped, so an interrupted run continues. `--seeds 42 43 44` trains one run
+per seed (each about as long as one run: on this CPU several seeds exceed the 150 minutes, so they are run in turn,
+each resumable) and reports the mean over the seeds, the per-question differences averaged over them, and their sd.
 
-    python recipes/dynamicrag/evidence.py [--cell a] [--validation-only] [--output-dir outputs/evidence/dynamicrag-a]
+    python recipes/dynamicrag/evidence.py [--cell a] [--seeds 42 43 44] [--validation-only] [--output-dir DIR]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FIRST_STAGE = ["--first-stage", "bm25", "--query-words", "2", "--top-n", "10", "--max-passages", "10"]
 BEHAVIOUR_CLONING = ["--bc-targets", "relevant", "--max-length", "4", "--per-length-cap", "2000"]
 VALIDATION_QUESTIONS = 64
+DEFAULT_SEED = 42  # the recipes' seed: a run before --seeds existed is seed 42's, and resumes as such
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,18 @@ def scores_of(report: dict) -> dict[str, float]:
     }
 
 
+def mean_scores(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' mean of each evidence key (one seed: its scores)."""
+    return {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
+
+
+def seed_sd(values: list[float]) -> float | None:
+    """The sample standard deviation over seeds (None for one seed)."""
+    import statistics
+
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
 def k_distribution(report: dict) -> dict[str, int]:
     return dict(
         sorted(
@@ -140,13 +155,13 @@ def per_question(report: dict, relevant: dict[str, set[int]]) -> dict[str, dict[
     return out
 
 
-def paired(values: dict, system: str, baseline: str, metric: str, *, resamples: int = 10_000) -> dict:
-    """The per-question difference of ``system`` from ``baseline``: mean, 95% bootstrap CI, sign test."""
+def paired(differences, baseline: str, *, resamples: int = 10_000) -> dict:
+    """Per-question differences from ``baseline``: mean, 95% bootstrap CI over the questions, sign test."""
     import numpy as np
 
     from retrieval_policies.common.statistics import paired_bootstrap_ci, sign_test
 
-    differences = np.asarray(values[system][metric]) - np.asarray(values[baseline][metric])
+    differences = np.asarray(differences, dtype=float)
     return {
         "baseline": baseline,
         "questions": len(differences),
@@ -156,12 +171,36 @@ def paired(values: dict, system: str, baseline: str, metric: str, *, resamples: 
     }
 
 
-def comparisons_of(report: dict, relevant: dict[str, set[int]]) -> dict[str, dict]:
+def comparisons_of(reports: dict | list[dict], relevant: dict[str, set[int]]) -> dict[str, dict]:
     """The criteria's differences with their uncertainty: EM against the best fixed top-k (chosen by its EM over
-    the questions), recall against the retriever's at the same k."""
-    values = per_question(report, relevant)
-    best = max((n for n in report["scores"] if n.startswith("top-")), key=lambda n: report["scores"][n]["exact_match"])
-    return {"em": paired(values, "dynamicrag", best, "em"), "recall": paired(values, "dynamicrag", "same-k", "recall")}
+    the questions), recall against the retriever's at the same k. With several seeds' reports of the same questions,
+    each question's difference is its mean over the seeds (each seed against its own best top-k: the generator is
+    the model evaluated), the interval is over questions, and ``seeds`` has each seed's mean difference."""
+    import numpy as np
+
+    reports = [reports] if isinstance(reports, dict) else reports
+    if len({tuple(p["id"] for p in r["predictions"]) for r in reports}) > 1:
+        raise ValueError("the seeds' reports must cover the same questions in the same order")
+    differences: dict[str, list] = {"em": [], "recall": []}
+    bests = []
+    for report in reports:
+        values = per_question(report, relevant)
+        best = max(
+            (n for n in report["scores"] if n.startswith("top-")), key=lambda n: report["scores"][n]["exact_match"]
+        )
+        bests.append(best)
+        differences["em"].append(np.subtract(values["dynamicrag"]["em"], values[best]["em"]))
+        differences["recall"].append(np.subtract(values["dynamicrag"]["recall"], values["same-k"]["recall"]))
+    baselines = {
+        "em": bests[0] if len(set(bests)) == 1 else "best fixed top-k per seed: " + ", ".join(bests),
+        "recall": "same-k",
+    }
+    out = {}
+    for metric, per_seed in differences.items():
+        out[metric] = paired(np.mean(per_seed, axis=0), baselines[metric])
+        if len(reports) > 1:
+            out[metric]["seeds"] = [float(d.mean()) for d in per_seed]
+    return out
 
 
 def selection_summary(report: dict, relevant: dict[str, set[int]]) -> dict:
@@ -189,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", choices=sorted(CELLS), default="run4", help="the data and SFT phases (above)")
     parser.add_argument("--validation-only", action="store_true", help="stop after the validation check")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_SEED],
+        help="one training run per seed (SFT data order, sampling, DPO), each resumable; the report pools them per "
+        "question (seed 42's stages in the output folder itself, the others' in seed-<n>/)",
+    )
     parser.add_argument("--output-dir", help="default outputs/evidence/dynamicrag-<cell>")
     parser.add_argument("--test-questions", type=int, help="held-out cloze test questions evaluated (default: all)")
     parser.add_argument("--evidence-dir", default=str(evidence.EVIDENCE_DIR), help="where dynamicrag.json is written")
@@ -203,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     cell = CELLS[args.cell]
     out = Path(args.output_dir or f"outputs/evidence/dynamicrag-{args.cell}")
     stage = evidence.Stages(out / "logs", cwd=ROOT)
-    data, dpo = out / "data", out / "dpo"
+    data = out / "data"
     launch = [
         sys.executable,
         "-m",
@@ -230,29 +277,6 @@ def main(argv: list[str] | None = None) -> int:
             str(data),
         ],
     )
-    model = MODEL
-    for name, overrides in cell.phases:
-        phase = out / name
-        stage.run(
-            name,
-            phase / "dynamicrag_config.json",
-            [
-                *launch,
-                "recipes/dynamicrag/sft.py",
-                "--config",
-                str(CONFIGS / "config_evidence_sft.yaml"),
-                "--model_name_or_path",
-                model,
-                "--dataset_name",
-                str(data),
-                "--output_dir",
-                str(phase),
-                *overrides,
-            ],
-        )
-        model = str(phase)
-    sft = Path(model)
-
     backend = ["--backend", "vllm", "--vllm-kwargs", '{"enforce_eager": true}'] if args.eval_backend == "vllm" else []
 
     def evaluate(name: str, model: Path, split: str, questions: int | None, top_k: tuple[str, ...]) -> dict:
@@ -301,21 +325,63 @@ def main(argv: list[str] | None = None) -> int:
             for row in load_split(str(data), "pool", split)
         }
 
-    top_k = ("1", "2", "3", "5", "10")
-    validation = evaluate("sft-validation", sft, "validation", VALIDATION_QUESTIONS, ("1", "3"))
+    def seed_dir(seed: int) -> Path:
+        return out if seed == DEFAULT_SEED else out / f"seed-{seed}"
+
+    def seeded(name: str, seed: int) -> str:
+        return name if seed == DEFAULT_SEED else f"{name}-seed{seed}"
+
+    def train(seed: int) -> Path:
+        """The cell's SFT phases with this seed (data order, dropout); the last phase's model."""
+        model = MODEL
+        for name, overrides in cell.phases:
+            phase = seed_dir(seed) / name
+            stage.run(
+                seeded(name, seed),
+                phase / "dynamicrag_config.json",
+                [
+                    *launch,
+                    "recipes/dynamicrag/sft.py",
+                    "--config",
+                    str(CONFIGS / "config_evidence_sft.yaml"),
+                    "--model_name_or_path",
+                    model,
+                    "--dataset_name",
+                    str(data),
+                    "--output_dir",
+                    str(phase),
+                    "--seed",
+                    str(seed),
+                    *overrides,
+                ],
+            )
+            model = str(phase)
+        return Path(model)
+
+    seeds = args.seeds
+    validation_relevant = relevant_of("validation")
+    validation_reports = [
+        evaluate(seeded("sft-validation", s), train(s), "validation", VALIDATION_QUESTIONS, ("1", "3"))
+        for s in (seeds if args.validation_only else seeds[:1])
+    ]
+    validation = validation_reports[0]
     validation_check = {
         "split": "validation",
         "questions": len(validation["predictions"]),
+        "seed": seeds[0],
         "sft": scores_of(validation),
         "k_distribution": k_distribution(validation),
-        "selection": selection_summary(validation, relevant_of("validation")),
-        "comparisons": comparisons_of(validation, relevant_of("validation")),
+        "selection": selection_summary(validation, validation_relevant),
+        "comparisons": comparisons_of(validation_reports, validation_relevant),
     }
+    if len(validation_reports) > 1:
+        validation_check["sft_by_seed"] = {str(s): scores_of(r) for s, r in zip(seeds, validation_reports)}
     if args.validation_only:
         path = ROOT / "recipes" / "evidence" / "reruns" / f"dynamicrag-cell-{args.cell}.json"
         report = {
             "what": f"cell {args.cell} of recipes/dynamicrag/evidence.py on the validation split only: {cell.what}",
             "cell": args.cell,
+            "seeds": seeds,
             "data_options": [*first_stage, *BEHAVIOUR_CLONING],
             "sft_phases": [[name, overrides] for name, overrides in cell.phases],
             "validation_check": validation_check,
@@ -327,74 +393,89 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(validation_check, indent=1))
         print(f"stage seconds: {stage.seconds}\nwrote {path}")
         return 0
-    sft_report = evaluate("sft", sft, "test", args.test_questions, top_k)
-    trajectories, rewards, pairs = out / "trajectories.jsonl", out / "rewards.jsonl", out / "pairs"
-    stage.run(
-        "sample",
-        out / "sample.done",
-        [
-            sys.executable,
-            "recipes/dynamicrag/sample.py",
-            "--config",
-            str(CONFIGS / "config_evidence_sample.yaml"),
-            "--model_name_or_path",
-            str(sft),
-            "--dataset_name",
-            str(data),
-            "--output_file",
-            str(trajectories),
-        ],
-    )
-    stage.run(
-        "rewards",
-        out / "rewards.done",
-        [
-            sys.executable,
-            "recipes/dynamicrag/rewards.py",
-            "--config",
-            str(CONFIGS / "config_evidence_rewards.yaml"),
-            "--trajectories_file",
-            str(trajectories),
-            "--output_file",
-            str(rewards),
-        ],
-    )
-    stage.run(
-        "pairs",
-        pairs / "README.md",
-        [
-            sys.executable,
-            "recipes/dynamicrag/pairs.py",
-            "--config",
-            str(CONFIGS / "config_evidence_pairs.yaml"),
-            "--rewards_file",
-            str(rewards),
-            "--output_dir",
-            str(pairs),
-        ],
-    )
-    stage.run(
-        "dpo",
-        dpo / "dynamicrag_config.json",
-        [
-            *launch,
-            "recipes/dynamicrag/dpo.py",
-            "--config",
-            str(CONFIGS / "config_evidence_dpo.yaml"),
-            "--model_name_or_path",
-            str(sft),
-            "--dataset_name",
-            str(pairs),
-            "--output_dir",
-            str(dpo),
-        ],
-    )
-    dpo_report = evaluate("dpo", dpo, "test", args.test_questions, top_k)
 
-    before, after = scores_of(sft_report), scores_of(dpo_report)
-    sft_ks = k_distribution(sft_report)
+    top_k = ("1", "2", "3", "5", "10")
+    sft_reports, dpo_reports = [], []
+    for seed in seeds:
+        sft = train(seed)
+        folder = seed_dir(seed)
+        sft_reports.append(evaluate(seeded("sft", seed), sft, "test", args.test_questions, top_k))
+        trajectories, rewards, pairs, dpo = (
+            folder / "trajectories.jsonl",
+            folder / "rewards.jsonl",
+            folder / "pairs",
+            folder / "dpo",
+        )
+        stage.run(
+            seeded("sample", seed),
+            folder / "sample.done",
+            [
+                sys.executable,
+                "recipes/dynamicrag/sample.py",
+                "--config",
+                str(CONFIGS / "config_evidence_sample.yaml"),
+                "--model_name_or_path",
+                str(sft),
+                "--dataset_name",
+                str(data),
+                "--output_file",
+                str(trajectories),
+                "--seed",
+                str(seed),
+            ],
+        )
+        stage.run(
+            seeded("rewards", seed),
+            folder / "rewards.done",
+            [
+                sys.executable,
+                "recipes/dynamicrag/rewards.py",
+                "--config",
+                str(CONFIGS / "config_evidence_rewards.yaml"),
+                "--trajectories_file",
+                str(trajectories),
+                "--output_file",
+                str(rewards),
+            ],
+        )
+        stage.run(
+            seeded("pairs", seed),
+            pairs / "README.md",
+            [
+                sys.executable,
+                "recipes/dynamicrag/pairs.py",
+                "--config",
+                str(CONFIGS / "config_evidence_pairs.yaml"),
+                "--rewards_file",
+                str(rewards),
+                "--output_dir",
+                str(pairs),
+            ],
+        )
+        stage.run(
+            seeded("dpo", seed),
+            dpo / "dynamicrag_config.json",
+            [
+                *launch,
+                "recipes/dynamicrag/dpo.py",
+                "--config",
+                str(CONFIGS / "config_evidence_dpo.yaml"),
+                "--model_name_or_path",
+                str(sft),
+                "--dataset_name",
+                str(pairs),
+                "--output_dir",
+                str(dpo),
+                "--seed",
+                str(seed),
+            ],
+        )
+        dpo_reports.append(evaluate(seeded("dpo", seed), dpo, "test", args.test_questions, top_k))
+
+    before, after = mean_scores([scores_of(r) for r in sft_reports]), mean_scores([scores_of(r) for r in dpo_reports])
+    sft_ks = k_distribution(sft_reports[0])
     test_relevant = relevant_of("test")
-    comparisons = comparisons_of(dpo_report, test_relevant)
+    comparisons = comparisons_of(dpo_reports, test_relevant)
     criteria = {
         "after SFT, malformed outputs <= 1%": before["malformed"] <= 0.01,
         "after SFT, a variable k (more than one k over the questions)": len(sft_ks) > 1,
@@ -402,7 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         "after DPO, recall above the retriever's at the same k": after["recall"] > after["retriever_recall_same_k"],
         "after DPO, the 95% CI of EM - the best fixed top-k's above 0": comparisons["em"]["ci95"][0] > 0,
     }
-    evaluated = {p["id"] for p in sft_report["predictions"]}
+    evaluated = {p["id"] for p in sft_reports[0]["predictions"]}
+    command = "make evidence-dynamicrag"
+    if options := [
+        *(["--cell", args.cell] if args.cell != "run4" else []),
+        *(["--seeds", *map(str, seeds)] if seeds != [42] else []),
+    ]:
+        command += f" EVIDENCE_ARGS='{' '.join(options)}'"
     report = {
         "before": before,
         "after": after,
@@ -410,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         "criteria": criteria,
         "criteria_met": all(criteria.values()),
         "headline": "after DPO, the 95% CI of EM - the best fixed top-k's above 0",
-        "seeds": [42],
-        "command": "make evidence-dynamicrag" + (f" EVIDENCE_ARGS='--cell {args.cell}'" if args.cell != "run4" else ""),
+        "seeds": seeds,
+        "command": command,
         "cell": {"name": args.cell, "what": cell.what, "sft_phases": [[n, o] for n, o in cell.phases]},
         "provenance": {
             "weights": evidence.PACKAGED_WEIGHTS,
@@ -423,12 +510,17 @@ def main(argv: list[str] | None = None) -> int:
         "first_stage_options": first_stage,
         "behaviour_cloning_options": BEHAVIOUR_CLONING,
         "validation_check": validation_check,
-        "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_report)},
-        "systems": {"sft": sft_report["scores"], "dpo": dpo_report["scores"]},
-        "test_questions": len(sft_report["predictions"]),
+        "k_distribution": {"sft": sft_ks, "dpo": k_distribution(dpo_reports[0])},
+        "systems": {"sft": sft_reports[0]["scores"], "dpo": dpo_reports[0]["scores"]},
+        "test_questions": len(sft_reports[0]["predictions"]),
         "eval_backend": args.eval_backend,
         "configs": sorted(p.name for p in CONFIGS.glob("config_evidence_*.yaml")),
     }
+    if len(seeds) > 1:
+        report["by_seed"] = {
+            str(s): {"before": scores_of(b), "after": scores_of(a)} for s, b, a in zip(seeds, sft_reports, dpo_reports)
+        }
+        report["noise"] = {key: seed_sd([scores_of(a)[key] for a in dpo_reports]) for key in ("em", "recall")}
     evidence.finish("dynamicrag", report, stage, Path(args.evidence_dir))
     print(f"stage seconds: {stage.seconds}")
     return 0
