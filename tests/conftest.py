@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import transformers
@@ -14,8 +15,43 @@ from testing_utils import FAKE_VLLM, TEST_ORGS, ClientRunner
 from local_hub import LocalHub
 from retrieval_policies.assets import DEFAULT_BASE_MODEL, resolve_model
 
+# Under pytest-xdist (`make test` runs two workers on this 2-core machine) each worker, and every process it starts,
+# computes on one thread: two workers with torch's default of one thread per core slow each other 10-20x.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    if hasattr(
+        os, "sched_getaffinity"
+    ):  # vLLM-CPU binds its threads to cores: each worker's engines to a core of its own
+        cores = sorted(os.sched_getaffinity(0))
+        worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw") or 0)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(cores[worker % len(cores)]))
+
 # The recipes log to trackio (report_to: trackio): the suite's runs go to a folder of its own, never to ~/.cache.
 os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="trackio-tests-"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first, by the per-file seconds last measured (benchmarks/results/suite_workers_*.json;
+    files not listed keep their order, after them): xdist's workers take files in this order, so the longest start
+    first and the tier does not end with one worker alone on the demo."""
+    import json
+
+    tiers = {"slow": ["slow"], "not slow": ["fast"]}.get(config.option.markexpr, ["fast", "slow"])
+    measured: dict[str, float] = {}
+    for tier in tiers:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"suite_workers_{tier}.json"
+        for name, seconds in (json.loads(path.read_text())["slowest_files_s"] if path.is_file() else {}).items():
+            measured[name] = measured.get(name, 0.0) + seconds
+    position = {item: i for i, item in enumerate(items)}
+
+    def module(item) -> str:  # as JUnit names it: tests.test_demo
+        return item.nodeid.split("::")[0].removesuffix(".py").replace("/", ".")
+
+    items.sort(key=lambda item: (-measured.get(module(item), 0.0), position[item]))
 
 
 @pytest.fixture(scope="session")

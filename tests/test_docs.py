@@ -67,7 +67,10 @@ def test_runnable_blocks_run_as_written(document, tmp_path):
     tokens = tmp_path / "hub.tokens"
     token = add_token(tokens, "me", "write")
     with LocalHub(tmp_path / "hub", token_file=tokens) as hub:
-        env = {**hub.client_env(tmp_path / "hf_home", token=token, base=os.environ), "OMP_NUM_THREADS": "2"}
+        env = {
+            **hub.client_env(tmp_path / "hf_home", token=token, base=os.environ),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+        }
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         for language, code, line in runnable_blocks(document):
             command = [sys.executable, "-c", code] if language == "python" else ["bash", "-euo", "pipefail", "-c", code]
