@@ -30,8 +30,8 @@ Criteria: after SFT the greedy outputs parse (malformed <= 1%) with a variable k
 questions); after DPO, EM >= the best fixed top-k of the same generator, and the selected passages' recall above
 the retriever's at the same k, each with the 95% interval reported (the headline claim needs its lower bound above
 0). Every stage that has its output is skipped, so an interrupted run continues. `--seeds 42 43 44` trains one run
-per seed (each about as long as one run: on this CPU several seeds exceed the 150 minutes, so they are run in turn,
-each resumable) and reports the mean over the seeds, the per-question differences averaged over them, and their sd.
+per seed (each about two hours on this CPU: several seeds exceed the 150 minutes, so they are run in turn, each
+resumable) and reports the mean over the seeds, the per-question differences averaged over them, and their sd.
 
     python recipes/dynamicrag/evidence.py [--cell a] [--seeds 42 43 44] [--validation-only] [--output-dir DIR]
 """
