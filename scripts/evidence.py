@@ -277,7 +277,8 @@ class Stages:
             Path(marker).write_text("")
         self.seconds[name] = round(time.time() - started, 1)
         print(f"{name}: {self.seconds[name]:.0f} s", flush=True)
-        self.record.write_text(json.dumps({**self.previous, **self.seconds}, indent=1) + "\n")
+        self.previous[name] = self.seconds[name]  # a later call for this stage (it is skipped) reports these seconds
+        self.record.write_text(json.dumps(self.previous, indent=1) + "\n")
         self.previous_commits[name] = self.commits[name]
         self.commit_record.write_text(json.dumps(self.previous_commits, indent=1) + "\n")
 

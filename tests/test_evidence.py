@@ -108,7 +108,7 @@ def test_the_demo_summary_shows_the_committed_evidence_labelled(tmp_path):
 
 def test_finish_adds_commit_and_stage_times_and_prints_the_table(tmp_path, capsys):
     stages = evidence.Stages(tmp_path / "logs", cwd=evidence.PROJECT_ROOT)
-    stages.run("one", tmp_path / "one.done", ["python", "-c", "pass"])
+    stages.run("one", tmp_path / "one.done", ["python", "-c", "import time; time.sleep(0.2)"])  # seconds above 0
     report = {k: v for k, v in _grace().items() if k not in ("commit", "wall_seconds")}
     path = evidence.finish("grace", report, stages, tmp_path)
     data = evidence.load("grace", tmp_path)
@@ -117,6 +117,9 @@ def test_finish_adds_commit_and_stage_times_and_prints_the_table(tmp_path, capsy
     assert data["stage_seconds"] == {"one": data["wall_seconds"]} and "| LocalWordNetDefinitionRetrieval |" in printed
     assert "one: 0 s" in printed and re.search(r"\n  one +\d+\n  total +\d+\n", printed)  # each stage's seconds
     assert data["clean_tree"] is evidence.tree_is_clean() and "stage_commits" not in data
+    seconds = stages.seconds["one"]
+    stages.run("one", tmp_path / "one.done", ["python", "-c", "raise SystemExit(1)"])  # asked again: skipped
+    assert stages.seconds["one"] == seconds > 0 and stages.commits["one"]["commit"] == data["commit"]
 
 
 def test_the_commit_is_the_one_each_stage_ran_at_not_the_one_checked_out_at_the_end(tmp_path):
