@@ -212,6 +212,7 @@ def test_the_evidence_command_trains_each_seed_and_pools_them(tmp_path, monkeypa
     args = ["--cell", "a", "--seeds", "42", "7", "--output-dir", str(out), "--evidence-dir", str(tmp_path)]
     assert evidence.main(args) == 0
     names = [name for name, _ in ran]
+    assert names.count("sft") == 1  # seed 42's model serves both the validation check and the test run
     assert names[:4] == ["data", "sft", "generator", "evaluate sft-validation"]
     assert "sft-seed7" in names and "dpo-seed7" in names and "evaluate dpo-seed7" in names
     commands = dict(ran)

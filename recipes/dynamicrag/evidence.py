@@ -39,6 +39,7 @@ resumable) and reports the mean over the seeds, the per-question differences ave
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections import Counter
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     def seeded(name: str, seed: int) -> str:
         return name if seed == DEFAULT_SEED else f"{name}-seed{seed}"
 
+    @functools.cache  # the first seed's model serves the validation check and the test run
     def train(seed: int) -> Path:
         """The cell's SFT phases with this seed (data order, dropout); the last phase's model."""
         model = MODEL
